@@ -1,0 +1,227 @@
+//! The eBPF side of the agent: load the programs, give them our settings, fill the
+//! port and exclusion maps, attach them to the captured cgroups, and answer "where
+//! did this client want to go?".
+//!
+//! Attachments are bpf_links owned by this process and never pinned: when the agent
+//! exits, however it exits (SIGKILL included), the kernel drops the links and the
+//! captured applications connect directly again. That is our fail-open guarantee.
+use std::{
+    fs::File,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    sync::Mutex,
+};
+
+use anyhow::{Context as _, anyhow};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
+    programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, SockOps},
+};
+use capture_common::{
+    AgentConfig, GLOBAL_AGENT, MAP_EXCLUDED_V4, MAP_EXCLUDED_V6, MAP_ORIGINAL_BY_CLIENT,
+    MAP_SELECTED_PORTS, MAP_STATS, OriginalDst, SocketKey, stat,
+};
+use ipnet::IpNet;
+
+/// The compiled eBPF object, built by build.rs (aya-build).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/capture-ebpf"));
+
+/// Program names in the object, the hook each one goes on, in attach order: the
+/// bookkeeping hooks first, the redirecting connect hooks last, so that no
+/// connection is redirected before its original destination can be found.
+const SOCK_OPS: &str = "ft_sockops";
+const SOCK_ADDR_PROGRAMS: [(&str, &str); 4] = [
+    ("ft_getpeer4", "cgroup/getpeername4"),
+    ("ft_getpeer6", "cgroup/getpeername6"),
+    ("ft_connect4", "cgroup/connect4"),
+    ("ft_connect6", "cgroup/connect6"),
+];
+
+pub struct CaptureSettings {
+    pub cgroup_dirs: Vec<PathBuf>,
+    pub ports: Vec<u16>,
+    pub exclude: Vec<IpNet>,
+    pub agent: AgentConfig,
+}
+
+/// Loaded and attached programs. Dropping it detaches everything.
+pub struct Capture {
+    // Owns the programs and their links.
+    _ebpf: Ebpf,
+    original_by_client: Mutex<HashMap<MapData, SocketKey, OriginalDst>>,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+fn program_error(name: &str, hook: &str, what: &str, err: ProgramError) -> anyhow::Error {
+    let hint = match &err {
+        ProgramError::LoadError { verifier_log, .. } => {
+            format!("\nverifier log:\n{verifier_log}")
+        }
+        _ => String::new(),
+    };
+    let cause = std::error::Error::source(&err)
+        .map(|s| format!(": {s}"))
+        .unwrap_or_default();
+    anyhow!(
+        "cannot {what} eBPF program {name} ({hook}): {err}{cause}. This kernel must support {hook} \
+         programs (Linux 5.8+ with CONFIG_CGROUP_BPF and CONFIG_BPF_SYSCALL).{hint}"
+    )
+}
+
+impl Capture {
+    pub fn load_and_attach(settings: &CaptureSettings) -> anyhow::Result<Self> {
+        let mut ebpf = EbpfLoader::new()
+            .override_global(GLOBAL_AGENT, &settings.agent, true)
+            .load(EBPF_OBJECT)
+            .context(
+                "cannot load the frametap eBPF object (is this kernel built with BPF and BTF?)",
+            )?;
+
+        {
+            let mut ports: HashMap<_, u16, u8> = HashMap::try_from(
+                ebpf.map_mut(MAP_SELECTED_PORTS)
+                    .context("eBPF object lacks the ports map")?,
+            )?;
+            for &port in &settings.ports {
+                ports
+                    .insert(port, 1, 0)
+                    .context("cannot fill the ports map")?;
+            }
+        }
+        {
+            let mut v4: LpmTrie<_, [u8; 4], u8> = LpmTrie::try_from(
+                ebpf.map_mut(MAP_EXCLUDED_V4)
+                    .context("no EXCLUDED_V4 map")?,
+            )?;
+            for net in settings.exclude.iter().filter(|n| n.addr().is_ipv4()) {
+                let IpAddr::V4(a) = net.network() else {
+                    continue;
+                };
+                v4.insert(&Key::new(net.prefix_len().into(), a.octets()), 1, 0)
+                    .with_context(|| format!("cannot add {net} to the exclusions"))?;
+            }
+        }
+        {
+            let mut v6: LpmTrie<_, [u8; 16], u8> = LpmTrie::try_from(
+                ebpf.map_mut(MAP_EXCLUDED_V6)
+                    .context("no EXCLUDED_V6 map")?,
+            )?;
+            for net in settings.exclude.iter() {
+                // IPv4 exclusions also cover IPv4-mapped IPv6 destinations, which
+                // the connect6 hook files as IPv4, so only native IPv6 goes here.
+                let IpAddr::V6(a) = net.network() else {
+                    continue;
+                };
+                v6.insert(&Key::new(net.prefix_len().into(), a.octets()), 1, 0)
+                    .with_context(|| format!("cannot add {net} to the exclusions"))?;
+            }
+        }
+
+        // Load every program before attaching any: a kernel that lacks one hook
+        // type fails here with nothing attached.
+        {
+            let prog: &mut SockOps = ebpf
+                .program_mut(SOCK_OPS)
+                .context("eBPF object lacks ft_sockops")?
+                .try_into()?;
+            prog.load()
+                .map_err(|e| program_error(SOCK_OPS, "sock_ops", "load", e))?;
+        }
+        for (name, hook) in SOCK_ADDR_PROGRAMS {
+            let prog: &mut CgroupSockAddr = ebpf
+                .program_mut(name)
+                .with_context(|| format!("eBPF object lacks {name}"))?
+                .try_into()?;
+            prog.load()
+                .map_err(|e| program_error(name, hook, "load", e))?;
+        }
+
+        let cgroups = settings
+            .cgroup_dirs
+            .iter()
+            .map(|d| File::open(d).with_context(|| format!("cannot open cgroup {}", d.display())))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        // Links are always multi-attach (they coexist with other programs on the cgroup);
+        // the kernel wants no mode flag with them, which is what `Single` sends.
+        // On any error below, `ebpf` is dropped and every link made so far goes with it.
+        for (cgroup, dir) in cgroups.iter().zip(&settings.cgroup_dirs) {
+            let prog: &mut SockOps = ebpf.program_mut(SOCK_OPS).expect("loaded").try_into()?;
+            prog.attach(cgroup, CgroupAttachMode::Single)
+                .map_err(|e| program_error(SOCK_OPS, "sock_ops", "attach", e))
+                .with_context(|| format!("attaching to {}", dir.display()))?;
+        }
+        for (name, hook) in SOCK_ADDR_PROGRAMS {
+            for (cgroup, dir) in cgroups.iter().zip(&settings.cgroup_dirs) {
+                let prog: &mut CgroupSockAddr =
+                    ebpf.program_mut(name).expect("loaded").try_into()?;
+                prog.attach(cgroup, CgroupAttachMode::Single)
+                    .map_err(|e| program_error(name, hook, "attach", e))
+                    .with_context(|| format!("attaching to {}", dir.display()))?;
+            }
+        }
+
+        let original_by_client = HashMap::try_from(
+            ebpf.take_map(MAP_ORIGINAL_BY_CLIENT)
+                .context("eBPF object lacks the original-destination map")?,
+        )?;
+        let stats = PerCpuArray::try_from(ebpf.take_map(MAP_STATS).context("no STATS map")?)?;
+        Ok(Self {
+            _ebpf: ebpf,
+            original_by_client: Mutex::new(original_by_client),
+            stats,
+        })
+    }
+
+    /// The original destination of a redirected connection, found by the client's
+    /// endpoint (the accepted socket's peer). The entry is taken: each connection is
+    /// accepted once, and the eBPF side also forgets it when the socket closes.
+    pub fn take_original_dst(&self, client: SocketAddr) -> Option<OriginalDst> {
+        let key = SocketKey::from_socket_addr(client);
+        let mut map = self
+            .original_by_client
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let found = map.get(&key, 0).ok()?;
+        let _ = map.remove(&key);
+        Some(found)
+    }
+
+    /// Counters of the eBPF programs, summed over CPUs.
+    pub fn stats(&self) -> Vec<(&'static str, u64)> {
+        (0..stat::COUNT)
+            .map(|i| {
+                let total = self
+                    .stats
+                    .get(&i, 0)
+                    .map(|per_cpu| per_cpu.iter().sum())
+                    .unwrap_or(0);
+                (stat::NAMES[i as usize], total)
+            })
+            .collect()
+    }
+}
+
+/// The network namespace cookie of the calling thread (SO_NETNS_COOKIE, Linux 5.14+).
+pub fn current_netns_cookie() -> anyhow::Result<u64> {
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+        .context("cannot create a socket to read the network namespace cookie")?;
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: getsockopt into a u64 of the given length on a valid socket.
+    let rc = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error())
+            .context("cannot read the network namespace cookie (needs Linux 5.14+)");
+    }
+    Ok(cookie)
+}

@@ -1,0 +1,337 @@
+//! Settings of `frametap-agent serve`: command line first, then the TOML config
+//! file, then defaults. Everything is validated here, before anything is attached.
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
+    path::{Path, PathBuf},
+    str::FromStr,
+};
+
+use anyhow::{Context as _, bail};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+pub const DEFAULT_CGROUP: &str = "frametap";
+pub const DEFAULT_PORTS: [u16; 2] = [80, 443];
+pub const DEFAULT_LISTEN: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 15001);
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/frametap";
+pub const MAX_PORTS: usize = capture_common::SELECTED_PORTS_CAPACITY as usize;
+
+/// A set of destination ports, parsed from "80,443" or "8000-8010" lists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortList(pub BTreeSet<u16>);
+
+impl FromStr for PortList {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut ports = BTreeSet::new();
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (lo, hi) = match item.split_once('-') {
+                Some((lo, hi)) => (parse_port(lo)?, parse_port(hi)?),
+                None => {
+                    let p = parse_port(item)?;
+                    (p, p)
+                }
+            };
+            if lo > hi {
+                return Err(format!("port range {item:?} runs backwards"));
+            }
+            ports.extend(lo..=hi);
+            if ports.len() > MAX_PORTS {
+                return Err(format!("at most {MAX_PORTS} ports can be selected"));
+            }
+        }
+        if ports.is_empty() {
+            return Err("no port given (expected e.g. 80,443 or 8000-8010)".into());
+        }
+        Ok(Self(ports))
+    }
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    match s.trim().parse::<u32>() {
+        Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
+        _ => Err(format!("{s:?} is not a TCP port (1-65535)")),
+    }
+}
+
+/// A CIDR never captured; a bare address means a single host.
+pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    if let Ok(net) = s.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(IpNet::from(ip));
+    }
+    Err(format!(
+        "{s:?} is not a CIDR (e.g. 10.0.0.0/8, fd00::/8) or an IP address"
+    ))
+}
+
+/// The `[serve]`-level keys of the TOML config file. Unknown keys are an error so
+/// that a typo is not silently ignored.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    pub cgroup: Option<Vec<String>>,
+    pub ports: Option<Vec<u16>>,
+    pub exclude: Option<Vec<String>>,
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub log_format: Option<String>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+}
+
+/// What the command line gave (None: not given, fall back to the file).
+#[derive(Debug, Default, Clone)]
+pub struct CliServe {
+    pub cgroup: Vec<String>,
+    pub ports: Vec<PortList>,
+    pub exclude: Vec<IpNet>,
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Validated settings of a serving agent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServeConfig {
+    /// cgroup paths relative to the cgroup2 mount, "/" for host-wide.
+    pub cgroups: Vec<String>,
+    pub ports: BTreeSet<u16>,
+    pub exclude: Vec<IpNet>,
+    pub listen: SocketAddrV4,
+    pub data_dir: PathBuf,
+    pub log_format: LogFormat,
+}
+
+impl ServeConfig {
+    /// Command line over file over defaults.
+    pub fn resolve(cli: CliServe, file: FileConfig) -> anyhow::Result<Self> {
+        let mut cgroups = if !cli.cgroup.is_empty() {
+            cli.cgroup
+        } else {
+            file.cgroup.unwrap_or_default()
+        };
+        if cgroups.is_empty() {
+            cgroups.push(DEFAULT_CGROUP.to_string());
+        }
+        for c in &mut cgroups {
+            *c = normalize_cgroup(c)?;
+        }
+        cgroups.sort();
+        cgroups.dedup();
+
+        let ports: BTreeSet<u16> = if !cli.ports.is_empty() {
+            cli.ports.into_iter().flat_map(|p| p.0).collect()
+        } else if let Some(p) = file.ports {
+            let list = p.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+            PortList::from_str(&list)
+                .map_err(anyhow::Error::msg)
+                .context("config file: ports")?
+                .0
+        } else {
+            DEFAULT_PORTS.into_iter().collect()
+        };
+        if ports.len() > MAX_PORTS {
+            bail!(
+                "at most {MAX_PORTS} ports can be selected, got {}",
+                ports.len()
+            );
+        }
+
+        let mut exclude = cli.exclude;
+        for e in file.exclude.unwrap_or_default() {
+            exclude.push(
+                parse_cidr(&e)
+                    .map_err(anyhow::Error::msg)
+                    .context("config file: exclude")?,
+            );
+        }
+
+        let listen = match cli.listen {
+            Some(l) => l,
+            None => match file.listen {
+                Some(l) => l
+                    .parse::<SocketAddr>()
+                    .with_context(|| format!("config file: listen {l:?} is not ADDRESS:PORT"))?,
+                None => SocketAddr::V4(DEFAULT_LISTEN),
+            },
+        };
+        let listen = match listen {
+            SocketAddr::V4(v4) if v4.ip().is_loopback() && v4.port() != 0 => v4,
+            other => bail!(
+                "--listen {other}: the agent listens on an IPv4 loopback address with a fixed port \
+                 (e.g. 127.0.0.1:15001); IPv6 clients are served on [::1] at the same port"
+            ),
+        };
+
+        let log_format = match (cli.log_format, file.log_format.as_deref()) {
+            (Some(f), _) => f,
+            (None, None) => LogFormat::Text,
+            (None, Some("text")) => LogFormat::Text,
+            (None, Some("json")) => LogFormat::Json,
+            (None, Some(other)) => bail!("config file: log-format {other:?} is not text or json"),
+        };
+
+        Ok(Self {
+            cgroups,
+            ports,
+            exclude,
+            listen,
+            data_dir: cli
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            log_format,
+        })
+    }
+
+    pub fn host_wide(&self) -> bool {
+        self.cgroups.iter().any(|c| c == "/")
+    }
+}
+
+/// "/" stays "/", "a/b/" and "/a/b" become "a/b"; ".." is refused.
+pub fn normalize_cgroup(path: &str) -> anyhow::Result<String> {
+    let trimmed = path.trim().trim_matches('/');
+    if trimmed.is_empty() {
+        return Ok("/".to_string());
+    }
+    if trimmed
+        .split('/')
+        .any(|c| c == ".." || c == "." || c.is_empty())
+    {
+        bail!(
+            "cgroup path {path:?} must be a plain path below the cgroup2 mount (no '..', '.' or '//')"
+        );
+    }
+    Ok(trimmed.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_lists() {
+        assert_eq!(
+            "80,443".parse::<PortList>().unwrap().0,
+            BTreeSet::from([80, 443])
+        );
+        assert_eq!("8000-8002".parse::<PortList>().unwrap().0.len(), 3);
+        for bad in ["0", "65536", "http", "", "90-80", "1-2000", "-1"] {
+            assert!(bad.parse::<PortList>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cidrs() {
+        assert_eq!(
+            parse_cidr("10.1.2.3/8").unwrap(),
+            "10.0.0.0/8".parse::<IpNet>().unwrap()
+        );
+        assert_eq!(
+            parse_cidr("fd00::1").unwrap(),
+            "fd00::1/128".parse::<IpNet>().unwrap()
+        );
+        assert!(parse_cidr("10.0.0.0/33").is_err());
+        assert!(parse_cidr("nope").is_err());
+    }
+
+    #[test]
+    fn cgroup_paths() {
+        assert_eq!(normalize_cgroup("/").unwrap(), "/");
+        assert_eq!(normalize_cgroup("/a/b/").unwrap(), "a/b");
+        assert!(normalize_cgroup("a/../b").is_err());
+        assert!(normalize_cgroup("a//b").is_err());
+    }
+
+    #[test]
+    fn defaults() {
+        let c = ServeConfig::resolve(CliServe::default(), FileConfig::default()).unwrap();
+        assert_eq!(c.cgroups, vec!["frametap"]);
+        assert_eq!(c.ports, BTreeSet::from([80, 443]));
+        assert_eq!(c.listen, DEFAULT_LISTEN);
+        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert!(!c.host_wide());
+    }
+
+    #[test]
+    fn file_then_cli_precedence() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            cgroup = ["/svc/web", "/"]
+            ports = [8443]
+            exclude = ["10.9.0.0/16"]
+            listen = "127.0.0.2:16000"
+            data-dir = "/tmp/ft"
+            log-format = "json"
+            "#,
+        )
+        .unwrap();
+        let c = ServeConfig::resolve(CliServe::default(), file).unwrap();
+        assert_eq!(c.cgroups, vec!["/", "svc/web"]);
+        assert!(c.host_wide());
+        assert_eq!(c.ports, BTreeSet::from([8443]));
+        assert_eq!(c.exclude, vec!["10.9.0.0/16".parse::<IpNet>().unwrap()]);
+        assert_eq!(c.listen.to_string(), "127.0.0.2:16000");
+        assert_eq!(c.log_format, LogFormat::Json);
+
+        let file: FileConfig =
+            toml::from_str("ports = [8443]\nlisten = \"127.0.0.2:16000\"").unwrap();
+        let cli = CliServe {
+            ports: vec!["80".parse().unwrap()],
+            listen: Some("127.0.0.1:15002".parse().unwrap()),
+            ..Default::default()
+        };
+        let c = ServeConfig::resolve(cli, file).unwrap();
+        assert_eq!(c.ports, BTreeSet::from([80]));
+        assert_eq!(c.listen.port(), 15002);
+    }
+
+    #[test]
+    fn file_errors_are_reported() {
+        assert!(toml::from_str::<FileConfig>("prots = [80]").is_err());
+        let file: FileConfig = toml::from_str("ports = [0]").unwrap();
+        let err = ServeConfig::resolve(CliServe::default(), file).unwrap_err();
+        assert!(format!("{err:#}").contains("not a TCP port"), "{err:#}");
+        let file: FileConfig = toml::from_str("exclude = [\"10.0.0.0/99\"]").unwrap();
+        assert!(ServeConfig::resolve(CliServe::default(), file).is_err());
+    }
+
+    #[test]
+    fn listen_must_be_v4_loopback() {
+        for bad in [
+            "0.0.0.0:15001",
+            "10.0.0.1:15001",
+            "127.0.0.1:0",
+            "[::1]:15001",
+        ] {
+            let cli = CliServe {
+                listen: Some(bad.parse().unwrap()),
+                ..Default::default()
+            };
+            assert!(
+                ServeConfig::resolve(cli, FileConfig::default()).is_err(),
+                "{bad}"
+            );
+        }
+    }
+}

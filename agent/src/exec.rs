@@ -1,0 +1,124 @@
+//! `frametap-agent exec -- CMD`: run one command, and everything it starts, inside
+//! a fresh child cgroup of a captured cgroup, and exit with its status.
+use std::{
+    ffi::{CString, OsString},
+    os::unix::{ffi::OsStrExt as _, process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::Command,
+    sync::atomic::{AtomicI32, Ordering},
+};
+
+use anyhow::{Context as _, bail};
+use tracing::warn;
+
+use crate::{cgroup, config, state};
+
+static CHILD_PID: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward_signal(sig: libc::c_int) {
+    let pid = CHILD_PID.load(Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// A child cgroup that is removed again when dropped.
+struct ChildCgroup {
+    dir: PathBuf,
+    parent: PathBuf,
+}
+
+impl ChildCgroup {
+    fn create(parent: &Path) -> anyhow::Result<Self> {
+        let dir = parent.join(format!("exec-{}", std::process::id()));
+        std::fs::create_dir(&dir)
+            .with_context(|| format!("cannot create cgroup {}", dir.display()))?;
+        Ok(Self {
+            dir,
+            parent: parent.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for ChildCgroup {
+    fn drop(&mut self) {
+        // Processes the command left running (daemons) move up to the captured
+        // cgroup, so they stay captured and this directory can go.
+        if let Ok(procs) = std::fs::read_to_string(self.dir.join("cgroup.procs")) {
+            for pid in procs.split_whitespace() {
+                let _ = std::fs::write(self.parent.join("cgroup.procs"), pid);
+            }
+        }
+        if let Err(e) = std::fs::remove_dir(&self.dir) {
+            warn!(cgroup = %self.dir.display(), error = %e, "cannot remove the command's cgroup");
+        }
+    }
+}
+
+/// Run `command` captured; returns the exit code to exit with.
+pub fn run(cgroup_path: &str, data_dir: &Path, command: &[OsString]) -> anyhow::Result<i32> {
+    let Some((program, args)) = command.split_first() else {
+        bail!("no command given: frametap-agent exec -- CMD [ARGS...]");
+    };
+    let relative = config::normalize_cgroup(cgroup_path)?;
+    let mount = cgroup::cgroup2_mount()?;
+    let captured = cgroup::resolve_captured(
+        &mount,
+        std::slice::from_ref(&relative),
+        config::DEFAULT_CGROUP,
+    )?;
+    match state::live(data_dir) {
+        Some(agent)
+            if agent
+                .cgroups
+                .iter()
+                .any(|c| c == "/" || relative == *c || relative.starts_with(&format!("{c}/"))) => {}
+        Some(agent) => warn!(
+            cgroup = relative,
+            serving = ?agent.cgroups,
+            "the running agent does not capture this cgroup: the command runs uncaptured"
+        ),
+        None => warn!(
+            data_dir = %data_dir.display(),
+            "no frametap agent is serving (start `frametap-agent serve`): the command runs uncaptured"
+        ),
+    }
+
+    let child_cgroup = ChildCgroup::create(&captured[0])?;
+    let procs = CString::new(child_cgroup.dir.join("cgroup.procs").as_os_str().as_bytes())
+        .context("cgroup path contains a NUL byte")?;
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    // SAFETY: the closure only makes async-signal-safe syscalls.
+    unsafe {
+        cmd.pre_exec(move || cgroup::enter_cgroup_raw(&procs));
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot run {}", program.to_string_lossy()))?;
+    CHILD_PID.store(child.id() as i32, Ordering::Relaxed);
+    // Ctrl-C reaches the child through the terminal; we stay to clean up. A
+    // SIGTERM sent to us alone is passed on.
+    // SAFETY: installing handlers that only call kill().
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+        libc::signal(
+            libc::SIGTERM,
+            forward_signal as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGHUP,
+            forward_signal as *const () as libc::sighandler_t,
+        );
+    }
+    let status = child.wait().context("waiting for the command failed")?;
+    drop(child_cgroup);
+    use std::os::unix::process::ExitStatusExt as _;
+    Ok(match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(sig)) => 128 + sig,
+        (None, None) => 1,
+    })
+}

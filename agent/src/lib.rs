@@ -1,0 +1,20 @@
+//! frametap agent: loads the eBPF capture programs, accepts the connections they
+//! redirect, and relays each one to its original destination.
+//!
+//! Modules, one job each:
+//! * [`config`]: command line and TOML settings, validated.
+//! * [`preflight`]: is this machine able to run us (root, BTF, cgroup2)?
+//! * [`cgroup`]: finding, creating and entering cgroup v2 directories.
+//! * [`capture`]: the eBPF side: load, configure, attach, original-destination lookups.
+//! * [`proxy`]: the accept loop and the life of one redirected connection.
+//! * [`relay`]: byte relay between two sockets (half-close and resets respected).
+//! * [`exec`]: run one command inside a captured cgroup.
+//! * [`state`]: the small file that tells `exec` an agent is serving.
+pub mod capture;
+pub mod cgroup;
+pub mod config;
+pub mod exec;
+pub mod preflight;
+pub mod proxy;
+pub mod relay;
+pub mod state;

@@ -1,0 +1,374 @@
+//! `frametap-agent`: serve (capture and relay) or exec (run a command captured).
+use std::{
+    ffi::OsString,
+    net::{Ipv6Addr, SocketAddr, SocketAddrV6},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use frametap_agent::{
+    capture::{self, Capture, CaptureSettings},
+    cgroup,
+    config::{self, CliServe, FileConfig, LogFormat, PortList, ServeConfig},
+    exec, preflight,
+    proxy::{self, ProxyContext},
+    state,
+};
+use ipnet::IpNet;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+#[derive(Parser)]
+#[command(
+    name = "frametap-agent",
+    version,
+    about = "Transparent capture of selected outbound TCP connections, redirected by eBPF"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load and attach the eBPF programs and relay every captured connection.
+    Serve(ServeArgs),
+    /// Run one command (and its children) inside a fresh child cgroup of a captured cgroup.
+    Exec(ExecArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// cgroup v2 path to capture, relative to the cgroup2 mount; its descendants are
+    /// captured too. Repeatable. "/" captures the whole host. Default: "frametap"
+    /// (created if missing).
+    #[arg(long, value_name = "PATH")]
+    cgroup: Vec<String>,
+    /// Destination ports to capture: a list such as 80,443 or a range 8000-8010.
+    /// Repeatable. Default: 80,443.
+    #[arg(long, value_name = "PORTS")]
+    ports: Vec<PortList>,
+    /// Destination network never captured (CIDR or single address). Repeatable.
+    #[arg(long, value_name = "CIDR", value_parser = config::parse_cidr)]
+    exclude: Vec<IpNet>,
+    /// IPv4 loopback address the redirected connections are sent to; IPv6 ones go to
+    /// [::1] on the same port. Default: 127.0.0.1:15001.
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<SocketAddr>,
+    /// Where the agent keeps its state. Default: /var/lib/frametap.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// TOML file with any of the keys cgroup, ports, exclude, listen, data-dir,
+    /// log-format; command-line flags win over it.
+    #[arg(long, value_name = "FILE", env = "FRAMETAP_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log lines as text or JSON (one object per line). Default: text.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    /// On SIGINT/SIGTERM, how long open connections may still run after new ones
+    /// stopped being captured.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    shutdown_grace: u64,
+    /// Worker threads, each with its own listener (SO_REUSEPORT) and event loop, so a
+    /// connection stays on one core for its whole life. Default: one per CPU.
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+}
+
+#[derive(Args)]
+struct ExecArgs {
+    /// Captured cgroup (relative to the cgroup2 mount) to run the command under.
+    #[arg(long, value_name = "PATH", default_value = config::DEFAULT_CGROUP)]
+    cgroup: String,
+    /// Data dir of the serving agent (to check that one is running).
+    #[arg(long, value_name = "DIR", default_value = config::DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// The command and its arguments.
+    #[arg(required = true, last = true, value_name = "CMD")]
+    command: Vec<OsString>,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FRAMETAP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args).map(|()| 0),
+        Command::Exec(args) => {
+            init_logging(LogFormat::Text);
+            exec::run(&args.cgroup, &args.data_dir, &args.command)
+        }
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("frametap-agent: error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Bind one of the workers' listeners: SO_REUSEPORT lets every worker have its
+/// own socket on the same address, and the kernel spreads connections over them.
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    // Deep backlog: connection bursts arrive all at once.
+    socket.listen(4096)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// SO_REUSEPORT would let a second agent share our port silently: make sure
+/// nobody holds it first, with a plain bind.
+fn ensure_free(addr: SocketAddr) -> std::io::Result<()> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())
+}
+
+/// Per worker: its IPv4 listener and, when IPv6 loopback exists, its IPv6 one.
+fn bind_workers(
+    listen: std::net::SocketAddrV4,
+    workers: usize,
+) -> anyhow::Result<Vec<Vec<std::net::TcpListener>>> {
+    let v4_addr = SocketAddr::V4(listen);
+    let in_use = |addr: SocketAddr| {
+        format!("cannot listen on {addr}: is another frametap-agent running? Pick another --listen")
+    };
+    ensure_free(v4_addr).with_context(|| in_use(v4_addr))?;
+    let v6_addr = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::LOCALHOST, listen.port(), 0, 0));
+    let ipv6 = match ensure_free(v6_addr) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            return Err(e).with_context(|| in_use(v6_addr));
+        }
+        Err(e) => {
+            warn!(error = %e, "no IPv6 loopback here: IPv6 connections will not be captured");
+            false
+        }
+    };
+    (0..workers)
+        .map(|_| {
+            let mut set = vec![bind(v4_addr).with_context(|| in_use(v4_addr))?];
+            if ipv6 {
+                set.push(bind(v6_addr).with_context(|| in_use(v6_addr))?);
+            }
+            Ok(set)
+        })
+        .collect()
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let cfg = ServeConfig::resolve(
+        CliServe {
+            cgroup: args.cgroup,
+            ports: args.ports,
+            exclude: args.exclude,
+            listen: args.listen,
+            data_dir: args.data_dir,
+            log_format: args.log_format,
+        },
+        file,
+    )?;
+    init_logging(cfg.log_format);
+
+    preflight::check_privileges()?;
+    preflight::check_btf()?;
+    let mount = cgroup::cgroup2_mount()?;
+    let cgroup_dirs = cgroup::resolve_captured(&mount, &cfg.cgroups, config::DEFAULT_CGROUP)?;
+
+    // Listeners before attaching: a port in use must fail with nothing attached.
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let worker_listeners = bind_workers(cfg.listen, workers)?;
+    let ipv6 = worker_listeners[0].len() > 1;
+
+    let mut agent = capture_common::AgentConfig::new(
+        *cfg.listen.ip(),
+        if ipv6 {
+            Ipv6Addr::LOCALHOST
+        } else {
+            Ipv6Addr::UNSPECIFIED
+        },
+        cfg.listen.port(),
+    );
+    agent.agent_tgid = std::process::id();
+    agent.netns_cookie = capture::current_netns_cookie()?;
+    let mark = agent.agent_mark;
+    let capture = Arc::new(Capture::load_and_attach(&CaptureSettings {
+        cgroup_dirs: cgroup_dirs.clone(),
+        ports: cfg.ports.iter().copied().collect(),
+        exclude: cfg.exclude.clone(),
+        agent,
+    })?);
+
+    state::write(
+        &cfg.data_dir,
+        &state::AgentState {
+            pid: std::process::id(),
+            listen: cfg.listen,
+            cgroups: cfg.cgroups.clone(),
+            ports: cfg.ports.iter().copied().collect(),
+        },
+    )?;
+    let ports = cfg
+        .ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let excluded = cfg
+        .exclude
+        .iter()
+        .map(IpNet::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let dirs = cgroup_dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    info!(
+        cgroups = dirs,
+        ports,
+        exclude = excluded,
+        listen = %cfg.listen,
+        ipv6,
+        workers,
+        "capturing outbound TCP connects from these cgroups (and their descendants) to these ports"
+    );
+    if cfg.host_wide() {
+        info!("host-wide mode: every process of this network namespace is captured");
+    } else {
+        info!(
+            "to capture one command: frametap-agent exec --cgroup {} -- curl http://example.com/",
+            cfg.cgroups[0]
+        );
+    }
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let ctx = Arc::new(ProxyContext::new(Arc::clone(&capture), mark));
+    let grace = Duration::from_secs(args.shutdown_grace);
+    let threads = worker_listeners
+        .into_iter()
+        .enumerate()
+        .map(|(i, listeners)| {
+            let (ctx, stop_rx) = (Arc::clone(&ctx), stop_rx.clone());
+            std::thread::Builder::new()
+                .name(format!("frametap-worker-{i}"))
+                .spawn(move || run_worker(listeners, ctx, stop_rx, grace))
+                .context("cannot start a worker thread")
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    let signals = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = signals.block_on(async {
+        wait_for_signal().await?;
+        info!("shutting down: new connections are no longer captured");
+        let _ = stop_tx.send(true);
+        let workers_done = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        });
+        // A second signal skips the grace period.
+        tokio::select! {
+            _ = workers_done => {}
+            _ = wait_for_signal() => warn!("second signal: closing open connections now"),
+        }
+        anyhow::Ok(())
+    });
+    for (name, value) in capture.stats() {
+        info!(counter = name, value, "eBPF counter");
+    }
+    // Detach, so new connects go direct, before anything else is torn down.
+    drop(ctx);
+    drop(capture);
+    state::remove(&cfg.data_dir);
+    info!("detached; bye");
+    signals.shutdown_background();
+    result
+}
+
+/// One worker: a single-threaded event loop serving its own listeners. Connections
+/// never move between threads, which keeps per-connection latency low.
+fn run_worker(
+    listeners: Vec<std::net::TcpListener>,
+    ctx: Arc<ProxyContext>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a worker event loop");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let listeners = listeners
+            .into_iter()
+            .filter_map(|l| {
+                TcpListener::from_std(l)
+                    .map_err(|e| warn!(error = %e, "listener"))
+                    .ok()
+            })
+            .collect();
+        proxy::serve(listeners, ctx, stop, grace).await;
+    });
+    // Connections still open after the grace period are dropped (closed) here.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

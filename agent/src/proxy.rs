@@ -1,0 +1,212 @@
+//! The accept loop and the life of one redirected connection: find where the
+//! client wanted to go, connect there, relay, and log what happened.
+//!
+//! Protocol handling (TLS, HTTP, WebSocket) plugs in at [`handle_redirected`], once
+//! the original destination is known and the upstream socket is open.
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use capture_common::OriginalDst;
+use tokio::{
+    net::{TcpListener, TcpSocket, TcpStream},
+    sync::{mpsc, watch},
+};
+use tracing::{debug, info, warn};
+
+use crate::{capture::Capture, relay};
+
+/// How long the agent waits for the original destination to accept.
+pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every connection task shares.
+pub struct ProxyContext {
+    pub capture: Arc<Capture>,
+    /// SO_MARK on upstream sockets, so the eBPF hooks leave them alone.
+    pub mark: u32,
+    next_id: AtomicU64,
+}
+
+impl ProxyContext {
+    pub fn new(capture: Arc<Capture>, mark: u32) -> Self {
+        Self {
+            capture,
+            mark,
+            next_id: AtomicU64::new(1),
+        }
+    }
+}
+
+/// What is known about a redirected connection once it is accepted.
+pub struct ConnectionInfo {
+    pub id: u64,
+    pub client_addr: SocketAddr,
+    pub original: OriginalDst,
+    pub accepted_at: Instant,
+}
+
+impl ConnectionInfo {
+    pub fn destination(&self) -> SocketAddr {
+        self.original.dst.to_socket_addr()
+    }
+}
+
+/// Accept until `shutdown` turns true, then wait for open connections to finish
+/// (at most `grace`). Each connection task holds a clone of `drain_tx`; when the
+/// last one is gone, `drain_rx` yields None (mini-redis's shutdown pattern).
+pub async fn serve(
+    listeners: Vec<TcpListener>,
+    ctx: Arc<ProxyContext>,
+    shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
+    let accepts: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| {
+            tokio::spawn(accept_loop(
+                listener,
+                Arc::clone(&ctx),
+                shutdown.clone(),
+                drain_tx.clone(),
+            ))
+        })
+        .collect();
+    drop(drain_tx);
+    for a in accepts {
+        let _ = a.await;
+    }
+    if tokio::time::timeout(Duration::from_millis(1), drain_rx.recv())
+        .await
+        .is_err()
+    {
+        info!(
+            grace_s = grace.as_secs(),
+            "waiting for open connections to finish"
+        );
+        if tokio::time::timeout(grace, drain_rx.recv()).await.is_err() {
+            warn!("closing connections still open after the grace period");
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<ProxyContext>,
+    mut shutdown: watch::Receiver<bool>,
+    drain: mpsc::Sender<()>,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let ctx = Arc::clone(&ctx);
+                    let drain = drain.clone();
+                    tokio::spawn(async move {
+                        accept_one(ctx, stream, peer).await;
+                        drop(drain);
+                    });
+                }
+                // EMFILE and friends: back off instead of spinning.
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+async fn accept_one(ctx: Arc<ProxyContext>, client: TcpStream, client_addr: SocketAddr) {
+    let accepted_at = Instant::now();
+    let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
+    let Some(original) = ctx.capture.take_original_dst(client_addr) else {
+        // Someone connected to the listener directly; relaying it to ourselves would loop.
+        warn!(
+            conn = id,
+            client = %client_addr,
+            "connection was not redirected by frametap (no original destination): closed"
+        );
+        return;
+    };
+    let _ = client.set_nodelay(true);
+    let info = ConnectionInfo {
+        id,
+        client_addr,
+        original,
+        accepted_at,
+    };
+    handle_redirected(&ctx, client, info).await;
+}
+
+/// Open the agent's own connection to the original destination. The mark keeps
+/// the eBPF hooks from redirecting it back to us.
+pub async fn connect_upstream(dst: SocketAddr, mark: u32) -> std::io::Result<TcpStream> {
+    let socket = match dst {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket2::SockRef::from(&socket).set_mark(mark)?;
+    socket.set_nodelay(true)?;
+    match tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, socket.connect(dst)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {}s", UPSTREAM_CONNECT_TIMEOUT.as_secs()),
+        )),
+    }
+}
+
+/// The per-connection pipeline. Today: connect and relay bytes unchanged.
+pub async fn handle_redirected(ctx: &ProxyContext, client: TcpStream, info: ConnectionInfo) {
+    let dst = info.destination();
+    debug!(conn = info.id, client = %info.client_addr, original_dst = %dst, pid = info.original.tgid, "accepted");
+    let upstream = match connect_upstream(dst, ctx.mark).await {
+        Ok(s) => s,
+        Err(e) => {
+            // The client's connect already succeeded (to us): the closest thing to
+            // "connection refused" we can give it now is a reset.
+            relay::reset_on_close(&client);
+            log_closed(&info, 0, 0, "upstream connect failed", Some(&e));
+            return;
+        }
+    };
+    let out = relay::relay(client, upstream).await;
+    log_closed(
+        &info,
+        out.client_to_server,
+        out.server_to_client,
+        &out.end.to_string(),
+        None,
+    );
+}
+
+/// One line per connection: who, where to, how much, how long, how it ended.
+fn log_closed(
+    info: &ConnectionInfo,
+    up: u64,
+    down: u64,
+    end: &str,
+    error: Option<&std::io::Error>,
+) {
+    info!(
+        conn = info.id,
+        pid = info.original.tgid,
+        comm = info.original.comm(),
+        client = %info.client_addr,
+        original_dst = %info.destination(),
+        bytes_up = up,
+        bytes_down = down,
+        duration_ms = info.accepted_at.elapsed().as_secs_f64() * 1e3,
+        end,
+        error = error.map(tracing::field::display),
+        "connection closed"
+    );
+}

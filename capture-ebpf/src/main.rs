@@ -1,0 +1,363 @@
+//! frametap's eBPF programs.
+//!
+//! * `ft_connect4` / `ft_connect6` (cgroup/connect4|6): for a TCP connect from a
+//!   selected cgroup to a selected port, remember the original destination under the
+//!   socket cookie and rewrite the destination to the agent's loopback listener.
+//! * `ft_sockops` (sock_ops): when such a connection is established, file the original
+//!   destination under the client's (address, port), which is what the agent sees as
+//!   the peer of the accepted socket; forget both entries when the socket closes.
+//! * `ft_getpeer4` / `ft_getpeer6` (cgroup/getpeername4|6): the application still sees
+//!   the original destination as its peer.
+//!
+//! Everything here fails open: a socket we cannot account for is left alone.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::bpf_sock_addr,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid,
+        generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
+    },
+    macros::{cgroup_sock_addr, map, sock_ops},
+    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+    programs::{SockAddrContext, SockOpsContext},
+};
+use capture_common::{
+    AF_INET, AF_INET6, AgentConfig, EXCLUDED_CAPACITY, ORIGINAL_MAP_CAPACITY, OriginalDst,
+    SELECTED_PORTS_CAPACITY, SocketKey, is_v4_mapped, stat,
+};
+
+const SOCK_STREAM: u32 = 1;
+// include/uapi/linux/bpf.h
+const BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB: u32 = 4;
+const BPF_SOCK_OPS_STATE_CB: u32 = 10;
+const BPF_SOCK_OPS_STATE_CB_FLAG: u32 = 1 << 2;
+const BPF_TCP_CLOSE: u32 = 7;
+
+/// Set by the agent at load time (aya `EbpfLoader::set_global`).
+#[unsafe(no_mangle)]
+static AGENT: AgentConfig = AgentConfig {
+    netns_cookie: 0,
+    listen_v6: [0; 4],
+    listen_v4: 0,
+    listen_port: 0,
+    agent_tgid: 0,
+    agent_mark: 0,
+};
+
+#[map]
+static ORIGINAL_BY_COOKIE: LruHashMap<u64, OriginalDst> =
+    LruHashMap::with_max_entries(ORIGINAL_MAP_CAPACITY, 0);
+
+#[map]
+static ORIGINAL_BY_CLIENT: LruHashMap<SocketKey, OriginalDst> =
+    LruHashMap::with_max_entries(ORIGINAL_MAP_CAPACITY, 0);
+
+/// Destination ports to capture (host byte order).
+#[map]
+static SELECTED_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(SELECTED_PORTS_CAPACITY, 0);
+
+/// Destination networks never captured. Key data: the address octets.
+#[map]
+static EXCLUDED_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(EXCLUDED_CAPACITY, 0);
+#[map]
+static EXCLUDED_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(EXCLUDED_CAPACITY, 0);
+
+#[map]
+static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+#[inline(always)]
+fn count(index: u32) {
+    if let Some(slot) = STATS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[inline(always)]
+fn agent() -> AgentConfig {
+    // SAFETY: read-only global; volatile so the loader's value is read, not the default.
+    unsafe { core::ptr::read_volatile(&AGENT) }
+}
+
+#[inline(always)]
+fn word_octets(w: u32) -> [u8; 4] {
+    w.to_ne_bytes()
+}
+
+#[inline(always)]
+fn v6_octets(w: &[u32; 4]) -> [u8; 16] {
+    let (a, b, c, d) = (
+        w[0].to_ne_bytes(),
+        w[1].to_ne_bytes(),
+        w[2].to_ne_bytes(),
+        w[3].to_ne_bytes(),
+    );
+    [
+        a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1], d[2],
+        d[3],
+    ]
+}
+
+/// Why not: every check that keeps a connect away from the agent.
+#[inline(always)]
+fn selected(ctx: &SockAddrContext, cfg: &AgentConfig, dst: &SocketKey) -> bool {
+    // SAFETY: ctx pointer is valid for the program's lifetime.
+    let sa: &bpf_sock_addr = unsafe { &*ctx.sock_addr };
+    if unsafe { core::ptr::read_volatile(&sa.type_) } != SOCK_STREAM {
+        return false;
+    }
+    // SAFETY: lookup of a u16 key in a hash map.
+    if unsafe { SELECTED_PORTS.get(&dst.port) }.is_none() {
+        return false;
+    }
+    // Never the agent itself: by process and by the mark on its upstream sockets.
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if tgid == cfg.agent_tgid {
+        count(stat::SKIPPED_AGENT);
+        return false;
+    }
+    let sk = unsafe { core::ptr::read_volatile(&sa.__bindgen_anon_1) };
+    let sk = unsafe { sk.sk };
+    if !sk.is_null() && unsafe { (*sk).mark } == cfg.agent_mark {
+        count(stat::SKIPPED_AGENT);
+        return false;
+    }
+    // The listener is on loopback, which only exists in the agent's own namespace.
+    let netns = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
+    if cfg.netns_cookie != 0 && netns != cfg.netns_cookie {
+        count(stat::SKIPPED_OTHER_NETNS);
+        return false;
+    }
+    let excluded = if dst.family == AF_INET {
+        EXCLUDED_V4
+            .get(&Key::new(32, word_octets(dst.addr[0])))
+            .is_some()
+    } else {
+        EXCLUDED_V6
+            .get(&Key::new(128, v6_octets(&dst.addr)))
+            .is_some()
+    };
+    if excluded {
+        count(stat::SKIPPED_EXCLUDED);
+        return false;
+    }
+    true
+}
+
+/// Remember where the socket wanted to go. False when the map refused the entry,
+/// in which case the connect must go through untouched.
+#[inline(always)]
+fn remember(ctx: &SockAddrContext, dst: SocketKey) -> bool {
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let original = OriginalDst {
+        dst,
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    if ORIGINAL_BY_COOKIE.insert(&cookie, &original, 0).is_err() {
+        count(stat::MAP_FULL);
+        return false;
+    }
+    true
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn ft_connect4(ctx: SockAddrContext) -> i32 {
+    let cfg = agent();
+    let sa = ctx.sock_addr;
+    // SAFETY: 4-byte reads and writes of bpf_sock_addr fields, as the verifier requires.
+    unsafe {
+        let ip = core::ptr::read_volatile(&(*sa).user_ip4);
+        let port = u16::from_be(core::ptr::read_volatile(&(*sa).user_port) as u16);
+        let dst = SocketKey::v4(ip, port);
+        if ip == cfg.listen_v4 && port as u32 == cfg.listen_port {
+            return 1;
+        }
+        if !selected(&ctx, &cfg, &dst) || !remember(&ctx, dst) {
+            return 1;
+        }
+        core::ptr::write_volatile(&mut (*sa).user_ip4, cfg.listen_v4);
+        core::ptr::write_volatile(
+            &mut (*sa).user_port,
+            (cfg.listen_port as u16).to_be() as u32,
+        );
+    }
+    count(stat::REDIRECTED);
+    1
+}
+
+#[inline(always)]
+unsafe fn read_ip6(sa: *mut bpf_sock_addr) -> [u32; 4] {
+    unsafe {
+        [
+            core::ptr::read_volatile(&(*sa).user_ip6[0]),
+            core::ptr::read_volatile(&(*sa).user_ip6[1]),
+            core::ptr::read_volatile(&(*sa).user_ip6[2]),
+            core::ptr::read_volatile(&(*sa).user_ip6[3]),
+        ]
+    }
+}
+
+#[inline(always)]
+unsafe fn write_ip6(sa: *mut bpf_sock_addr, w: [u32; 4]) {
+    unsafe {
+        core::ptr::write_volatile(&mut (*sa).user_ip6[0], w[0]);
+        core::ptr::write_volatile(&mut (*sa).user_ip6[1], w[1]);
+        core::ptr::write_volatile(&mut (*sa).user_ip6[2], w[2]);
+        core::ptr::write_volatile(&mut (*sa).user_ip6[3], w[3]);
+    }
+}
+
+const V4_MAPPED_PREFIX: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+
+#[cgroup_sock_addr(connect6)]
+pub fn ft_connect6(ctx: SockAddrContext) -> i32 {
+    let cfg = agent();
+    let sa = ctx.sock_addr;
+    // SAFETY: as in ft_connect4.
+    unsafe {
+        let ip = read_ip6(sa);
+        let port = u16::from_be(core::ptr::read_volatile(&(*sa).user_port) as u16);
+        // A dual-stack socket connecting to ::ffff:a.b.c.d is an IPv4 connection.
+        let mapped = is_v4_mapped(&ip);
+        let dst = if mapped {
+            SocketKey::v4(ip[3], port)
+        } else {
+            SocketKey::v6(ip, port)
+        };
+        let (listen, is_listener) = if mapped {
+            (
+                [0, 0, V4_MAPPED_PREFIX, cfg.listen_v4],
+                ip[3] == cfg.listen_v4,
+            )
+        } else {
+            (cfg.listen_v6, ip == cfg.listen_v6)
+        };
+        if is_listener && port as u32 == cfg.listen_port {
+            return 1;
+        }
+        // No IPv6 listener (IPv6 is off in the agent's namespace): leave IPv6 alone.
+        if !mapped && cfg.listen_v6 == [0; 4] {
+            return 1;
+        }
+        if !selected(&ctx, &cfg, &dst) || !remember(&ctx, dst) {
+            return 1;
+        }
+        write_ip6(sa, listen);
+        core::ptr::write_volatile(
+            &mut (*sa).user_port,
+            (cfg.listen_port as u16).to_be() as u32,
+        );
+    }
+    count(stat::REDIRECTED);
+    1
+}
+
+#[sock_ops]
+pub fn ft_sockops(ctx: SockOpsContext) -> u32 {
+    match ctx.op() {
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => on_established(&ctx),
+        BPF_SOCK_OPS_STATE_CB if ctx.arg(1) == BPF_TCP_CLOSE => on_close(&ctx),
+        _ => {}
+    }
+    1
+}
+
+/// The client's own endpoint: what the agent sees as the peer of the accepted socket.
+#[inline(always)]
+fn client_key(ctx: &SockOpsContext) -> SocketKey {
+    let port = ctx.local_port() as u16;
+    if ctx.family() == AF_INET as u32 {
+        return SocketKey::v4(ctx.local_ip4(), port);
+    }
+    let ip = ctx.local_ip6();
+    if is_v4_mapped(&ip) {
+        SocketKey::v4(ip[3], port)
+    } else {
+        SocketKey::v6(ip, port)
+    }
+}
+
+#[inline(always)]
+fn on_established(ctx: &SockOpsContext) {
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let Some(original) = (unsafe { ORIGINAL_BY_COOKIE.get(&cookie) }) else {
+        return;
+    };
+    let original = *original;
+    let family = ctx.family();
+    if family != AF_INET as u32 && family != AF_INET6 as u32 {
+        return;
+    }
+    if ORIGINAL_BY_CLIENT
+        .insert(&client_key(ctx), &original, 0)
+        .is_err()
+    {
+        count(stat::MAP_FULL);
+        return;
+    }
+    // Ask for state callbacks so both entries go when the socket closes.
+    let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
+    count(stat::ESTABLISHED);
+}
+
+#[inline(always)]
+fn on_close(ctx: &SockOpsContext) {
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let _ = ORIGINAL_BY_COOKIE.remove(&cookie);
+    let _ = ORIGINAL_BY_CLIENT.remove(&client_key(ctx));
+}
+
+#[inline(always)]
+fn original_of(ctx: &SockAddrContext) -> Option<OriginalDst> {
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    unsafe { ORIGINAL_BY_COOKIE.get(&cookie) }.copied()
+}
+
+#[cgroup_sock_addr(getpeername4)]
+pub fn ft_getpeer4(ctx: SockAddrContext) -> i32 {
+    if let Some(original) = original_of(&ctx)
+        && original.dst.family == AF_INET
+    {
+        let sa = ctx.sock_addr;
+        // SAFETY: 4-byte writes of bpf_sock_addr fields.
+        unsafe {
+            core::ptr::write_volatile(&mut (*sa).user_ip4, original.dst.addr[0]);
+            core::ptr::write_volatile(&mut (*sa).user_port, original.dst.port.to_be() as u32);
+        }
+        count(stat::PEERNAME_REWRITTEN);
+    }
+    1
+}
+
+#[cgroup_sock_addr(getpeername6)]
+pub fn ft_getpeer6(ctx: SockAddrContext) -> i32 {
+    if let Some(original) = original_of(&ctx) {
+        let ip = if original.dst.family == AF_INET {
+            [0, 0, V4_MAPPED_PREFIX, original.dst.addr[0]]
+        } else {
+            original.dst.addr
+        };
+        let sa = ctx.sock_addr;
+        // SAFETY: 4-byte writes of bpf_sock_addr fields.
+        unsafe {
+            write_ip6(sa, ip);
+            core::ptr::write_volatile(&mut (*sa).user_port, original.dst.port.to_be() as u32);
+        }
+        count(stat::PEERNAME_REWRITTEN);
+    }
+    1
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

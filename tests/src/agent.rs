@@ -1,0 +1,118 @@
+//! A `frametap-agent serve` process in a lab's client namespace, with JSON logs
+//! kept in a file for the test to read.
+use std::{
+    path::PathBuf,
+    process::{ExitStatus, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+
+use crate::{Lab, Spawned, workspace_bin};
+
+pub struct Agent {
+    pub process: Spawned,
+    pub data_dir: tempfile::TempDir,
+    pub log_path: PathBuf,
+}
+
+/// How a start that was meant to fail ended.
+pub struct Failed {
+    pub status: ExitStatus,
+    pub stderr: String,
+}
+
+impl Agent {
+    /// Start and wait until it is attached (its state file appears).
+    pub fn start(lab: &Lab, args: &[&str]) -> Self {
+        match Self::try_start(lab, args) {
+            Ok(a) => a,
+            Err(f) => panic!("agent did not start ({}):\n{}", f.status, f.stderr),
+        }
+    }
+
+    pub fn try_start(lab: &Lab, args: &[&str]) -> Result<Self, Failed> {
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        let log_path = data_dir.path().join("agent.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut cmd = lab.client.command(workspace_bin("frametap-agent"));
+        cmd.arg("serve")
+            .args(args)
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .args(["--log-format", "json", "--shutdown-grace", "1"])
+            .env("FRAMETAP_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        let mut process = Spawned::spawn("frametap-agent", cmd);
+        let state = data_dir.path().join("agent.json");
+        let started = crate::wait_for(Duration::from_secs(20), || {
+            if state.exists() {
+                return Some(None);
+            }
+            process.child.as_mut()?.try_wait().ok().flatten().map(Some)
+        });
+        match started {
+            Some(None) => Ok(Self {
+                process,
+                data_dir,
+                log_path,
+            }),
+            Some(Some(status)) => Err(Failed {
+                status,
+                stderr: std::fs::read_to_string(&log_path).unwrap_or_default(),
+            }),
+            None => panic!(
+                "agent neither attached nor exited in 20 s:\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            ),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Every JSON log line so far.
+    pub fn logs(&self) -> Vec<Value> {
+        self.log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The "connection closed" records so far.
+    pub fn connections(&self) -> Vec<Value> {
+        self.logs()
+            .into_iter()
+            .filter(|v| v["message"] == "connection closed")
+            .collect()
+    }
+
+    /// Wait until at least `n` connections were logged (the agent logs a connection
+    /// when both sides are done, a moment after the client sees the end).
+    pub fn wait_connections(&self, n: usize) -> Vec<Value> {
+        crate::wait_for(Duration::from_secs(5), || {
+            let c = self.connections();
+            (c.len() >= n).then_some(c)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "agent logged fewer than {n} connections:\n{}",
+                self.log_text()
+            )
+        })
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.process.signal(libc::SIGTERM);
+        self.process
+            .wait_timeout(Duration::from_secs(10))
+            .expect("agent did not exit within 10 s of SIGTERM")
+    }
+}

@@ -1,0 +1,146 @@
+//! Two network namespaces joined by a veth pair: a client host (agent and captured
+//! applications) and an upstream host (real servers). Deleted when dropped.
+use std::{
+    fs::File,
+    process::{Command, Stdio},
+};
+
+use crate::procs::{Placement, place};
+
+pub const CLIENT_V4: &str = "10.77.0.1";
+pub const UPSTREAM_V4: &str = "10.77.0.2";
+pub const CLIENT_V6: &str = "fd77::1";
+pub const UPSTREAM_V6: &str = "fd77::2";
+
+static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run `ip` (install iproute2)");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub struct Netns {
+    pub name: String,
+    pub file: File,
+}
+
+impl Netns {
+    pub fn create(name: String) -> Self {
+        ip(&["netns", "add", &name]);
+        let file = File::open(format!("/var/run/netns/{name}")).expect("netns file");
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        Self { name, file }
+    }
+
+    /// A command that runs inside this namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        place(
+            &mut cmd,
+            Placement {
+                netns: Some(&self.file),
+                cgroup_procs: None,
+            },
+        );
+        cmd
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+pub struct Lab {
+    pub client: Netns,
+    pub upstream: Netns,
+}
+
+impl Lab {
+    pub fn new() -> Self {
+        crate::cgroup::remove_stale();
+        remove_stale();
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let pid = std::process::id();
+        let client = Netns::create(format!("ftc-{pid}-{n}"));
+        let upstream = Netns::create(format!("ftu-{pid}-{n}"));
+        let (c, u) = (client.name.as_str(), upstream.name.as_str());
+        ip(&[
+            "link", "add", "ftv0", "netns", c, "type", "veth", "peer", "name", "ftv1", "netns", u,
+        ]);
+        for (ns, dev, v4, v6) in [
+            (c, "ftv0", CLIENT_V4, CLIENT_V6),
+            (u, "ftv1", UPSTREAM_V4, UPSTREAM_V6),
+        ] {
+            ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", dev]);
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+        }
+        Self { client, upstream }
+    }
+
+    /// A command in the client namespace, inside `cgroup` when given (captured).
+    pub fn client_command(
+        &self,
+        cgroup: Option<&crate::TestCgroup>,
+        program: impl AsRef<std::ffi::OsStr>,
+    ) -> Command {
+        let mut cmd = Command::new(program);
+        place(
+            &mut cmd,
+            Placement {
+                netns: Some(&self.client.file),
+                cgroup_procs: cgroup.map(|c| c.procs_path()),
+            },
+        );
+        cmd
+    }
+}
+
+impl Default for Lab {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Delete namespaces left behind by earlier test runs whose process is gone.
+pub fn remove_stale() {
+    let Ok(entries) = std::fs::read_dir("/var/run/netns") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let rest = name
+            .strip_prefix("ftc-")
+            .or_else(|| name.strip_prefix("ftu-"));
+        let Some(pid) = rest.and_then(|r| r.split('-').next()) else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("ip").args(["netns", "delete", &name]).status();
+        }
+    }
+}

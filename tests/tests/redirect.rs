@@ -1,0 +1,520 @@
+//! End to end, as root: the eBPF redirect and the agent's relay, with real peers in
+//! network namespaces. Each test builds its own lab and cleans it up on drop.
+use std::time::Duration;
+
+use frametap_e2e::{
+    Agent, Lab, TestCgroup, frametap_program_ids,
+    netns::{UPSTREAM_V4, UPSTREAM_V6},
+    peers::{Server, probe},
+    require_root, serial, wait_for, workspace_bin,
+};
+use serde_json::Value;
+
+fn assert_echo(reply: &Value, sent: &str) {
+    assert_eq!(reply["error"], Value::Null, "probe failed: {reply}");
+    assert_eq!(reply["reply"], format!("echo {sent}"), "{reply}");
+}
+
+#[test]
+fn captured_connection_is_relayed_transparently() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let lab = Lab::new();
+    let cg = TestCgroup::new("v4");
+    let server = Server::start(&lab, &format!("{UPSTREAM_V4}:8080"), "echo", &[]);
+    let agent = Agent::start(&lab, &["--cgroup", &cg.relative, "--ports", "8080"]);
+
+    let reply = probe(
+        &lab,
+        Some(&cg),
+        &format!("{UPSTREAM_V4}:8080"),
+        "hello upstream",
+    );
+    assert_echo(&reply, "hello upstream");
+    // The application sees the original destination, not the agent.
+    assert_eq!(reply["peer"], format!("{UPSTREAM_V4}:8080"));
+
+    let served = server.connections();
+    assert_eq!(served.len(), 1, "{served:?}");
+    assert_eq!(served[0]["result"]["received"], "hello upstream");
+
+    let conns = agent.wait_connections(1);
+    assert_eq!(conns.len(), 1, "{conns:?}");
+    let c = &conns[0];
+    assert_eq!(c["original_dst"], format!("{UPSTREAM_V4}:8080"));
+    assert_eq!(
+        c["client"], reply["local"],
+        "agent saw the client's own endpoint"
+    );
+    assert_eq!(c["comm"], "ft-probe");
+    assert!(c["pid"].as_u64().unwrap() > 0);
+    assert_eq!(c["bytes_up"], "hello upstream".len());
+    assert_eq!(c["bytes_down"], "echo hello upstream".len());
+    assert_eq!(c["end"], "closed");
+}
+
+#[test]
+fn bulk_data_arrives_byte_identical() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let lab = Lab::new();
+    let cg = TestCgroup::new("bulk");
+    let server = Server::start(&lab, &format!("{UPSTREAM_V4}:8080"), "echo", &[]);
+    let agent = Agent::start(&lab, &["--cgroup", &cg.relative, "--ports", "8080"]);
+    // 200 KB of varied text through the relay and back.
+    let payload: String = (0..20_000)
+        .map(|i| format!("{:09}|", i * 7919 % 1_000_003))
+        .collect();
+    let reply = probe(&lab, Some(&cg), &format!("{UPSTREAM_V4}:8080"), &payload);
+    assert_echo(&reply, &payload);
+    let c = &agent.wait_connections(1)[0];
+    assert_eq!(c["bytes_up"], payload.len());
+    assert_eq!(server.connections()[0]["result"]["received"], payload);
+}
+
+#[test]
+fn curl_reaches_a_python_http_server() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let lab = Lab::new();
+    let cg = TestCgroup::new("curl");
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("index.html"), "frametap says hi\n").unwrap();
+    let mut py = lab.upstream.command("python3");
+    py.args(["-m", "http.server", "80", "--bind", UPSTREAM_V4])
+        .current_dir(root.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _py = frametap_e2e::Spawned::spawn("python3 http.server", py);
+    let agent = Agent::start(&lab, &["--cgroup", &cg.relative, "--ports", "80"]);
+    // Wait until the server listens, from outside the cgroup (not captured).
+    let url = format!("http://{UPSTREAM_V4}/index.html");
+    let curl = |captured: bool| {
+        let mut c = lab.client_command(captured.then_some(&cg), "curl");
+        c.args([
+            "-sS",
+            "--max-time",
+            "5",
+            "-w",
+            "\n%{http_code} %{remote_ip}:%{remote_port}",
+            &url,
+        ]);
+        c.output().expect("curl")
+    };
+    wait_for(Duration::from_secs(5), || {
+        curl(false).status.success().then_some(())
+    })
+    .expect("python http.server did not come up");
+    let out = curl(true);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text, format!("frametap says hi\n\n200 {UPSTREAM_V4}:80"));
+    let conns = agent.wait_connections(1);
+    assert_eq!(
+        conns.len(),
+        1,
+        "only the captured curl went through the agent"
+    );
+    assert_eq!(conns[0]["comm"], "curl");
+    assert_eq!(conns[0]["original_dst"], format!("{UPSTREAM_V4}:80"));
+}
+
+#[test]
+fn uncaptured_cgroup_port_and_excluded_cidr_go_direct() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let lab = Lab::new();
+    let cg = TestCgroup::new("sel");
+    let _s80 = Server::start(&lab, &format!("{UPSTREAM_V4}:8080"), "echo", &[]);
+    let _s81 = Server::start(&lab, &format!("{UPSTREAM_V4}:8081"), "echo", &[]);
+    let _s6 = Server::start(&lab, &format!("[{UPSTREAM_V6}]:8080"), "echo", &[]);
+    let agent = Agent::start(
+        &lab,
+        &[
+            "--cgroup",
+            &cg.relative,
+            "--ports",
+            "8080",
+            "--exclude",
+            "fd77::2/128",
+        ],
+    );
+    // Outside the cgroup: direct.
+    assert_echo(
+        &probe(&lab, None, &format!("{UPSTREAM_V4}:8080"), "outside"),
+        "outside",
+    );
+    // Port not selected: direct.
+    assert_echo(
+        &probe(&lab, Some(&cg), &format!("{UPSTREAM_V4}:8081"), "port"),
+        "port",
+    );
+    // Excluded destination: direct.
+    assert_echo(
+        &probe(&lab, Some(&cg), &format!("[{UPSTREAM_V6}]:8080"), "excl"),
+        "excl",
+    );
+    // And the control: captured.
+    assert_echo(
+        &probe(&lab, Some(&cg), &format!("{UPSTREAM_V4}:8080"), "in"),
+        "in",
+    );
+    let conns = agent.wait_connections(1);
+    std::thread::sleep(Duration::from_millis(200));
+    let conns_after = agent.connections();
+    assert_eq!(
+        conns_after.len(),
+        1,
+        "only the control went through the agent: {conns_after:?}"
+    );
+    assert_eq!(conns[0]["bytes_up"], 2);
+
+    // An excluded IPv4 network, in a second agent run.
+    drop(agent);
+    let agent = Agent::start(
+        &lab,
+        &[
+            "--cgroup",
+            &cg.relative,
+            "--ports",
+            "8080",
+            "--exclude",
+            "10.77.0.0/16",
+        ],
+    );
+    assert_echo(
+        &probe(&lab, Some(&cg), &format!("{UPSTREAM_V4}:8080"), "ex4"),
+        "ex4",
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(agent.connections().is_empty(), "{}", agent.log_text());
+}
+
+#[test]
+fn ipv6_and_ipv4_mapped_connections_are_captured() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let lab = Lab::new();
+    let cg = TestCgroup::new("v6");
+    let _s4 = Server::start(&lab, &format!("{UPSTREAM_V4}:8443"), "echo", &[]);
+    let _s6 = Server::start(&lab, &format!("[{UPSTREAM_V6}]:8443"), "echo", &[]);
+    let agent = Agent::start(&lab, &["--cgroup", &cg.relative, "--ports", "8443"]);
+
+    let v6 = probe(&lab, Some(&cg), &format!("[{UPSTREAM_V6}]:8443"), "six");
+    assert_echo(&v6, "six");
+    assert_eq!(v6["peer"], format!("[{UPSTREAM_V6}]:8443"));
+
+    // A dual-stack (AF_INET6) socket connecting to an IPv4-mapped address.
+    let mapped = probe(
+        &lab,
+        Some(&cg),
+        &format!("[::ffff:{UPSTREAM_V4}]:8443"),
+        "mapped",
+    );
+    assert_echo(&mapped, "mapped");
+    assert_eq!(mapped["peer"], format!("[::ffff:{UPSTREAM_V4}]:8443"));
+
+    let conns = agent.wait_connections(2);
+    let dsts: Vec<_> = conns
+        .iter()
+        .map(|c| c["original_dst"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        dsts,
+        vec![
+            format!("[{UPSTREAM_V6}]:8443"),
+            format!("{UPSTREAM_V4}:8443")
+        ]
+    );
+}
+
+#[test]
+fn host_wide_mode_captures_without_looping() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let lab = Lab::new();
+    let server = Server::start(&lab, &format!("{UPSTREAM_V4}:8090"), "echo", &[]);
+    // --cgroup / : the agent itself is inside the captured tree.
+    let agent = Agent::start(&lab, &["--cgroup", "/", "--ports", "8090"]);
+    let reply = probe(&lab, None, &format!("{UPSTREAM_V4}:8090"), "everywhere");
+    assert_echo(&reply, "everywhere");
+    let conns = agent.wait_connections(1);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        agent.connections().len(),
+        1,
+        "the agent's own upstream connect was not captured: {conns:?}"
+    );
+    assert_eq!(server.connections().len(), 1);
+}
+
+#[test]
+fn sigkill_of_the_agent_fails_open_within_a_second() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let lab = Lab::new();
+    let cg = TestCgroup::new("kill");
+    let server = Server::start(&lab, &format!("{UPSTREAM_V4}:8080"), "echo", &[]);
+    let before = frametap_program_ids();
+    let mut agent = Agent::start(&lab, &["--cgroup", &cg.relative, "--ports", "8080"]);
+    let ours: Vec<u32> = frametap_program_ids()
+        .into_iter()
+        .filter(|id| !before.contains(id))
+        .collect();
+    assert_eq!(
+        ours.len(),
+        5,
+        "connect4/6, getpeername4/6 and sock_ops are loaded"
+    );
+    assert_echo(
+        &probe(&lab, Some(&cg), &format!("{UPSTREAM_V4}:8080"), "one"),
+        "one",
+    );
+
+    agent.process.signal(libc::SIGKILL);
+    agent
+        .process
+        .wait_timeout(Duration::from_secs(5))
+        .expect("agent died");
+    let gone = wait_for(Duration::from_secs(1), || {
+        let now = frametap_program_ids();
+        ours.iter().all(|id| !now.contains(id)).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "programs still loaded a second after SIGKILL"
+    );
+    let reply = probe(&lab, Some(&cg), &format!("{UPSTREAM_V4}:8080"), "direct");
+    assert_echo(&reply, "direct");
+    assert_eq!(server.connections().len(), 2);
+}
+
+#[test]
+fn clean_shutdown_detaches_everything() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let lab = Lab::new();
+    let cg = TestCgroup::new("term");
+    let _server = Server::start(&lab, &format!("{UPSTREAM_V4}:8080"), "echo", &[]);
+    let before = frametap_program_ids();
+    let mut agent = Agent::start(&lab, &["--cgroup", &cg.relative, "--ports", "8080"]);
+    let ours: Vec<u32> = frametap_program_ids()
+        .into_iter()
+        .filter(|id| !before.contains(id))
+        .collect();
+    assert_echo(
+        &probe(&lab, Some(&cg), &format!("{UPSTREAM_V4}:8080"), "x"),
+        "x",
+    );
+    let status = agent.stop();
+    assert!(
+        status.success(),
+        "clean exit: {status}\n{}",
+        agent.log_text()
+    );
+    let now = frametap_program_ids();
+    assert!(
+        ours.iter().all(|id| !now.contains(id)),
+        "programs left loaded"
+    );
+    assert!(
+        !agent.data_dir.path().join("agent.json").exists(),
+        "state file removed"
+    );
+    // Nothing pinned anywhere under bpffs.
+    let pinned = std::fs::read_dir("/sys/fs/bpf")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().contains("frametap"))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(pinned, 0);
+    assert!(agent.log_text().contains("detached"));
+    assert_echo(
+        &probe(&lab, Some(&cg), &format!("{UPSTREAM_V4}:8080"), "after"),
+        "after",
+    );
+}
+
+#[test]
+fn upstream_refusal_resets_the_client() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let lab = Lab::new();
+    let cg = TestCgroup::new("refuse");
+    // Nothing listens on 8080 upstream.
+    let agent = Agent::start(&lab, &["--cgroup", &cg.relative, "--ports", "8080"]);
+    let reply = probe(&lab, Some(&cg), &format!("{UPSTREAM_V4}:8080"), "anyone?");
+    assert_eq!(reply["kind"], "ConnectionReset", "{reply}");
+    let c = &agent.wait_connections(1)[0];
+    assert_eq!(c["end"], "upstream connect failed");
+    assert!(c["error"].as_str().unwrap().contains("refused"), "{c}");
+}
+
+#[test]
+fn exec_runs_a_command_captured_and_returns_its_status() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let lab = Lab::new();
+    let cg = TestCgroup::new("exec");
+    let _server = Server::start(&lab, &format!("{UPSTREAM_V4}:8080"), "echo", &[]);
+    let agent = Agent::start(&lab, &["--cgroup", &cg.relative, "--ports", "8080"]);
+    let exec = |args: &[&str]| {
+        let mut c = lab.client_command(None, workspace_bin("frametap-agent"));
+        c.arg("exec")
+            .args(["--cgroup", &cg.relative, "--data-dir"])
+            .arg(agent.data_dir.path())
+            .arg("--")
+            .args(args);
+        c.output().expect("exec")
+    };
+    let out = exec(&["sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    let probe_bin = workspace_bin("ft-probe");
+    let out = exec(&[
+        probe_bin.to_str().unwrap(),
+        "connect",
+        &format!("{UPSTREAM_V4}:8080"),
+        "--send",
+        "via exec",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_echo(&reply, "via exec");
+    let conns = agent.wait_connections(1);
+    assert_eq!(conns[0]["comm"], "ft-probe");
+    // The per-command child cgroup is gone again.
+    let leftovers = std::fs::read_dir(&cg.dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("exec-"))
+        .count();
+    assert_eq!(leftovers, 0);
+}
+
+#[test]
+fn startup_errors_are_clear_and_attach_nothing() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let lab = Lab::new();
+    let cg = TestCgroup::new("err");
+    let before = frametap_program_ids();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["--ports".into(), "0".into()], "not a TCP port"),
+        (vec!["--ports".into(), "http".into()], "not a TCP port"),
+        (vec!["--exclude".into(), "10.0.0.0/33".into()], "not a CIDR"),
+        (
+            vec!["--cgroup".into(), "no/such/cgroup".into()],
+            "does not exist",
+        ),
+        (vec!["--listen".into(), "0.0.0.0:15001".into()], "loopback"),
+    ];
+    for (args, expected) in cases {
+        let mut all: Vec<&str> = vec!["--cgroup", &cg.relative];
+        all.extend(args.iter().map(String::as_str));
+        let Err(f) = Agent::try_start(&lab, &all) else {
+            panic!("agent started with {args:?}");
+        };
+        assert_eq!(
+            f.status.code(),
+            Some(
+                if expected.contains("TCP port") || expected.contains("CIDR") {
+                    2
+                } else {
+                    1
+                }
+            ),
+            "{args:?}: {}",
+            f.stderr
+        );
+        assert!(
+            f.stderr.contains(expected),
+            "{args:?}: expected {expected:?} in:\n{}",
+            f.stderr
+        );
+    }
+    // Listen address in use.
+    let blocker = lab.client_command(None, "python3")
+        .args(["-c", "import socket,time; s=socket.socket(); s.bind(('127.0.0.1',15001)); s.listen(); print('up',flush=True); time.sleep(30)"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut blocker = frametap_e2e::Spawned {
+        child: Some(blocker),
+        name: "blocker".into(),
+    };
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(blocker.child.as_mut().unwrap().stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let Err(f) = Agent::try_start(&lab, &["--cgroup", &cg.relative]) else {
+        panic!("agent started although the listen port is taken");
+    };
+    assert!(
+        f.stderr.contains("cannot listen on 127.0.0.1:15001"),
+        "{}",
+        f.stderr
+    );
+    drop(blocker);
+
+    // Not root: an unprivileged user.
+    let mut cmd = lab.client_command(None, "setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+    ])
+    .arg(workspace_bin("frametap-agent"))
+    .args([
+        "serve",
+        "--cgroup",
+        &cg.relative,
+        "--data-dir",
+        "/tmp/ft-nonroot",
+    ]);
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs root"), "{err}");
+
+    let after = frametap_program_ids();
+    assert!(
+        after.iter().all(|id| before.contains(id)),
+        "a failed start left programs loaded"
+    );
+}

@@ -1,0 +1,260 @@
+//! `cargo xtask <command>`: the project's own commands.
+//!
+//! * `setup`: install what the build needs, idempotently (Debian packages, the pinned
+//!   nightly with rust-src, bpf-linker built against that nightly's LLVM).
+//! * `run [-- SERVE ARGS]`: setup, build (release), start the agent.
+//! * `test`: setup, format and lint checks, every test (end-to-end ones need root).
+//! * `bench`: setup, build (release), run the side-by-side benchmarks and write
+//!   BENCHMARKS.md.
+//!
+//! Builds go to one persistent target directory (`$CARGO_TARGET_DIR`, default
+//! /var/tmp/frametap/target) so that a fresh clone does not rebuild every dependency.
+mod setup;
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+pub const DEFAULT_TARGET_DIR: &str = "/var/tmp/frametap/target";
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage: cargo xtask <setup|run|test|bench>\n\
+         \n  setup            install toolchains and tools (idempotent)\
+         \n  run [-- ARGS]    build and start the agent (ARGS go to `frametap-agent serve`)\
+         \n  test             fmt, clippy and every test\
+         \n  bench            side-by-side benchmarks, results in BENCHMARKS.md"
+    );
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let Some(cmd) = args.first() else {
+        return usage();
+    };
+    let rest = &args[1..];
+    let result = match cmd.as_str() {
+        "setup" => setup::run(),
+        "run" => run(rest),
+        "test" => test(),
+        "bench" => bench(rest),
+        "-h" | "--help" | "help" => return usage(),
+        other => {
+            eprintln!("xtask: unknown command {other:?}");
+            return usage();
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub type Result<T = ()> = std::result::Result<T, String>;
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+pub fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_TARGET_DIR))
+}
+
+/// A cargo command in the workspace, with the persistent target dir and the
+/// cargo bin dir (bpf-linker) on PATH.
+pub fn cargo(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(args)
+        .current_dir(workspace_root())
+        .env("CARGO_TARGET_DIR", target_dir())
+        .env("PATH", setup::path_with_cargo_bin());
+    cmd
+}
+
+pub fn status(mut cmd: Command) -> Result {
+    let shown = format!("{cmd:?}");
+    let st = cmd
+        .status()
+        .map_err(|e| format!("cannot run {shown}: {e}"))?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("{shown} failed ({st})"))
+    }
+}
+
+fn step(title: &str) {
+    eprintln!("\n==> {title}");
+}
+
+fn test() -> Result {
+    setup::run()?;
+    step("cargo fmt --check");
+    status(cargo(&["fmt", "--all", "--check"]))?;
+    step("cargo clippy (host crates)");
+    status(cargo(&["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    step("cargo clippy (eBPF crate, pinned nightly)");
+    let ebpf_manifest = workspace_root().join("capture-ebpf/Cargo.toml");
+    let mut clippy_ebpf = Command::new("rustup");
+    clippy_ebpf
+        .args([
+            "run",
+            setup::EBPF_TOOLCHAIN,
+            "cargo",
+            "clippy",
+            "--manifest-path",
+        ])
+        .arg(&ebpf_manifest)
+        .args([
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .env("CARGO_TARGET_DIR", target_dir().join("ebpf-clippy"))
+        .env("PATH", setup::path_with_cargo_bin());
+    status(clippy_ebpf)?;
+    step("cargo test");
+    // SAFETY: geteuid has no preconditions; checked only to say what runs.
+    if !is_root() {
+        eprintln!(
+            "note: not root, so the end-to-end tests (eBPF, namespaces) will be skipped; \
+             run `sudo -E cargo xtask test` for all of them"
+        );
+    }
+    // Default members: everything but the eBPF crate (built by the agent's build.rs).
+    // The end-to-end tests run the agent's binary, which `cargo test` alone does not build.
+    status(cargo(&["build", "--bins"]))?;
+    run_tests(cargo(&["test", "--no-fail-fast"]))
+}
+
+/// Run `cargo test`, passing its output through, and close with one plain line
+/// totalling every test binary's "test result:" line.
+fn run_tests(mut cmd: Command) -> Result {
+    use std::io::{BufRead as _, Write as _};
+    let shown = format!("{cmd:?}");
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {shown}: {e}"))?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    let stdout = child.stdout.take().expect("piped");
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.map_err(|e| format!("reading test output: {e}"))?;
+        println!("{line}");
+        let _ = std::io::stdout().flush();
+        if let Some((p, f)) = parse_test_result(&line) {
+            passed += p;
+            failed += f;
+        }
+    }
+    let st = child
+        .wait()
+        .map_err(|e| format!("waiting for {shown}: {e}"))?;
+    println!("\ntests: {passed} passed, {failed} failed");
+    if st.success() && failed == 0 {
+        Ok(())
+    } else {
+        Err(format!("{shown} failed ({st})"))
+    }
+}
+
+/// Counts from "test result: ok. 18 passed; 0 failed; ...".
+fn parse_test_result(line: &str) -> Option<(u64, u64)> {
+    let rest = line.trim().strip_prefix("test result: ")?;
+    let count = |word: &str| {
+        rest.split(';')
+            .find_map(|part| {
+                part.trim()
+                    .trim_start_matches("ok. ")
+                    .trim_start_matches("FAILED. ")
+                    .strip_suffix(word)
+            })
+            .and_then(|n| n.trim().parse::<u64>().ok())
+    };
+    Some((count(" passed")?, count(" failed")?))
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn run(rest: &[String]) -> Result {
+    setup::run()?;
+    step("cargo build --release");
+    status(cargo(&["build", "--release"]))?;
+    let agent = target_dir().join("release/frametap-agent");
+    let serve_args: Vec<&str> = rest
+        .iter()
+        .skip_while(|a| a.as_str() == "--")
+        .map(String::as_str)
+        .collect();
+    step(&format!(
+        "{} serve {}",
+        agent.display(),
+        serve_args.join(" ")
+    ));
+    eprintln!(
+        "The agent captures TCP connects to ports 80 and 443 from processes in the cgroup \
+         `frametap` (by default). In another terminal, capture a command with:\n    \
+         sudo {} exec -- curl http://example.com/\nStop the agent with Ctrl-C.",
+        agent.display()
+    );
+    let mut cmd = Command::new(&agent);
+    cmd.arg("serve").args(&serve_args);
+    status(cmd)
+}
+
+fn bench(rest: &[String]) -> Result {
+    setup::run()?;
+    if !is_root() {
+        return Err(
+            "the benchmarks attach eBPF programs and create namespaces: run as root".into(),
+        );
+    }
+    step("cargo build --release");
+    status(cargo(&["build", "--release"]))?;
+    let mut cmd = Command::new(target_dir().join("release/frametap-bench"));
+    cmd.arg("--write")
+        .arg(workspace_root().join("BENCHMARKS.md"))
+        .args(rest);
+    status(cmd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_test_result;
+
+    #[test]
+    fn reads_cargo_test_summaries() {
+        assert_eq!(
+            parse_test_result(
+                "test result: ok. 18 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.05s"
+            ),
+            Some((18, 0))
+        );
+        assert_eq!(
+            parse_test_result("test result: FAILED. 17 passed; 1 failed; 0 ignored; 0 measured"),
+            Some((17, 1))
+        );
+        assert_eq!(parse_test_result("running 3 tests"), None);
+    }
+}

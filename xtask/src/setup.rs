@@ -1,0 +1,209 @@
+//! Idempotent installation of everything the build and the tests need. Each step
+//! checks first and does nothing when the thing is already there.
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use crate::{Result, status};
+
+/// Must match capture-ebpf/rust-toolchain.toml and agent/build.rs.
+pub const EBPF_TOOLCHAIN: &str = "nightly-2026-08-01";
+/// bpf-linker's LLVM must be the toolchain's LLVM (22 for the nightly above).
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
+/// Holds symlinks to the toolchain's libLLVM; bpf-linker finds it through an rpath
+/// into this folder, so it must stay.
+const LLVM_PREFIX: &str = "/opt/frametap/llvm-22";
+
+/// Debian packages: command that must exist -> package providing it.
+const DEBIAN: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("curl", "curl"),
+    ("setpriv", "util-linux"),
+    ("cc", "build-essential"),
+    ("python3", "python3"),
+];
+
+pub fn cargo_bin() -> PathBuf {
+    env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"))
+        .join("bin")
+}
+
+/// PATH with cargo's bin dir (where bpf-linker lives) in front, once.
+pub fn path_with_cargo_bin() -> std::ffi::OsString {
+    let bin = cargo_bin();
+    let mut paths = vec![bin.clone()];
+    if let Some(p) = env::var_os("PATH") {
+        paths.extend(env::split_paths(&p).filter(|p| *p != bin));
+    }
+    env::join_paths(paths).expect("PATH")
+}
+
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.env("PATH", path_with_cargo_bin())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn have(command: &str) -> bool {
+    succeeds(Command::new("sh").args(["-c", &format!("command -v {command}")]))
+}
+
+pub fn run() -> Result {
+    debian_packages()?;
+    ebpf_toolchain()?;
+    bpf_linker()?;
+    Ok(())
+}
+
+fn debian_packages() -> Result {
+    let missing: Vec<&str> = DEBIAN
+        .iter()
+        .filter(|(cmd, _)| !have(cmd))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("setup: installing Debian packages {}", missing.join(" "));
+    status({
+        let mut c = Command::new("apt-get");
+        c.arg("update");
+        c
+    })?;
+    let mut c = Command::new("apt-get");
+    c.args(["install", "-y", "--no-install-recommends"])
+        .args(&missing);
+    c.env("DEBIAN_FRONTEND", "noninteractive");
+    status(c)
+}
+
+/// rust-src for build-std=core; clippy to lint the eBPF crate.
+const EBPF_COMPONENTS: [&str; 2] = ["rust-src", "clippy"];
+
+fn ebpf_toolchain() -> Result {
+    let has_toolchain =
+        succeeds(Command::new("rustup").args(["run", EBPF_TOOLCHAIN, "rustc", "--version"]));
+    if !has_toolchain {
+        eprintln!("setup: installing Rust {EBPF_TOOLCHAIN} (for the eBPF programs)");
+        let mut c = Command::new("rustup");
+        c.args([
+            "toolchain",
+            "install",
+            EBPF_TOOLCHAIN,
+            "--profile",
+            "minimal",
+        ]);
+        for comp in EBPF_COMPONENTS {
+            c.args(["-c", comp]);
+        }
+        return status(c);
+    }
+    let installed = Command::new("rustup")
+        .args([
+            "component",
+            "list",
+            "--installed",
+            "--toolchain",
+            EBPF_TOOLCHAIN,
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let missing: Vec<&str> = EBPF_COMPONENTS
+        .into_iter()
+        .filter(|c| !installed.lines().any(|l| l.starts_with(c)))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("setup: adding {} to {EBPF_TOOLCHAIN}", missing.join(", "));
+    let mut c = Command::new("rustup");
+    c.args(["component", "add", "--toolchain", EBPF_TOOLCHAIN])
+        .args(&missing);
+    status(c)
+}
+
+fn toolchain_sysroot() -> Result<PathBuf> {
+    let out = Command::new("rustup")
+        .args(["run", EBPF_TOOLCHAIN, "rustc", "--print", "sysroot"])
+        .output()
+        .map_err(|e| format!("cannot run rustup: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("rustup run {EBPF_TOOLCHAIN} rustc failed"));
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// Point `LLVM_PREFIX/lib` at the toolchain's libLLVM, under its own name and as
+/// libLLVM.so (what llvm-sys links against).
+fn llvm_prefix() -> Result<PathBuf> {
+    let lib_dir = toolchain_sysroot()?.join("lib");
+    let lib = std::fs::read_dir(&lib_dir)
+        .map_err(|e| format!("cannot list {}: {e}", lib_dir.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM.so."))
+        .ok_or_else(|| format!("no libLLVM.so.* in {}", lib_dir.display()))?;
+    let prefix = PathBuf::from(LLVM_PREFIX);
+    let prefix_lib = prefix.join("lib");
+    std::fs::create_dir_all(&prefix_lib)
+        .map_err(|e| format!("cannot create {}: {e}", prefix_lib.display()))?;
+    for name in [lib.as_str(), "libLLVM.so"] {
+        let link = prefix_lib.join(name);
+        let target = lib_dir.join(&lib);
+        if std::fs::read_link(&link).ok().as_deref() != Some(target.as_path()) {
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(&target, &link)
+                .map_err(|e| format!("cannot link {}: {e}", link.display()))?;
+        }
+    }
+    Ok(prefix)
+}
+
+fn bpf_linker_ok() -> bool {
+    let bin = cargo_bin().join("bpf-linker");
+    Path::new(&bin).exists()
+        && Command::new(&bin).arg("--version").output().is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
+        })
+}
+
+fn bpf_linker() -> Result {
+    // The links must exist even when bpf-linker is installed: it loads libLLVM through them.
+    let prefix = llvm_prefix()?;
+    if bpf_linker_ok() {
+        return Ok(());
+    }
+    eprintln!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against {EBPF_TOOLCHAIN}'s LLVM (about 2 minutes)"
+    );
+    let mut c = Command::new("cargo");
+    c.args([
+        "install",
+        "--locked",
+        "--force",
+        "bpf-linker",
+        "--version",
+        BPF_LINKER_VERSION,
+    ])
+    .args([
+        "--no-default-features",
+        "--features",
+        BPF_LINKER_LLVM_FEATURE,
+    ])
+    .env("LLVM_PREFIX", &prefix)
+    .env("PATH", path_with_cargo_bin());
+    status(c)?;
+    if !bpf_linker_ok() {
+        return Err("bpf-linker was installed but does not run; see the output above".into());
+    }
+    Ok(())
+}
