@@ -86,3 +86,36 @@ pub fn frametap_program_ids() -> Vec<u32> {
         .map(|p| p.id())
         .collect()
 }
+
+/// IDs of the original-destination maps of frametap agents now loaded
+/// ("ORIGINAL_BY_COOKIE" and "ORIGINAL_BY_CLIENT"; the kernel keeps 15 characters).
+pub fn original_map_ids() -> Vec<u32> {
+    aya::maps::loaded_maps()
+        .filter_map(Result::ok)
+        .filter(|m| {
+            m.name_as_str()
+                .is_some_and(|n| n.starts_with("ORIGINAL_BY_"))
+        })
+        .map(|m| m.id())
+        .collect()
+}
+
+/// Number of entries in one of those maps (keys: a u64 cookie or a 20-byte endpoint;
+/// values: the 40-byte original destination).
+pub fn original_map_entries(id: u32) -> usize {
+    use aya::maps::{HashMap, Map, MapData};
+    let map = Map::from_map_data(MapData::from_id(id).expect("map by id")).expect("map");
+    match aya::maps::MapInfo::from_id(id)
+        .expect("map info")
+        .key_size()
+    {
+        8 => HashMap::<_, u64, [u8; 40]>::try_from(map)
+            .expect("hash map")
+            .keys()
+            .count(),
+        _ => HashMap::<_, [u8; 20], [u8; 40]>::try_from(map)
+            .expect("hash map")
+            .keys()
+            .count(),
+    }
+}

@@ -5,6 +5,7 @@ use std::time::Duration;
 use frametap_e2e::{
     Agent, Lab, TestCgroup, frametap_program_ids,
     netns::{UPSTREAM_V4, UPSTREAM_V6},
+    original_map_entries, original_map_ids,
     peers::{Server, probe},
     require_root, serial, wait_for, workspace_bin,
 };
@@ -24,7 +25,13 @@ fn captured_connection_is_relayed_transparently() {
     let lab = Lab::new();
     let cg = TestCgroup::new("v4");
     let server = Server::start(&lab, &format!("{UPSTREAM_V4}:8080"), "echo", &[]);
+    let maps_before = original_map_ids();
     let agent = Agent::start(&lab, &["--cgroup", &cg.relative, "--ports", "8080"]);
+    let maps: Vec<u32> = original_map_ids()
+        .into_iter()
+        .filter(|id| !maps_before.contains(id))
+        .collect();
+    assert_eq!(maps.len(), 2, "the agent's cookie and client maps");
 
     let reply = probe(
         &lab,
@@ -53,6 +60,17 @@ fn captured_connection_is_relayed_transparently() {
     assert_eq!(c["bytes_up"], "hello upstream".len());
     assert_eq!(c["bytes_down"], "echo hello upstream".len());
     assert_eq!(c["end"], "closed");
+
+    // The connection is over: both map entries are gone again.
+    let emptied = wait_for(Duration::from_secs(2), || {
+        maps.iter()
+            .all(|&id| original_map_entries(id) == 0)
+            .then_some(())
+    });
+    assert!(
+        emptied.is_some(),
+        "map entries left after the connection closed"
+    );
 }
 
 #[test]
