@@ -5,6 +5,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
     path::{Path, PathBuf},
     str::FromStr,
+    time::Duration,
 };
 
 use anyhow::{Context as _, bail};
@@ -81,6 +82,13 @@ pub struct FileConfig {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub log_format: Option<String>,
+    pub upstream_ca: Option<Vec<PathBuf>>,
+    pub insecure_upstream: Option<bool>,
+    pub passthrough: Option<Vec<String>>,
+    pub ca_name: Option<String>,
+    pub max_frame_payload: Option<String>,
+    pub retention_max_age: Option<String>,
+    pub retention_max_size: Option<String>,
 }
 
 impl FileConfig {
@@ -100,6 +108,64 @@ pub struct CliServe {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
+    pub upstream_ca: Vec<PathBuf>,
+    pub insecure_upstream: bool,
+    pub passthrough: Vec<String>,
+    pub ca_name: Option<String>,
+    pub max_frame_payload: Option<u64>,
+    pub retention_max_age: Option<Duration>,
+    pub retention_max_size: Option<u64>,
+}
+
+pub const DEFAULT_CA_NAME: &str = "frametap CA";
+pub const DEFAULT_MAX_FRAME_PAYLOAD: u64 = 1024 * 1024;
+
+/// "90s", "30m", "12h", "7d" (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 3600s, 30m, 12h, 7d)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m, h or d)")),
+    };
+    if secs == 0 {
+        return Err(format!("{s:?} must be more than zero"));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+/// "1048576", "512KiB", "100MiB", "10GiB", "500MB", "2GB".
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 1MiB, 500MB, 10GiB)"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "{s:?}: unknown unit {other:?} (use KiB, MiB, GiB, MB, GB)"
+            ));
+        }
+    };
+    n.checked_mul(factor)
+        .filter(|&v| v > 0)
+        .ok_or_else(|| format!("{s:?} is zero or too large"))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -119,6 +185,13 @@ pub struct ServeConfig {
     pub listen: SocketAddrV4,
     pub data_dir: PathBuf,
     pub log_format: LogFormat,
+    pub upstream_ca: Vec<PathBuf>,
+    pub insecure_upstream: bool,
+    pub passthrough: Vec<String>,
+    pub ca_name: String,
+    pub max_frame_payload: u64,
+    pub retention_max_age: Option<Duration>,
+    pub retention_max_size: Option<u64>,
 }
 
 impl ServeConfig {
@@ -190,6 +263,33 @@ impl ServeConfig {
             (None, Some(other)) => bail!("config file: log-format {other:?} is not text or json"),
         };
 
+        let file_size = |v: Option<String>, key: &str| -> anyhow::Result<Option<u64>> {
+            v.map(|v| parse_size(&v).map_err(anyhow::Error::msg))
+                .transpose()
+                .with_context(|| format!("config file: {key}"))
+        };
+        let max_frame_payload = match cli.max_frame_payload {
+            Some(v) => v,
+            None => file_size(file.max_frame_payload, "max-frame-payload")?
+                .unwrap_or(DEFAULT_MAX_FRAME_PAYLOAD),
+        };
+        let retention_max_age = match cli.retention_max_age {
+            Some(v) => Some(v),
+            None => file
+                .retention_max_age
+                .map(|v| parse_duration(&v).map_err(anyhow::Error::msg))
+                .transpose()
+                .context("config file: retention-max-age")?,
+        };
+        let retention_max_size = match cli.retention_max_size {
+            Some(v) => Some(v),
+            None => file_size(file.retention_max_size, "retention-max-size")?,
+        };
+        let mut upstream_ca = cli.upstream_ca;
+        upstream_ca.extend(file.upstream_ca.unwrap_or_default());
+        let mut passthrough = cli.passthrough;
+        passthrough.extend(file.passthrough.unwrap_or_default());
+
         Ok(Self {
             cgroups,
             ports,
@@ -200,6 +300,16 @@ impl ServeConfig {
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             log_format,
+            upstream_ca,
+            insecure_upstream: cli.insecure_upstream || file.insecure_upstream.unwrap_or(false),
+            passthrough,
+            ca_name: cli
+                .ca_name
+                .or(file.ca_name)
+                .unwrap_or_else(|| DEFAULT_CA_NAME.to_string()),
+            max_frame_payload,
+            retention_max_age,
+            retention_max_size,
         })
     }
 
@@ -314,6 +424,49 @@ mod tests {
         assert!(format!("{err:#}").contains("not a TCP port"), "{err:#}");
         let file: FileConfig = toml::from_str("exclude = [\"10.0.0.0/99\"]").unwrap();
         assert!(ServeConfig::resolve(CliServe::default(), file).is_err());
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("7w").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_size("500MB").unwrap(), 500_000_000);
+        assert_eq!(parse_size("10 GiB").unwrap(), 10 << 30);
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("5 parsecs").is_err());
+        assert!(parse_size("99999999999TiB").is_err());
+    }
+
+    #[test]
+    fn interception_settings_from_file() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            upstream-ca = ["/etc/ssl/private-ca.pem"]
+            passthrough = ["*.bank.test"]
+            max-frame-payload = "64KiB"
+            retention-max-age = "7d"
+            retention-max-size = "10GiB"
+            "#,
+        )
+        .unwrap();
+        let c = ServeConfig::resolve(CliServe::default(), file).unwrap();
+        assert_eq!(
+            c.upstream_ca,
+            vec![PathBuf::from("/etc/ssl/private-ca.pem")]
+        );
+        assert_eq!(c.passthrough, vec!["*.bank.test"]);
+        assert_eq!(c.max_frame_payload, 64 * 1024);
+        assert_eq!(c.retention_max_age, Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(c.retention_max_size, Some(10 << 30));
+        assert!(!c.insecure_upstream);
+        assert_eq!(c.ca_name, DEFAULT_CA_NAME);
     }
 
     #[test]

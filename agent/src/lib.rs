@@ -7,6 +7,10 @@
 //! * [`cgroup`]: finding, creating and entering cgroup v2 directories.
 //! * [`capture`]: the eBPF side: load, configure, attach, original-destination lookups.
 //! * [`proxy`]: the accept loop and the life of one redirected connection.
+//! * [`intercept`]: sniff the first bytes; TLS interception, HTTP/1.1 and WebSocket
+//!   recording (the protocol logic itself is sans-IO, in `frametap-proto`).
+//! * [`tls`]: the CA, leaf certificates, rustls configurations of both legs.
+//! * [`recorder`]: hands records to the store's writer (group commit, WAL).
 //! * [`relay`]: byte relay between two sockets (half-close and resets respected).
 //! * [`exec`]: run one command inside a captured cgroup.
 //! * [`state`]: the small file that tells `exec` an agent is serving.
@@ -14,7 +18,10 @@ pub mod capture;
 pub mod cgroup;
 pub mod config;
 pub mod exec;
+pub mod intercept;
 pub mod preflight;
 pub mod proxy;
+pub mod recorder;
 pub mod relay;
 pub mod state;
+pub mod tls;

@@ -13,10 +13,27 @@ use frametap_agent::{
     capture::{self, Capture, CaptureSettings},
     cgroup,
     config::{self, CliServe, FileConfig, LogFormat, PortList, ServeConfig},
-    exec, preflight,
-    proxy::{self, ProxyContext},
+    exec,
+    intercept::Passthrough,
+    preflight,
+    proxy::{self, InterceptSettings, ProxyContext},
+    recorder::Recorder,
     state,
+    tls::{CertificateAuthority, LeafMinter, TlsContext, UpstreamTrust},
 };
+use frametap_store::{Store, StoreOptions, Writer};
+
+/// The RocksDB store, inside the data dir (the API opens it as a secondary).
+const STORE_DIR: &str = "store";
+const WRITER_QUEUE: usize = 65_536;
+const RETENTION_INTERVAL: Duration = Duration::from_secs(30);
+
+fn print_ca(args: &CaArgs) -> anyhow::Result<()> {
+    let ca = CertificateAuthority::load_or_create(&args.data_dir, &args.ca_name)?;
+    println!("{}", ca.cert_path.display());
+    print!("{}", ca.cert_pem);
+    Ok(())
+}
 use ipnet::IpNet;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
@@ -35,9 +52,22 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Load and attach the eBPF programs and relay every captured connection.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run one command (and its children) inside a fresh child cgroup of a captured cgroup.
     Exec(ExecArgs),
+    /// Print the path and PEM of the frametap CA certificate (created if missing), to
+    /// install as trusted on the captured hosts.
+    Ca(CaArgs),
+}
+
+#[derive(Args)]
+struct CaArgs {
+    /// The agent's data dir, where the CA lives.
+    #[arg(long, value_name = "DIR", default_value = config::DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// Common name of the CA when it is created.
+    #[arg(long, value_name = "NAME", default_value = config::DEFAULT_CA_NAME)]
+    ca_name: String,
 }
 
 #[derive(Args)]
@@ -76,6 +106,32 @@ struct ServeArgs {
     /// connection stays on one core for its whole life. Default: one per CPU.
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
+    /// PEM file of extra CA certificates trusted for upstream servers, on top of the
+    /// system trust store (for private CAs). Repeatable.
+    #[arg(long, value_name = "PEM")]
+    upstream_ca: Vec<PathBuf>,
+    /// Do not verify upstream TLS certificates. Dangerous: anyone on the path could
+    /// impersonate the servers. Off by default.
+    #[arg(long)]
+    insecure_upstream: bool,
+    /// Relay TLS to this host without interception (certificate-pinned apps): a name
+    /// from SNI, `*.domain`, or a destination CIDR. Repeatable.
+    #[arg(long, value_name = "HOST|CIDR")]
+    passthrough: Vec<String>,
+    /// Common name of the CA created on first start.
+    #[arg(long, value_name = "NAME")]
+    ca_name: Option<String>,
+    /// Most payload bytes stored per WebSocket frame (the true length is always
+    /// recorded, with a truncated flag). Default: 1MiB.
+    #[arg(long, value_name = "SIZE", value_parser = config::parse_size)]
+    max_frame_payload: Option<u64>,
+    /// Delete recorded traffic older than this (e.g. 7d, 12h). Default: keep.
+    #[arg(long, value_name = "AGE", value_parser = config::parse_duration)]
+    retention_max_age: Option<Duration>,
+    /// Delete the oldest recorded traffic while the store is bigger than this (e.g.
+    /// 10GiB). Default: no limit.
+    #[arg(long, value_name = "SIZE", value_parser = config::parse_size)]
+    retention_max_size: Option<u64>,
 }
 
 #[derive(Args)]
@@ -106,11 +162,12 @@ fn init_logging(format: LogFormat) {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(args).map(|()| 0),
+        Command::Serve(args) => serve(*args).map(|()| 0),
         Command::Exec(args) => {
             init_logging(LogFormat::Text);
             exec::run(&args.cgroup, &args.data_dir, &args.command)
         }
+        Command::Ca(args) => print_ca(&args).map(|()| 0),
     };
     match result {
         Ok(code) => std::process::exit(code),
@@ -201,6 +258,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             listen: args.listen,
             data_dir: args.data_dir,
             log_format: args.log_format,
+            upstream_ca: args.upstream_ca,
+            insecure_upstream: args.insecure_upstream,
+            passthrough: args.passthrough,
+            ca_name: args.ca_name,
+            max_frame_payload: args.max_frame_payload,
+            retention_max_age: args.retention_max_age,
+            retention_max_size: args.retention_max_size,
         },
         file,
     )?;
@@ -218,6 +282,30 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .max(1);
     let worker_listeners = bind_workers(cfg.listen, workers)?;
     let ipv6 = worker_listeners[0].len() > 1;
+
+    // Interception and recording are ready before anything is attached.
+    let passthrough = Passthrough::parse(&cfg.passthrough).map_err(anyhow::Error::msg)?;
+    let ca = CertificateAuthority::load_or_create(&cfg.data_dir, &cfg.ca_name)?;
+    info!(ca = %ca.cert_path.display(), "TLS interception CA (trust it on captured hosts: see `frametap-agent ca`)");
+    let tls = Arc::new(TlsContext::new(
+        LeafMinter::new(ca)?,
+        &UpstreamTrust {
+            extra_ca_files: cfg.upstream_ca.clone(),
+            insecure: cfg.insecure_upstream,
+        },
+    )?);
+    let store = Store::open_primary(
+        &cfg.data_dir.join(STORE_DIR),
+        StoreOptions {
+            max_age: cfg.retention_max_age,
+            max_bytes: cfg.retention_max_size,
+            ..StoreOptions::default()
+        },
+    )?;
+    let retention = (cfg.retention_max_age.is_some() || cfg.retention_max_size.is_some())
+        .then(|| frametap_store::spawn_retention(store.clone(), RETENTION_INTERVAL));
+    let writer = Writer::spawn(store.clone(), WRITER_QUEUE);
+    let recorder = Recorder::new(writer.clone());
 
     let mut agent = capture_common::AgentConfig::new(
         *cfg.listen.ip(),
@@ -283,7 +371,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let ctx = Arc::new(ProxyContext::new(Arc::clone(&capture), mark));
+    let ctx = Arc::new(ProxyContext::new(
+        Arc::clone(&capture),
+        mark,
+        InterceptSettings {
+            tls,
+            passthrough,
+            payload_cap: usize::try_from(cfg.max_frame_payload).unwrap_or(usize::MAX),
+        },
+        recorder.clone(),
+    ));
     let grace = Duration::from_secs(args.shutdown_grace);
     let threads = worker_listeners
         .into_iter()
@@ -323,6 +420,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Detach, so new connects go direct, before anything else is torn down.
     drop(ctx);
     drop(capture);
+    // Everything handed to the writer reaches the store before we exit.
+    writer.shutdown();
+    drop(retention);
+    let stats = &recorder.stats;
+    info!(
+        records = stats
+            .records_submitted
+            .load(std::sync::atomic::Ordering::Relaxed),
+        failed = stats
+            .records_failed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        "recorder"
+    );
     state::remove(&cfg.data_dir);
     info!("detached; bye");
     signals.shutdown_background();

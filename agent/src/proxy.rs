@@ -19,24 +19,47 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
-use crate::{capture::Capture, relay};
+use crate::{
+    capture::Capture,
+    intercept::{self, Passthrough},
+    recorder::Recorder,
+    relay,
+    tls::TlsContext,
+};
 
 /// How long the agent waits for the original destination to accept.
 pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Settings of the interception layer (TLS, HTTP, WebSocket recording).
+pub struct InterceptSettings {
+    pub tls: Arc<TlsContext>,
+    pub passthrough: Passthrough,
+    /// Most payload bytes stored per frame; the rest is counted only.
+    pub payload_cap: usize,
+}
 
 /// What every connection task shares.
 pub struct ProxyContext {
     pub capture: Arc<Capture>,
     /// SO_MARK on upstream sockets, so the eBPF hooks leave them alone.
     pub mark: u32,
+    pub intercept: InterceptSettings,
+    pub recorder: Recorder,
     next_id: AtomicU64,
 }
 
 impl ProxyContext {
-    pub fn new(capture: Arc<Capture>, mark: u32) -> Self {
+    pub fn new(
+        capture: Arc<Capture>,
+        mark: u32,
+        intercept: InterceptSettings,
+        recorder: Recorder,
+    ) -> Self {
         Self {
             capture,
             mark,
+            intercept,
+            recorder,
             next_id: AtomicU64::new(1),
         }
     }
@@ -164,7 +187,7 @@ pub async fn connect_upstream(dst: SocketAddr, mark: u32) -> std::io::Result<Tcp
     }
 }
 
-/// The per-connection pipeline. Today: connect and relay bytes unchanged.
+/// The per-connection pipeline: connect upstream, then intercept (or relay).
 pub async fn handle_redirected(ctx: &ProxyContext, client: TcpStream, info: ConnectionInfo) {
     let dst = info.destination();
     debug!(conn = info.id, client = %info.client_addr, original_dst = %dst, pid = info.original.tgid, "accepted");
@@ -174,27 +197,36 @@ pub async fn handle_redirected(ctx: &ProxyContext, client: TcpStream, info: Conn
             // The client's connect already succeeded (to us): the closest thing to
             // "connection refused" we can give it now is a reset.
             relay::reset_on_close(&client);
-            log_closed(&info, 0, 0, "upstream connect failed", Some(&e));
+            log_closed(
+                &info,
+                "tcp",
+                0,
+                0,
+                "upstream connect failed",
+                Some(&e.to_string()),
+            );
             return;
         }
     };
-    let out = relay::relay(client, upstream).await;
+    let out = intercept::handle(ctx, client, upstream, &info).await;
     log_closed(
         &info,
-        out.client_to_server,
-        out.server_to_client,
-        &out.end.to_string(),
-        None,
+        out.kind,
+        out.bytes_up,
+        out.bytes_down,
+        &out.end,
+        out.error.as_deref(),
     );
 }
 
-/// One line per connection: who, where to, how much, how long, how it ended.
+/// One line per connection: who, where to, what, how much, how long, how it ended.
 fn log_closed(
     info: &ConnectionInfo,
+    kind: &str,
     up: u64,
     down: u64,
     end: &str,
-    error: Option<&std::io::Error>,
+    error: Option<&str>,
 ) {
     info!(
         conn = info.id,
@@ -202,11 +234,12 @@ fn log_closed(
         comm = info.original.comm(),
         client = %info.client_addr,
         original_dst = %info.destination(),
+        kind,
         bytes_up = up,
         bytes_down = down,
         duration_ms = info.accepted_at.elapsed().as_secs_f64() * 1e3,
         end,
-        error = error.map(tracing::field::display),
+        error,
         "connection closed"
     );
 }

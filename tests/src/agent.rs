@@ -14,6 +14,8 @@ pub struct Agent {
     pub process: Spawned,
     pub data_dir: tempfile::TempDir,
     pub log_path: PathBuf,
+    /// Logs live outside the data dir, which a test may fill up.
+    _log_dir: tempfile::TempDir,
 }
 
 /// How a start that was meant to fail ended.
@@ -32,8 +34,24 @@ impl Agent {
     }
 
     pub fn try_start(lab: &Lab, args: &[&str]) -> Result<Self, Failed> {
-        let data_dir = tempfile::tempdir().expect("tempdir");
-        let log_path = data_dir.path().join("agent.log");
+        Self::try_start_in(lab, args, tempfile::tempdir().expect("tempdir"))
+    }
+
+    /// Start with a given data dir (e.g. one on a small filesystem).
+    pub fn start_in(lab: &Lab, args: &[&str], data_dir: tempfile::TempDir) -> Self {
+        match Self::try_start_in(lab, args, data_dir) {
+            Ok(a) => a,
+            Err(f) => panic!("agent did not start ({}):\n{}", f.status, f.stderr),
+        }
+    }
+
+    pub fn try_start_in(
+        lab: &Lab,
+        args: &[&str],
+        data_dir: tempfile::TempDir,
+    ) -> Result<Self, Failed> {
+        let log_dir = tempfile::tempdir().expect("tempdir");
+        let log_path = log_dir.path().join("agent.log");
         let log = std::fs::File::create(&log_path).expect("log file");
         let mut cmd = lab.client.command(workspace_bin("frametap-agent"));
         cmd.arg("serve")
@@ -57,6 +75,7 @@ impl Agent {
                 process,
                 data_dir,
                 log_path,
+                _log_dir: log_dir,
             }),
             Some(Some(status)) => Err(Failed {
                 status,

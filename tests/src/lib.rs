@@ -14,7 +14,9 @@ pub mod agent;
 pub mod cgroup;
 pub mod netns;
 pub mod peers;
+pub mod pki;
 pub mod procs;
+pub mod ws;
 
 use std::sync::{Mutex, MutexGuard};
 

@@ -103,7 +103,14 @@ fn test() -> Result {
     step("cargo fmt --check");
     status(cargo(&["fmt", "--all", "--check"]))?;
     step("cargo clippy (host crates)");
-    status(cargo(&["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    status(cargo(&[
+        "clippy",
+        "--release",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     step("cargo clippy (eBPF crate, pinned nightly)");
     let ebpf_manifest = workspace_root().join("capture-ebpf/Cargo.toml");
     let mut clippy_ebpf = Command::new("rustup");
@@ -128,6 +135,7 @@ fn test() -> Result {
         .env("CARGO_TARGET_DIR", target_dir().join("ebpf-clippy"))
         .env("PATH", setup::path_with_cargo_bin());
     status(clippy_ebpf)?;
+    fuzz()?;
     step("cargo test");
     // SAFETY: geteuid has no preconditions; checked only to say what runs.
     if !is_root() {
@@ -137,9 +145,11 @@ fn test() -> Result {
         );
     }
     // Default members: everything but the eBPF crate (built by the agent's build.rs).
+    // Everything builds in the release profile, so RocksDB's C++ is compiled once for
+    // lints, tests, benchmarks and `run` alike.
     // The end-to-end tests run the agent's binary, which `cargo test` alone does not build.
-    status(cargo(&["build", "--bins"]))?;
-    run_tests(cargo(&["test", "--no-fail-fast"]))
+    status(cargo(&["build", "--release", "--bins"]))?;
+    run_tests(cargo(&["test", "--release", "--no-fail-fast"]))
 }
 
 /// Run `cargo test`, passing its output through, and close with one plain line
@@ -189,6 +199,37 @@ fn parse_test_result(line: &str) -> Option<(u64, u64)> {
     Some((count(" passed")?, count(" failed")?))
 }
 
+/// Fuzz targets of the sans-IO parsers (fuzz/), each run for a bounded time.
+const FUZZ_TARGETS: [&str; 3] = ["ws_frames", "http1_stream", "tls_hello"];
+const FUZZ_SECONDS: u32 = 15;
+
+fn fuzz() -> Result {
+    step(&format!("bounded fuzz runs ({FUZZ_SECONDS} s per target)"));
+    for target in FUZZ_TARGETS {
+        let mut c = Command::new("rustup");
+        c.args([
+            "run",
+            setup::EBPF_TOOLCHAIN,
+            "cargo",
+            "fuzz",
+            "run",
+            "--fuzz-dir",
+            "fuzz",
+            target,
+        ])
+        .args([
+            "--",
+            &format!("-max_total_time={FUZZ_SECONDS}"),
+            "-rss_limit_mb=2048",
+        ])
+        .current_dir(workspace_root())
+        .env("CARGO_TARGET_DIR", target_dir().join("fuzz"))
+        .env("PATH", setup::path_with_cargo_bin());
+        status(c).map_err(|e| format!("fuzz target {target} found a crash: {e}"))?;
+    }
+    Ok(())
+}
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -225,6 +266,8 @@ fn run(rest: &[String]) -> Result {
 
 fn bench(rest: &[String]) -> Result {
     setup::run()?;
+    // mitmproxy is the side-by-side reference of the WebSocket benchmark.
+    setup::python_packages(setup::PYTHON_BENCH)?;
     if !is_root() {
         return Err(
             "the benchmarks attach eBPF programs and create namespaces: run as root".into(),

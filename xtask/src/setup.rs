@@ -17,14 +17,26 @@ const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 /// into this folder, so it must stay.
 const LLVM_PREFIX: &str = "/opt/frametap/llvm-22";
 
-/// Debian packages: command that must exist -> package providing it.
+/// Debian packages: a command (or, with a leading '/', a file) that must exist ->
+/// the package providing it.
 const DEBIAN: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("curl", "curl"),
     ("setpriv", "util-linux"),
     ("cc", "build-essential"),
+    ("c++", "g++"),
     ("python3", "python3"),
+    // bindgen (librocksdb-sys) loads libclang at build time.
+    ("/usr/lib/llvm-14/lib/libclang.so", "libclang-dev"),
 ];
+
+/// Python test peers: module to import -> pip requirement.
+const PYTHON: &[(&str, &str)] = &[("websockets", "websockets==17.4")];
+/// Python packages only the benchmarks need.
+pub const PYTHON_BENCH: &[(&str, &str)] = &[("mitmproxy", "mitmproxy==11.0.2")];
+
+/// cargo-fuzz, for the bounded fuzz runs of `cargo xtask test`.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 pub fn cargo_bin() -> PathBuf {
     env::var_os("CARGO_HOME")
@@ -53,6 +65,13 @@ fn succeeds(cmd: &mut Command) -> bool {
 }
 
 fn have(command: &str) -> bool {
+    if command.starts_with('/') {
+        // Any libclang will do for bindgen; the path names the usual one.
+        return Path::new(command).exists()
+            || succeeds(
+                Command::new("sh").args(["-c", "ldconfig -p | grep -q 'libclang.*\\.so'"]),
+            );
+    }
     succeeds(Command::new("sh").args(["-c", &format!("command -v {command}")]))
 }
 
@@ -60,7 +79,57 @@ pub fn run() -> Result {
     debian_packages()?;
     ebpf_toolchain()?;
     bpf_linker()?;
+    python_packages(PYTHON)?;
+    cargo_fuzz()?;
     Ok(())
+}
+
+pub fn python_packages(packages: &[(&str, &str)]) -> Result {
+    let missing: Vec<&str> = packages
+        .iter()
+        .filter(|(module, _)| {
+            !succeeds(Command::new("python3").args(["-c", &format!("import {module}")]))
+        })
+        .map(|(_, req)| *req)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("setup: installing Python packages {}", missing.join(" "));
+    let mut c = Command::new("python3");
+    c.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ])
+    .args(&missing);
+    status(c)
+}
+
+fn cargo_fuzz() -> Result {
+    let ok = Command::new(cargo_bin().join("cargo-fuzz"))
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION)
+        });
+    if ok {
+        return Ok(());
+    }
+    eprintln!("setup: installing cargo-fuzz {CARGO_FUZZ_VERSION}");
+    let mut c = Command::new("cargo");
+    c.args([
+        "install",
+        "--locked",
+        "--force",
+        "cargo-fuzz",
+        "--version",
+        CARGO_FUZZ_VERSION,
+    ])
+    .env("PATH", path_with_cargo_bin());
+    status(c)
 }
 
 fn debian_packages() -> Result {

@@ -7,7 +7,8 @@ use std::{path::PathBuf, process::Stdio};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use frametap_e2e::{
-    Agent, Lab, Spawned, TestCgroup, netns::UPSTREAM_V4, peers::Server, require_root, workspace_bin,
+    Agent, Lab, Spawned, TestCgroup, netns::UPSTREAM_V4, peers::Server, pki::TestPki, require_root,
+    workspace_bin,
 };
 use serde_json::Value;
 
@@ -28,7 +29,18 @@ struct Args {
     /// Extra argument for `frametap-agent serve` (repeatable), e.g. --agent-arg=--workers=1.
     #[arg(long, allow_hyphen_values = true)]
     agent_arg: Vec<String>,
+    /// Seconds per WebSocket echo run.
+    #[arg(long, default_value_t = 5.0)]
+    ws_seconds: f64,
+    /// Leave out the WebSocket section (relay numbers only).
+    #[arg(long)]
+    skip_websocket: bool,
+    /// Leave out the mitmproxy side of the WebSocket comparison.
+    #[arg(long)]
+    skip_mitmproxy: bool,
 }
+
+const WS_HOST: &str = "bench.frametap.test";
 
 const ROUNDS: usize = 20;
 const MIB: u64 = 1024 * 1024;
@@ -136,7 +148,16 @@ fn main() -> anyhow::Result<()> {
         "source",
         &["--bytes", &(100 * MIB).to_string()],
     );
-    let mut agent_args = vec!["--cgroup", cg.relative.as_str(), "--ports", "9000-9002"];
+    let pki = TestPki::new(&[WS_HOST, UPSTREAM_V4]);
+    let ca_arg = pki.ca.display().to_string();
+    let mut agent_args = vec![
+        "--cgroup",
+        cg.relative.as_str(),
+        "--ports",
+        "9000-9002,8443",
+        "--upstream-ca",
+        ca_arg.as_str(),
+    ];
     agent_args.extend(args.agent_arg.iter().map(String::as_str));
     let agent = Agent::start(&lab, &agent_args);
 
@@ -229,6 +250,11 @@ fn main() -> anyhow::Result<()> {
         (cpu_seconds(agent.pid()) - cpu_before) / (large.captured.len() as f64 * 0.1048576);
 
     let relayed = agent.connections().len();
+    let websocket = if args.skip_websocket {
+        String::new()
+    } else {
+        websocket_section(&lab, &cg, &agent, &pki, &args)?
+    };
     drop(agent);
 
     let (d50, c50) = (
@@ -285,6 +311,7 @@ fn main() -> anyhow::Result<()> {
         nl = large.direct.len(),
         rl = cl / dl * 100.0,
     );
+    let table = format!("{table}\n{websocket}");
     println!("{table}");
     if let Some(path) = args.write {
         let doc = format!(
@@ -295,4 +322,261 @@ fn main() -> anyhow::Result<()> {
         eprintln!("written to {}", path.display());
     }
     Ok(())
+}
+
+fn ws_bench_script() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/ws_bench.py")
+}
+
+/// One side of the WebSocket comparison: where the client dials, which CA it
+/// trusts, and whether it runs in the captured cgroup.
+struct WsSide<'a> {
+    name: &'static str,
+    connect: String,
+    cafile: PathBuf,
+    cgroup: Option<&'a TestCgroup>,
+}
+
+fn ws_client(lab: &Lab, side: &WsSide<'_>, mode: &str, extra: &[String]) -> anyhow::Result<Value> {
+    let mut cmd = lab.client_command(side.cgroup, "python3");
+    cmd.arg(ws_bench_script())
+        .args([
+            mode,
+            "--connect",
+            &side.connect,
+            "--host",
+            WS_HOST,
+            "--cafile",
+        ])
+        .arg(&side.cafile)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = Spawned::spawn("ws_bench.py", cmd).output();
+    if !out.status.success() {
+        bail!(
+            "ws_bench.py {mode} via {}: {}",
+            side.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("ws_bench.py output")
+}
+
+/// mitmdump in reverse mode on the client host, in front of the same server.
+fn start_mitmproxy(lab: &Lab, pki: &TestPki) -> anyhow::Result<(Spawned, tempfile::TempDir)> {
+    let confdir = tempfile::tempdir()?;
+    let mut cmd = lab.client.command("mitmdump");
+    cmd.args([
+        "--mode",
+        &format!("reverse:https://{UPSTREAM_V4}:8443"),
+        "--listen-host",
+        "127.0.0.1",
+        "--listen-port",
+        "18443",
+        "-q",
+    ])
+    .args(["--set", &format!("confdir={}", confdir.path().display())])
+    .args([
+        "--set",
+        &format!("ssl_verify_upstream_trusted_ca={}", pki.ca.display()),
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let process = Spawned::spawn("mitmdump", cmd);
+    let ca = confdir.path().join("mitmproxy-ca-cert.pem");
+    // The listener is in the client namespace: probe it from there.
+    let ready = frametap_e2e::wait_for(std::time::Duration::from_secs(30), || {
+        let mut probe = lab.client_command(None, "python3");
+        probe.args([
+            "-c",
+            "import socket; socket.create_connection(('127.0.0.1', 18443), timeout=1)",
+        ]);
+        (ca.exists() && probe.output().is_ok_and(|o| o.status.success())).then_some(())
+    });
+    if ready.is_none() {
+        bail!("mitmdump did not start listening on 127.0.0.1:18443 in the client namespace");
+    }
+    Ok((process, confdir))
+}
+
+fn websocket_section(
+    lab: &Lab,
+    cg: &TestCgroup,
+    agent: &Agent,
+    pki: &TestPki,
+    args: &Args,
+) -> anyhow::Result<String> {
+    let ready = tempfile::NamedTempFile::new()?;
+    let mut cmd = lab.upstream.command("python3");
+    cmd.arg(ws_bench_script())
+        .args(["server", "--host", UPSTREAM_V4, "--port", "8443", "--cert"])
+        .arg(&pki.cert)
+        .arg("--key")
+        .arg(&pki.key)
+        .arg("--ready")
+        .arg(ready.path())
+        .stdout(Stdio::null());
+    let _server = Spawned::spawn("ws_bench server", cmd);
+    frametap_e2e::wait_for(std::time::Duration::from_secs(10), || {
+        std::fs::read_to_string(ready.path())
+            .ok()
+            .filter(|t| t == "ready")
+    })
+    .context("benchmark WebSocket server did not start")?;
+
+    let mut sides = vec![
+        WsSide {
+            name: "direct",
+            connect: format!("{UPSTREAM_V4}:8443"),
+            cafile: pki.ca.clone(),
+            cgroup: None,
+        },
+        WsSide {
+            name: "frametap",
+            connect: format!("{UPSTREAM_V4}:8443"),
+            cafile: agent.data_dir.path().join("ca.pem"),
+            cgroup: Some(cg),
+        },
+    ];
+    let mitm = if args.skip_mitmproxy {
+        None
+    } else {
+        Some(start_mitmproxy(lab, pki)?)
+    };
+    if let Some((_, confdir)) = &mitm {
+        sides.push(WsSide {
+            name: "mitmproxy 11",
+            connect: "127.0.0.1:18443".into(),
+            cafile: confdir.path().join("mitmproxy-ca-cert.pem"),
+            cgroup: None,
+        });
+    }
+
+    let mut rows = String::new();
+    let mut ratios = Vec::new();
+    for size in [100usize, 65536] {
+        eprintln!("websocket echo: {size} B messages, 64 in flight");
+        let mut results = vec![Vec::new(); sides.len()];
+        for round in 0..2 {
+            for i in 0..sides.len() {
+                let i = if round % 2 == 0 {
+                    i
+                } else {
+                    sides.len() - 1 - i
+                };
+                let v = ws_client(
+                    lab,
+                    &sides[i],
+                    "echo",
+                    &[
+                        "--size".into(),
+                        size.to_string(),
+                        "--seconds".into(),
+                        args.ws_seconds.to_string(),
+                    ],
+                )?;
+                results[i].push((
+                    v["messages_per_s"].as_f64().unwrap_or(0.0),
+                    v["mb_per_s"].as_f64().unwrap_or(0.0),
+                ));
+            }
+        }
+        let best = |r: &Vec<(f64, f64)>| {
+            r.iter()
+                .cloned()
+                .fold((0.0, 0.0), |a, b| if b.0 > a.0 { b } else { a })
+        };
+        let direct = best(&results[0]);
+        let ours = best(&results[1]);
+        let mut row = format!(
+            "| {size} B messages | {:.0} msg/s ({:.1} MB/s) | {:.0} msg/s ({:.1} MB/s) | {:.0}% |",
+            direct.0,
+            direct.1,
+            ours.0,
+            ours.1,
+            ours.0 / direct.0 * 100.0
+        );
+        if sides.len() > 2 {
+            let m = best(&results[2]);
+            row.push_str(&format!(
+                " {:.0} msg/s ({:.1} MB/s) | {:.1}× |",
+                m.0,
+                m.1,
+                ours.0 / m.0
+            ));
+        } else {
+            row.push_str(" | |");
+        }
+        rows.push_str(&row);
+        rows.push('\n');
+        ratios.push(ours.0 / direct.0);
+    }
+
+    eprintln!("tls handshakes");
+    let mut hs = [Vec::new(), Vec::new()];
+    // The first connection through frametap mints the leaf; later ones reuse it.
+    ws_client(lab, &sides[1], "handshake", &["--count".into(), "5".into()])?;
+    for round in 0..4 {
+        for i in [round % 2, 1 - round % 2] {
+            let v = ws_client(
+                lab,
+                &sides[i],
+                "handshake",
+                &["--count".into(), "100".into()],
+            )?;
+            hs[i].extend(floats(&v, "micros"));
+        }
+    }
+    let (hd, hf) = (percentile(&mut hs[0], 0.5), percentile(&mut hs[1], 0.5));
+
+    eprintln!("sustained recording: 8 connections");
+    let clients: Vec<WsSide<'_>> = (0..8)
+        .map(|_| WsSide {
+            name: "frametap",
+            connect: sides[1].connect.clone(),
+            cafile: sides[1].cafile.clone(),
+            cgroup: Some(cg),
+        })
+        .collect();
+    let run = [
+        "--size".to_string(),
+        "100".into(),
+        "--seconds".into(),
+        args.ws_seconds.to_string(),
+    ];
+    let totals: Vec<anyhow::Result<Value>> = std::thread::scope(|s| {
+        let handles: Vec<_> = clients
+            .iter()
+            .map(|side| s.spawn(|| ws_client(lab, side, "echo", &run)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("bench thread"))
+            .collect()
+    });
+    let mut messages_per_s = 0.0;
+    for t in totals {
+        messages_per_s += t?["messages_per_s"].as_f64().unwrap_or(0.0);
+    }
+
+    Ok(format!(
+        "## WebSocket over TLS: echo throughput, handshakes, recording\n\n\
+         Python `websockets` echo client and server (no compression, 64 messages in flight, one \
+         connection, best of 2 runs of {secs} s per side, sides alternating). Through frametap every \
+         frame of both directions is parsed and written to RocksDB (WAL on) before it is forwarded.\n\n\
+         | workload | direct | through frametap | frametap vs direct | through mitmproxy 11 (reverse mode) | frametap vs mitmproxy |\n\
+         |---|---|---|---|---|---|\n{rows}\n\
+         | TLS handshake (TCP connect + TLS 1.3), median of 400 | direct | through frametap (cached leaf) | ratio |\n\
+         |---|---|---|---|\n\
+         | | {hd:.0} µs | {hf:.0} µs | {hr:.2}× |\n\n\
+         Sustained recording, 8 connections through frametap at 100 B: {mps:.0} messages/s echoed, \
+         {fps:.0} frames/s recorded (both directions).\n\n\
+         Targets (issue 3): at 100 B ≥ 50% of direct and ≥ 20× mitmproxy; at 64 KiB ≥ 60% of direct; \
+         handshake through frametap ≤ 2× direct.\n",
+        secs = args.ws_seconds,
+        hr = hf / hd,
+        mps = messages_per_s,
+        fps = messages_per_s * 2.0,
+    ))
 }

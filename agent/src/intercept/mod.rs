@@ -1,0 +1,580 @@
+//! Interception of one redirected connection, once the upstream socket is open.
+//!
+//! 1. Sniff the client's first bytes (the upstream may speak first instead: then
+//!    it is not HTTP and is relayed as is).
+//! 2. A TLS ClientHello: mint a leaf for its SNI, terminate TLS on the client leg,
+//!    open a verified TLS connection upstream with the same SNI, then go to 3.
+//!    Hosts on the passthrough list, and clients that offer ALPN without http/1.1,
+//!    are relayed untouched (recorded as a connection only).
+//! 3. HTTP/1.x: relay bytes unchanged while [`session::SessionState`] watches them
+//!    and emits traffic entries and WebSocket frames, which are recorded before the
+//!    bytes that complete them are forwarded.
+//! 4. Anything else: byte relay.
+pub mod prefixed;
+pub mod session;
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    os::fd::{AsRawFd as _, RawFd},
+    pin::Pin,
+    sync::Mutex,
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use frametap_proto::tls_hello::{self, Sniff};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf},
+    net::TcpStream,
+};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tracing::debug;
+
+use self::{
+    prefixed::Prefixed,
+    session::{Ending, SessionMeta, SessionState, Side},
+};
+use crate::{
+    proxy::{ConnectionInfo, ProxyContext},
+    recorder::now_ms,
+    relay::{self, RelayEnd},
+    tls::{LeafSubject, upstream_server_name},
+};
+
+/// How long to wait for the client's first bytes before treating the connection
+/// as something we don't interpret (it is relayed either way; nothing is lost).
+const SNIFF_TIMEOUT: Duration = Duration::from_secs(1);
+/// Per-direction read buffer of intercepted connections.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// What happened to a connection, for the one log line per connection.
+pub struct Outcome {
+    pub kind: &'static str,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub end: String,
+    pub error: Option<String>,
+}
+
+/// Hosts relayed without interception (certificate-pinned apps): exact names,
+/// `*.suffix` wildcards, or CIDRs of the destination.
+#[derive(Clone, Debug, Default)]
+pub struct Passthrough {
+    pub names: Vec<String>,
+    pub networks: Vec<ipnet::IpNet>,
+}
+
+impl Passthrough {
+    pub fn parse(items: &[String]) -> Result<Self, String> {
+        let mut p = Self::default();
+        for item in items {
+            let item = item.trim();
+            if item.is_empty() {
+                continue;
+            }
+            if let Ok(net) = crate::config::parse_cidr(item) {
+                p.networks.push(net);
+            } else if item
+                .trim_start_matches("*.")
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            {
+                p.names.push(item.to_ascii_lowercase());
+            } else {
+                return Err(format!("{item:?} is not a host name, *.domain or CIDR"));
+            }
+        }
+        Ok(p)
+    }
+
+    pub fn matches(&self, sni: Option<&str>, dst: SocketAddr) -> bool {
+        if self.networks.iter().any(|n| n.contains(&dst.ip())) {
+            return true;
+        }
+        let Some(sni) = sni.map(str::to_ascii_lowercase) else {
+            return false;
+        };
+        self.names.iter().any(|n| match n.strip_prefix("*.") {
+            Some(suffix) => sni.ends_with(&format!(".{suffix}")),
+            None => *n == sni,
+        })
+    }
+}
+
+enum First {
+    Tls(tls_hello::ClientHello),
+    Http,
+    Other(&'static str),
+}
+
+/// A method token and a space: what an HTTP/1.x request line starts with.
+fn looks_like_http(prefix: &[u8]) -> Option<bool> {
+    for (i, &b) in prefix.iter().enumerate() {
+        match b {
+            b'A'..=b'Z' | b'-' | b'_' if i < 24 => {}
+            b' ' if i > 0 => return Some(true),
+            // Tolerated before a request line (RFC 9112 2.2).
+            b'\r' | b'\n' if i == 0 => return looks_like_http(&prefix[1..]),
+            _ => return Some(false),
+        }
+    }
+    None
+}
+
+fn classify(prefix: &[u8]) -> Option<First> {
+    if prefix.first() == Some(&0x16) {
+        return match tls_hello::sniff(prefix) {
+            Sniff::NeedMore => None,
+            Sniff::Hello(h) => Some(First::Tls(h)),
+            Sniff::NotTls => Some(First::Other("not TLS")),
+            Sniff::Malformed(_) => Some(First::Other("malformed TLS ClientHello")),
+        };
+    }
+    match looks_like_http(prefix)? {
+        true => Some(First::Http),
+        false => Some(First::Other("not HTTP")),
+    }
+}
+
+/// Read the client's first bytes until they can be classified. None: the upstream
+/// spoke first, the client sent nothing in time, or closed.
+async fn sniff(client: &TcpStream, upstream: &TcpStream, prefix: &mut Vec<u8>) -> Option<First> {
+    let deadline = tokio::time::Instant::now() + SNIFF_TIMEOUT;
+    let mut buf = [0u8; 4096];
+    loop {
+        tokio::select! {
+            biased;
+            r = client.readable() => {
+                r.ok()?;
+                match client.try_read(&mut buf) {
+                    Ok(0) => return None,
+                    Ok(n) => prefix.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(_) => return None,
+                }
+                if let Some(first) = classify(prefix) {
+                    return Some(first);
+                }
+                if prefix.len() > tls_hello::MAX_CLIENT_HELLO {
+                    return Some(First::Other("first bytes too long to classify"));
+                }
+            }
+            _ = upstream.readable() => return None,
+            _ = tokio::time::sleep_until(deadline) => return None,
+        }
+    }
+}
+
+pub async fn handle(
+    ctx: &ProxyContext,
+    client: TcpStream,
+    upstream: TcpStream,
+    info: &ConnectionInfo,
+) -> Outcome {
+    let mut prefix = Vec::new();
+    let first = sniff(&client, &upstream, &mut prefix).await;
+    let dst = info.destination();
+    match first {
+        Some(First::Tls(hello)) => {
+            let offers_alpn = !hello.alpn.is_empty();
+            let http11 = hello.alpn.iter().any(|p| p == b"http/1.1");
+            if ctx.intercept.passthrough.matches(hello.sni.as_deref(), dst) {
+                return raw(client, upstream, prefix, "tls passthrough").await;
+            }
+            if offers_alpn && !http11 {
+                // h2-only or another protocol over TLS: we only speak HTTP/1.1 inside.
+                return raw(client, upstream, prefix, "tls passthrough (alpn)").await;
+            }
+            intercept_tls(ctx, client, upstream, prefix, hello, offers_alpn, info).await
+        }
+        Some(First::Http) => {
+            let meta = meta(info, false, None, None);
+            let fds = (client.as_raw_fd(), upstream.as_raw_fd());
+            session(
+                ctx,
+                Prefixed::new(prefix, client),
+                upstream,
+                fds,
+                meta,
+                "http",
+            )
+            .await
+        }
+        Some(First::Other(why)) => {
+            debug!(conn = info.id, why, "relaying without interpretation");
+            raw(client, upstream, prefix, "tcp").await
+        }
+        None => raw(client, upstream, prefix, "tcp").await,
+    }
+}
+
+fn meta(
+    info: &ConnectionInfo,
+    tls: bool,
+    sni: Option<String>,
+    tls_version: Option<String>,
+) -> SessionMeta {
+    SessionMeta {
+        conn_id: info.id,
+        tls,
+        tls_version,
+        sni,
+        client_address: info.client_addr.to_string(),
+        server_address: info.destination().to_string(),
+        pid: (info.original.tgid != 0).then_some(info.original.tgid),
+        process: Some(info.original.comm()).filter(|c| !c.is_empty()),
+    }
+}
+
+async fn raw(
+    client: TcpStream,
+    upstream: TcpStream,
+    prefix: Vec<u8>,
+    kind: &'static str,
+) -> Outcome {
+    let mut upstream = upstream;
+    if !prefix.is_empty() && upstream.write_all(&prefix).await.is_err() {
+        relay::reset_on_close(&client);
+        return Outcome {
+            kind,
+            bytes_up: 0,
+            bytes_down: 0,
+            end: RelayEnd::ServerReset.to_string(),
+            error: None,
+        };
+    }
+    let out = relay::relay(client, upstream).await;
+    Outcome {
+        kind,
+        bytes_up: out.client_to_server + prefix.len() as u64,
+        bytes_down: out.server_to_client,
+        end: out.end.to_string(),
+        error: None,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn intercept_tls(
+    ctx: &ProxyContext,
+    client: TcpStream,
+    upstream: TcpStream,
+    prefix: Vec<u8>,
+    hello: tls_hello::ClientHello,
+    offers_alpn: bool,
+    info: &ConnectionInfo,
+) -> Outcome {
+    let tls = &ctx.intercept.tls;
+    let dst = info.destination();
+    let subject = match &hello.sni {
+        Some(name) => LeafSubject::Dns(name.clone()),
+        None => LeafSubject::Ip(dst.ip()),
+    };
+    let fds = (client.as_raw_fd(), upstream.as_raw_fd());
+    // Only used to shape the record of a failed handshake.
+    let state = SessionState::new(
+        meta(info, true, hello.sni.clone(), None),
+        ctx.recorder.ids.clone(),
+        ctx.intercept.payload_cap,
+    );
+    let (server_config, server_name) = match (
+        tls.client_leg_config(&subject, offers_alpn),
+        upstream_server_name(&subject),
+    ) {
+        (Ok(c), Ok(n)) => (c, n),
+        (Err(e), _) | (_, Err(e)) => {
+            let error = format!("cannot mint a certificate for {}: {e:#}", subject.label());
+            ctx.recorder
+                .persist(vec![state.failure_entry(now_ms(), error.clone())])
+                .await;
+            let mut out = raw(client, upstream, prefix, "tls passthrough (no leaf)").await;
+            out.error = Some(error);
+            return out;
+        }
+    };
+    // Both handshakes at once: the client leg's does not wait for the server's.
+    let client_leg = TlsAcceptor::from(server_config).accept(Prefixed::new(prefix, client));
+    let server_leg =
+        TlsConnector::from(tls.upstream_config(offers_alpn)).connect(server_name, upstream);
+    let (client_tls, server_tls) = tokio::join!(client_leg, server_leg);
+    match (client_tls, server_tls) {
+        (Ok(client_tls), Ok(server_tls)) => {
+            let version = client_tls
+                .get_ref()
+                .1
+                .protocol_version()
+                .and_then(|v| v.as_str())
+                .map(|v| v.replace("TLSv1_", "TLSv1.").replace("TLSv1.0", "TLSv1"));
+            let sni = hello.sni.clone();
+            let meta = meta(info, true, sni, version);
+            session(ctx, client_tls, server_tls, fds, meta, "https").await
+        }
+        (Ok(mut client_tls), Err(e)) => {
+            // The client trusts us but the server failed verification (or the
+            // handshake): answer like a gateway, and record why.
+            let error = format!("upstream TLS failed: {e}");
+            let body = format!("frametap: {error}\n");
+            let response = format!(
+                "HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = client_tls.write_all(response.as_bytes()).await;
+            let _ = client_tls.shutdown().await;
+            ctx.recorder
+                .persist(vec![state.failure_entry(now_ms(), error.clone())])
+                .await;
+            Outcome {
+                kind: "https",
+                bytes_up: 0,
+                bytes_down: 0,
+                end: "upstream TLS failed".into(),
+                error: Some(error),
+            }
+        }
+        (Err(e), server) => {
+            // Usually: the client does not trust the frametap CA.
+            drop(server);
+            let error = format!("client TLS handshake failed: {e}");
+            ctx.recorder
+                .persist(vec![state.failure_entry(now_ms(), error.clone())])
+                .await;
+            Outcome {
+                kind: "https",
+                bytes_up: 0,
+                bytes_down: 0,
+                end: "client TLS failed".into(),
+                error: Some(error),
+            }
+        }
+    }
+}
+
+/// Relay an HTTP/1.x connection (plain or TLS) while the session watches it.
+///
+/// One future owns both streams and polls both directions itself, like tokio's
+/// `copy_bidirectional`, rather than splitting each TLS stream in two: a rustls
+/// read may also flush pending TLS output, and with split halves that steals the
+/// writing half's wake-up, stalling the relay.
+async fn session<C, S>(
+    ctx: &ProxyContext,
+    mut client: C,
+    mut server: S,
+    fds: (RawFd, RawFd),
+    meta: SessionMeta,
+    kind: &'static str,
+) -> Outcome
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let state = Mutex::new(SessionState::new(
+        meta,
+        ctx.recorder.ids.clone(),
+        ctx.intercept.payload_cap,
+    ));
+    let mut up = Direction::new(Side::Client, fds.1, fds.0);
+    let mut down = Direction::new(Side::Server, fds.0, fds.1);
+    let ending = std::future::poll_fn(|cx| {
+        if up.result.is_none()
+            && let Poll::Ready(r) = up.poll(cx, &mut client, &mut server, &state, &ctx.recorder)
+        {
+            up.result = Some(r);
+        }
+        if down.result.is_none()
+            && let Poll::Ready(r) = down.poll(cx, &mut server, &mut client, &state, &ctx.recorder)
+        {
+            down.result = Some(r);
+        }
+        match (up.result, down.result) {
+            (Some(PumpEnd::Failed(side)), _) | (_, Some(PumpEnd::Failed(side))) => {
+                Poll::Ready(Ending::Reset(side))
+            }
+            (Some(PumpEnd::Eof), Some(PumpEnd::Eof)) => Poll::Ready(Ending::Closed),
+            _ => Poll::Pending,
+        }
+    })
+    .await;
+    let was_websocket = lock(&state).websocket().is_some();
+    let records = lock(&state).on_end(&ending, now_ms());
+    ctx.recorder.persist(records).await;
+    Outcome {
+        kind: if was_websocket { "websocket" } else { kind },
+        bytes_up: up.moved,
+        bytes_down: down.moved,
+        end: match ending {
+            Ending::Closed => "closed".into(),
+            Ending::Reset(Side::Client) => "client reset".into(),
+            Ending::Reset(Side::Server) => "server reset".into(),
+        },
+        error: None,
+    }
+}
+
+fn lock(state: &Mutex<SessionState>) -> std::sync::MutexGuard<'_, SessionState> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Clone, Copy)]
+enum PumpEnd {
+    Eof,
+    /// This side failed (reset); the other side has been set to reset too.
+    Failed(Side),
+}
+
+fn reset_fd(fd: RawFd) {
+    // SAFETY: fd is one of the two sockets this session owns, open for its whole life.
+    let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
+}
+
+type Persisting = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+enum Step {
+    Read,
+    /// Records completed by the last read are on their way to the WAL.
+    Persist(Persisting),
+    Write,
+    Shutdown,
+}
+
+/// One direction: read, let the session see the bytes, persist what they completed,
+/// then forward them unchanged.
+struct Direction {
+    side: Side,
+    /// Socket to reset when this direction's reader fails (the other side).
+    to_fd: RawFd,
+    /// Socket to reset when this direction's writer fails (this side).
+    from_fd: RawFd,
+    buf: Box<[u8]>,
+    len: usize,
+    pos: usize,
+    step: Step,
+    moved: u64,
+    result: Option<PumpEnd>,
+}
+
+impl Direction {
+    fn new(side: Side, to_fd: RawFd, from_fd: RawFd) -> Self {
+        Self {
+            side,
+            to_fd,
+            from_fd,
+            buf: vec![0u8; READ_BUFFER].into_boxed_slice(),
+            len: 0,
+            pos: 0,
+            step: Step::Read,
+            moved: 0,
+            result: None,
+        }
+    }
+
+    fn other(&self) -> Side {
+        match self.side {
+            Side::Client => Side::Server,
+            Side::Server => Side::Client,
+        }
+    }
+
+    fn poll<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &mut R,
+        to: &mut W,
+        state: &Mutex<SessionState>,
+        recorder: &crate::recorder::Recorder,
+    ) -> Poll<PumpEnd>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        loop {
+            match &mut self.step {
+                Step::Read => {
+                    let mut read = ReadBuf::new(&mut self.buf);
+                    match Pin::new(&mut *from).poll_read(cx, &mut read) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(_)) => {
+                            reset_fd(self.to_fd);
+                            return Poll::Ready(PumpEnd::Failed(self.side));
+                        }
+                        Poll::Ready(Ok(())) => {}
+                    }
+                    let n = read.filled().len();
+                    if n == 0 {
+                        self.step = Step::Shutdown;
+                        continue;
+                    }
+                    (self.len, self.pos) = (n, 0);
+                    let records = lock(state).on_bytes(self.side, &self.buf[..n], now_ms());
+                    self.step = if records.is_empty() {
+                        Step::Write
+                    } else {
+                        // Recorded before forwarded: once the peer has a frame, so does the store.
+                        let recorder = recorder.clone();
+                        Step::Persist(Box::pin(async move { recorder.persist(records).await }))
+                    };
+                }
+                Step::Persist(persisting) => {
+                    ready!(persisting.as_mut().poll(cx));
+                    self.step = Step::Write;
+                }
+                Step::Write => {
+                    while self.pos < self.len {
+                        match ready!(
+                            Pin::new(&mut *to).poll_write(cx, &self.buf[self.pos..self.len])
+                        ) {
+                            Ok(n) if n > 0 => self.pos += n,
+                            _ => {
+                                reset_fd(self.from_fd);
+                                return Poll::Ready(PumpEnd::Failed(self.other()));
+                            }
+                        }
+                    }
+                    if ready!(Pin::new(&mut *to).poll_flush(cx)).is_err() {
+                        reset_fd(self.from_fd);
+                        return Poll::Ready(PumpEnd::Failed(self.other()));
+                    }
+                    self.moved += self.len as u64;
+                    self.step = Step::Read;
+                }
+                Step::Shutdown => {
+                    // Half-close (for TLS: close_notify, then FIN).
+                    let _ = ready!(Pin::new(&mut *to).poll_shutdown(cx));
+                    return Poll::Ready(PumpEnd::Eof);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_detection() {
+        assert_eq!(looks_like_http(b"GET / HTTP/1.1\r\n"), Some(true));
+        assert_eq!(looks_like_http(b"\r\nPOST /x"), Some(true));
+        assert_eq!(looks_like_http(b"GE"), None);
+        assert_eq!(looks_like_http(b"SSH-2.0-OpenSSH"), Some(false));
+        assert_eq!(looks_like_http(b"\x00\x01"), Some(false));
+        assert_eq!(looks_like_http(b" GET"), Some(false));
+    }
+
+    #[test]
+    fn passthrough_matching() {
+        let p = Passthrough::parse(&[
+            "pinned.example.com".into(),
+            "*.bank.test".into(),
+            "10.9.0.0/16".into(),
+        ])
+        .unwrap();
+        let dst: SocketAddr = "10.1.1.1:443".parse().unwrap();
+        assert!(p.matches(Some("pinned.example.com"), dst));
+        assert!(p.matches(Some("API.Bank.test"), dst));
+        assert!(!p.matches(Some("bank.test"), dst));
+        assert!(!p.matches(Some("other.com"), dst));
+        assert!(p.matches(None, "10.9.3.4:443".parse().unwrap()));
+        assert!(Passthrough::parse(&["bad host!".into()]).is_err());
+    }
+}

@@ -1,0 +1,639 @@
+//! What one intercepted HTTP/1.x connection means, as a state machine with no I/O:
+//! bytes of either direction go in, records for the store come out (traffic
+//! entries, WebSocket open/close, frames). The async pumps around it forward every
+//! byte unchanged; this only watches.
+//!
+//! Modes: HTTP/1.x (requests and responses paired in order), then, after a
+//! `101 Switching Protocols` for `Upgrade: websocket`, WebSocket (one frame parser
+//! per direction); anything that stops being parseable HTTP becomes opaque bytes.
+use std::{collections::VecDeque, sync::Arc, time::Instant};
+
+use frametap_proto::{
+    http1::{Http1Conn, HttpEvent, RequestHead, ResponseHead},
+    ws::{self, Sender, WsDirection, WsEvent},
+};
+use frametap_store::{FrameRecord, Record, TrafficEntry, TrafficId, WsClose, WsOpen};
+
+use crate::recorder::TrafficIds;
+
+/// Facts about the connection that every record carries.
+#[derive(Clone, Debug, Default)]
+pub struct SessionMeta {
+    pub conn_id: u64,
+    pub tls: bool,
+    pub tls_version: Option<String>,
+    pub sni: Option<String>,
+    pub client_address: String,
+    pub server_address: String,
+    pub pid: Option<u32>,
+    pub process: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Server,
+}
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Server => "server",
+        }
+    }
+}
+
+/// How the connection ended, for the records of what was still open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// Both sides closed in order.
+    Closed,
+    /// One side reset (or failed); the other was reset in turn.
+    Reset(Side),
+}
+
+struct Exchange {
+    id: TrafficId,
+    started_ms: u64,
+    started: Instant,
+    request: RequestHead,
+    response: Option<ResponseHead>,
+}
+
+struct WsSession {
+    traffic: TrafficId,
+    from_client: WsDirection,
+    from_server: WsDirection,
+    next_seq: u64,
+    /// Who sent the first close frame, with its code and reason.
+    first_close: Option<(Side, Option<u16>, Option<String>)>,
+    error: Option<String>,
+}
+
+enum Mode {
+    Http,
+    WebSocket(Box<WsSession>),
+    Opaque,
+}
+
+pub struct SessionState {
+    meta: SessionMeta,
+    ids: Arc<TrafficIds>,
+    payload_cap: usize,
+    http: Http1Conn,
+    mode: Mode,
+    exchanges: VecDeque<Exchange>,
+    held_client: Vec<u8>,
+    http_events: Vec<HttpEvent>,
+    ws_events: Vec<WsEvent>,
+}
+
+impl SessionState {
+    pub fn new(meta: SessionMeta, ids: Arc<TrafficIds>, payload_cap: usize) -> Self {
+        Self {
+            meta,
+            ids,
+            payload_cap,
+            http: Http1Conn::new(),
+            mode: Mode::Http,
+            exchanges: VecDeque::new(),
+            held_client: Vec::new(),
+            http_events: Vec::new(),
+            ws_events: Vec::new(),
+        }
+    }
+
+    /// The WebSocket connection's traffic id, once upgraded.
+    pub fn websocket(&self) -> Option<TrafficId> {
+        match &self.mode {
+            Mode::WebSocket(ws) => Some(ws.traffic),
+            _ => None,
+        }
+    }
+
+    pub fn on_bytes(&mut self, side: Side, bytes: &[u8], now_ms: u64) -> Vec<Record> {
+        let mut records = Vec::new();
+        match &mut self.mode {
+            Mode::Opaque => {}
+            Mode::WebSocket(ws) => {
+                ws_feed(ws, side, bytes, now_ms, &mut self.ws_events, &mut records)
+            }
+            Mode::Http => {
+                let mut events = std::mem::take(&mut self.http_events);
+                match side {
+                    Side::Client => self.http.push_client(bytes, &mut events),
+                    Side::Server => self.http.push_server(bytes, &mut events),
+                }
+                for event in events.drain(..) {
+                    self.on_http_event(side, event, bytes, now_ms, &mut records);
+                }
+                self.http_events = events;
+            }
+        }
+        records
+    }
+
+    fn on_http_event(
+        &mut self,
+        side: Side,
+        event: HttpEvent,
+        input: &[u8],
+        now_ms: u64,
+        records: &mut Vec<Record>,
+    ) {
+        match event {
+            HttpEvent::RequestHead(request) => self.exchanges.push_back(Exchange {
+                id: self.ids.next(),
+                started_ms: now_ms,
+                started: Instant::now(),
+                request,
+                response: None,
+            }),
+            HttpEvent::RequestEnd { .. } => {}
+            HttpEvent::ResponseHead(response) => {
+                // Interim responses (100 Continue, 103 Early Hints) precede the real one.
+                let interim = (100..200).contains(&response.status) && response.status != 101;
+                if !interim
+                    && let Some(x) = self.exchanges.iter_mut().find(|x| x.response.is_none())
+                {
+                    x.response = Some(response);
+                }
+            }
+            HttpEvent::ResponseEnd { .. } => {
+                if let Some(x) = self.exchanges.pop_front() {
+                    records.push(Record::Traffic(self.entry(x, "", None)));
+                }
+            }
+            HttpEvent::Switched { websocket, rest } => {
+                let rest = &input[input.len() - rest.min(input.len())..];
+                let Some(x) = self.exchanges.pop_front() else {
+                    self.mode = Mode::Opaque;
+                    return;
+                };
+                if !websocket {
+                    records.push(Record::Traffic(self.entry(x, "", None)));
+                    self.mode = Mode::Opaque;
+                    return;
+                }
+                self.upgrade(x, rest, now_ms, records);
+            }
+            HttpEvent::Tunnel { .. } => {
+                if let Some(x) = self.exchanges.pop_front() {
+                    records.push(Record::Traffic(self.entry(x, "", None)));
+                }
+                self.mode = Mode::Opaque;
+            }
+            HttpEvent::HeldForUpgrade { len } => {
+                self.held_client
+                    .extend_from_slice(&input[input.len() - len.min(input.len())..]);
+            }
+            HttpEvent::NotHttp => self.mode = Mode::Opaque,
+            HttpEvent::Error(e) => {
+                let error = format!("{} sent malformed HTTP: {e}", side.name());
+                match self.exchanges.pop_front() {
+                    Some(x) => records.push(Record::Traffic(self.entry(x, "", Some(error)))),
+                    None => records.push(Record::Traffic(self.bare_entry(now_ms, error))),
+                }
+                // A faithful proxy passes the bytes on and lets the peer judge them.
+                self.mode = Mode::Opaque;
+            }
+        }
+    }
+
+    fn upgrade(&mut self, x: Exchange, rest: &[u8], now_ms: u64, records: &mut Vec<Record>) {
+        let response = x.response.as_ref();
+        let extensions = response
+            .and_then(|r| r.header("sec-websocket-extensions"))
+            .map(str::to_string);
+        let subprotocol = response
+            .and_then(|r| r.header("sec-websocket-protocol"))
+            .map(str::to_string);
+        let (negotiated, error) = match extensions.as_deref().map(ws::negotiate_extensions) {
+            None => (ws::NegotiatedExtensions::default(), None),
+            Some(Ok(n)) => (n, None),
+            Some(Err(e)) => (
+                ws::NegotiatedExtensions::default(),
+                Some(format!("unusable Sec-WebSocket-Extensions: {e}")),
+            ),
+        };
+        // RSV bits of extensions we don't know are theirs to use, not errors.
+        let foreign = !negotiated.others.is_empty() || error.is_some();
+        let deflate = negotiated.deflate;
+        let entry = self.entry(x, if self.meta.tls { "wss" } else { "ws" }, None);
+        records.push(Record::WsOpen(WsOpen {
+            traffic: entry.id,
+            timestamp_ms: now_ms,
+            url: entry.url.clone(),
+            client_address: self.meta.client_address.clone(),
+            server_address: self.meta.server_address.clone(),
+            subprotocol,
+            extensions,
+            deflate: deflate.is_some(),
+        }));
+        let mut ws = Box::new(WsSession {
+            traffic: entry.id,
+            from_client: WsDirection::new(Sender::Client, deflate.clone(), self.payload_cap)
+                .with_foreign_extensions(foreign),
+            from_server: WsDirection::new(Sender::Server, deflate.clone(), self.payload_cap)
+                .with_foreign_extensions(foreign),
+            next_seq: 1,
+            first_close: None,
+            error,
+        });
+        records.push(Record::Traffic(entry));
+        let held = std::mem::take(&mut self.held_client);
+        ws_feed(
+            &mut ws,
+            Side::Client,
+            &held,
+            now_ms,
+            &mut self.ws_events,
+            records,
+        );
+        ws_feed(
+            &mut ws,
+            Side::Server,
+            rest,
+            now_ms,
+            &mut self.ws_events,
+            records,
+        );
+        self.mode = Mode::WebSocket(ws);
+    }
+
+    /// The connection is over: what was still open gets its final record.
+    pub fn on_end(&mut self, ending: &Ending, now_ms: u64) -> Vec<Record> {
+        let mut records = Vec::new();
+        let mut events = Vec::new();
+        if matches!(self.mode, Mode::Http) && *ending == Ending::Closed {
+            self.http.server_eof(&mut events);
+            for event in events.drain(..) {
+                self.on_http_event(Side::Server, event, &[], now_ms, &mut records);
+            }
+        }
+        let why = match ending {
+            Ending::Closed => "connection closed before the response".to_string(),
+            Ending::Reset(side) => format!("{} reset the connection", side.name()),
+        };
+        while let Some(x) = self.exchanges.pop_front() {
+            let entry = self.entry(x, "", Some(why.clone()));
+            records.push(Record::Traffic(entry));
+        }
+        if let Mode::WebSocket(ws) = &self.mode {
+            let abnormal = match ending {
+                Ending::Reset(side) => Some(format!("{} reset", side.name())),
+                Ending::Closed if ws.from_client.mid_message() || ws.from_server.mid_message() => {
+                    Some("closed in the middle of a frame or message".into())
+                }
+                Ending::Closed if ws.first_close.is_none() => {
+                    Some("closed without a close frame".into())
+                }
+                Ending::Closed => ws.error.clone(),
+            };
+            let (closed_by, close_code, close_reason) = match &ws.first_close {
+                Some((side, code, reason)) => {
+                    (Some(side.name().to_string()), *code, reason.clone())
+                }
+                None => (None, None, None),
+            };
+            records.push(Record::WsClose(WsClose {
+                traffic: ws.traffic,
+                timestamp_ms: now_ms,
+                closed_by,
+                close_code,
+                close_reason,
+                frames_from_client: ws.from_client.frames(),
+                frames_from_server: ws.from_server.frames(),
+                bytes_from_client: ws.from_client.wire_bytes(),
+                bytes_from_server: ws.from_server.wire_bytes(),
+                abnormal,
+            }));
+        }
+        self.mode = Mode::Opaque;
+        records
+    }
+
+    /// A traffic entry for a finished (or failed) exchange. `protocol` overrides
+    /// http/https (for ws/wss).
+    fn entry(&self, x: Exchange, protocol: &str, error: Option<String>) -> TrafficEntry {
+        let req = &x.request;
+        let host = req
+            .header("host")
+            .map(str::to_string)
+            .or_else(|| self.meta.sni.clone())
+            .unwrap_or_else(|| self.meta.server_address.clone());
+        let scheme = match (protocol, self.meta.tls) {
+            ("", true) => "https",
+            ("", false) => "http",
+            (p, _) => p,
+        };
+        // Absolute-form targets (proxies) already carry scheme and host.
+        let (url, path) = if req.target.contains("://") {
+            let path = req
+                .target
+                .split_once("://")
+                .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_string()))
+                .unwrap_or_else(|| "/".into());
+            (req.target.clone(), path)
+        } else {
+            (
+                format!("{scheme}://{host}{}", req.target),
+                req.target.clone(),
+            )
+        };
+        let headers = |h: &[frametap_proto::http1::Header]| {
+            h.iter()
+                .map(|h| (h.name.clone(), h.value.clone()))
+                .collect::<Vec<_>>()
+        };
+        TrafficEntry {
+            id: x.id,
+            timestamp_ms: x.started_ms,
+            conn_id: self.meta.conn_id,
+            method: req.method.clone(),
+            url,
+            protocol: scheme.to_string(),
+            host,
+            path,
+            status: x.response.as_ref().map(|r| r.status),
+            request_headers: headers(&req.headers),
+            response_headers: x
+                .response
+                .as_ref()
+                .map(|r| headers(&r.headers))
+                .unwrap_or_default(),
+            remote_address: self.meta.server_address.clone(),
+            tls_version: self.meta.tls_version.clone(),
+            duration_ms: Some(x.started.elapsed().as_secs_f64() * 1e3),
+            error,
+            client_address: self.meta.client_address.clone(),
+            pid: self.meta.pid,
+            process: self.meta.process.clone(),
+            sni: self.meta.sni.clone(),
+        }
+    }
+
+    /// An entry for an error with no request to attach it to.
+    fn bare_entry(&self, now_ms: u64, error: String) -> TrafficEntry {
+        TrafficEntry {
+            id: self.ids.next(),
+            timestamp_ms: now_ms,
+            conn_id: self.meta.conn_id,
+            method: String::new(),
+            url: String::new(),
+            protocol: if self.meta.tls { "https" } else { "http" }.into(),
+            host: self
+                .meta
+                .sni
+                .clone()
+                .unwrap_or_else(|| self.meta.server_address.clone()),
+            path: String::new(),
+            status: None,
+            request_headers: Vec::new(),
+            response_headers: Vec::new(),
+            remote_address: self.meta.server_address.clone(),
+            tls_version: self.meta.tls_version.clone(),
+            duration_ms: None,
+            error: Some(error),
+            client_address: self.meta.client_address.clone(),
+            pid: self.meta.pid,
+            process: self.meta.process.clone(),
+            sni: self.meta.sni.clone(),
+        }
+    }
+
+    /// A record for a connection that failed before any HTTP (e.g. TLS refused).
+    pub fn failure_entry(&self, now_ms: u64, error: String) -> Record {
+        Record::Traffic(self.bare_entry(now_ms, error))
+    }
+}
+
+/// Feed one direction's bytes to its frame parser and turn complete frames into records.
+fn ws_feed(
+    ws: &mut WsSession,
+    side: Side,
+    bytes: &[u8],
+    now_ms: u64,
+    events: &mut Vec<WsEvent>,
+    records: &mut Vec<Record>,
+) {
+    if bytes.is_empty() {
+        return;
+    }
+    let direction = match side {
+        Side::Client => &mut ws.from_client,
+        Side::Server => &mut ws.from_server,
+    };
+    direction.push(bytes, events);
+    for event in events.drain(..) {
+        match event {
+            WsEvent::Frame(f) => {
+                if f.opcode == 8 && ws.first_close.is_none() {
+                    ws.first_close = Some((side, f.close_code, f.close_reason.clone()));
+                }
+                let seq = ws.next_seq;
+                ws.next_seq += 1;
+                records.push(Record::Frame(FrameRecord {
+                    traffic: ws.traffic,
+                    seq,
+                    timestamp_ms: now_ms,
+                    from_client: side == Side::Client,
+                    opcode: f.opcode,
+                    fin: f.fin,
+                    rsv: (u8::from(f.rsv1) << 2) | (u8::from(f.rsv2) << 1) | u8::from(f.rsv3),
+                    masked: f.masked,
+                    compressed: f.compressed,
+                    wire_len: f.wire_len,
+                    payload_len: f.payload_len,
+                    truncated: f.truncated,
+                    payload: f.payload,
+                    close_code: f.close_code,
+                    close_reason: f.close_reason,
+                    injected: false,
+                    dropped: false,
+                }));
+            }
+            // The message-level decision point (hold, drop, replace, inject) goes here.
+            WsEvent::Message(_) => {}
+            WsEvent::Error(e) => {
+                if ws.error.is_none() {
+                    ws.error = Some(format!(
+                        "{} sent an invalid WebSocket frame: {e}",
+                        side.name()
+                    ));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use frametap_proto::ws::encode_frame;
+
+    use super::*;
+
+    fn state() -> SessionState {
+        SessionState::new(
+            SessionMeta {
+                conn_id: 7,
+                tls: true,
+                tls_version: Some("TLSv1.3".into()),
+                sni: Some("chat.test".into()),
+                client_address: "127.0.0.1:5000".into(),
+                server_address: "10.0.0.2:443".into(),
+                pid: Some(42),
+                process: Some("app".into()),
+            },
+            Arc::new(TrafficIds::default()),
+            1 << 20,
+        )
+    }
+
+    const UPGRADE: &[u8] = b"GET /chat?room=1 HTTP/1.1\r\nHost: chat.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    const SWITCHED: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+
+    fn frames(records: &[Record]) -> Vec<&FrameRecord> {
+        records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Frame(f) => Some(f),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn upgrade_then_frames_of_both_directions() {
+        let mut s = state();
+        assert!(s.on_bytes(Side::Client, UPGRADE, 1).is_empty());
+        // The server's first frame arrives in the same read as the 101.
+        let mut bytes = SWITCHED.to_vec();
+        bytes.extend(encode_frame(true, false, 1, None, b"welcome"));
+        let records = s.on_bytes(Side::Server, &bytes, 2);
+        let Record::Traffic(entry) = &records[1] else {
+            panic!("{records:?}")
+        };
+        assert_eq!(entry.protocol, "wss");
+        assert_eq!(entry.status, Some(101));
+        assert_eq!(entry.url, "wss://chat.test/chat?room=1");
+        assert_eq!(entry.path, "/chat?room=1");
+        assert_eq!(entry.pid, Some(42));
+        assert!(matches!(&records[0], Record::WsOpen(o) if o.traffic == entry.id && !o.deflate));
+        let f = frames(&records);
+        assert_eq!(f.len(), 1);
+        assert_eq!(
+            (f[0].seq, f[0].from_client, &f[0].payload[..]),
+            (1, false, &b"welcome"[..])
+        );
+        assert_eq!(s.websocket(), Some(entry.id));
+
+        // A masked client frame split over two reads.
+        let hello = encode_frame(true, false, 1, Some([1, 2, 3, 4]), b"hello there");
+        assert!(frames(&s.on_bytes(Side::Client, &hello[..5], 3)).is_empty());
+        let records = s.on_bytes(Side::Client, &hello[5..], 4);
+        let f = frames(&records);
+        assert_eq!((f[0].seq, f[0].from_client, f[0].masked), (2, true, true));
+        assert_eq!(f[0].payload, b"hello there");
+
+        let mut close = 1001u16.to_be_bytes().to_vec();
+        close.extend_from_slice(b"going away");
+        s.on_bytes(
+            Side::Client,
+            &encode_frame(true, false, 8, Some([9, 9, 9, 9]), &close),
+            5,
+        );
+        s.on_bytes(Side::Server, &encode_frame(true, false, 8, None, &close), 6);
+        let end = s.on_end(&Ending::Closed, 7);
+        let [Record::WsClose(c)] = &end[..] else {
+            panic!("{end:?}")
+        };
+        assert_eq!(c.closed_by.as_deref(), Some("client"));
+        assert_eq!(
+            (c.close_code, c.close_reason.as_deref()),
+            (Some(1001), Some("going away"))
+        );
+        assert_eq!((c.frames_from_client, c.frames_from_server), (2, 2));
+        assert_eq!(c.abnormal, None);
+    }
+
+    #[test]
+    fn keep_alive_exchanges_get_one_entry_each() {
+        let mut s = state();
+        s.on_bytes(Side::Client, b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nPOST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc", 1);
+        let r1 = s.on_bytes(
+            Side::Server,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            2,
+        );
+        let r2 = s.on_bytes(
+            Side::Server,
+            b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+            3,
+        );
+        let entry = |r: &[Record]| match r {
+            [Record::Traffic(t)] => t.clone(),
+            other => panic!("{other:?}"),
+        };
+        let (a, b) = (entry(&r1), entry(&r2));
+        assert_eq!(
+            (a.method.as_str(), a.path.as_str(), a.status),
+            ("GET", "/a", Some(200))
+        );
+        assert_eq!(
+            (b.method.as_str(), b.path.as_str(), b.status),
+            ("POST", "/b", Some(201))
+        );
+        assert_eq!(a.protocol, "https");
+        assert!(b.id.0 > a.id.0);
+        assert!(s.on_end(&Ending::Closed, 4).is_empty());
+    }
+
+    #[test]
+    fn an_unanswered_request_is_recorded_with_the_reason() {
+        let mut s = state();
+        s.on_bytes(Side::Client, b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n", 1);
+        let end = s.on_end(&Ending::Reset(Side::Server), 2);
+        let [Record::Traffic(t)] = &end[..] else {
+            panic!("{end:?}")
+        };
+        assert_eq!(t.error.as_deref(), Some("server reset the connection"));
+        assert_eq!(t.status, None);
+    }
+
+    #[test]
+    fn malformed_http_is_recorded_and_the_rest_is_opaque() {
+        let mut s = state();
+        s.on_bytes(Side::Client, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", 1);
+        let r = s.on_bytes(
+            Side::Server,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            2,
+        );
+        let [Record::Traffic(t)] = &r[..] else {
+            panic!("{r:?}")
+        };
+        assert!(
+            t.error
+                .as_deref()
+                .unwrap()
+                .starts_with("server sent malformed HTTP"),
+            "{t:?}"
+        );
+        assert!(s.on_bytes(Side::Client, b"anything at all", 3).is_empty());
+    }
+
+    #[test]
+    fn websocket_without_close_frames_is_abnormal() {
+        let mut s = state();
+        s.on_bytes(Side::Client, UPGRADE, 1);
+        s.on_bytes(Side::Server, SWITCHED, 2);
+        let end = s.on_end(&Ending::Reset(Side::Client), 3);
+        let [Record::WsClose(c)] = &end[..] else {
+            panic!("{end:?}")
+        };
+        assert_eq!(c.abnormal.as_deref(), Some("client reset"));
+        assert_eq!(c.closed_by, None);
+    }
+}

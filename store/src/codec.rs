@@ -1,0 +1,458 @@
+//! Key layouts and the binary encoding of [`FrameRecord`] values.
+//!
+//! Keys (all big-endian so they sort by time, then by sequence):
+//! - `traffic`:   `TrafficId` (8 bytes)
+//! - `ws`:        `TrafficId` + kind (1 byte: [`WS_OPEN`] / [`WS_CLOSE`])
+//! - `frames`:    `TrafficId` + seq (8 bytes)
+//! - `deletions`: `TrafficId` + seq (8 bytes): frames of the connection up to and
+//!   including seq were deleted.
+//!
+//! Frame value, format 1 (the traffic id and seq live in the key, not the value):
+//!
+//! ```text
+//! u8      format (1)
+//! u8      flags: 1 from_client, 2 fin, 4 masked, 8 compressed, 16 truncated,
+//!                32 injected, 64 dropped, 128 has close_code
+//! u8      flags2: 1 has close_reason; other bits must be 0
+//! u8      opcode
+//! u8      rsv
+//! varint  timestamp_ms
+//! varint  wire_len
+//! varint  payload_len
+//! varint  stored payload length, then that many bytes
+//! [u16 BE close_code]                  if flags & 128
+//! [varint length, UTF-8 close_reason]  if flags2 & 1
+//! ```
+//!
+//! Varints are unsigned LEB128 (at most 10 bytes). Decoding rejects unknown formats,
+//! reserved bits, overlong/overflowing varints, lengths past the end, invalid UTF-8
+//! and trailing bytes; it never panics and never allocates more than the input size.
+
+use crate::ids::{FrameId, TrafficId};
+use crate::records::FrameRecord;
+
+/// Current frame value format.
+pub const FRAME_FORMAT_V1: u8 = 1;
+/// `ws` key kind byte of a [`crate::WsOpen`] record.
+pub const WS_OPEN: u8 = 0;
+/// `ws` key kind byte of a [`crate::WsClose`] record.
+pub const WS_CLOSE: u8 = 1;
+
+/// Why a stored value could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    #[error("empty frame value")]
+    Empty,
+    #[error("unknown frame format {0} (written by a newer frametap?)")]
+    UnknownFormat(u8),
+    #[error("frame value truncated while reading {0}")]
+    Truncated(&'static str),
+    #[error("invalid varint in {0}")]
+    BadVarint(&'static str),
+    #[error("reserved flag bits set: {0:#x}")]
+    ReservedBits(u8),
+    #[error("close reason is not UTF-8")]
+    BadUtf8,
+    #[error("{0} trailing bytes after frame value")]
+    Trailing(usize),
+    #[error("bad key length {0}")]
+    BadKey(usize),
+}
+
+const F_FROM_CLIENT: u8 = 1;
+const F_FIN: u8 = 2;
+const F_MASKED: u8 = 4;
+const F_COMPRESSED: u8 = 8;
+const F_TRUNCATED: u8 = 16;
+const F_INJECTED: u8 = 32;
+const F_DROPPED: u8 = 64;
+const F_CLOSE_CODE: u8 = 128;
+const F2_CLOSE_REASON: u8 = 1;
+const HEADER_LEN: usize = 5;
+
+/// Key of a traffic entry.
+pub fn traffic_key(id: TrafficId) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
+/// Key of a `ws` record (`kind` is [`WS_OPEN`] or [`WS_CLOSE`]).
+pub fn ws_key(id: TrafficId, kind: u8) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[..8].copy_from_slice(&id.to_be_bytes());
+    k[8] = kind;
+    k
+}
+
+/// Key of a frame (also the layout of `deletions` keys).
+pub fn frame_key(id: FrameId) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&id.traffic.to_be_bytes());
+    k[8..].copy_from_slice(&id.seq.to_be_bytes());
+    k
+}
+
+/// Inverse of [`frame_key`].
+pub fn parse_frame_key(k: &[u8]) -> Result<FrameId, CodecError> {
+    if k.len() != 16 {
+        return Err(CodecError::BadKey(k.len()));
+    }
+    let traffic = TrafficId::from_key_prefix(k).ok_or(CodecError::BadKey(k.len()))?;
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&k[8..]);
+    Ok(FrameId::new(traffic, u64::from_be_bytes(seq)))
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Encodes a frame value (everything but the traffic id and seq, which are the key).
+pub fn encode_frame(f: &FrameRecord) -> Vec<u8> {
+    let reason = f.close_reason.as_deref();
+    let mut out =
+        Vec::with_capacity(HEADER_LEN + 40 + f.payload.len() + reason.map_or(0, str::len));
+    let mut flags = 0u8;
+    for (on, bit) in [
+        (f.from_client, F_FROM_CLIENT),
+        (f.fin, F_FIN),
+        (f.masked, F_MASKED),
+        (f.compressed, F_COMPRESSED),
+        (f.truncated, F_TRUNCATED),
+        (f.injected, F_INJECTED),
+        (f.dropped, F_DROPPED),
+        (f.close_code.is_some(), F_CLOSE_CODE),
+    ] {
+        if on {
+            flags |= bit;
+        }
+    }
+    let flags2 = if reason.is_some() { F2_CLOSE_REASON } else { 0 };
+    out.extend_from_slice(&[FRAME_FORMAT_V1, flags, flags2, f.opcode, f.rsv]);
+    put_varint(&mut out, f.timestamp_ms);
+    put_varint(&mut out, f.wire_len);
+    put_varint(&mut out, f.payload_len);
+    put_varint(&mut out, f.payload.len() as u64);
+    out.extend_from_slice(&f.payload);
+    if let Some(code) = f.close_code {
+        out.extend_from_slice(&code.to_be_bytes());
+    }
+    if let Some(r) = reason {
+        put_varint(&mut out, r.len() as u64);
+        out.extend_from_slice(r.as_bytes());
+    }
+    out
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], CodecError> {
+        if n > self.b.len() {
+            return Err(CodecError::Truncated(what));
+        }
+        let (head, rest) = self.b.split_at(n);
+        self.b = rest;
+        Ok(head)
+    }
+
+    fn varint(&mut self, what: &'static str) -> Result<u64, CodecError> {
+        let mut v: u64 = 0;
+        for i in 0..10 {
+            let Some((&byte, rest)) = self.b.split_first() else {
+                return Err(CodecError::Truncated(what));
+            };
+            self.b = rest;
+            let bits = u64::from(byte & 0x7f);
+            if i == 9 && byte > 1 {
+                // The 10th byte may only contribute the top bit of a u64.
+                return Err(CodecError::BadVarint(what));
+            }
+            v |= bits << (7 * i);
+            if byte & 0x80 == 0 {
+                if i > 0 && byte == 0 {
+                    // Overlong encoding: keep one representation per value.
+                    return Err(CodecError::BadVarint(what));
+                }
+                return Ok(v);
+            }
+        }
+        Err(CodecError::BadVarint(what))
+    }
+
+    fn len(&mut self, what: &'static str) -> Result<usize, CodecError> {
+        let n = self.varint(what)?;
+        // Checked against the remaining input before any allocation.
+        if n > self.b.len() as u64 {
+            return Err(CodecError::Truncated(what));
+        }
+        Ok(n as usize)
+    }
+}
+
+/// Reads only `(from_client, opcode)` from a frame value (for filtering without a full
+/// decode).
+pub fn peek_frame(v: &[u8]) -> Result<(bool, u8), CodecError> {
+    match v.first() {
+        None => Err(CodecError::Empty),
+        Some(&FRAME_FORMAT_V1) if v.len() >= HEADER_LEN => Ok((v[1] & F_FROM_CLIENT != 0, v[3])),
+        Some(&FRAME_FORMAT_V1) => Err(CodecError::Truncated("header")),
+        Some(&other) => Err(CodecError::UnknownFormat(other)),
+    }
+}
+
+/// Decodes a frame value produced by [`encode_frame`]; `id` comes from the key.
+pub fn decode_frame(id: FrameId, v: &[u8]) -> Result<FrameRecord, CodecError> {
+    let mut r = Reader { b: v };
+    let format = *v.first().ok_or(CodecError::Empty)?;
+    if format != FRAME_FORMAT_V1 {
+        return Err(CodecError::UnknownFormat(format));
+    }
+    let h = r.take(HEADER_LEN, "header")?;
+    let (flags, flags2, opcode, rsv) = (h[1], h[2], h[3], h[4]);
+    if flags2 & !F2_CLOSE_REASON != 0 {
+        return Err(CodecError::ReservedBits(flags2));
+    }
+    let timestamp_ms = r.varint("timestamp")?;
+    let wire_len = r.varint("wire_len")?;
+    let payload_len = r.varint("payload_len")?;
+    let n = r.len("payload")?;
+    let payload = r.take(n, "payload")?.to_vec();
+    let close_code = if flags & F_CLOSE_CODE != 0 {
+        let c = r.take(2, "close code")?;
+        Some(u16::from_be_bytes([c[0], c[1]]))
+    } else {
+        None
+    };
+    let close_reason = if flags2 & F2_CLOSE_REASON != 0 {
+        let n = r.len("close reason")?;
+        let bytes = r.take(n, "close reason")?;
+        Some(
+            std::str::from_utf8(bytes)
+                .map_err(|_| CodecError::BadUtf8)?
+                .to_owned(),
+        )
+    } else {
+        None
+    };
+    if !r.b.is_empty() {
+        return Err(CodecError::Trailing(r.b.len()));
+    }
+    Ok(FrameRecord {
+        traffic: id.traffic,
+        seq: id.seq,
+        timestamp_ms,
+        from_client: flags & F_FROM_CLIENT != 0,
+        opcode,
+        fin: flags & F_FIN != 0,
+        rsv,
+        masked: flags & F_MASKED != 0,
+        compressed: flags & F_COMPRESSED != 0,
+        wire_len,
+        payload_len,
+        truncated: flags & F_TRUNCATED != 0,
+        payload,
+        close_code,
+        close_reason,
+        injected: flags & F_INJECTED != 0,
+        dropped: flags & F_DROPPED != 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> FrameRecord {
+        FrameRecord {
+            traffic: TrafficId::new(1_700_000_000_000, 3),
+            seq: 42,
+            timestamp_ms: 1_700_000_000_123,
+            from_client: true,
+            opcode: 1,
+            fin: true,
+            rsv: 4,
+            masked: true,
+            compressed: true,
+            wire_len: 19,
+            payload_len: 13,
+            truncated: false,
+            payload: b"hello, world!".to_vec(),
+            close_code: None,
+            close_reason: None,
+            injected: false,
+            dropped: false,
+        }
+    }
+
+    fn roundtrip(f: &FrameRecord) {
+        let v = encode_frame(f);
+        let back = decode_frame(f.id(), &v).unwrap();
+        assert_eq!(&back, f);
+        assert_eq!(peek_frame(&v).unwrap(), (f.from_client, f.opcode));
+    }
+
+    #[test]
+    fn roundtrips() {
+        let f = sample();
+        roundtrip(&f);
+        // Compact: header + small varints + payload.
+        assert!(
+            encode_frame(&f).len() <= 5 + 6 + 1 + 1 + 1 + 13,
+            "{:?}",
+            encode_frame(&f)
+        );
+
+        let mut empty = sample();
+        empty.payload.clear();
+        empty.payload_len = 0;
+        empty.from_client = false;
+        empty.masked = false;
+        empty.opcode = 9;
+        roundtrip(&empty);
+
+        let mut big = sample();
+        big.opcode = 2;
+        big.payload = (0..5_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        big.payload_len = 10_000_000_000;
+        big.wire_len = u64::MAX;
+        big.truncated = true;
+        big.timestamp_ms = u64::MAX;
+        roundtrip(&big);
+
+        let mut close = sample();
+        close.opcode = 8;
+        close.close_code = Some(1001);
+        close.close_reason = Some("going away — bye".into());
+        close.payload = b"\x03\xe9going away".to_vec();
+        roundtrip(&close);
+
+        let mut code_only = close.clone();
+        code_only.close_reason = None;
+        roundtrip(&code_only);
+        let mut reason_only = close.clone();
+        reason_only.close_code = None;
+        reason_only.close_reason = Some(String::new());
+        roundtrip(&reason_only);
+
+        let mut all = sample();
+        all.injected = true;
+        all.dropped = true;
+        all.fin = false;
+        all.rsv = 7;
+        all.opcode = 0;
+        all.seq = u64::MAX;
+        all.traffic = TrafficId(u64::MAX);
+        roundtrip(&all);
+        let mut weird = sample();
+        weird.opcode = 0xff;
+        weird.rsv = 0xff;
+        roundtrip(&weird);
+    }
+
+    #[test]
+    fn decode_rejects_truncation_and_garbage() {
+        let mut close = sample();
+        close.close_code = Some(1000);
+        close.close_reason = Some("done".into());
+        let v = encode_frame(&close);
+        let id = close.id();
+        // Every strict prefix is an error.
+        for n in 0..v.len() {
+            assert!(decode_frame(id, &v[..n]).is_err(), "prefix {n} decoded");
+        }
+        // Trailing bytes.
+        let mut t = v.clone();
+        t.push(0);
+        assert_eq!(decode_frame(id, &t), Err(CodecError::Trailing(1)));
+        // Unknown format.
+        let mut u = v.clone();
+        u[0] = 2;
+        assert_eq!(decode_frame(id, &u), Err(CodecError::UnknownFormat(2)));
+        assert!(peek_frame(&u).is_err());
+        assert!(peek_frame(&[]).is_err());
+        assert!(peek_frame(&[1, 0]).is_err());
+        // Reserved flag bits.
+        let mut r = v.clone();
+        r[2] |= 0x80;
+        assert!(matches!(
+            decode_frame(id, &r),
+            Err(CodecError::ReservedBits(_))
+        ));
+        // Payload length pointing past the end.
+        let mut long = vec![1, 0, 0, 1, 0, 5, 5, 5];
+        long.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+        assert!(decode_frame(id, &long).is_err());
+        // Varint too long / overflowing / overlong.
+        let mut ov = vec![1, 0, 0, 1, 0];
+        ov.extend_from_slice(&[0xff; 11]);
+        assert!(decode_frame(id, &ov).is_err());
+        let mut ov2 = vec![1, 0, 0, 1, 0];
+        ov2.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]);
+        assert!(matches!(
+            decode_frame(id, &ov2),
+            Err(CodecError::BadVarint(_))
+        ));
+        let overlong = vec![1, 0, 0, 1, 0, 0x80, 0x00, 0, 0, 0];
+        assert!(matches!(
+            decode_frame(id, &overlong),
+            Err(CodecError::BadVarint(_))
+        ));
+        // Invalid UTF-8 in the close reason.
+        let mut bad = sample();
+        bad.close_reason = Some("ab".into());
+        let mut b = encode_frame(&bad);
+        let n = b.len();
+        b[n - 1] = 0xff;
+        assert_eq!(decode_frame(id, &b), Err(CodecError::BadUtf8));
+        // Pseudo-random garbage never panics.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for len in 0..2000usize {
+            let mut g = Vec::with_capacity(len % 64);
+            for _ in 0..len % 64 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                g.push(x as u8);
+            }
+            if len % 3 == 0 && !g.is_empty() {
+                g[0] = FRAME_FORMAT_V1;
+            }
+            let _ = decode_frame(id, &g);
+            let _ = peek_frame(&g);
+        }
+        // Mutating each byte of a valid value never panics either.
+        for i in 0..v.len() {
+            for bit in 0..8 {
+                let mut m = v.clone();
+                m[i] ^= 1 << bit;
+                let _ = decode_frame(id, &m);
+            }
+        }
+    }
+
+    #[test]
+    fn keys() {
+        let id = FrameId::new(TrafficId(0x0102_0304_0506_0708), 0x1112_1314_1516_1718);
+        let k = frame_key(id);
+        assert_eq!(
+            k,
+            [
+                1, 2, 3, 4, 5, 6, 7, 8, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18
+            ]
+        );
+        assert_eq!(parse_frame_key(&k).unwrap(), id);
+        assert!(parse_frame_key(&k[..15]).is_err());
+        assert_eq!(ws_key(id.traffic, WS_CLOSE)[8], 1);
+        assert_eq!(traffic_key(id.traffic), [1, 2, 3, 4, 5, 6, 7, 8]);
+        // seq order == key order
+        let a = frame_key(FrameId::new(id.traffic, 255));
+        let b = frame_key(FrameId::new(id.traffic, 256));
+        assert!(a < b);
+    }
+}

@@ -1,0 +1,48 @@
+//! frametap's capture store: HTTP traffic entries, WebSocket connections and every
+//! WebSocket frame, in RocksDB.
+//!
+//! - The **agent** opens the database as *primary* ([`Store::open_primary`]) and writes
+//!   through a [`Writer`] (group commit on a dedicated thread: one `WriteBatch` per
+//!   drained queue, WAL on, no fsync; an ack means "in the WAL", which survives the
+//!   agent being killed). It also runs retention ([`spawn_retention`]).
+//! - The **API** opens the same directory as *secondary* ([`Store::open_secondary`])
+//!   and calls [`Store::catch_up`] before reads (cheap; do it often).
+//!
+//! # Layout
+//!
+//! Four column families, all created when the primary opens (a secondary ignores
+//! column families created after it opened). Keys are big-endian and start with the
+//! [`TrafficId`], which starts with the creation time, so everything sorts by time and
+//! "older than T" is a key range:
+//!
+//! | CF          | key                          | value                         |
+//! |-------------|------------------------------|-------------------------------|
+//! | `traffic`   | `TrafficId`                  | [`TrafficEntry`], JSON        |
+//! | `ws`        | `TrafficId` + kind (0 open, 1 close) | [`WsOpen`] / [`WsClose`], JSON |
+//! | `frames`    | `TrafficId` + seq            | [`FrameRecord`], [`codec`] binary, lz4 |
+//! | `deletions` | `TrafficId` + seq            | deletion time (u64 BE ms)     |
+//!
+//! Every key is written once and never rewritten (secondaries can read stale values of
+//! overwritten keys after a flush). Counts are derived from keys: a connection's frame
+//! count is its last seq minus its latest deletion watermark ([`Store::frame_count`],
+//! two seeks). Deleting frames writes a new watermark key plus a range delete.
+//! Range scans use iterate bounds (no prefix extractor is configured).
+
+pub mod codec;
+mod ids;
+mod records;
+mod retention;
+mod store;
+mod writer;
+
+pub use codec::CodecError;
+pub use ids::{FrameId, IdParseError, TrafficId};
+pub use records::{FrameRecord, Record, TrafficEntry, WsClose, WsConnection, WsOpen};
+pub use retention::{DeleteStats, RetentionHandle, RetentionReport, spawn_retention};
+pub use store::{
+    CF_DELETIONS, CF_FRAMES, CF_TRAFFIC, CF_WS, COLUMN_FAMILIES, FrameFilter, Store, StoreOptions,
+};
+pub use writer::{MAX_BATCH_BYTES, MAX_BATCH_RECORDS, WriteError, Writer, WriterStats};
+
+#[cfg(test)]
+mod tests;

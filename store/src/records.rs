@@ -1,0 +1,220 @@
+//! Record types stored by the agent and read by the API.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{FrameId, TrafficId};
+
+/// One HTTP exchange, written once when the exchange completes or fails.
+/// Stored as JSON in the `traffic` column family.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrafficEntry {
+    pub id: TrafficId,
+    pub timestamp_ms: u64,
+    /// TCP connection number in the agent.
+    pub conn_id: u64,
+    pub method: String,
+    pub url: String,
+    /// `"http"`, `"https"`, `"ws"` or `"wss"`.
+    pub protocol: String,
+    pub host: String,
+    pub path: String,
+    pub status: Option<u16>,
+    pub request_headers: Vec<(String, String)>,
+    pub response_headers: Vec<(String, String)>,
+    pub remote_address: String,
+    pub tls_version: Option<String>,
+    pub duration_ms: Option<f64>,
+    pub error: Option<String>,
+    pub client_address: String,
+    pub pid: Option<u32>,
+    pub process: Option<String>,
+    pub sni: Option<String>,
+}
+
+/// One WebSocket frame. Stored in the `frames` column family with the compact binary
+/// format of [`crate::codec`] (not JSON, and deliberately not `Serialize`: the API
+/// decides how to present payloads).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameRecord {
+    pub traffic: TrafficId,
+    /// Sequence number within the connection: starts at 1, contiguous.
+    pub seq: u64,
+    pub timestamp_ms: u64,
+    pub from_client: bool,
+    /// WebSocket opcode (0..=15).
+    pub opcode: u8,
+    pub fin: bool,
+    /// RSV bits: 4 = rsv1, 2 = rsv2, 1 = rsv3.
+    pub rsv: u8,
+    pub masked: bool,
+    /// permessage-deflate compressed on the wire (payload is stored decompressed if
+    /// the agent inflated it).
+    pub compressed: bool,
+    /// Length of the frame on the wire (header + payload).
+    pub wire_len: u64,
+    /// Length of the (unmasked) payload as sent.
+    pub payload_len: u64,
+    /// `payload` holds only a prefix of the payload.
+    pub truncated: bool,
+    pub payload: Vec<u8>,
+    pub close_code: Option<u16>,
+    pub close_reason: Option<String>,
+    /// Frame injected by frametap (not sent by either peer).
+    pub injected: bool,
+    /// Frame captured but not forwarded.
+    pub dropped: bool,
+}
+
+impl FrameRecord {
+    /// This frame's id.
+    pub fn id(&self) -> FrameId {
+        FrameId::new(self.traffic, self.seq)
+    }
+}
+
+/// A WebSocket connection was established (after the 101 response). JSON, written once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WsOpen {
+    pub traffic: TrafficId,
+    pub timestamp_ms: u64,
+    pub url: String,
+    pub client_address: String,
+    pub server_address: String,
+    pub subprotocol: Option<String>,
+    pub extensions: Option<String>,
+    /// permessage-deflate negotiated.
+    pub deflate: bool,
+}
+
+/// A WebSocket connection ended. JSON, written once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WsClose {
+    pub traffic: TrafficId,
+    /// When the connection ended.
+    pub timestamp_ms: u64,
+    /// `"client"` or `"server"`: who sent the first close frame; `None` if nobody did.
+    pub closed_by: Option<String>,
+    pub close_code: Option<u16>,
+    pub close_reason: Option<String>,
+    pub frames_from_client: u64,
+    pub frames_from_server: u64,
+    pub bytes_from_client: u64,
+    pub bytes_from_server: u64,
+    /// Why the connection ended abnormally, e.g. `"client reset"`, `"idle timeout"`.
+    pub abnormal: Option<String>,
+}
+
+/// Read model of a WebSocket connection: its [`WsOpen`] plus, once it ended, its
+/// [`WsClose`]. While the connection is open, the close-side fields are `None` and the
+/// frame/byte counters 0 (use [`crate::Store::frame_count`] for the live frame count).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WsConnection {
+    pub traffic: TrafficId,
+    /// When the connection opened.
+    pub timestamp_ms: u64,
+    pub url: String,
+    pub client_address: String,
+    pub server_address: String,
+    pub subprotocol: Option<String>,
+    pub extensions: Option<String>,
+    pub deflate: bool,
+    /// `true` until a [`WsClose`] was recorded.
+    pub open: bool,
+    /// When the connection ended (`WsClose::timestamp_ms`).
+    pub end_timestamp_ms: Option<u64>,
+    pub closed_by: Option<String>,
+    pub close_code: Option<u16>,
+    pub close_reason: Option<String>,
+    pub frames_from_client: u64,
+    pub frames_from_server: u64,
+    pub bytes_from_client: u64,
+    pub bytes_from_server: u64,
+    pub abnormal: Option<String>,
+}
+
+impl WsConnection {
+    /// Combines an open record with its close record, if any.
+    pub fn new(open: WsOpen, close: Option<WsClose>) -> WsConnection {
+        let mut c = WsConnection {
+            traffic: open.traffic,
+            timestamp_ms: open.timestamp_ms,
+            url: open.url,
+            client_address: open.client_address,
+            server_address: open.server_address,
+            subprotocol: open.subprotocol,
+            extensions: open.extensions,
+            deflate: open.deflate,
+            open: true,
+            end_timestamp_ms: None,
+            closed_by: None,
+            close_code: None,
+            close_reason: None,
+            frames_from_client: 0,
+            frames_from_server: 0,
+            bytes_from_client: 0,
+            bytes_from_server: 0,
+            abnormal: None,
+        };
+        if let Some(close) = close {
+            c.open = false;
+            c.end_timestamp_ms = Some(close.timestamp_ms);
+            c.closed_by = close.closed_by;
+            c.close_code = close.close_code;
+            c.close_reason = close.close_reason;
+            c.frames_from_client = close.frames_from_client;
+            c.frames_from_server = close.frames_from_server;
+            c.bytes_from_client = close.bytes_from_client;
+            c.bytes_from_server = close.bytes_from_server;
+            c.abnormal = close.abnormal;
+        }
+        c
+    }
+}
+
+/// Anything the agent writes.
+// `TrafficEntry` is not boxed so that the variants match the documented interface
+// (`Record::Traffic(entry)`); frames dominate, and a `Record` is ~370 bytes in queues.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    Traffic(TrafficEntry),
+    WsOpen(WsOpen),
+    WsClose(WsClose),
+    Frame(FrameRecord),
+}
+
+impl Record {
+    /// The traffic entry / connection the record belongs to.
+    pub fn traffic_id(&self) -> TrafficId {
+        match self {
+            Record::Traffic(t) => t.id,
+            Record::WsOpen(o) => o.traffic,
+            Record::WsClose(c) => c.traffic,
+            Record::Frame(f) => f.traffic,
+        }
+    }
+}
+
+impl From<TrafficEntry> for Record {
+    fn from(v: TrafficEntry) -> Record {
+        Record::Traffic(v)
+    }
+}
+
+impl From<WsOpen> for Record {
+    fn from(v: WsOpen) -> Record {
+        Record::WsOpen(v)
+    }
+}
+
+impl From<WsClose> for Record {
+    fn from(v: WsClose) -> Record {
+        Record::WsClose(v)
+    }
+}
+
+impl From<FrameRecord> for Record {
+    fn from(v: FrameRecord) -> Record {
+        Record::Frame(v)
+    }
+}

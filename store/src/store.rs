@@ -1,0 +1,636 @@
+//! [`Store`]: opening RocksDB as primary (agent) or secondary (API), reads, direct
+//! writes and frame deletion. Retention lives in [`crate::retention`], group commit in
+//! [`crate::writer`].
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, anyhow, bail};
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, DBRawIterator, Options,
+    ReadOptions, WriteBatch, WriteOptions,
+};
+
+use crate::codec::{self, WS_CLOSE, WS_OPEN};
+use crate::ids::{FrameId, TrafficId};
+use crate::records::{FrameRecord, Record, TrafficEntry, WsClose, WsConnection, WsOpen};
+
+/// Column family of [`TrafficEntry`] records (key: `TrafficId`).
+pub const CF_TRAFFIC: &str = "traffic";
+/// Column family of [`WsOpen`] / [`WsClose`] records (key: `TrafficId` + kind).
+pub const CF_WS: &str = "ws";
+/// Column family of [`FrameRecord`]s (key: `TrafficId` + seq).
+pub const CF_FRAMES: &str = "frames";
+/// Column family of frame deletion watermarks (key: `TrafficId` + seq).
+pub const CF_DELETIONS: &str = "deletions";
+/// Every column family, all created when the primary opens.
+pub const COLUMN_FAMILIES: [&str; 4] = [CF_TRAFFIC, CF_WS, CF_FRAMES, CF_DELETIONS];
+
+/// Tuning and retention settings of a primary store. Secondaries ignore them.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Delete traffic (and its connections and frames) older than this.
+    pub max_age: Option<Duration>,
+    /// Keep the database (SST files + memtables + live WAL) below this many bytes by
+    /// deleting the oldest traffic.
+    pub max_bytes: Option<u64>,
+    /// Memtable size of the `frames` column family (the others use at most 8 MiB).
+    /// Smaller memtables keep secondaries' catch-up cheap.
+    pub write_buffer_size: usize,
+    /// Once the live WAL exceeds this, RocksDB flushes the memtables holding it.
+    pub max_total_wal_size: u64,
+    /// How long obsolete WAL files are kept for secondaries to finish reading them.
+    pub wal_ttl: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_age: None,
+            max_bytes: None,
+            write_buffer_size: 32 << 20,
+            max_total_wal_size: 256 << 20,
+            wal_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Which frames [`Store::frames`] returns. `None` fields match everything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrameFilter {
+    pub from_client: Option<bool>,
+    pub opcode: Option<u8>,
+}
+
+impl FrameFilter {
+    fn is_empty(&self) -> bool {
+        self.from_client.is_none() && self.opcode.is_none()
+    }
+
+    fn matches(&self, from_client: bool, opcode: u8) -> bool {
+        self.from_client.is_none_or(|c| c == from_client) && self.opcode.is_none_or(|o| o == opcode)
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) db: DB,
+    pub(crate) dir: PathBuf,
+    secondary: bool,
+    pub(crate) options: StoreOptions,
+    /// Serialises deletions (delete_frames, retention) so watermark keys are written
+    /// once each.
+    admin: Mutex<()>,
+    /// Test-only failure injection: number of upcoming batch writes that fail.
+    #[cfg(test)]
+    pub(crate) fail_writes: std::sync::atomic::AtomicU64,
+}
+
+/// A frametap RocksDB database, opened as primary (agent: reads and writes) or as
+/// secondary (API: reads; call [`Store::catch_up`] to see new writes).
+///
+/// Cheap to clone (an `Arc`). The database closes when the last clone is dropped.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .field("secondary", &self.inner.secondary)
+            .finish()
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The smallest key greater than every key starting with `prefix` (`None` if there is
+/// none, i.e. the prefix is all `0xff`).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last != 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+fn cf_options(name: &str, o: &StoreOptions) -> Options {
+    let mut opts = Options::default();
+    opts.set_compression_type(DBCompressionType::Lz4);
+    let wbs = if name == CF_FRAMES {
+        o.write_buffer_size
+    } else {
+        o.write_buffer_size.min(8 << 20)
+    };
+    opts.set_write_buffer_size(wbs.max(64 << 10));
+    opts.set_level_compaction_dynamic_level_bytes(true);
+    opts
+}
+
+fn describe_primary_open_error(dir: &Path, e: rocksdb::Error) -> anyhow::Error {
+    let msg = e.into_string();
+    let lower = msg.to_ascii_lowercase();
+    let d = dir.display();
+    if lower.contains("lock") {
+        anyhow!(
+            "data dir {d} is locked by another frametap-agent (or another process opened it \
+             as primary): stop that process or give this agent a different data dir ({msg})"
+        )
+    } else if lower.contains("permission denied") || lower.contains("read-only file system") {
+        anyhow!("data dir {d} is not writable: fix its permissions or choose another ({msg})")
+    } else if lower.contains("no space") {
+        anyhow!("no space left for data dir {d}: free disk space or lower max_bytes ({msg})")
+    } else if lower.contains("corruption") {
+        anyhow!(
+            "data in {d} is corrupt: move the directory away to start with an empty store \
+             ({msg})"
+        )
+    } else {
+        anyhow!("cannot open RocksDB data dir {d} as primary: {msg}")
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `dir` as primary: the single writer,
+    /// normally the agent. Creates every column family, keeps the WAL on (without
+    /// fsync) and keeps obsolete WAL files for `options.wal_ttl` for secondaries.
+    pub fn open_primary(dir: &Path, options: StoreOptions) -> Result<Store> {
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!(
+                "cannot create data dir {}: check that its parent exists and is writable",
+                dir.display()
+            )
+        })?;
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_wal_ttl_seconds(options.wal_ttl.as_secs().max(1));
+        db_opts.set_max_total_wal_size(options.max_total_wal_size);
+        db_opts.set_max_background_jobs(2);
+        db_opts.set_keep_log_file_num(4);
+        db_opts.set_max_log_file_size(8 << 20);
+
+        // Also open column families a newer version may have added, so opening never
+        // fails on them.
+        let mut names: Vec<String> = COLUMN_FAMILIES.iter().map(|s| s.to_string()).collect();
+        if let Ok(existing) = DB::list_cf(&Options::default(), dir) {
+            for n in existing {
+                if n != "default" && !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+        }
+        let cfs = names
+            .iter()
+            .map(|n| ColumnFamilyDescriptor::new(n, cf_options(n, &options)));
+        let db = DB::open_cf_descriptors(&db_opts, dir, cfs)
+            .map_err(|e| describe_primary_open_error(dir, e))?;
+        Ok(Store::from_db(db, dir, false, options))
+    }
+
+    /// Opens the database of a running (or stopped) primary in `primary_dir` as a
+    /// read-only secondary; `secondary_dir` holds the secondary's own info logs and
+    /// must differ per process. Call [`Store::catch_up`] to see newer writes.
+    pub fn open_secondary(primary_dir: &Path, secondary_dir: &Path) -> Result<Store> {
+        if !primary_dir.join("CURRENT").is_file() {
+            bail!(
+                "no frametap data in {}: start frametap-agent first, or point at the data dir \
+                 it uses",
+                primary_dir.display()
+            );
+        }
+        std::fs::create_dir_all(secondary_dir).with_context(|| {
+            format!(
+                "cannot create secondary dir {}: check that its parent exists and is writable",
+                secondary_dir.display()
+            )
+        })?;
+        let mut db_opts = Options::default();
+        // Required: the primary deletes files the secondary may still need to read.
+        db_opts.set_max_open_files(-1);
+        let options = StoreOptions::default();
+        let cfs = COLUMN_FAMILIES
+            .iter()
+            .map(|n| ColumnFamilyDescriptor::new(*n, cf_options(n, &options)));
+        let db = DB::open_cf_descriptors_as_secondary(&db_opts, primary_dir, secondary_dir, cfs)
+            .map_err(|e| {
+                let msg = e.into_string();
+                if msg.to_ascii_lowercase().contains("column famil") {
+                    anyhow!(
+                        "data dir {} lacks frametap's column families (written by an older \
+                         frametap-agent?): start the current frametap-agent on it once, then \
+                         retry ({msg})",
+                        primary_dir.display()
+                    )
+                } else {
+                    anyhow!(
+                        "cannot open RocksDB data dir {} as secondary (in {}): {msg}",
+                        primary_dir.display(),
+                        secondary_dir.display()
+                    )
+                }
+            })?;
+        Ok(Store::from_db(db, primary_dir, true, options))
+    }
+
+    fn from_db(db: DB, dir: &Path, secondary: bool, options: StoreOptions) -> Store {
+        Store {
+            inner: Arc::new(Inner {
+                db,
+                dir: dir.to_path_buf(),
+                secondary,
+                options,
+                admin: Mutex::new(()),
+                #[cfg(test)]
+                fail_writes: std::sync::atomic::AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Test helper: opens a read-only (non-secondary) view, on which every write fails.
+    #[cfg(test)]
+    pub(crate) fn open_read_only_for_test(dir: &Path) -> Result<Store> {
+        let cfs = COLUMN_FAMILIES
+            .iter()
+            .map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
+        let db = DB::open_cf_descriptors_read_only(&Options::default(), dir, cfs, false)?;
+        Ok(Store::from_db(db, dir, false, StoreOptions::default()))
+    }
+
+    /// `true` if opened with [`Store::open_secondary`].
+    pub fn is_secondary(&self) -> bool {
+        self.inner.secondary
+    }
+
+    /// The (primary's) data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Secondary: replays what the primary wrote since the last catch-up (about 1 ms
+    /// when idle; cost grows with unflushed data, so call it often). Primary: no-op.
+    pub fn catch_up(&self) -> Result<()> {
+        if self.inner.secondary {
+            self.inner
+                .db
+                .try_catch_up_with_primary()
+                .context("catching up with the frametap-agent's database")?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn ensure_primary(&self, what: &str) -> Result<()> {
+        if self.inner.secondary {
+            bail!("cannot {what}: this store is a read-only secondary (only the agent writes)");
+        }
+        Ok(())
+    }
+
+    pub(crate) fn admin_lock(&self) -> MutexGuard<'_, ()> {
+        self.inner
+            .admin
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn cf(&self, name: &str) -> Result<&ColumnFamily> {
+        self.inner
+            .db
+            .cf_handle(name)
+            .ok_or_else(|| anyhow!("column family {name} missing"))
+    }
+
+    /// A raw iterator over `cf` restricted to `[lower, upper)`.
+    pub(crate) fn bounded_iter(
+        &self,
+        cf: &str,
+        lower: Option<&[u8]>,
+        upper: Option<&[u8]>,
+    ) -> Result<DBRawIterator<'_>> {
+        let cf = self.cf(cf)?;
+        let mut ro = ReadOptions::default();
+        if let Some(l) = lower {
+            ro.set_iterate_lower_bound(l.to_vec());
+        }
+        if let Some(u) = upper {
+            ro.set_iterate_upper_bound(u.to_vec());
+        }
+        Ok(self.inner.db.raw_iterator_cf_opt(cf, ro))
+    }
+
+    /// Largest seq stored under `traffic` in `cf` (`frames` or `deletions`): one
+    /// reverse seek.
+    pub(crate) fn last_seq(&self, cf: &str, traffic: TrafficId) -> Result<Option<u64>> {
+        let prefix = traffic.to_be_bytes();
+        let upper = prefix_end(&prefix);
+        let mut it = self.bounded_iter(cf, Some(&prefix), upper.as_deref())?;
+        it.seek_to_last();
+        let seq = match it.key() {
+            Some(k) => Some(codec::parse_frame_key(k)?.seq),
+            None => None,
+        };
+        it.status()?;
+        Ok(seq)
+    }
+
+    /// Seq up to which the frames of `traffic` were deleted (0 if never).
+    pub(crate) fn deletion_watermark(&self, traffic: TrafficId) -> Result<u64> {
+        Ok(self.last_seq(CF_DELETIONS, traffic)?.unwrap_or(0))
+    }
+
+    /// One frame, or `None` if it was never stored or was deleted. One point get.
+    pub fn frame(&self, id: &FrameId) -> Result<Option<FrameRecord>> {
+        let cf = self.cf(CF_FRAMES)?;
+        match self.inner.db.get_pinned_cf(cf, codec::frame_key(*id))? {
+            None => Ok(None),
+            Some(v) => Ok(Some(
+                codec::decode_frame(*id, &v).with_context(|| format!("decoding frame {id}"))?,
+            )),
+        }
+    }
+
+    /// Frames of `traffic` in capture order, starting after seq `after` (from the first
+    /// if `None`), at most `limit` of those matching `filter`.
+    pub fn frames(
+        &self,
+        traffic: TrafficId,
+        after: Option<u64>,
+        limit: usize,
+        filter: &FrameFilter,
+    ) -> Result<Vec<FrameRecord>> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let start = match after {
+            None => 0,
+            Some(s) => match s.checked_add(1) {
+                Some(s) => s,
+                None => return Ok(out),
+            },
+        };
+        let lower = codec::frame_key(FrameId::new(traffic, start));
+        let upper = prefix_end(&traffic.to_be_bytes());
+        let mut it = self.bounded_iter(CF_FRAMES, Some(&lower), upper.as_deref())?;
+        it.seek(lower);
+        while out.len() < limit {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            let id = codec::parse_frame_key(k)?;
+            if !filter.is_empty() {
+                let (from_client, opcode) =
+                    codec::peek_frame(v).with_context(|| format!("decoding frame {id}"))?;
+                if !filter.matches(from_client, opcode) {
+                    it.next();
+                    continue;
+                }
+            }
+            out.push(codec::decode_frame(id, v).with_context(|| format!("decoding frame {id}"))?);
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
+    }
+
+    /// Number of frames of `traffic` currently stored, in O(1): the last frame's seq
+    /// minus the latest deletion watermark (two reverse seeks, no scan). Relies on seqs
+    /// being contiguous from 1 and deletions always removing a prefix.
+    pub fn frame_count(&self, traffic: TrafficId) -> Result<u64> {
+        let last = self.last_seq(CF_FRAMES, traffic)?.unwrap_or(0);
+        if last == 0 {
+            return Ok(0);
+        }
+        Ok(last.saturating_sub(self.deletion_watermark(traffic)?))
+    }
+
+    /// One traffic entry.
+    pub fn traffic(&self, id: TrafficId) -> Result<Option<TrafficEntry>> {
+        let cf = self.cf(CF_TRAFFIC)?;
+        match self.inner.db.get_pinned_cf(cf, codec::traffic_key(id))? {
+            None => Ok(None),
+            Some(v) => Ok(Some(
+                serde_json::from_slice(&v)
+                    .with_context(|| format!("decoding traffic entry {id}"))?,
+            )),
+        }
+    }
+
+    /// Traffic entries matching `filter`, newest first: skips `offset` matches, returns
+    /// at most `limit`, and counts all matches (a full scan of the `traffic` column
+    /// family).
+    pub fn traffic_page(
+        &self,
+        offset: usize,
+        limit: usize,
+        filter: impl Fn(&TrafficEntry) -> bool,
+    ) -> Result<(Vec<TrafficEntry>, u64)> {
+        let mut it = self.bounded_iter(CF_TRAFFIC, None, None)?;
+        it.seek_to_last();
+        let mut page = Vec::new();
+        let mut total: u64 = 0;
+        while let Some(v) = it.value() {
+            let entry: TrafficEntry = serde_json::from_slice(v).with_context(|| {
+                let id = it.key().and_then(TrafficId::from_key_prefix);
+                format!("decoding traffic entry {id:?}")
+            })?;
+            if filter(&entry) {
+                if total >= offset as u64 && page.len() < limit {
+                    page.push(entry);
+                }
+                total += 1;
+            }
+            it.prev();
+        }
+        it.status()?;
+        Ok((page, total))
+    }
+
+    /// The WebSocket connection `traffic` (`None` if no [`WsOpen`] was recorded).
+    pub fn ws_connection(&self, traffic: TrafficId) -> Result<Option<WsConnection>> {
+        let cf = self.cf(CF_WS)?;
+        let Some(open) = self
+            .inner
+            .db
+            .get_pinned_cf(cf, codec::ws_key(traffic, WS_OPEN))?
+        else {
+            return Ok(None);
+        };
+        let open: WsOpen = serde_json::from_slice(&open)
+            .with_context(|| format!("decoding ws open record {traffic}"))?;
+        let close: Option<WsClose> = match self
+            .inner
+            .db
+            .get_pinned_cf(cf, codec::ws_key(traffic, WS_CLOSE))?
+        {
+            None => None,
+            Some(v) => Some(
+                serde_json::from_slice(&v)
+                    .with_context(|| format!("decoding ws close record {traffic}"))?,
+            ),
+        };
+        Ok(Some(WsConnection::new(open, close)))
+    }
+
+    /// Adds `record` to `batch` (JSON or frame codec, see [`crate::codec`]).
+    pub(crate) fn encode_record(record: &Record) -> Result<(&'static str, Key, Vec<u8>)> {
+        Ok(match record {
+            Record::Traffic(t) => (
+                CF_TRAFFIC,
+                Key::new(&codec::traffic_key(t.id)),
+                serde_json::to_vec(t)?,
+            ),
+            Record::WsOpen(o) => (
+                CF_WS,
+                Key::new(&codec::ws_key(o.traffic, WS_OPEN)),
+                serde_json::to_vec(o)?,
+            ),
+            Record::WsClose(c) => (
+                CF_WS,
+                Key::new(&codec::ws_key(c.traffic, WS_CLOSE)),
+                serde_json::to_vec(c)?,
+            ),
+            Record::Frame(f) => (
+                CF_FRAMES,
+                Key::new(&codec::frame_key(f.id())),
+                codec::encode_frame(f),
+            ),
+        })
+    }
+
+    /// Writes one batch (WAL on, no fsync). Once this returns `Ok` the batch is in the
+    /// WAL (OS page cache): it survives the process being killed.
+    pub(crate) fn write_batch(&self, batch: WriteBatch) -> Result<()> {
+        self.ensure_primary("write")?;
+        #[cfg(test)]
+        {
+            use std::sync::atomic::Ordering;
+            let f = &self.inner.fail_writes;
+            if f.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                bail!("injected write failure");
+            }
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(false);
+        wo.disable_wal(false);
+        self.inner.db.write_opt(batch, &wo)?;
+        Ok(())
+    }
+
+    /// Writes `records` in one batch, bypassing the [`crate::Writer`] (primary only).
+    pub fn write(&self, records: &[Record]) -> Result<()> {
+        self.ensure_primary("write")?;
+        let mut batch = WriteBatch::default();
+        for r in records {
+            let (cf, key, value) = Store::encode_record(r)?;
+            batch.put_cf(self.cf(cf)?, key, value);
+        }
+        self.write_batch(batch)
+    }
+
+    /// Adds "frames of `traffic` up to and including `upto` are deleted" to `batch`: a
+    /// watermark key in `deletions` and a range delete in `frames`.
+    pub(crate) fn add_frame_deletion(
+        &self,
+        batch: &mut WriteBatch,
+        traffic: TrafficId,
+        upto: u64,
+    ) -> Result<()> {
+        let marker = codec::frame_key(FrameId::new(traffic, upto));
+        batch.put_cf(self.cf(CF_DELETIONS)?, marker, now_ms().to_be_bytes());
+        let from = codec::frame_key(FrameId::new(traffic, 0)).to_vec();
+        let to = match upto.checked_add(1) {
+            Some(next) => codec::frame_key(FrameId::new(traffic, next)).to_vec(),
+            None => prefix_end(&traffic.to_be_bytes()).unwrap_or_else(|| vec![0xff; 17]),
+        };
+        batch.delete_range_cf(self.cf(CF_FRAMES)?, from, to);
+        Ok(())
+    }
+
+    /// Deletes every frame of `traffic` stored so far (primary only) and returns how
+    /// many were deleted. Frames recorded afterwards (higher seqs) are kept and counted
+    /// by [`Store::frame_count`].
+    pub fn delete_frames(&self, traffic: TrafficId) -> Result<u64> {
+        self.ensure_primary("delete frames")?;
+        let _guard = self.admin_lock();
+        let Some(last) = self.last_seq(CF_FRAMES, traffic)? else {
+            return Ok(0);
+        };
+        let watermark = self.deletion_watermark(traffic)?;
+        if last <= watermark {
+            return Ok(0);
+        }
+        let mut batch = WriteBatch::default();
+        self.add_frame_deletion(&mut batch, traffic, last)?;
+        self.write_batch(batch)
+            .with_context(|| format!("deleting frames of {traffic}"))?;
+        Ok(last - watermark)
+    }
+
+    /// Approximate on-disk size: SST files + memtables of every column family + live
+    /// (not yet archived) WAL files. Archived WAL files, kept `wal_ttl` for secondaries,
+    /// are not counted.
+    pub fn size_bytes(&self) -> Result<u64> {
+        let db = &self.inner.db;
+        let mut total = 0u64;
+        for name in COLUMN_FAMILIES {
+            let cf = self.cf(name)?;
+            for prop in [
+                rocksdb::properties::TOTAL_SST_FILES_SIZE,
+                rocksdb::properties::CUR_SIZE_ALL_MEM_TABLES,
+            ] {
+                total += db.property_int_value_cf(cf, prop)?.unwrap_or(0);
+            }
+        }
+        if let Ok(rd) = std::fs::read_dir(&self.inner.dir) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().ends_with(".log") {
+                    total += e.metadata().map(|m| m.len()).unwrap_or(0);
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// Flushes every memtable to SST files (primary only). Mostly for tests and
+    /// shutdown; the WAL already makes writes durable against process crashes.
+    pub fn flush(&self) -> Result<()> {
+        self.ensure_primary("flush")?;
+        for name in COLUMN_FAMILIES {
+            self.inner.db.flush_cf(self.cf(name)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// A key of at most 16 bytes, without allocating.
+pub(crate) struct Key {
+    buf: [u8; 16],
+    len: usize,
+}
+
+impl Key {
+    fn new(k: &[u8]) -> Key {
+        let mut buf = [0u8; 16];
+        buf[..k.len()].copy_from_slice(k);
+        Key { buf, len: k.len() }
+    }
+}
+
+impl AsRef<[u8]> for Key {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}

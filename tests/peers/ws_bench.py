@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Benchmark peers (Python `websockets`), used by frametap-bench.
+
+server:    TLS WebSocket echo server (no compression, no keepalive pings).
+echo:      keep --inflight messages of --size bytes in flight for --seconds and
+           report {"messages_per_s", "mb_per_s", "messages"} as JSON.
+handshake: --count sequential TLS handshakes (TCP connect + TLS, then close);
+           report {"micros": [...]}.
+"""
+import argparse
+import asyncio
+import json
+import socket
+import ssl
+import time
+
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import serve
+
+
+async def server(args):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(args.cert, args.key)
+
+    async def handler(ws):
+        async for msg in ws:
+            await ws.send(msg)
+
+    async with serve(handler, args.host, args.port, ssl=ctx, compression=None,
+                     max_size=None, ping_interval=None, write_limit=1 << 20):
+        open(args.ready, "w").write("ready")
+        await asyncio.Future()
+
+
+async def echo(args):
+    ctx = ssl.create_default_context(cafile=args.cafile)
+    host, port = args.connect.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    payload = bytes(args.size)
+    async with connect(f"wss://{args.host}:{port}/bench", sock=sock, ssl=ctx,
+                       server_hostname=args.host, compression=None, max_size=None,
+                       ping_interval=None, write_limit=1 << 20) as ws:
+        for _ in range(args.inflight):
+            await ws.send(payload)
+        received = 0
+        start = time.perf_counter()
+        deadline = start + args.seconds
+        while True:
+            await ws.recv()
+            received += 1
+            now = time.perf_counter()
+            if now >= deadline:
+                break
+            await ws.send(payload)
+        elapsed = now - start
+    print(json.dumps({"messages": received,
+                      "messages_per_s": received / elapsed,
+                      "mb_per_s": received * args.size / elapsed / 1e6}))
+
+
+def handshake(args):
+    ctx = ssl.create_default_context(cafile=args.cafile)
+    host, port = args.connect.rsplit(":", 1)
+    samples = []
+    for _ in range(args.count):
+        start = time.perf_counter()
+        raw = socket.create_connection((host, int(port)))
+        tls = ctx.wrap_socket(raw, server_hostname=args.host)
+        samples.append((time.perf_counter() - start) * 1e6)
+        tls.close()
+    print(json.dumps({"micros": samples}))
+
+
+def main():
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="mode", required=True)
+    s = sub.add_parser("server")
+    for a in ("--host", "--cert", "--key", "--ready"):
+        s.add_argument(a, required=True)
+    s.add_argument("--port", type=int, required=True)
+    for name in ("echo", "handshake"):
+        c = sub.add_parser(name)
+        c.add_argument("--connect", required=True)
+        c.add_argument("--host", required=True)
+        c.add_argument("--cafile", required=True)
+        c.add_argument("--size", type=int, default=100)
+        c.add_argument("--inflight", type=int, default=64)
+        c.add_argument("--seconds", type=float, default=5)
+        c.add_argument("--count", type=int, default=200)
+    args = p.parse_args()
+    if args.mode == "server":
+        asyncio.run(server(args))
+    elif args.mode == "echo":
+        asyncio.run(echo(args))
+    else:
+        handshake(args)
+
+
+if __name__ == "__main__":
+    main()
