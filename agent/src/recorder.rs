@@ -71,10 +71,6 @@ impl Recorder {
             self.stats.records_failed.fetch_add(n, Ordering::Relaxed);
         }
     }
-
-    pub fn writer(&self) -> &Writer {
-        &self.writer
-    }
 }
 
 #[cfg(test)]

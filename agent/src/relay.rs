@@ -61,8 +61,8 @@ enum PumpEnd {
 }
 
 /// Make the socket's close send RST instead of FIN.
-pub fn reset_on_close(stream: &TcpStream) {
-    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+pub fn reset_on_close(socket: &impl std::os::fd::AsFd) {
+    let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
 }
 
 /// Bytes one pipe holds (F_SETPIPE_SZ); also the most one splice call moves.

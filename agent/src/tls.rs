@@ -186,10 +186,6 @@ impl LeafMinter {
         })
     }
 
-    pub fn ca(&self) -> &CertificateAuthority {
-        &self.ca
-    }
-
     /// The certificate for `subject`, from the cache or freshly minted.
     pub fn leaf(&self, subject: &LeafSubject) -> anyhow::Result<Arc<CertifiedKey>> {
         if let Some(hit) = self.lock().map.get(subject) {

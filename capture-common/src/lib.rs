@@ -186,15 +186,7 @@ mod user {
             }
         }
     }
-
-    /// Prefix bytes of an IPv4 or IPv6 network, as the LPM trie keys take them.
-    pub fn v6_words_to_octets(w: [u32; 4]) -> [u8; 16] {
-        octets(w)
-    }
 }
-
-#[cfg(feature = "user")]
-pub use user::v6_words_to_octets;
 
 #[cfg(test)]
 mod tests {

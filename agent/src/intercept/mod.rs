@@ -186,7 +186,7 @@ pub async fn handle(
                 // h2-only or another protocol over TLS: we only speak HTTP/1.1 inside.
                 return raw(client, upstream, prefix, "tls passthrough (alpn)").await;
             }
-            intercept_tls(ctx, client, upstream, prefix, hello, offers_alpn, info).await
+            intercept_tls(ctx, client, upstream, prefix, hello, info).await
         }
         Some(First::Http) => {
             let meta = meta(info, false, None, None);
@@ -254,16 +254,16 @@ async fn raw(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn intercept_tls(
     ctx: &ProxyContext,
     client: TcpStream,
     upstream: TcpStream,
     prefix: Vec<u8>,
     hello: tls_hello::ClientHello,
-    offers_alpn: bool,
     info: &ConnectionInfo,
 ) -> Outcome {
+    // ALPN is offered upstream only when the client offered it (http/1.1 is then among them).
+    let offers_alpn = !hello.alpn.is_empty();
     let tls = &ctx.intercept.tls;
     let dst = info.destination();
     let subject = match &hello.sni {
@@ -320,32 +320,33 @@ async fn intercept_tls(
             );
             let _ = client_tls.write_all(response.as_bytes()).await;
             let _ = client_tls.shutdown().await;
-            ctx.recorder
-                .persist(vec![state.failure_entry(now_ms(), error.clone())])
-                .await;
-            Outcome {
-                kind: "https",
-                bytes_up: 0,
-                bytes_down: 0,
-                end: "upstream TLS failed".into(),
-                error: Some(error),
-            }
+            handshake_failed(ctx, &state, "upstream TLS failed", error).await
         }
         (Err(e), server) => {
             // Usually: the client does not trust the frametap CA.
             drop(server);
             let error = format!("client TLS handshake failed: {e}");
-            ctx.recorder
-                .persist(vec![state.failure_entry(now_ms(), error.clone())])
-                .await;
-            Outcome {
-                kind: "https",
-                bytes_up: 0,
-                bytes_down: 0,
-                end: "client TLS failed".into(),
-                error: Some(error),
-            }
+            handshake_failed(ctx, &state, "client TLS failed", error).await
         }
+    }
+}
+
+/// Record why a TLS connection never got to HTTP, and say so in the log line.
+async fn handshake_failed(
+    ctx: &ProxyContext,
+    state: &SessionState,
+    end: &str,
+    error: String,
+) -> Outcome {
+    ctx.recorder
+        .persist(vec![state.failure_entry(now_ms(), error.clone())])
+        .await;
+    Outcome {
+        kind: "https",
+        bytes_up: 0,
+        bytes_down: 0,
+        end: end.into(),
+        error: Some(error),
     }
 }
 
@@ -423,8 +424,7 @@ enum PumpEnd {
 
 fn reset_fd(fd: RawFd) {
     // SAFETY: fd is one of the two sockets this session owns, open for its whole life.
-    let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
+    relay::reset_on_close(&unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) });
 }
 
 type Persisting = Pin<Box<dyn Future<Output = ()> + Send>>;
