@@ -11,12 +11,16 @@
 //!   recording (the protocol logic itself is sans-IO, in `frametap-proto`).
 //! * [`tls`]: the CA, leaf certificates, rustls configurations of both legs.
 //! * [`recorder`]: hands records to the store's writer (group commit, WAL).
+//! * [`events`]: the live stream of persisted records, fanned out to subscribers.
+//! * [`control`]: the control socket the API process talks to.
 //! * [`relay`]: byte relay between two sockets (half-close and resets respected).
 //! * [`exec`]: run one command inside a captured cgroup.
 //! * [`state`]: the small file that tells `exec` an agent is serving.
 pub mod capture;
 pub mod cgroup;
 pub mod config;
+pub mod control;
+pub mod events;
 pub mod exec;
 pub mod intercept;
 pub mod preflight;

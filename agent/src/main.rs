@@ -13,6 +13,7 @@ use frametap_agent::{
     capture::{self, Capture, CaptureSettings},
     cgroup,
     config::{self, CliServe, FileConfig, LogFormat, PortList, ServeConfig},
+    control::{ControlContext, ControlSocket},
     exec,
     intercept::Passthrough,
     preflight,
@@ -306,6 +307,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .then(|| frametap_store::spawn_retention(store.clone(), RETENTION_INTERVAL));
     let writer = Writer::spawn(store.clone(), WRITER_QUEUE);
     let recorder = Recorder::new(writer.clone());
+    let control = ControlSocket::bind(&cfg.data_dir)?;
+    let control_ctx = Arc::new(ControlContext {
+        store: store.clone(),
+        recorder: recorder.clone(),
+    });
 
     let mut agent = capture_common::AgentConfig::new(
         *cfg.listen.ip(),
@@ -398,8 +404,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    info!(socket = %control.path().display(), "control socket for frametap-api");
     let result = signals.block_on(async {
-        wait_for_signal().await?;
+        tokio::select! {
+            signal = wait_for_signal() => signal?,
+            () = control.serve(control_ctx) => {}
+        }
         info!("shutting down: new connections are no longer captured");
         let _ = stop_tx.send(true);
         let workers_done = tokio::task::spawn_blocking(move || {
@@ -434,6 +444,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "recorder"
     );
     state::remove(&cfg.data_dir);
+    drop(control);
     info!("detached; bye");
     signals.shutdown_background();
     result

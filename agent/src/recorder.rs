@@ -8,6 +8,8 @@ use std::sync::{
 
 use frametap_store::{Record, TrafficId, Writer};
 
+use crate::events::EventBus;
+
 /// Monotonic traffic ids: (unix ms << 16) | counter, never repeating within a run.
 #[derive(Default)]
 pub struct TrafficIds {
@@ -49,6 +51,8 @@ pub struct Recorder {
     writer: Writer,
     pub ids: Arc<TrafficIds>,
     pub stats: Arc<RecorderStats>,
+    /// Where persisted records go live (the control socket's subscribers).
+    pub events: Arc<EventBus>,
 }
 
 impl Recorder {
@@ -57,18 +61,28 @@ impl Recorder {
             writer,
             ids: Arc::new(TrafficIds::default()),
             stats: Arc::new(RecorderStats::default()),
+            events: Arc::new(EventBus::default()),
         }
     }
 
-    /// Persist `records` and wait until they reached the WAL (or failed to).
+    /// Persist `records` and wait until they reached the WAL (or failed to), then
+    /// publish them to live subscribers.
     pub async fn persist(&self, records: Vec<Record>) {
         if records.is_empty() {
             return;
         }
         let n = records.len() as u64;
         self.stats.records_submitted.fetch_add(n, Ordering::Relaxed);
+        // Encoded before the writer takes the records; only when somebody listens.
+        let live = self
+            .events
+            .has_subscribers()
+            .then(|| EventBus::encode(&records));
         if self.writer.submit(records).await.is_err() {
             self.stats.records_failed.fetch_add(n, Ordering::Relaxed);
+        }
+        if let Some(batch) = live {
+            self.events.publish(batch);
         }
     }
 }

@@ -13,7 +13,7 @@
 //! u8      format (1)
 //! u8      flags: 1 from_client, 2 fin, 4 masked, 8 compressed, 16 truncated,
 //!                32 injected, 64 dropped, 128 has close_code
-//! u8      flags2: 1 has close_reason; other bits must be 0
+//! u8      flags2: 1 has close_reason, 2 binary message; other bits must be 0
 //! u8      opcode
 //! u8      rsv
 //! varint  timestamp_ms
@@ -29,7 +29,7 @@
 //! and trailing bytes; it never panics and never allocates more than the input size.
 
 use crate::ids::{FrameId, TrafficId};
-use crate::records::FrameRecord;
+use crate::records::{FrameRecord, Record};
 
 /// Current frame value format.
 pub const FRAME_FORMAT_V1: u8 = 1;
@@ -57,6 +57,10 @@ pub enum CodecError {
     Trailing(usize),
     #[error("bad key length {0}")]
     BadKey(usize),
+    #[error("unknown record kind {0}")]
+    UnknownRecordKind(u8),
+    #[error("invalid record: {0}")]
+    BadRecord(String),
 }
 
 const F_FROM_CLIENT: u8 = 1;
@@ -68,6 +72,7 @@ const F_INJECTED: u8 = 32;
 const F_DROPPED: u8 = 64;
 const F_CLOSE_CODE: u8 = 128;
 const F2_CLOSE_REASON: u8 = 1;
+const F2_BINARY_MESSAGE: u8 = 2;
 const HEADER_LEN: usize = 5;
 
 /// Key of a traffic entry.
@@ -130,7 +135,10 @@ pub fn encode_frame(f: &FrameRecord) -> Vec<u8> {
             flags |= bit;
         }
     }
-    let flags2 = if reason.is_some() { F2_CLOSE_REASON } else { 0 };
+    let mut flags2 = if reason.is_some() { F2_CLOSE_REASON } else { 0 };
+    if f.binary_message {
+        flags2 |= F2_BINARY_MESSAGE;
+    }
     out.extend_from_slice(&[FRAME_FORMAT_V1, flags, flags2, f.opcode, f.rsv]);
     put_varint(&mut out, f.timestamp_ms);
     put_varint(&mut out, f.wire_len);
@@ -215,7 +223,7 @@ pub fn decode_frame(id: FrameId, v: &[u8]) -> Result<FrameRecord, CodecError> {
     }
     let h = r.take(HEADER_LEN, "header")?;
     let (flags, flags2, opcode, rsv) = (h[1], h[2], h[3], h[4]);
-    if flags2 & !F2_CLOSE_REASON != 0 {
+    if flags2 & !(F2_CLOSE_REASON | F2_BINARY_MESSAGE) != 0 {
         return Err(CodecError::ReservedBits(flags2));
     }
     let timestamp_ms = r.varint("timestamp")?;
@@ -261,6 +269,56 @@ pub fn decode_frame(id: FrameId, v: &[u8]) -> Result<FrameRecord, CodecError> {
         close_reason,
         injected: flags & F_INJECTED != 0,
         dropped: flags & F_DROPPED != 0,
+        binary_message: flags2 & F2_BINARY_MESSAGE != 0,
+    })
+}
+
+const RECORD_TRAFFIC: u8 = 1;
+const RECORD_WS_OPEN: u8 = 2;
+const RECORD_WS_CLOSE: u8 = 3;
+const RECORD_FRAME: u8 = 4;
+
+/// Encodes one [`Record`] on its own (kind byte, then the record): how the agent
+/// streams records to other processes. Frames use the compact value format above,
+/// preceded by their 16-byte key; the others are JSON, as in the store.
+pub fn encode_record(record: &Record) -> Vec<u8> {
+    fn json(kind: u8, value: &impl serde::Serialize) -> Vec<u8> {
+        let mut out = vec![kind];
+        // Plain structs with string keys: serialising cannot fail.
+        serde_json::to_writer(&mut out, value).expect("records serialise to JSON");
+        out
+    }
+    match record {
+        Record::Traffic(t) => json(RECORD_TRAFFIC, t),
+        Record::WsOpen(o) => json(RECORD_WS_OPEN, o),
+        Record::WsClose(c) => json(RECORD_WS_CLOSE, c),
+        Record::Frame(f) => {
+            let value = encode_frame(f);
+            let mut out = Vec::with_capacity(1 + 16 + value.len());
+            out.push(RECORD_FRAME);
+            out.extend_from_slice(&frame_key(f.id()));
+            out.extend_from_slice(&value);
+            out
+        }
+    }
+}
+
+/// Decodes what [`encode_record`] produced.
+pub fn decode_record(bytes: &[u8]) -> Result<Record, CodecError> {
+    let (&kind, rest) = bytes.split_first().ok_or(CodecError::Empty)?;
+    let bad = |e: serde_json::Error| CodecError::BadRecord(e.to_string());
+    Ok(match kind {
+        RECORD_TRAFFIC => Record::Traffic(serde_json::from_slice(rest).map_err(bad)?),
+        RECORD_WS_OPEN => Record::WsOpen(serde_json::from_slice(rest).map_err(bad)?),
+        RECORD_WS_CLOSE => Record::WsClose(serde_json::from_slice(rest).map_err(bad)?),
+        RECORD_FRAME => {
+            if rest.len() < 16 {
+                return Err(CodecError::BadKey(rest.len()));
+            }
+            let (key, value) = rest.split_at(16);
+            Record::Frame(decode_frame(parse_frame_key(key)?, value)?)
+        }
+        other => return Err(CodecError::UnknownRecordKind(other)),
     })
 }
 
@@ -287,6 +345,7 @@ mod tests {
             close_reason: None,
             injected: false,
             dropped: false,
+            binary_message: true,
         }
     }
 
@@ -454,5 +513,39 @@ mod tests {
         let a = frame_key(FrameId::new(id.traffic, 255));
         let b = frame_key(FrameId::new(id.traffic, 256));
         assert!(a < b);
+    }
+
+    #[test]
+    fn records_roundtrip_on_their_own() {
+        let frame = sample();
+        let traffic = TrafficId(0x0102_0304_0506_0708);
+        let close = crate::records::WsClose {
+            traffic,
+            timestamp_ms: 5,
+            closed_by: Some("client".into()),
+            close_code: Some(1000),
+            close_reason: Some("bye".into()),
+            frames_from_client: 3,
+            frames_from_server: 4,
+            bytes_from_client: 30,
+            bytes_from_server: 40,
+            abnormal: None,
+        };
+        for record in [Record::Frame(frame), Record::WsClose(close)] {
+            assert_eq!(decode_record(&encode_record(&record)).unwrap(), record);
+        }
+        assert_eq!(decode_record(&[]), Err(CodecError::Empty));
+        assert_eq!(
+            decode_record(&[9, 1]),
+            Err(CodecError::UnknownRecordKind(9))
+        );
+        assert!(matches!(
+            decode_record(&[4, 0, 1]),
+            Err(CodecError::BadKey(2))
+        ));
+        assert!(matches!(
+            decode_record(b"\x01{"),
+            Err(CodecError::BadRecord(_))
+        ));
     }
 }

@@ -63,6 +63,9 @@ pub struct FrameRecord {
     pub injected: bool,
     /// Frame captured but not forwarded.
     pub dropped: bool,
+    /// The frame carries (part of) a binary message: opcode 2, or a continuation of
+    /// one. The API's `isBinary`.
+    pub binary_message: bool,
 }
 
 impl FrameRecord {

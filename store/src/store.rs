@@ -348,6 +348,13 @@ impl Store {
         Ok(self.last_seq(CF_DELETIONS, traffic)?.unwrap_or(0))
     }
 
+    /// RocksDB's latest sequence number: on the primary, that of the last write; on a
+    /// secondary, that of the last write it caught up with. The difference is how far
+    /// a follower is behind.
+    pub fn latest_sequence(&self) -> u64 {
+        self.inner.db.latest_sequence_number()
+    }
+
     /// One frame, or `None` if it was never stored or was deleted. One point get.
     pub fn frame(&self, id: &FrameId) -> Result<Option<FrameRecord>> {
         let cf = self.cf(CF_FRAMES)?;

@@ -60,6 +60,7 @@ fn frame(traffic: TrafficId, seq: u64, ts: u64) -> FrameRecord {
         close_reason: None,
         injected: false,
         dropped: false,
+        binary_message: opcode == 2,
     }
 }
 

@@ -6,6 +6,9 @@ echo:      keep --inflight messages of --size bytes in flight for --seconds and
            report {"messages_per_s", "mb_per_s", "messages"} as JSON.
 handshake: --count sequential TLS handshakes (TCP connect + TLS, then close);
            report {"micros": [...]}.
+stamped:   --count messages "t:<time.time_ns()> ..." of --size bytes, one at a time
+           (each after the previous echo) every --interval seconds, for a listener
+           to measure wire-to-event latency; report {"messages"}.
 """
 import argparse
 import asyncio
@@ -59,6 +62,22 @@ async def echo(args):
                       "mb_per_s": received * args.size / elapsed / 1e6}))
 
 
+async def stamped(args):
+    ctx = ssl.create_default_context(cafile=args.cafile)
+    host, port = args.connect.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    async with connect(f"wss://{args.host}:{port}/stamped", sock=sock, ssl=ctx,
+                       server_hostname=args.host, compression=None, max_size=None,
+                       ping_interval=None) as ws:
+        for _ in range(args.count):
+            stamp = f"t:{time.time_ns()} ".encode()
+            await ws.send(stamp + b"x" * max(0, args.size - len(stamp)))
+            await ws.recv()
+            await asyncio.sleep(args.interval)
+    print(json.dumps({"messages": args.count}))
+
+
 def handshake(args):
     ctx = ssl.create_default_context(cafile=args.cafile)
     host, port = args.connect.rsplit(":", 1)
@@ -79,7 +98,7 @@ def main():
     for a in ("--host", "--cert", "--key", "--ready"):
         s.add_argument(a, required=True)
     s.add_argument("--port", type=int, required=True)
-    for name in ("echo", "handshake"):
+    for name in ("echo", "handshake", "stamped"):
         c = sub.add_parser(name)
         c.add_argument("--connect", required=True)
         c.add_argument("--host", required=True)
@@ -88,11 +107,14 @@ def main():
         c.add_argument("--inflight", type=int, default=64)
         c.add_argument("--seconds", type=float, default=5)
         c.add_argument("--count", type=int, default=200)
+        c.add_argument("--interval", type=float, default=0.005)
     args = p.parse_args()
     if args.mode == "server":
         asyncio.run(server(args))
     elif args.mode == "echo":
         asyncio.run(echo(args))
+    elif args.mode == "stamped":
+        asyncio.run(stamped(args))
     else:
         handshake(args)
 

@@ -95,6 +95,9 @@ async def run_client(args):
             elif op == "fragments":
                 await ws.send(step["parts"])
                 await expect_reply(ws)
+            elif op == "binary_fragments":
+                await ws.send([base64.b64decode(p) for p in step["parts"]])
+                await expect_reply(ws)
             elif op == "big":
                 size = step["size"]
                 data = bytes((i * 31 + 7) % 251 for i in range(size)) if step.get("varied") else b"x" * size

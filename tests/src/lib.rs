@@ -11,6 +11,7 @@
 //! ```
 //! Both ends live in namespaces the lab creates, so no traffic leaves them.
 pub mod agent;
+pub mod api;
 pub mod cgroup;
 pub mod netns;
 pub mod peers;

@@ -22,6 +22,7 @@ const LLVM_PREFIX: &str = "/opt/frametap/llvm-22";
 const DEBIAN: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("curl", "curl"),
+    ("jq", "jq"),
     ("setpriv", "util-linux"),
     ("cc", "build-essential"),
     ("c++", "g++"),
@@ -31,7 +32,13 @@ const DEBIAN: &[(&str, &str)] = &[
 ];
 
 /// Python test peers: module to import -> pip requirement.
-const PYTHON: &[(&str, &str)] = &[("websockets", "websockets==17.4")];
+const PYTHON: &[(&str, &str)] = &[
+    ("websockets", "websockets==17.4"),
+    // A Socket.IO client we did not write, for the live-event tests.
+    ("socketio", "python-socketio==5.14.3"),
+    ("websocket", "websocket-client==1.9.2"),
+    ("requests", "requests==2.34.2"),
+];
 /// Python packages only the benchmarks need.
 pub const PYTHON_BENCH: &[(&str, &str)] = &[("mitmproxy", "mitmproxy==11.0.2")];
 

@@ -69,6 +69,9 @@ struct WsSession {
     /// Who sent the first close frame, with its code and reason.
     first_close: Option<(Side, Option<u16>, Option<String>)>,
     error: Option<String>,
+    /// Whether the message each side is sending is binary, so its continuation
+    /// frames are marked like its first frame.
+    binary_message: [bool; 2],
 }
 
 enum Mode {
@@ -240,6 +243,7 @@ impl SessionState {
             next_seq: 1,
             first_close: None,
             error,
+            binary_message: [false; 2],
         });
         records.push(Record::Traffic(entry));
         let held = std::mem::take(&mut self.held_client);
@@ -432,6 +436,14 @@ fn ws_feed(
                 if f.opcode == 8 && ws.first_close.is_none() {
                     ws.first_close = Some((side, f.close_code, f.close_reason.clone()));
                 }
+                let current = &mut ws.binary_message[side as usize];
+                if matches!(f.opcode, 1 | 2) {
+                    *current = f.opcode == 2;
+                }
+                let binary_message = match f.opcode {
+                    0 => *current,
+                    opcode => opcode == 2,
+                };
                 let seq = ws.next_seq;
                 ws.next_seq += 1;
                 records.push(Record::Frame(FrameRecord {
@@ -452,6 +464,7 @@ fn ws_feed(
                     close_reason: f.close_reason,
                     injected: false,
                     dropped: false,
+                    binary_message,
                 }));
             }
             // The message-level decision point (hold, drop, replace, inject) goes here.

@@ -12,6 +12,8 @@ use frametap_e2e::{
 };
 use serde_json::Value;
 
+mod api_bench;
+
 #[derive(Parser)]
 struct Args {
     /// Write the results as markdown to this file.
@@ -38,6 +40,18 @@ struct Args {
     /// Leave out the mitmproxy side of the WebSocket comparison.
     #[arg(long)]
     skip_mitmproxy: bool,
+    /// Leave out the API section.
+    #[arg(long)]
+    skip_api: bool,
+    /// Frames in the API benchmark's store.
+    #[arg(long, default_value_t = 10_000_000)]
+    api_frames: u64,
+    /// Frames of the connection the API benchmark pages through.
+    #[arg(long, default_value_t = 1_000_000)]
+    api_hot_frames: u64,
+    /// Requests per API latency measurement.
+    #[arg(long, default_value_t = 2000)]
+    api_requests: usize,
 }
 
 const WS_HOST: &str = "bench.frametap.test";
@@ -255,7 +269,24 @@ fn main() -> anyhow::Result<()> {
     } else {
         websocket_section(&lab, &cg, &agent, &pki, &args)?
     };
+    let api_live = if args.skip_api {
+        String::new()
+    } else {
+        let side = WsSide {
+            name: "frametap",
+            connect: format!("{UPSTREAM_V4}:8443"),
+            cafile: agent.data_dir.path().join("ca.pem"),
+            cgroup: Some(&cg),
+        };
+        let _server = ws_bench_server(&lab, &pki)?;
+        api_bench::live_section(&lab, &cg, &agent, &side, args.ws_seconds)?
+    };
     drop(agent);
+    let api_store = if args.skip_api {
+        String::new()
+    } else {
+        api_bench::store_section(args.api_frames, args.api_hot_frames, args.api_requests)?
+    };
 
     let (d50, c50) = (
         percentile(&mut latency.direct, 0.5),
@@ -311,7 +342,7 @@ fn main() -> anyhow::Result<()> {
         nl = large.direct.len(),
         rl = cl / dl * 100.0,
     );
-    let table = format!("{table}\n{websocket}");
+    let table = format!("{table}\n{websocket}\n{api_live}\n{api_store}");
     println!("{table}");
     if let Some(path) = args.write {
         let doc = format!(
@@ -400,13 +431,8 @@ fn start_mitmproxy(lab: &Lab, pki: &TestPki) -> anyhow::Result<(Spawned, tempfil
     Ok((process, confdir))
 }
 
-fn websocket_section(
-    lab: &Lab,
-    cg: &TestCgroup,
-    agent: &Agent,
-    pki: &TestPki,
-    args: &Args,
-) -> anyhow::Result<String> {
+/// The TLS WebSocket echo server of the benchmarks, on the upstream's 8443.
+fn ws_bench_server(lab: &Lab, pki: &TestPki) -> anyhow::Result<Spawned> {
     let ready = tempfile::NamedTempFile::new()?;
     let mut cmd = lab.upstream.command("python3");
     cmd.arg(ws_bench_script())
@@ -417,13 +443,24 @@ fn websocket_section(
         .arg("--ready")
         .arg(ready.path())
         .stdout(Stdio::null());
-    let _server = Spawned::spawn("ws_bench server", cmd);
+    let server = Spawned::spawn("ws_bench server", cmd);
     frametap_e2e::wait_for(std::time::Duration::from_secs(10), || {
         std::fs::read_to_string(ready.path())
             .ok()
             .filter(|t| t == "ready")
     })
     .context("benchmark WebSocket server did not start")?;
+    Ok(server)
+}
+
+fn websocket_section(
+    lab: &Lab,
+    cg: &TestCgroup,
+    agent: &Agent,
+    pki: &TestPki,
+    args: &Args,
+) -> anyhow::Result<String> {
+    let _server = ws_bench_server(lab, pki)?;
 
     let mut sides = vec![
         WsSide {

@@ -1,0 +1,161 @@
+//! The API's view of the agent's RocksDB: opened as a secondary (read-only
+//! follower) and caught up on a short timer, so a frame the agent wrote is visible
+//! here within tens of milliseconds. The API may start before the agent (the store
+//! opens once it exists) and outlives agent restarts (a follower that keeps failing
+//! to catch up is reopened).
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use frametap_store::Store;
+use tracing::{info, warn};
+
+use crate::state::StoreSource;
+
+/// How often the follower catches up. Idle catch-ups cost about a millisecond.
+pub const CATCH_UP_INTERVAL: Duration = Duration::from_millis(20);
+/// Consecutive failed catch-ups after which the follower is reopened.
+const REOPEN_AFTER_FAILURES: u32 = 5;
+
+#[derive(Default)]
+struct State {
+    store: Option<Store>,
+    /// Why the store is not readable (when `store` is `None`), or the last catch-up
+    /// error.
+    error: Option<String>,
+    last_catch_up: Option<Instant>,
+    failures: u32,
+}
+
+pub struct Follower {
+    primary_dir: PathBuf,
+    secondary_dir: PathBuf,
+    state: Mutex<State>,
+    /// Serialises catch-ups (the timer and read-your-writes refreshes).
+    catching_up: Mutex<()>,
+}
+
+impl Follower {
+    /// Follows `<data_dir>/store`; the secondary keeps its own files in a private
+    /// directory under `work_dir`, removed on drop.
+    pub fn new(data_dir: &Path, work_dir: &Path) -> Arc<Follower> {
+        Arc::new(Follower {
+            primary_dir: data_dir.join("store"),
+            secondary_dir: work_dir.join(format!("frametap-api-{}", std::process::id())),
+            state: Mutex::new(State {
+                error: Some("not opened yet".into()),
+                ..State::default()
+            }),
+            catching_up: Mutex::new(()),
+        })
+    }
+
+    /// Opens (or keeps trying to open) the store and catches up every
+    /// [`CATCH_UP_INTERVAL`] on a background thread, for as long as `self` lives.
+    pub fn spawn(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("frametap-follower".into())
+            .spawn(move || {
+                while let Some(follower) = weak.upgrade() {
+                    follower.tick();
+                    drop(follower);
+                    std::thread::sleep(CATCH_UP_INTERVAL);
+                }
+            })
+            .expect("cannot start the store follower thread");
+    }
+
+    /// One step: open the store if it isn't, else catch up.
+    pub fn tick(&self) {
+        let _serial = self.catching_up.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.lock().store.clone();
+        match current {
+            None => self.try_open(),
+            Some(store) => {
+                let result = store.catch_up();
+                let mut state = self.lock();
+                match result {
+                    Ok(()) => {
+                        state.last_catch_up = Some(Instant::now());
+                        state.failures = 0;
+                        state.error = None;
+                    }
+                    Err(e) => {
+                        state.failures += 1;
+                        state.error = Some(format!("{e:#}"));
+                        if state.failures >= REOPEN_AFTER_FAILURES {
+                            warn!(error = %format!("{e:#}"), "cannot follow the capture store; reopening it");
+                            state.store = None;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn try_open(&self) {
+        let opened = Store::open_secondary(&self.primary_dir, &self.secondary_dir)
+            .and_then(|store| store.catch_up().map(|()| store));
+        let mut state = self.lock();
+        match opened {
+            Ok(store) => {
+                info!(store = %self.primary_dir.display(), "following the capture store");
+                state.store = Some(store);
+                state.error = None;
+                state.failures = 0;
+                state.last_catch_up = Some(Instant::now());
+            }
+            Err(e) => {
+                let error = format!("{e:#}");
+                if state.error.as_deref() != Some(error.as_str()) {
+                    info!(%error, "capture store not readable yet; retrying");
+                }
+                state.error = Some(error);
+            }
+        }
+    }
+
+    /// RocksDB sequence number this follower has caught up to.
+    pub fn sequence(&self) -> Option<u64> {
+        self.lock().store.as_ref().map(Store::latest_sequence)
+    }
+
+    /// Time since the last successful catch-up.
+    pub fn since_catch_up(&self) -> Option<Duration> {
+        self.lock().last_catch_up.map(|t| t.elapsed())
+    }
+
+    /// Why the store is not readable, or the last catch-up error.
+    pub fn error(&self) -> Option<String> {
+        self.lock().error.clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl StoreSource for Follower {
+    fn store(&self) -> Result<Store, String> {
+        let state = self.lock();
+        state.store.clone().ok_or_else(|| {
+            state
+                .error
+                .clone()
+                .unwrap_or_else(|| "not opened yet".into())
+        })
+    }
+
+    fn refresh(&self) {
+        self.tick();
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        // The secondary's info logs; the database itself is the agent's.
+        self.lock().store = None;
+        let _ = std::fs::remove_dir_all(&self.secondary_dir);
+    }
+}

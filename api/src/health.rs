@@ -1,0 +1,58 @@
+//! `/api/health`'s answer, assembled from the follower (how far behind the store
+//! view is), the agent link (is the agent up, its latest sequence) and the live
+//! event counters.
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::agent_link::AgentLink;
+use crate::events::EventStats;
+use crate::follower::Follower;
+use crate::state::{AgentHealth, EventsHealth, Health, HealthSource, HealthStatus, StoreHealth};
+
+pub struct ApiHealth {
+    pub follower: Arc<Follower>,
+    pub agent: Arc<AgentLink>,
+    pub events: Arc<EventStats>,
+}
+
+impl HealthSource for ApiHealth {
+    fn health(&self) -> Health {
+        let agent = self.agent.status();
+        let sequence = self.follower.sequence();
+        let agent_sequence = agent.as_ref().ok().map(|s| s.sequence);
+        let store_error = self.follower.error();
+        let open = sequence.is_some();
+        let agent_up = agent.is_ok();
+        Health {
+            status: if open && agent_up {
+                HealthStatus::Ok
+            } else {
+                HealthStatus::Degraded
+            },
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            agent: AgentHealth {
+                up: agent_up,
+                pid: agent.as_ref().ok().map(|s| s.pid),
+                error: agent.err(),
+            },
+            store: StoreHealth {
+                open,
+                last_catch_up_ms_ago: self.follower.since_catch_up().map(|d| d.as_millis() as u64),
+                sequence,
+                agent_sequence,
+                // The agent's sequence is sampled every 250 ms, so a busy agent can
+                // look a little ahead of a follower that is in fact current.
+                sequence_lag: sequence
+                    .zip(agent_sequence)
+                    .map(|(ours, theirs)| theirs.saturating_sub(ours)),
+                error: store_error,
+            },
+            events: EventsHealth {
+                connected: self.agent.subscribed.load(Ordering::Relaxed),
+                received: self.agent.received.load(Ordering::Relaxed),
+                dropped: self.agent.dropped.load(Ordering::Relaxed)
+                    + self.events.dropped.load(Ordering::Relaxed),
+            },
+        }
+    }
+}

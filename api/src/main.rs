@@ -1,0 +1,184 @@
+//! `frametap-api`: the REST API and live events over the agent's capture store.
+//! Reads the store as a RocksDB secondary; asks the agent (control socket) for
+//! anything that writes.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, ValueEnum};
+use frametap_api::{
+    agent_link::AgentLink,
+    auth::{AuthConfig, load_or_create_token},
+    events::LiveEvents,
+    follower::Follower,
+    health::ApiHealth,
+    state::AppState,
+};
+use tracing::{info, warn};
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Serves frametap's captured traffic and WebSocket frames over REST and Socket.IO.
+#[derive(Parser)]
+#[command(name = "frametap-api", version)]
+struct Cli {
+    /// The agent's data dir (its store and control socket live there).
+    #[arg(long, default_value = "/var/lib/frametap")]
+    data_dir: PathBuf,
+    /// Address to serve on. Anything but loopback exposes captured traffic to the
+    /// network: keep the token on.
+    #[arg(long, default_value = "127.0.0.1:8889")]
+    listen: SocketAddr,
+    /// Bearer token required on every /api route and Socket.IO connection
+    /// (default: generated once and kept in <data-dir>/api-token).
+    #[arg(long, env = "FRAMETAP_API_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Serve without any token (only sensible on a single-user machine).
+    #[arg(long, conflicts_with = "token")]
+    no_auth: bool,
+    /// Allow browser pages from this origin (repeatable). CORS is off by default.
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    cors_origins: Vec<String>,
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|runtime| runtime.block_on(serve(cli)));
+    if let Err(e) = result {
+        eprintln!("frametap-api: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn serve(cli: Cli) -> anyhow::Result<()> {
+    let token_file = cli.data_dir.join("api-token");
+    let token = if cli.no_auth {
+        warn!(
+            "--no-auth: anyone who can reach {} reads captured traffic",
+            cli.listen
+        );
+        None
+    } else if let Some(token) = cli.token.clone() {
+        anyhow::ensure!(
+            !token.trim().is_empty(),
+            "--token / FRAMETAP_API_TOKEN is empty"
+        );
+        Some(token)
+    } else {
+        std::fs::create_dir_all(&cli.data_dir)
+            .with_context(|| format!("cannot create the data dir {}", cli.data_dir.display()))?;
+        Some(load_or_create_token(&cli.data_dir)?)
+    };
+    if !cli.listen.ip().is_loopback() {
+        warn!(listen = %cli.listen, "serving beyond loopback");
+    }
+    let auth = AuthConfig {
+        token: token.clone(),
+    };
+
+    let follower = Follower::new(&cli.data_dir, &std::env::temp_dir());
+    // Open now if the store exists, so the first requests don't see "not opened yet".
+    follower.tick();
+    follower.spawn();
+    let agent = AgentLink::new(&cli.data_dir);
+    tokio::spawn(Arc::clone(&agent).poll_status());
+    let (socketio_layer, events) = LiveEvents::new(auth.clone());
+    tokio::spawn(Arc::clone(&agent).follow_records(events.clone()));
+
+    let state = AppState {
+        store: follower.clone(),
+        agent: agent.clone(),
+        health: Arc::new(ApiHealth {
+            follower: follower.clone(),
+            agent: agent.clone(),
+            events: Arc::clone(&events.stats),
+        }),
+        auth,
+    };
+    let mut app = frametap_api::router(state).layer(socketio_layer);
+    if !cli.cors_origins.is_empty() {
+        let origins = cli
+            .cors_origins
+            .iter()
+            .map(|o| {
+                o.parse()
+                    .with_context(|| format!("bad --cors-origin {o:?}"))
+            })
+            .collect::<anyhow::Result<Vec<axum::http::HeaderValue>>>()?;
+        app = app.layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(origins)
+                .allow_methods(tower_http::cors::Any)
+                .allow_headers(tower_http::cors::Any)
+                // The frames page's cursor.
+                .expose_headers([axum::http::header::LINK]),
+        );
+    }
+
+    let listener = tokio::net::TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}: is another frametap-api running? choose another with --listen",
+                cli.listen
+            )
+        })?;
+    info!(
+        listen = %cli.listen,
+        data_dir = %cli.data_dir.display(),
+        "frametap-api serving REST on /api and Socket.IO on /socket.io"
+    );
+    match &token {
+        Some(t) if cli.token.is_none() => println!(
+            "frametap-api: token {t} (stored in {}); send \"Authorization: Bearer {t}\"",
+            token_file.display()
+        ),
+        Some(_) => println!("frametap-api: token from --token / FRAMETAP_API_TOKEN"),
+        None => println!("frametap-api: no token required (--no-auth)"),
+    }
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    info!("bye");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FRAMETAP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

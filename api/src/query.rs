@@ -1,0 +1,172 @@
+//! Hand-written query-string parsing: every malformed or out-of-range parameter becomes
+//! a JSON 400 naming the parameter and what it accepts, never one of axum's plain-text
+//! rejections. Unknown parameters are ignored; a known one given twice is a 400, since
+//! there is no right way to pick one.
+
+use crate::error::{ApiError, excerpt};
+
+/// The decoded `name=value` pairs of a query string, in order.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct QueryParams {
+    pairs: Vec<(String, String)>,
+}
+
+impl QueryParams {
+    /// Decodes `raw` (the part after `?`) as `application/x-www-form-urlencoded`;
+    /// invalid percent-escapes and UTF-8 are decoded lossily, never rejected.
+    pub(crate) fn parse(raw: Option<&str>) -> QueryParams {
+        let pairs = raw
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        QueryParams { pairs }
+    }
+
+    /// Every value given for `name`.
+    pub(crate) fn all<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> + use<'a> {
+        let name = name.to_owned();
+        self.pairs
+            .iter()
+            .filter(move |(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The value of `name`, if given; 400 if given more than once.
+    pub(crate) fn single(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        let mut values = self.all(name);
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(ApiError::BadRequest(format!(
+                "query parameter `{name}` is given more than once: give it once"
+            )));
+        }
+        Ok(first)
+    }
+
+    /// The integer `name` in `min..=max`, or `default` when absent. Only plain decimal
+    /// digits are accepted (no sign, exponent, fraction or whitespace).
+    pub(crate) fn integer(
+        &self,
+        name: &str,
+        min: u64,
+        max: u64,
+        default: u64,
+    ) -> Result<u64, ApiError> {
+        let Some(raw) = self.single(name)? else {
+            return Ok(default);
+        };
+        let range = if max == u64::MAX {
+            format!("an integer >= {min}")
+        } else {
+            format!("an integer from {min} to {max}")
+        };
+        let bad = || {
+            ApiError::BadRequest(format!(
+                "query parameter `{name}` must be {range}, got {:?}",
+                excerpt(raw)
+            ))
+        };
+        if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        // Too many digits for u64 is out of range as well.
+        let value: u64 = raw.parse().map_err(|_| bad())?;
+        if !(min..=max).contains(&value) {
+            return Err(bad());
+        }
+        Ok(value)
+    }
+
+    /// The comma-separated list `name`, items trimmed, empty items skipped; `None` when
+    /// absent or when it lists nothing.
+    pub(crate) fn list(&self, name: &str) -> Result<Option<Vec<&str>>, ApiError> {
+        let Some(raw) = self.single(name)? else {
+            return Ok(None);
+        };
+        let items: Vec<&str> = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        Ok((!items.is_empty()).then_some(items))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(s: &str) -> QueryParams {
+        QueryParams::parse(Some(s))
+    }
+
+    #[test]
+    fn decodes_pairs_and_ignores_unknown() {
+        let p = q("a=1&search=hello+w%C3%B6rld&x&limit=5");
+        assert_eq!(p.single("search").unwrap(), Some("hello wörld"));
+        assert_eq!(p.single("x").unwrap(), Some(""));
+        assert_eq!(p.single("nope").unwrap(), None);
+        assert_eq!(p.integer("limit", 1, 1000, 100).unwrap(), 5);
+        assert_eq!(
+            QueryParams::parse(None)
+                .integer("limit", 1, 1000, 100)
+                .unwrap(),
+            100
+        );
+        // Broken escapes are decoded lossily, not rejected.
+        assert_eq!(q("s=%ZZ%ff").single("s").unwrap(), Some("%ZZ\u{fffd}"));
+    }
+
+    #[test]
+    fn integers_are_strict() {
+        for bad in [
+            "abc",
+            "0",
+            "-1",
+            "+5",
+            "1e3",
+            "1.0",
+            " 5",
+            "5 ",
+            "",
+            "1001",
+            "99999999999999999999",
+            "0x10",
+        ] {
+            let p = QueryParams {
+                pairs: vec![("limit".into(), bad.into())],
+            };
+            let err = p.integer("limit", 1, 1000, 100).unwrap_err();
+            assert_eq!(err.status(), 400, "{bad:?}");
+            assert!(err.message().contains("`limit`"), "{err}");
+            assert!(err.message().contains("from 1 to 1000"), "{err}");
+        }
+        assert_eq!(
+            q("limit=1000").integer("limit", 1, 1000, 100).unwrap(),
+            1000
+        );
+        assert_eq!(q("offset=0").integer("offset", 0, u64::MAX, 0).unwrap(), 0);
+        let err = q("offset=-1")
+            .integer("offset", 0, u64::MAX, 0)
+            .unwrap_err();
+        assert!(err.message().contains("an integer >= 0"), "{err}");
+    }
+
+    #[test]
+    fn duplicates_are_rejected() {
+        let err = q("limit=1&limit=2")
+            .integer("limit", 1, 1000, 100)
+            .unwrap_err();
+        assert_eq!(err.status(), 400);
+        assert!(err.message().contains("more than once"), "{err}");
+    }
+
+    #[test]
+    fn lists_split_on_commas() {
+        assert_eq!(
+            q("m=GET,%20post,,").list("m").unwrap(),
+            Some(vec!["GET", "post"])
+        );
+        assert_eq!(q("m=").list("m").unwrap(), None);
+        assert_eq!(q("").list("m").unwrap(), None);
+    }
+}

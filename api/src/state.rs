@@ -1,0 +1,155 @@
+//! What the HTTP handlers need from the rest of the API process, as traits so the
+//! binary can plug in the real follower store, agent link and health reporter, and the
+//! tests can plug in fakes.
+//!
+//! - [`StoreSource`]: the read-only follower ([`Store::open_secondary`]) of the agent's
+//!   RocksDB, which may not be readable yet.
+//! - [`AgentControl`]: the writes, which only the agent (the store's primary) can make.
+//! - [`HealthSource`]: the [`Health`] report served by `GET /api/health`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use frametap_store::{Store, TrafficId};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::AuthConfig;
+
+/// Gives handlers the follower store.
+pub trait StoreSource: Send + Sync + 'static {
+    /// The follower store, or `Err(reason)` while it can't be read (agent never started
+    /// here, store unreadable): handlers answer 503 with the reason.
+    fn store(&self) -> Result<Store, String>;
+
+    /// Catch up with the primary now (after a write made through the agent), so the
+    /// next read sees it. Best effort, blocking, ~1 ms: call it from a blocking thread.
+    fn refresh(&self);
+}
+
+/// The future returned by [`AgentControl::delete_frames`].
+pub type DeleteFramesFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<u64, ControlError>> + Send + 'a>>;
+
+/// Writes, made by the agent on the API's behalf (the API only has a read-only follower).
+pub trait AgentControl: Send + Sync + 'static {
+    /// Asks the agent to delete every frame of `traffic` recorded so far; returns how
+    /// many were deleted. Frames recorded afterwards are kept.
+    fn delete_frames(&self, traffic: TrafficId) -> DeleteFramesFuture<'_>;
+}
+
+/// Why the agent did not carry out a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlError {
+    /// The agent could not be reached (not running, control socket missing): 503.
+    AgentDown(String),
+    /// The agent answered with an error: 502.
+    Failed(String),
+}
+
+impl std::fmt::Display for ControlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ControlError::AgentDown(reason) => write!(f, "frametap-agent unreachable: {reason}"),
+            ControlError::Failed(reason) => write!(f, "frametap-agent failed: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ControlError {}
+
+/// Produces the report served by `GET /api/health`.
+pub trait HealthSource: Send + Sync + 'static {
+    /// The current health report (cheap: no I/O expected).
+    fn health(&self) -> Health;
+}
+
+/// Everything the router's handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The follower store the handlers read.
+    pub store: Arc<dyn StoreSource>,
+    /// The agent, for writes.
+    pub agent: Arc<dyn AgentControl>,
+    /// The health reporter.
+    pub health: Arc<dyn HealthSource>,
+    /// Who may call `/api`.
+    pub auth: AuthConfig,
+}
+
+/// Overall verdict of a [`Health`] report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// Everything works.
+    Ok,
+    /// Something is down or lagging; the other fields say what.
+    Degraded,
+}
+
+/// `GET /api/health`: the state of the agent link, the follower store and the live
+/// event relay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    /// `ok`, or `degraded` when any part below is down or lagging.
+    pub status: HealthStatus,
+    /// frametap-api's version.
+    pub version: String,
+    /// The agent, as seen through its control socket.
+    pub agent: AgentHealth,
+    /// The follower store.
+    pub store: StoreHealth,
+    /// The live event relay from the agent.
+    pub events: EventsHealth,
+}
+
+/// The agent part of [`Health`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentHealth {
+    /// The agent answers on its control socket.
+    pub up: bool,
+    /// The agent's process id, when known.
+    #[schema(required = true)]
+    pub pid: Option<u32>,
+    /// Why the agent is considered down.
+    #[schema(required = true)]
+    pub error: Option<String>,
+}
+
+/// The follower store part of [`Health`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreHealth {
+    /// The follower is open and readable.
+    pub open: bool,
+    /// Milliseconds since the last successful catch-up with the agent's writes.
+    #[schema(required = true)]
+    pub last_catch_up_ms_ago: Option<u64>,
+    /// The follower's latest RocksDB sequence number.
+    #[schema(required = true)]
+    pub sequence: Option<u64>,
+    /// The agent's latest RocksDB sequence number.
+    #[schema(required = true)]
+    pub agent_sequence: Option<u64>,
+    /// How many writes the follower is behind the agent.
+    #[schema(required = true)]
+    pub sequence_lag: Option<u64>,
+    /// Why the store can't be read, or the last catch-up failed.
+    #[schema(required = true)]
+    pub error: Option<String>,
+}
+
+/// The live events part of [`Health`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventsHealth {
+    /// Subscribed to the agent's event stream.
+    pub connected: bool,
+    /// Events received from the agent since start.
+    pub received: u64,
+    /// Events dropped (slow consumers, agent-side overflow) since start.
+    pub dropped: u64,
+}

@@ -1,0 +1,373 @@
+//! The agent's control socket: how the API process asks the agent to change things
+//! (the API only ever reads the store) and receives live records.
+//!
+//! One Unix stream socket, `<data-dir>/control.sock`, root-owned, mode 0600. Every
+//! connection carries one request: the client sends a [`Request`], the agent answers
+//! with one [`Reply`]; after [`Request::Subscribe`] the agent keeps sending
+//! [`Message::Records`] (and [`Message::Dropped`] notices) until either side closes.
+//!
+//! Messages are length-prefixed: `u32` big-endian body length, then the body, whose
+//! first byte says what it is. [`encode`] and [`Decoder`] are sans-IO; [`read_message`]
+//! and [`write_message`] are the thin async glue.
+
+use std::path::{Path, PathBuf};
+
+use frametap_store::Record;
+use frametap_store::codec::{self, CodecError};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// File name of the control socket inside the agent's data dir.
+pub const SOCKET_FILE: &str = "control.sock";
+
+/// Largest message accepted (a batch of records with capped payloads fits easily).
+pub const MAX_MESSAGE: usize = 256 << 20;
+
+const KIND_REQUEST: u8 = 1;
+const KIND_REPLY: u8 = 2;
+const KIND_RECORDS: u8 = 3;
+const KIND_DROPPED: u8 = 4;
+
+/// Where the agent of `data_dir` listens.
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(SOCKET_FILE)
+}
+
+/// What the API asks of the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+pub enum Request {
+    /// Is the agent up, and how far has it written?
+    Status,
+    /// Delete every frame of a connection recorded so far.
+    DeleteFrames { traffic: String },
+    /// Stream every record the agent persists from now on.
+    Subscribe,
+}
+
+/// The agent's answer to one [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Reply {
+    Status(AgentStatus),
+    Deleted {
+        frames: u64,
+    },
+    Subscribed,
+    /// The request was understood but failed; the text says why.
+    Error(String),
+}
+
+/// [`Request::Status`]'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStatus {
+    pub pid: u32,
+    pub version: String,
+    /// RocksDB's latest sequence number on the primary: a follower that reached it has
+    /// seen every write so far.
+    pub sequence: u64,
+    /// Records handed to the store, and those it could not write.
+    pub records_submitted: u64,
+    pub records_failed: u64,
+    /// Records the live stream dropped for subscribers that could not keep up.
+    pub events_dropped: u64,
+}
+
+/// One control socket message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    Request(Request),
+    Reply(Reply),
+    /// Records the agent persisted (in the WAL), in order.
+    Records(Vec<Record>),
+    /// This subscriber has missed this many records in total since it subscribed
+    /// (it fell behind and its queue was full).
+    Dropped(u64),
+}
+
+/// Why a message could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("control socket I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("control message of {0} bytes is over the {MAX_MESSAGE} byte limit")]
+    TooLarge(usize),
+    #[error("empty control message")]
+    Empty,
+    #[error("unknown control message kind {0}")]
+    UnknownKind(u8),
+    #[error("invalid control message: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("invalid record in control message: {0}")]
+    Record(#[from] CodecError),
+    #[error("truncated control message")]
+    Truncated,
+}
+
+/// Encodes records as one [`Message::Records`] message, ready to write (length
+/// prefix included). The agent encodes once and sends the bytes to every subscriber.
+pub fn encode_records(records: &[Record]) -> Vec<u8> {
+    let mut body = vec![KIND_RECORDS];
+    for record in records {
+        let encoded = codec::encode_record(record);
+        body.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+        body.extend_from_slice(&encoded);
+    }
+    frame(body)
+}
+
+/// Encodes `message` with its length prefix.
+pub fn encode(message: &Message) -> Vec<u8> {
+    let body = match message {
+        Message::Records(records) => return encode_records(records),
+        Message::Request(r) => json_body(KIND_REQUEST, r),
+        Message::Reply(r) => json_body(KIND_REPLY, r),
+        Message::Dropped(n) => {
+            let mut body = vec![KIND_DROPPED];
+            body.extend_from_slice(&n.to_be_bytes());
+            body
+        }
+    };
+    frame(body)
+}
+
+fn json_body(kind: u8, value: &impl Serialize) -> Vec<u8> {
+    let mut body = vec![kind];
+    serde_json::to_writer(&mut body, value).expect("control messages serialise to JSON");
+    body
+}
+
+fn frame(body: Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decodes one message body (without its length prefix).
+pub fn decode_body(body: &[u8]) -> Result<Message, ProtocolError> {
+    let (&kind, rest) = body.split_first().ok_or(ProtocolError::Empty)?;
+    Ok(match kind {
+        KIND_REQUEST => Message::Request(serde_json::from_slice(rest)?),
+        KIND_REPLY => Message::Reply(serde_json::from_slice(rest)?),
+        KIND_DROPPED => {
+            let n: [u8; 8] = rest.try_into().map_err(|_| ProtocolError::Truncated)?;
+            Message::Dropped(u64::from_be_bytes(n))
+        }
+        KIND_RECORDS => {
+            let mut records = Vec::new();
+            let mut rest = rest;
+            while !rest.is_empty() {
+                if rest.len() < 4 {
+                    return Err(ProtocolError::Truncated);
+                }
+                let (len, tail) = rest.split_at(4);
+                let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
+                if tail.len() < len {
+                    return Err(ProtocolError::Truncated);
+                }
+                let (record, tail) = tail.split_at(len);
+                records.push(codec::decode_record(record)?);
+                rest = tail;
+            }
+            Message::Records(records)
+        }
+        other => return Err(ProtocolError::UnknownKind(other)),
+    })
+}
+
+/// Sans-IO reader: push bytes as they arrive, take whole messages out.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    buf: Vec<u8>,
+}
+
+impl Decoder {
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete message, if one has fully arrived.
+    pub fn next_message(&mut self) -> Result<Option<Message>, ProtocolError> {
+        if self.buf.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes(self.buf[..4].try_into().expect("4 bytes")) as usize;
+        if len > MAX_MESSAGE {
+            return Err(ProtocolError::TooLarge(len));
+        }
+        if self.buf.len() < 4 + len {
+            return Ok(None);
+        }
+        let message = decode_body(&self.buf[4..4 + len]);
+        self.buf.drain(..4 + len);
+        message.map(Some)
+    }
+}
+
+/// Reads one message; `None` on a clean end of stream between messages.
+pub async fn read_message<R: AsyncRead + Unpin>(
+    reader: &mut R,
+) -> Result<Option<Message>, ProtocolError> {
+    let mut len = [0u8; 4];
+    match reader.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_MESSAGE {
+        return Err(ProtocolError::TooLarge(len));
+    }
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            ProtocolError::Truncated
+        } else {
+            e.into()
+        }
+    })?;
+    decode_body(&body).map(Some)
+}
+
+/// Writes one message.
+pub async fn write_message<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    message: &Message,
+) -> Result<(), ProtocolError> {
+    writer.write_all(&encode(message)).await?;
+    writer.flush().await?;
+    Ok(())
+}
+
+/// Client side: connects to the agent of `data_dir`, sends `request` and reads the
+/// reply. Errors mean the agent is not reachable (not running, or not ours).
+pub async fn call(data_dir: &Path, request: &Request) -> Result<Reply, ProtocolError> {
+    let mut stream = tokio::net::UnixStream::connect(socket_path(data_dir)).await?;
+    write_message(&mut stream, &Message::Request(request.clone())).await?;
+    match read_message(&mut stream).await? {
+        Some(Message::Reply(reply)) => Ok(reply),
+        Some(_) => Err(ProtocolError::UnknownKind(0)),
+        None => Err(ProtocolError::Truncated),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use frametap_store::{FrameRecord, TrafficId, WsOpen};
+
+    fn frame(seq: u64) -> Record {
+        Record::Frame(FrameRecord {
+            traffic: TrafficId(42),
+            seq,
+            timestamp_ms: 1_700_000_000_000 + seq,
+            from_client: seq.is_multiple_of(2),
+            opcode: 2,
+            fin: true,
+            rsv: 0,
+            masked: seq.is_multiple_of(2),
+            compressed: false,
+            wire_len: 9,
+            payload_len: 3,
+            truncated: false,
+            payload: vec![0, 1, 2],
+            close_code: None,
+            close_reason: None,
+            injected: false,
+            dropped: false,
+            binary_message: true,
+        })
+    }
+
+    fn all_kinds() -> Vec<Message> {
+        vec![
+            Message::Request(Request::DeleteFrames {
+                traffic: "00000000000000ff".into(),
+            }),
+            Message::Request(Request::Subscribe),
+            Message::Reply(Reply::Status(AgentStatus {
+                pid: 7,
+                version: "0.1.0".into(),
+                sequence: 99,
+                records_submitted: 5,
+                records_failed: 1,
+                events_dropped: 2,
+            })),
+            Message::Reply(Reply::Error("no".into())),
+            Message::Dropped(12),
+            Message::Records(vec![
+                frame(1),
+                Record::WsOpen(WsOpen {
+                    traffic: TrafficId(42),
+                    timestamp_ms: 1,
+                    url: "wss://h/p".into(),
+                    client_address: "10.0.0.1:5".into(),
+                    server_address: "10.0.0.2:443".into(),
+                    subprotocol: None,
+                    extensions: None,
+                    deflate: false,
+                }),
+                frame(2),
+            ]),
+            Message::Records(vec![]),
+        ]
+    }
+
+    #[test]
+    fn messages_roundtrip_whatever_the_chunking() {
+        let messages = all_kinds();
+        let bytes: Vec<u8> = messages.iter().flat_map(encode).collect();
+        for chunk in [1, 3, 7, bytes.len()] {
+            let mut decoder = Decoder::default();
+            let mut out = Vec::new();
+            for piece in bytes.chunks(chunk) {
+                decoder.push(piece);
+                while let Some(m) = decoder.next_message().unwrap() {
+                    out.push(m);
+                }
+            }
+            assert_eq!(out, messages, "chunks of {chunk}");
+        }
+    }
+
+    #[test]
+    fn bad_messages_are_errors_not_panics() {
+        for body in [
+            &[][..],
+            &[9][..],
+            &[KIND_DROPPED, 1, 2][..],
+            &[KIND_REQUEST, b'{'][..],
+            &[KIND_RECORDS, 0, 0, 0, 9, 1][..],
+            &[KIND_RECORDS, 0, 0][..],
+            &[KIND_RECORDS, 0, 0, 0, 1, 77][..],
+        ] {
+            assert!(decode_body(body).is_err(), "{body:?}");
+        }
+        let mut decoder = Decoder::default();
+        decoder.push(&u32::MAX.to_be_bytes());
+        assert!(matches!(
+            decoder.next_message(),
+            Err(ProtocolError::TooLarge(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn async_glue_reads_what_it_wrote() {
+        let (mut a, mut b) = tokio::io::duplex(64);
+        let messages = all_kinds();
+        let expected = messages.clone();
+        let writer = tokio::spawn(async move {
+            for m in &messages {
+                write_message(&mut a, m).await.unwrap();
+            }
+        });
+        let mut got = Vec::new();
+        while let Some(m) = read_message(&mut b).await.unwrap() {
+            got.push(m);
+        }
+        writer.await.unwrap();
+        assert_eq!(got, expected);
+    }
+}

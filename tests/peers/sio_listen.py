@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Socket.IO listener for frametap's end-to-end tests and benchmarks, built on
+python-socketio's client (an implementation we did not write).
+
+Prints one JSON line per event: {"event": NAME, "data": PAYLOAD, "t": UNIX_SECONDS};
+{"event": "connected"} once connected, {"event": "connect_error", ...} and exit 2
+when the server refuses the connection.
+
+--bench N: print nothing per event; after N `websocket:frame` events (or --seconds),
+print one summary line: events, seconds, events/s, and the latency of frames whose
+payload is "t:<time.time_ns() of the sender>" (wire-to-event, same host clock).
+"""
+import argparse
+import base64
+import json
+import sys
+import threading
+import time
+
+import socketio
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--url", required=True)
+    p.add_argument("--token")
+    p.add_argument("--bench", type=int)
+    p.add_argument("--seconds", type=float, default=60.0)
+    args = p.parse_args()
+
+    sio = socketio.Client(reconnection=False)
+    done = threading.Event()
+    stats = {"frames": 0, "first": None, "last": None, "latencies": []}
+
+    def emit(obj):
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    @sio.on("*")
+    def any_event(event, data):
+        now = time.time()
+        if args.bench is None:
+            emit({"event": event, "data": data, "t": now})
+            return
+        if event != "websocket:frame":
+            return
+        stats["frames"] += 1
+        if stats["first"] is None:
+            stats["first"] = now
+        stats["last"] = now
+        payload = data.get("data")
+        if payload and data.get("direction") == "client-to-server":
+            raw = base64.b64decode(payload)
+            if raw.startswith(b"t:"):
+                sent_ns = int(raw[2:].split(b" ")[0])
+                stats["latencies"].append(time.time_ns() - sent_ns)
+        if stats["frames"] >= args.bench:
+            done.set()
+
+    @sio.event
+    def connect():
+        emit({"event": "connected"})
+
+    @sio.event
+    def connect_error(data):
+        emit({"event": "connect_error", "data": data})
+
+    auth = {"token": args.token} if args.token else None
+    try:
+        sio.connect(args.url, auth=auth, transports=["websocket"], wait_timeout=10)
+    except socketio.exceptions.ConnectionError as e:
+        emit({"event": "connect_failed", "data": str(e)})
+        sys.exit(2)
+
+    if args.bench is None:
+        sio.wait()
+        return
+    done.wait(args.seconds)
+    sio.disconnect()
+    lat = sorted(stats["latencies"])
+
+    def pct(q):
+        return lat[min(len(lat) - 1, int(q * len(lat)))] / 1e6 if lat else None
+
+    span = (stats["last"] - stats["first"]) if stats["first"] else 0.0
+    emit({
+        "summary": True,
+        "frames": stats["frames"],
+        "seconds": span,
+        "events_per_second": stats["frames"] / span if span > 0 else None,
+        "latency_ms_p50": pct(0.50),
+        "latency_ms_p99": pct(0.99),
+        "latency_samples": len(lat),
+    })
+
+
+if __name__ == "__main__":
+    main()
