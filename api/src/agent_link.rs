@@ -93,10 +93,15 @@ impl AgentLink {
 
     /// Subscribes to the agent's records and hands them to `events`, forever,
     /// resubscribing whenever the agent goes away and comes back.
-    pub async fn follow_records(self: Arc<Self>, events: LiveEvents) {
+    /// `on_records` runs whenever records arrived (before they are emitted).
+    pub async fn follow_records(
+        self: Arc<Self>,
+        events: LiveEvents,
+        on_records: impl Fn() + Send + Sync + 'static,
+    ) {
         let mut was_up = None;
         loop {
-            let result = self.subscription(&events).await;
+            let result = self.subscription(&events, &on_records).await;
             self.subscribed.store(false, Ordering::Relaxed);
             let up = result.is_ok();
             if was_up != Some(up) {
@@ -111,7 +116,11 @@ impl AgentLink {
     }
 
     /// One subscription, until it ends. `Ok` if it was established.
-    async fn subscription(&self, events: &LiveEvents) -> Result<(), ProtocolError> {
+    async fn subscription(
+        &self,
+        events: &LiveEvents,
+        on_records: &(impl Fn() + Sync),
+    ) -> Result<(), ProtocolError> {
         let mut stream =
             tokio::net::UnixStream::connect(frametap_control::socket_path(&self.data_dir)).await?;
         frametap_control::write_message(&mut stream, &Message::Request(Request::Subscribe)).await?;
@@ -129,6 +138,7 @@ impl AgentLink {
         loop {
             match frametap_control::read_message(&mut stream).await {
                 Ok(Some(Message::Records(records))) => {
+                    on_records();
                     self.received
                         .fetch_add(records.len() as u64, Ordering::Relaxed);
                     events.publish(records).await;

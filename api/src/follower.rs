@@ -1,10 +1,13 @@
 //! The API's view of the agent's RocksDB: opened as a secondary (read-only
-//! follower) and caught up on a short timer, so a frame the agent wrote is visible
-//! here within tens of milliseconds. The API may start before the agent (the store
-//! opens once it exists) and outlives agent restarts (a follower that keeps failing
-//! to catch up is reopened).
+//! follower) and caught up whenever the agent's live record stream says it wrote
+//! something ([`Follower::nudge`]), so a frame the agent wrote is visible here within
+//! a few milliseconds. Without that stream (agent down or restarting) it catches up
+//! on a short timer instead. Catching up only when there is something to catch up
+//! with keeps it from stalling reads of an idle store. The API may start before the
+//! agent (the store opens once it exists) and outlives agent restarts (a follower
+//! that keeps failing to catch up is reopened).
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use frametap_store::Store;
@@ -12,8 +15,11 @@ use tracing::{info, warn};
 
 use crate::state::StoreSource;
 
-/// How often the follower catches up. Idle catch-ups cost about a millisecond.
+/// How often the follower catches up when nothing tells it the agent wrote.
 pub const CATCH_UP_INTERVAL: Duration = Duration::from_millis(20);
+/// How often it catches up anyway while the agent's record stream is up (in case a
+/// write was not announced), or while no agent is up.
+pub const CATCH_UP_BACKSTOP: Duration = Duration::from_secs(1);
 /// Consecutive failed catch-ups after which the follower is reopened.
 const REOPEN_AFTER_FAILURES: u32 = 5;
 
@@ -33,6 +39,9 @@ pub struct Follower {
     state: Mutex<State>,
     /// Serialises catch-ups (the timer and read-your-writes refreshes).
     catching_up: Mutex<()>,
+    /// Set by [`Follower::nudge`]: the agent wrote something.
+    nudged: Mutex<bool>,
+    wake: Condvar,
 }
 
 impl Follower {
@@ -47,20 +56,33 @@ impl Follower {
                 ..State::default()
             }),
             catching_up: Mutex::new(()),
+            nudged: Mutex::new(false),
+            wake: Condvar::new(),
         })
     }
 
-    /// Opens (or keeps trying to open) the store and catches up every
-    /// [`CATCH_UP_INTERVAL`] on a background thread, for as long as `self` lives.
-    pub fn spawn(self: &Arc<Self>) {
+    /// The agent wrote something: catch up now.
+    pub fn nudge(&self) {
+        *self.nudged.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.wake.notify_one();
+    }
+
+    /// Opens (or keeps trying to open) the store and catches up on every
+    /// [`Follower::nudge`], or after `idle()` without one, on a background thread,
+    /// for as long as `self` lives.
+    pub fn spawn(self: &Arc<Self>, idle: impl Fn() -> Duration + Send + 'static) {
         let weak = Arc::downgrade(self);
         std::thread::Builder::new()
             .name("frametap-follower".into())
             .spawn(move || {
                 while let Some(follower) = weak.upgrade() {
                     follower.tick();
-                    drop(follower);
-                    std::thread::sleep(CATCH_UP_INTERVAL);
+                    let nudged = follower.nudged.lock().unwrap_or_else(|p| p.into_inner());
+                    let (mut nudged, _) = follower
+                        .wake
+                        .wait_timeout_while(nudged, idle(), |n| !*n)
+                        .unwrap_or_else(|p| p.into_inner());
+                    *nudged = false;
                 }
             })
             .expect("cannot start the store follower thread");

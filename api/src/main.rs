@@ -11,7 +11,7 @@ use frametap_api::{
     agent_link::AgentLink,
     auth::{AuthConfig, load_or_create_token},
     events::LiveEvents,
-    follower::Follower,
+    follower::{CATCH_UP_BACKSTOP, CATCH_UP_INTERVAL, Follower},
     health::ApiHealth,
     state::AppState,
 };
@@ -92,11 +92,23 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     let follower = Follower::new(&cli.data_dir, &std::env::temp_dir());
     // Open now if the store exists, so the first requests don't see "not opened yet".
     follower.tick();
-    follower.spawn();
     let agent = AgentLink::new(&cli.data_dir);
+    // The agent's record stream says when to catch up. Without it a timer does, while
+    // an agent is up; with no agent there is nothing new to see (only the agent
+    // writes), so the follower only checks now and then.
+    let link = Arc::clone(&agent);
+    follower.spawn(move || {
+        let streaming = link.subscribed.load(std::sync::atomic::Ordering::Relaxed);
+        if !streaming && link.status().is_ok() {
+            CATCH_UP_INTERVAL
+        } else {
+            CATCH_UP_BACKSTOP
+        }
+    });
     tokio::spawn(Arc::clone(&agent).poll_status());
     let (socketio_layer, events) = LiveEvents::new(auth.clone());
-    tokio::spawn(Arc::clone(&agent).follow_records(events.clone()));
+    let nudged = Arc::clone(&follower);
+    tokio::spawn(Arc::clone(&agent).follow_records(events.clone(), move || nudged.nudge()));
 
     let state = AppState {
         store: follower.clone(),

@@ -9,6 +9,10 @@ when the server refuses the connection.
 --bench N: print nothing per event; after N `websocket:frame` events (or --seconds),
 print one summary line: events, seconds, events/s, and the latency of frames whose
 payload is "t:<time.time_ns() of the sender>" (wire-to-event, same host clock).
+
+--raw (with --bench): count `websocket:frame` events on a bare Engine.IO WebSocket
+(websocket-client, no Socket.IO client library, no JSON decoding), so that the
+measured rate is the server's rather than a Python client's.
 """
 import argparse
 import base64
@@ -26,7 +30,11 @@ def main():
     p.add_argument("--token")
     p.add_argument("--bench", type=int)
     p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--raw", action="store_true")
     args = p.parse_args()
+    if args.raw:
+        raw_rate(args)
+        return
 
     sio = socketio.Client(reconnection=False)
     done = threading.Event()
@@ -92,6 +100,44 @@ def main():
         "latency_ms_p99": pct(0.99),
         "latency_samples": len(lat),
     })
+
+
+def raw_rate(args):
+    import websocket
+
+    url = args.url.replace("http://", "ws://", 1) + "/socket.io/?EIO=4&transport=websocket"
+    ws = websocket.create_connection(url, timeout=10)
+    opened = ws.recv()
+    assert opened.startswith("0"), opened
+    ws.send("40" + json.dumps({"token": args.token}))
+    ack = ws.recv()
+    if not ack.startswith("40"):
+        print(json.dumps({"event": "connect_error", "data": ack}), flush=True)
+        sys.exit(2)
+    print(json.dumps({"event": "connected"}), flush=True)
+    ws.settimeout(0.5)
+    frames, first, last = 0, None, None
+    deadline = time.time() + args.seconds
+    while time.time() < deadline and frames < args.bench:
+        try:
+            msg = ws.recv()
+        except websocket.WebSocketTimeoutException:
+            continue
+        if msg == "2":
+            ws.send("3")
+        elif msg.startswith('42["websocket:frame"'):
+            frames += 1
+            last = time.time()
+            if first is None:
+                first = last
+    ws.close()
+    span = (last - first) if first else 0.0
+    print(json.dumps({
+        "summary": True,
+        "frames": frames,
+        "seconds": span,
+        "events_per_second": frames / span if span > 0 else None,
+    }), flush=True)
 
 
 if __name__ == "__main__":

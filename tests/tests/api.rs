@@ -235,8 +235,11 @@ fn api_serves_a_recorded_wss_conversation_rest_and_live() {
     assert_eq!(piped["id"], traffic.as_str());
 
     // Count, frames (default page, then through the cursor), each frame by id.
-    let count = api.get(&format!("/api/websocket/{traffic}/count"));
-    assert_eq!(count, json!({"count": live_frames.len()}));
+    // Events may arrive a moment before the follower has caught up with their frames.
+    let n = live_frames.len();
+    api.wait_get(&format!("/api/websocket/{traffic}/count"), |c| {
+        c == &json!({"count": n})
+    });
     let frames = api.get(&format!("/api/websocket/{traffic}/frames"));
     let frames = frames.as_array().unwrap().clone();
     assert_eq!(

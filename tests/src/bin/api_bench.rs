@@ -234,18 +234,17 @@ fn dir_size(dir: &std::path::Path) -> u64 {
 
 /// Runs the python-socketio listener in bench mode until `frames` frame events
 /// arrived (or `seconds` passed) and returns its summary.
-fn listener(api: &Api, frames: u64, seconds: f64) -> anyhow::Result<Spawned> {
+fn listener(api: &Api, frames: u64, seconds: f64, raw: bool) -> anyhow::Result<Spawned> {
     let mut cmd = Command::new("python3");
     cmd.arg(frametap_e2e::api::sio_script())
         .args(["--url", &api.base(), "--token", &api.token])
-        .args([
-            "--bench",
-            &frames.to_string(),
-            "--seconds",
-            &seconds.to_string(),
-        ])
+        .args(["--bench", &frames.to_string()])
+        .args(["--seconds", &seconds.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
+    if raw {
+        cmd.arg("--raw");
+    }
     Ok(Spawned::spawn("sio_listen", cmd))
 }
 
@@ -275,7 +274,7 @@ pub fn live_section(
 
     eprintln!("api: wire-to-event latency");
     let count = 1000u64;
-    let watcher = listener(&api, 2 * count, 120.0)?;
+    let watcher = listener(&api, 2 * count, 120.0, false)?;
     std::thread::sleep(Duration::from_secs(2)); // connected before the first frame
     ws_client(
         lab,
@@ -291,7 +290,7 @@ pub fn live_section(
     let latency = summary(watcher)?;
 
     eprintln!("api: events per second to one subscriber");
-    let watcher = listener(&api, u64::MAX / 2, seconds + 4.0)?;
+    let watcher = listener(&api, u64::MAX / 2, seconds + 4.0, true)?;
     std::thread::sleep(Duration::from_secs(2));
     let echo = ws_client(
         lab,
@@ -320,7 +319,7 @@ pub fn live_section(
          |---|---|---|\n\
          | wire-to-event latency, p50 ({n} messages, one at a time) | {l50:.2} ms | < 5 ms |\n\
          | wire-to-event latency, p99 | {l99:.2} ms | |\n\
-         | events per second to one subscriber (echo at 64 in flight, 100 B, {seconds} s) | {eps:.0} /s | |\n\
+         | `websocket:frame` events per second to one subscriber (bare Engine.IO client; echo at 64 in flight, 100 B, {seconds} s) | {eps:.0} /s | |\n\
          | frames echoed in that run (2 per message) / `websocket:frame` events delivered | {frames_on_wire:.0} / {delivered:.0} | |\n\
          | events dropped for the slow subscriber (agent + API, counted) | {dropped} | |\n",
         n = latency["latency_samples"],

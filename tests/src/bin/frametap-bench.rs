@@ -52,6 +52,9 @@ struct Args {
     /// Requests per API latency measurement.
     #[arg(long, default_value_t = 2000)]
     api_requests: usize,
+    /// Only the API's store section (no lab, no agent): for iterating on the API.
+    #[arg(long)]
+    api_store_only: bool,
 }
 
 const WS_HOST: &str = "bench.frametap.test";
@@ -143,6 +146,12 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if !require_root() {
         bail!("run as root");
+    }
+    if args.api_store_only {
+        let section =
+            api_bench::store_section(args.api_frames, args.api_hot_frames, args.api_requests)?;
+        println!("{section}");
+        return Ok(());
     }
     let lab = Lab::new();
     let cg = TestCgroup::new("bench");
