@@ -132,6 +132,32 @@ fn all_frames(api: &Api, traffic: &str, page: usize) -> Vec<Value> {
     }
 }
 
+/// Runs one of the seed's curl examples as written, with our port, ids and token.
+fn seed_curl(api: &Api, example: &str, traffic: &str, frame: &str) -> Value {
+    let command = example
+        .replacen("curl ", "curl -sS -H \"Authorization: Bearer $TOKEN\" ", 1)
+        .replace("8889", &api.port.to_string())
+        .replace("traffic-uuid-1", traffic)
+        .replace("TRAFFIC_ID", traffic)
+        .replace("frame-uuid-1", frame);
+    let out = Command::new("bash")
+        .args(["-c", &command])
+        .env("TOKEN", &api.token)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{command}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
 const SEED_PIPELINE: &str = r#"curl -s -H "Authorization: Bearer $TOKEN" "http://localhost:$PORT/api/traffic?methods=GET&search=ws" | jq '.entries[] | select(.protocol == "wss")'"#;
 
 #[test]
@@ -181,7 +207,16 @@ fn api_serves_a_recorded_wss_conversation_rest_and_live() {
     );
 
     // Live: open, every frame, close, and the traffic entry, as they happened.
-    let events = live.collect_until(|ev| ev.iter().any(|e| e["event"] == "websocket:close"));
+    // Until the close event and as many frame events as it counts (the listener may
+    // print them in any order).
+    let events = live.collect_until(|ev| {
+        let frames = ev
+            .iter()
+            .filter(|e| e["event"] == "websocket:frame")
+            .count();
+        ev.iter()
+            .any(|e| e["event"] == "websocket:close" && e["data"]["frameCount"] == frames)
+    });
     let entry = wss_entry(&api, "/chat");
     let traffic = entry["id"].as_str().unwrap().to_string();
     let named = |name: &str| -> Vec<Value> {
@@ -202,7 +237,10 @@ fn api_serves_a_recorded_wss_conversation_rest_and_live() {
             .any(|t| t["id"] == traffic.as_str() && t["protocol"] == "wss"),
         "traffic:batch carries the wss entry: {batches:?}"
     );
-    let live_frames = named("websocket:frame");
+    let mut live_frames = named("websocket:frame");
+    // python-socketio runs each event handler on its own thread, so the listener may
+    // print events out of order; the frame's seq gives capture order back.
+    live_frames.sort_by_key(|f| f["seq"].as_u64());
     let closes = named("websocket:close");
     assert_eq!(closes.len(), 1);
     assert_eq!(closes[0]["trafficId"], traffic.as_str());
@@ -242,6 +280,44 @@ fn api_serves_a_recorded_wss_conversation_rest_and_live() {
     });
     let frames = api.get(&format!("/api/websocket/{traffic}/frames"));
     let frames = frames.as_array().unwrap().clone();
+    // The seed's own curl examples, verbatim but for the token and the ids.
+    let first_id = frames[0]["id"].as_str().unwrap();
+    assert_eq!(
+        seed_curl(
+            &api,
+            r#"curl "http://localhost:8889/api/websocket/traffic-uuid-1/frames?limit=50""#,
+            &traffic,
+            first_id
+        ),
+        json!(frames)
+    );
+    assert_eq!(
+        seed_curl(
+            &api,
+            "curl http://localhost:8889/api/websocket/frame/frame-uuid-1",
+            &traffic,
+            first_id
+        ),
+        frames[0]
+    );
+    assert_eq!(
+        seed_curl(
+            &api,
+            "curl http://localhost:8889/api/websocket/TRAFFIC_ID/count",
+            &traffic,
+            first_id
+        ),
+        json!({"count": n})
+    );
+    assert_eq!(
+        seed_curl(
+            &api,
+            r#"curl "http://localhost:8889/api/websocket/TRAFFIC_ID/frames?limit=10""#,
+            &traffic,
+            first_id
+        ),
+        json!(frames[..10])
+    );
     assert_eq!(
         frames, live_frames,
         "live events carry the very same frame JSON"
@@ -309,9 +385,13 @@ fn api_serves_a_recorded_wss_conversation_rest_and_live() {
     assert_eq!(conn["framesFromServer"], from_server.len());
 
     // DELETE (through the agent), then nothing is left of those frames.
-    let deleted = api.request("DELETE", &format!("/api/websocket/{traffic}/frames"));
-    assert_eq!(deleted.status, 200, "{}", deleted.body);
-    assert_eq!(deleted.json()["success"], true);
+    let deleted = seed_curl(
+        &api,
+        "curl -X DELETE http://localhost:8889/api/websocket/traffic-uuid-1/frames",
+        &traffic,
+        first_id,
+    );
+    assert_eq!(deleted["success"], true, "{deleted}");
     assert_eq!(
         api.get(&format!("/api/websocket/{traffic}/count")),
         json!({"count": 0})
