@@ -33,12 +33,7 @@ impl TrafficIds {
     }
 }
 
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use frametap_store::now_ms;
 
 #[derive(Default)]
 pub struct RecorderStats {

@@ -41,6 +41,7 @@ pub use records::{FrameRecord, Record, TrafficEntry, WsClose, WsConnection, WsOp
 pub use retention::{DeleteStats, RetentionHandle, RetentionReport, spawn_retention};
 pub use store::{
     CF_DELETIONS, CF_FRAMES, CF_TRAFFIC, CF_WS, COLUMN_FAMILIES, FrameFilter, Store, StoreOptions,
+    now_ms,
 };
 pub use writer::{MAX_BATCH_BYTES, MAX_BATCH_RECORDS, WriteError, Writer, WriterStats};
 

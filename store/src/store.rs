@@ -104,7 +104,9 @@ impl std::fmt::Debug for Store {
     }
 }
 
-pub(crate) fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch (0 if the clock is before it): the timestamps
+/// of every record.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -56,7 +56,7 @@ fn fill_store(
     per_connection: u64,
 ) -> anyhow::Result<Vec<TrafficId>> {
     let store = Store::open_primary(dir, StoreOptions::default())?;
-    let base_ms = frametap_e2e_now_ms() - 3_600_000;
+    let base_ms = frametap_store::now_ms() - 3_600_000;
     let mut ids = Vec::new();
     const BATCH: u64 = 10_000;
     for c in 0..connections {
@@ -114,13 +114,6 @@ fn fill_store(
     }
     store.flush()?;
     Ok(ids)
-}
-
-fn frametap_e2e_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Client-side latency of `n` GETs (microseconds), each checked by `check`.
