@@ -89,6 +89,8 @@ pub struct FileConfig {
     pub max_frame_payload: Option<String>,
     pub retention_max_age: Option<String>,
     pub retention_max_size: Option<String>,
+    /// Message rules (`[[rules]]` tables), tried in order.
+    pub rules: Option<Vec<frametap_control::Rule>>,
 }
 
 impl FileConfig {
@@ -192,6 +194,8 @@ pub struct ServeConfig {
     pub max_frame_payload: u64,
     pub retention_max_age: Option<Duration>,
     pub retention_max_size: Option<u64>,
+    /// Message rules from the config file (compiled and checked).
+    pub rules: Vec<frametap_control::Rule>,
 }
 
 impl ServeConfig {
@@ -290,6 +294,8 @@ impl ServeConfig {
         let mut passthrough = cli.passthrough;
         passthrough.extend(file.passthrough.unwrap_or_default());
 
+        let rules = file.rules.unwrap_or_default();
+        crate::rules::RuleBook::new(rules.clone()).map_err(anyhow::Error::msg)?;
         Ok(Self {
             cgroups,
             ports,
@@ -310,6 +316,7 @@ impl ServeConfig {
             max_frame_payload,
             retention_max_age,
             retention_max_size,
+            rules,
         })
     }
 
@@ -442,6 +449,34 @@ mod tests {
         assert!(parse_size("0").is_err());
         assert!(parse_size("5 parsecs").is_err());
         assert!(parse_size("99999999999TiB").is_err());
+    }
+
+    #[test]
+    fn rules_from_file_are_compiled_before_anything_starts() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            [[rules]]
+            contains = "password"
+            direction = "to-server"
+            action = { kind = "drop" }
+
+            [[rules]]
+            host = "*.chat.test"
+            type = "text"
+            action = { kind = "replace", pattern = "secret", replacement = "XXXX" }
+            "#,
+        )
+        .unwrap();
+        let c = ServeConfig::resolve(CliServe::default(), file).unwrap();
+        assert_eq!(c.rules.len(), 2);
+        let file: FileConfig =
+            toml::from_str("[[rules]]\nregex = \"(\"\naction = { kind = \"drop\" }\n").unwrap();
+        let err = ServeConfig::resolve(CliServe::default(), file).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("rule 1 in the config file"),
+            "{err:#}"
+        );
+        assert!(toml::from_str::<FileConfig>("[[rules]]\nation = 1\n").is_err());
     }
 
     #[test]

@@ -8,13 +8,17 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use frametap_control::{AgentStatus, Message, Reply, Request, read_message, write_message};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use frametap_control::{
+    AgentStatus, InjectDirection, Message, Refusal, Reply, Request, read_message, write_message,
+};
 use frametap_store::{Store, TrafficId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-use crate::recorder::Recorder;
+use crate::{intercept::session::Side, live::LiveConnections, recorder::Recorder, rules::RuleBook};
 
 /// A client has this long to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,6 +91,8 @@ impl Drop for ControlSocket {
 pub struct ControlContext {
     pub store: Store,
     pub recorder: Recorder,
+    pub rules: Arc<RuleBook>,
+    pub live: Arc<LiveConnections>,
 }
 
 async fn handle(mut stream: UnixStream, ctx: Arc<ControlContext>) {
@@ -123,7 +129,67 @@ async fn handle(mut stream: UnixStream, ctx: Arc<ControlContext>) {
             let _ = reply(&mut stream, answer).await;
         }
         Request::Subscribe => stream_records(stream, &ctx).await,
+        Request::ListRules => {
+            let _ = reply(&mut stream, Reply::Rules(ctx.rules.list())).await;
+        }
+        Request::AddRule { rule } => {
+            let answer = match ctx.rules.add(rule) {
+                Ok(rule) => {
+                    info!(rule = %serde_json::to_string(&rule).unwrap_or_default(), "rule added");
+                    Reply::RuleAdded(rule)
+                }
+                Err((reason, message)) => Reply::Refused { reason, message },
+            };
+            let _ = reply(&mut stream, answer).await;
+        }
+        Request::DeleteRule { id } => {
+            let answer = if ctx.rules.delete(&id) {
+                info!(%id, "rule deleted");
+                Reply::RuleDeleted
+            } else {
+                Reply::Refused {
+                    reason: Refusal::NotFound,
+                    message: format!("no rule with id {id:?}"),
+                }
+            };
+            let _ = reply(&mut stream, answer).await;
+        }
+        Request::Send {
+            traffic,
+            direction,
+            payload,
+            is_binary,
+        } => {
+            let answer = match send(&ctx, &traffic, direction, &payload, is_binary).await {
+                Ok(seq) => Reply::Sent { seq },
+                Err((reason, message)) => Reply::Refused { reason, message },
+            };
+            let _ = reply(&mut stream, answer).await;
+        }
     }
+}
+
+async fn send(
+    ctx: &ControlContext,
+    traffic: &str,
+    direction: InjectDirection,
+    payload: &str,
+    is_binary: bool,
+) -> Result<u64, (Refusal, String)> {
+    let id = traffic.parse::<TrafficId>().map_err(|e| {
+        (
+            Refusal::NotFound,
+            format!("bad traffic id {traffic:?}: {e}"),
+        )
+    })?;
+    let content = BASE64
+        .decode(payload)
+        .map_err(|e| (Refusal::BadRequest, format!("payload is not base64: {e}")))?;
+    let to = match direction {
+        InjectDirection::ToClient => Side::Client,
+        InjectDirection::ToServer => Side::Server,
+    };
+    ctx.live.inject(id, to, content, is_binary).await
 }
 
 fn status(ctx: &ControlContext) -> AgentStatus {

@@ -16,9 +16,11 @@ use frametap_agent::{
     control::{ControlContext, ControlSocket},
     exec,
     intercept::Passthrough,
+    live::LiveConnections,
     preflight,
     proxy::{self, InterceptSettings, ProxyContext},
     recorder::Recorder,
+    rules::RuleBook,
     state,
     tls::{CertificateAuthority, LeafMinter, TlsContext, UpstreamTrust},
 };
@@ -308,9 +310,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let writer = Writer::spawn(store.clone(), WRITER_QUEUE);
     let recorder = Recorder::new(writer.clone());
     let control = ControlSocket::bind(&cfg.data_dir)?;
+    let rules = Arc::new(RuleBook::new(cfg.rules.clone()).map_err(anyhow::Error::msg)?);
+    let live = Arc::new(LiveConnections::default());
     let control_ctx = Arc::new(ControlContext {
         store: store.clone(),
         recorder: recorder.clone(),
+        rules: Arc::clone(&rules),
+        live: Arc::clone(&live),
     });
 
     let mut agent = capture_common::AgentConfig::new(
@@ -384,6 +390,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tls,
             passthrough,
             payload_cap: usize::try_from(cfg.max_frame_payload).unwrap_or(usize::MAX),
+            rules,
+            live,
         },
         recorder.clone(),
     ));

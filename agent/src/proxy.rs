@@ -34,8 +34,13 @@ pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct InterceptSettings {
     pub tls: Arc<TlsContext>,
     pub passthrough: Passthrough,
-    /// Most payload bytes stored per frame; the rest is counted only.
+    /// Most payload bytes stored per frame; the rest is counted only. Also the
+    /// most a message rule holds back before letting a message through unexamined.
     pub payload_cap: usize,
+    /// Message rules (drop, replace, close).
+    pub rules: Arc<crate::rules::RuleBook>,
+    /// Open WebSocket connections, for injecting messages.
+    pub live: Arc<crate::live::LiveConnections>,
 }
 
 /// What every connection task shares.

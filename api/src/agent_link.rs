@@ -1,20 +1,22 @@
-//! The API's side of the agent's control socket: writes (frame deletion) as
-//! one-shot requests, the agent's status for `/api/health`, and the live record
-//! subscription that feeds Socket.IO. Everything reconnects by itself, so the API
+//! The API's side of the agent's control socket: writes (frame deletion, rules,
+//! injected messages) as one-shot requests, the agent's status for `/api/health`,
+//! and the live record subscription that feeds Socket.IO. Everything reconnects by itself, so the API
 //! and the agent start and restart in any order.
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use frametap_control::{AgentStatus, Message, ProtocolError, Reply, Request};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use frametap_control::{
+    AgentStatus, InjectDirection, Message, ProtocolError, Reply, Request, Rule,
+};
 use frametap_store::TrafficId;
 use tracing::{info, warn};
 
 use crate::events::LiveEvents;
-use crate::state::{AgentControl, ControlError};
+use crate::state::{AgentControl, AgentFuture, ControlError};
 
 /// A request the agent does not answer within this is given up on.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -84,7 +86,11 @@ impl AgentLink {
             let status = match self.call(Request::Status).await {
                 Ok(Reply::Status(s)) => Ok(s),
                 Ok(other) => Err(format!("unexpected answer to a status request: {other:?}")),
-                Err(ControlError::AgentDown(why) | ControlError::Failed(why)) => Err(why),
+                Err(
+                    ControlError::AgentDown(why)
+                    | ControlError::Failed(why)
+                    | ControlError::Refused(_, why),
+                ) => Err(why),
             };
             *self.status.lock().unwrap_or_else(|p| p.into_inner()) = status;
             tokio::time::sleep(STATUS_INTERVAL).await;
@@ -158,11 +164,18 @@ impl AgentLink {
     }
 }
 
+/// What an answer to a request other than the expected one means: a refusal the
+/// caller can act on, an error, or a protocol mix-up (both 502).
+fn unexpected(reply: Reply, request: &str) -> ControlError {
+    match reply {
+        Reply::Refused { reason, message } => ControlError::Refused(reason, message),
+        Reply::Error(e) => ControlError::Failed(e),
+        other => ControlError::Failed(format!("unexpected answer to {request}: {other:?}")),
+    }
+}
+
 impl AgentControl for AgentLink {
-    fn delete_frames(
-        &self,
-        traffic: TrafficId,
-    ) -> Pin<Box<dyn Future<Output = Result<u64, ControlError>> + Send + '_>> {
+    fn delete_frames(&self, traffic: TrafficId) -> AgentFuture<'_, u64> {
         Box::pin(async move {
             match self
                 .call(Request::DeleteFrames {
@@ -171,10 +184,55 @@ impl AgentControl for AgentLink {
                 .await?
             {
                 Reply::Deleted { frames } => Ok(frames),
-                Reply::Error(e) => Err(ControlError::Failed(e)),
-                other => Err(ControlError::Failed(format!(
-                    "unexpected answer to a delete request: {other:?}"
-                ))),
+                other => Err(unexpected(other, "a delete request")),
+            }
+        })
+    }
+
+    fn list_rules(&self) -> AgentFuture<'_, Vec<Rule>> {
+        Box::pin(async move {
+            match self.call(Request::ListRules).await? {
+                Reply::Rules(rules) => Ok(rules),
+                other => Err(unexpected(other, "a rule list request")),
+            }
+        })
+    }
+
+    fn add_rule(&self, rule: Rule) -> AgentFuture<'_, Rule> {
+        Box::pin(async move {
+            match self.call(Request::AddRule { rule }).await? {
+                Reply::RuleAdded(rule) => Ok(rule),
+                other => Err(unexpected(other, "a new rule")),
+            }
+        })
+    }
+
+    fn delete_rule(&self, id: String) -> AgentFuture<'_, ()> {
+        Box::pin(async move {
+            match self.call(Request::DeleteRule { id }).await? {
+                Reply::RuleDeleted => Ok(()),
+                other => Err(unexpected(other, "a rule deletion")),
+            }
+        })
+    }
+
+    fn send(
+        &self,
+        traffic: TrafficId,
+        direction: InjectDirection,
+        payload: Vec<u8>,
+        is_binary: bool,
+    ) -> AgentFuture<'_, u64> {
+        Box::pin(async move {
+            let request = Request::Send {
+                traffic: traffic.to_string(),
+                direction,
+                payload: BASE64.encode(&payload),
+                is_binary,
+            };
+            match self.call(request).await? {
+                Reply::Sent { seq } => Ok(seq),
+                other => Err(unexpected(other, "a send request")),
             }
         })
     }

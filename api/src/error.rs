@@ -27,8 +27,13 @@ pub enum ApiError {
     NotFound(String),
     /// 405: the path exists, the method does not.
     MethodNotAllowed(String),
-    /// 409: the request conflicts with the current state (reserved).
+    /// 409: the request conflicts with the current state (a closed connection, a rule
+    /// id in use).
     Conflict(String),
+    /// 413: the request body is over the size limit.
+    PayloadTooLarge(String),
+    /// 415: the request body is not `application/json`.
+    UnsupportedMediaType(String),
     /// 500: a bug (a panicked worker); never caused by input.
     Internal(String),
     /// 502: the agent answered with an error.
@@ -46,6 +51,8 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -60,6 +67,8 @@ impl ApiError {
             | ApiError::NotFound(m)
             | ApiError::MethodNotAllowed(m)
             | ApiError::Conflict(m)
+            | ApiError::PayloadTooLarge(m)
+            | ApiError::UnsupportedMediaType(m)
             | ApiError::Internal(m)
             | ApiError::BadGateway(m)
             | ApiError::Unavailable(m) => m,
@@ -112,11 +121,15 @@ impl IntoResponse for ApiError {
 
 /// Shortens user input before it is echoed in an error message.
 pub(crate) fn excerpt(s: &str) -> String {
-    const MAX: usize = 64;
-    if s.len() <= MAX {
+    excerpt_to(s, 64)
+}
+
+/// `s` cut to at most `max` bytes (at a character boundary), `...` marking a cut.
+pub(crate) fn excerpt_to(s: &str, max: usize) -> String {
+    if s.len() <= max {
         return s.to_owned();
     }
-    let mut end = MAX;
+    let mut end = max;
     while !s.is_char_boundary(end) {
         end -= 1;
     }

@@ -1,22 +1,41 @@
 //! frametap's API process, library part: the REST API over the capture store.
 //!
 //! [`router`] serves, under `/api` and behind the API token ([`auth`]):
-//! the seed's WebSocket Frames API (`/api/websocket/...`), the traffic list
-//! (`/api/traffic`), `/api/health` and `/api/openapi.json` (generated from the
-//! handlers, see [`openapi`]). Reads go to a read-only follower of the agent's RocksDB
-//! ([`StoreSource`]); writes go through the agent ([`AgentControl`]).
+//!
+//! - the seed's WebSocket Frames API: `GET /api/websocket/{trafficId}/frames`,
+//!   `GET /api/websocket/frame/{id}`, `GET /api/websocket/{trafficId}/count`,
+//!   `DELETE /api/websocket/{trafficId}/frames`, and the connection,
+//!   `GET /api/websocket/{trafficId}`;
+//! - messages: `GET /api/websocket/{trafficId}/messages`, the frames reassembled into
+//!   messages ([`messages`]), paged like frames;
+//! - injection: `POST /api/websocket/{trafficId}/send` (`201`, the injected frame's id);
+//! - rules: `GET /api/rules`, `POST /api/rules` (`201`), `DELETE /api/rules/{id}`
+//!   (`200`), the agent's drop / replace / close rules ([`agent_views`]);
+//! - exports: `GET /api/har?trafficId=` or `?from=&to=` (HAR 1.2 with Chrome's
+//!   WebSocket fields, [`har`]) and `GET /api/websocket/{trafficId}/frames.ndjson`
+//!   (every frame, one JSON per line, streamed);
+//! - the traffic list (`/api/traffic`, `/api/traffic/{id}`), `/api/health` and
+//!   `/api/openapi.json` (generated from the handlers, see [`openapi`]).
+//!
+//! Reads go to a read-only follower of the agent's RocksDB ([`StoreSource`]); writes,
+//! rules and injected messages go through the agent ([`AgentControl`]).
 //!
 //! Modules: [`state`] (what handlers need), [`auth`] (token), [`error`] (JSON errors),
-//! [`views`] (JSON shapes, shared with the live events), `rest` (handlers), [`openapi`];
-//! and for the binary: [`follower`] (the RocksDB secondary, caught up continually),
-//! [`agent_link`] (the agent's control socket), [`events`] (Socket.IO), [`health`].
+//! [`views`] (JSON shapes, shared with the live events), [`agent_views`] (rule and
+//! injection shapes), [`messages`] (sans-IO message reassembly), [`har`] (HAR
+//! building), `rest` (handlers), [`openapi`]; and for the binary: [`follower`] (the
+//! RocksDB secondary, caught up continually), [`agent_link`] (the agent's control
+//! socket), [`events`] (Socket.IO), [`health`].
 
 pub mod agent_link;
+pub mod agent_views;
 pub mod auth;
 pub mod error;
 pub mod events;
 pub mod follower;
+pub mod har;
 pub mod health;
+pub mod messages;
 pub mod openapi;
 mod query;
 mod rest;
@@ -29,11 +48,12 @@ use axum::middleware;
 pub use auth::{AuthConfig, load_or_create_token};
 pub use error::{ApiError, ErrorBody};
 pub use state::{
-    AgentControl, AgentHealth, AppState, ControlError, DeleteFramesFuture, EventsHealth, Health,
-    HealthSource, HealthStatus, StoreHealth, StoreSource,
+    AgentControl, AgentFuture, AgentHealth, AppState, ControlError, DeleteFramesFuture,
+    EventsHealth, Health, HealthSource, HealthStatus, StoreHealth, StoreSource,
 };
 pub use views::{
-    Frame, TrafficEntry, WebSocketConnection, connection_json, frame_json, traffic_json,
+    Frame, TrafficEntry, WebSocketConnection, WebSocketMessage, connection_json, frame_json,
+    message_json, traffic_json,
 };
 
 /// The REST API: every `/api` route behind the token check, JSON 404 for unknown paths

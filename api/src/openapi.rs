@@ -28,6 +28,8 @@ pub const QUERY_TOKEN_SCHEME: &str = "queryToken";
     tags(
         (name = "websocket", description = "WebSocket connections and their frames"),
         (name = "traffic", description = "Captured HTTP exchanges"),
+        (name = "rules", description = "The agent's message rules: drop, replace or close on matching messages"),
+        (name = "export", description = "HAR and NDJSON exports"),
         (name = "meta", description = "Health and this document"),
     )
 )]

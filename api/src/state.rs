@@ -4,13 +4,15 @@
 //!
 //! - [`StoreSource`]: the read-only follower ([`Store::open_secondary`]) of the agent's
 //!   RocksDB, which may not be readable yet.
-//! - [`AgentControl`]: the writes, which only the agent (the store's primary) can make.
+//! - [`AgentControl`]: the writes, which only the agent (the store's primary) can make,
+//!   and the agent's message rules.
 //! - [`HealthSource`]: the [`Health`] report served by `GET /api/health`.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use frametap_control::{InjectDirection, Refusal, Rule};
 use frametap_store::{Store, TrafficId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -28,15 +30,40 @@ pub trait StoreSource: Send + Sync + 'static {
     fn refresh(&self);
 }
 
-/// The future returned by [`AgentControl::delete_frames`].
-pub type DeleteFramesFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<u64, ControlError>> + Send + 'a>>;
+/// The future of an [`AgentControl`] request: the agent's answer, or why there is none.
+pub type AgentFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ControlError>> + Send + 'a>>;
 
-/// Writes, made by the agent on the API's behalf (the API only has a read-only follower).
+/// The future returned by [`AgentControl::delete_frames`].
+pub type DeleteFramesFuture<'a> = AgentFuture<'a, u64>;
+
+/// Writes, made by the agent on the API's behalf (the API only has a read-only follower),
+/// and the agent's own state (its message rules), which only it holds.
 pub trait AgentControl: Send + Sync + 'static {
     /// Asks the agent to delete every frame of `traffic` recorded so far; returns how
     /// many were deleted. Frames recorded afterwards are kept.
     fn delete_frames(&self, traffic: TrafficId) -> DeleteFramesFuture<'_>;
+
+    /// The message rules in force, in the order the agent tries them.
+    fn list_rules(&self) -> AgentFuture<'_, Vec<Rule>>;
+
+    /// Appends `rule`; returns it as the agent stored it (with its id). The agent
+    /// refuses ([`ControlError::Refused`]) rules that do not compile.
+    fn add_rule(&self, rule: Rule) -> AgentFuture<'_, Rule>;
+
+    /// Removes the rule `id`; refused with [`Refusal::NotFound`] if there is none.
+    fn delete_rule(&self, id: String) -> AgentFuture<'_, ()>;
+
+    /// Sends one message (`payload`, already decoded) into the live connection
+    /// `traffic`, towards `direction`; returns the sequence number of the frame the
+    /// agent recorded for it. Refused with [`Refusal::NotFound`] or
+    /// [`Refusal::Conflict`] when the agent has no such open connection.
+    fn send(
+        &self,
+        traffic: TrafficId,
+        direction: InjectDirection,
+        payload: Vec<u8>,
+        is_binary: bool,
+    ) -> AgentFuture<'_, u64>;
 }
 
 /// Why the agent did not carry out a request.
@@ -46,6 +73,9 @@ pub enum ControlError {
     AgentDown(String),
     /// The agent answered with an error: 502.
     Failed(String),
+    /// The agent refused the request for a reason the caller can act on (invalid
+    /// rule, no such rule or connection, connection closed): 400, 404 or 409.
+    Refused(Refusal, String),
 }
 
 impl std::fmt::Display for ControlError {
@@ -53,6 +83,9 @@ impl std::fmt::Display for ControlError {
         match self {
             ControlError::AgentDown(reason) => write!(f, "frametap-agent unreachable: {reason}"),
             ControlError::Failed(reason) => write!(f, "frametap-agent failed: {reason}"),
+            ControlError::Refused(refusal, message) => {
+                write!(f, "frametap-agent refused ({refusal:?}): {message}")
+            }
         }
     }
 }

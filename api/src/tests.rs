@@ -4,7 +4,7 @@
 //! OpenAPI test validates real bodies against the schemas the document declares.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Body;
@@ -19,9 +19,11 @@ use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
+use frametap_control::{InjectDirection, Refusal, Rule};
+
 use crate::state::{
-    AgentControl, AgentHealth, AppState, ControlError, DeleteFramesFuture, EventsHealth, Health,
-    HealthSource, HealthStatus, StoreHealth, StoreSource,
+    AgentControl, AgentFuture, AgentHealth, AppState, ControlError, DeleteFramesFuture,
+    EventsHealth, Health, HealthSource, HealthStatus, StoreHealth, StoreSource,
 };
 use crate::{AuthConfig, router};
 
@@ -69,6 +71,7 @@ fn frame(
         injected: false,
         dropped: false,
         binary_message: opcode == 2,
+        modified: false,
     }
 }
 
@@ -197,26 +200,191 @@ impl StoreSource for NoStore {
     fn refresh(&self) {}
 }
 
-/// Deletes through the primary, as the real agent does on request.
-struct Agent(Store);
+/// A request the fake agent received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AgentCall {
+    DeleteFrames(TrafficId),
+    ListRules,
+    AddRule(Rule),
+    DeleteRule(String),
+    Send {
+        traffic: TrafficId,
+        direction: InjectDirection,
+        payload: Vec<u8>,
+        is_binary: bool,
+    },
+}
+
+/// The one regex the fake agent can't compile.
+const BAD_REGEX: &str = "(unclosed";
+
+/// Acts as the real agent does on request: deletes and injects through the primary,
+/// keeps rules; records every call.
+struct Agent {
+    primary: Store,
+    rules: Mutex<Vec<Rule>>,
+    calls: Mutex<Vec<AgentCall>>,
+}
+
+impl Agent {
+    fn new(primary: Store) -> Agent {
+        Agent {
+            primary,
+            rules: Mutex::new(Vec::new()),
+            calls: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn record(&self, call: AgentCall) {
+        self.calls.lock().unwrap().push(call);
+    }
+
+    fn calls(&self) -> Vec<AgentCall> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// Records the injected frame as the agent would, and returns its seq.
+    fn inject(
+        &self,
+        traffic: TrafficId,
+        direction: InjectDirection,
+        payload: &[u8],
+        is_binary: bool,
+    ) -> Result<u64, ControlError> {
+        let refuse = |reason, message: &str| Err(ControlError::Refused(reason, message.into()));
+        match self.primary.ws_connection(traffic).unwrap() {
+            None => return refuse(Refusal::NotFound, "no such connection"),
+            Some(c) if !c.open => return refuse(Refusal::Conflict, "connection closed"),
+            Some(_) => {}
+        }
+        let last = self
+            .primary
+            .frames(traffic, None, usize::MAX, &Default::default())
+            .unwrap()
+            .last()
+            .map_or(0, |f| f.seq);
+        let from_client = direction == InjectDirection::ToServer;
+        let mut injected = frame(
+            traffic,
+            last + 1,
+            from_client,
+            if is_binary { 2 } else { 1 },
+            payload,
+        );
+        injected.injected = true;
+        injected.masked = false;
+        self.primary.write(&[injected.into()]).unwrap();
+        Ok(last + 1)
+    }
+}
 
 impl AgentControl for Agent {
     fn delete_frames(&self, traffic: TrafficId) -> DeleteFramesFuture<'_> {
+        self.record(AgentCall::DeleteFrames(traffic));
         Box::pin(async move {
-            self.0
+            self.primary
                 .delete_frames(traffic)
                 .map_err(|e| ControlError::Failed(format!("{e:#}")))
         })
     }
+
+    fn list_rules(&self) -> AgentFuture<'_, Vec<Rule>> {
+        self.record(AgentCall::ListRules);
+        Box::pin(async move { Ok(self.rules.lock().unwrap().clone()) })
+    }
+
+    fn add_rule(&self, rule: Rule) -> AgentFuture<'_, Rule> {
+        self.record(AgentCall::AddRule(rule.clone()));
+        Box::pin(async move {
+            let mut rules = self.rules.lock().unwrap();
+            if rule.regex.as_deref() == Some(BAD_REGEX) {
+                return Err(ControlError::Refused(
+                    Refusal::BadRequest,
+                    "regex parse error: unclosed group".into(),
+                ));
+            }
+            if rules.iter().any(|r| r.id.is_some() && r.id == rule.id) {
+                return Err(ControlError::Refused(
+                    Refusal::Conflict,
+                    "a rule with this id exists".into(),
+                ));
+            }
+            let added = Rule {
+                id: rule
+                    .id
+                    .clone()
+                    .or(Some(format!("rule-{}", rules.len() + 1))),
+                ..rule
+            };
+            rules.push(added.clone());
+            Ok(added)
+        })
+    }
+
+    fn delete_rule(&self, id: String) -> AgentFuture<'_, ()> {
+        self.record(AgentCall::DeleteRule(id.clone()));
+        Box::pin(async move {
+            let mut rules = self.rules.lock().unwrap();
+            let before = rules.len();
+            rules.retain(|r| r.id.as_deref() != Some(&id));
+            if rules.len() == before {
+                return Err(ControlError::Refused(
+                    Refusal::NotFound,
+                    format!("no rule with id {id:?}"),
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    fn send(
+        &self,
+        traffic: TrafficId,
+        direction: InjectDirection,
+        payload: Vec<u8>,
+        is_binary: bool,
+    ) -> AgentFuture<'_, u64> {
+        self.record(AgentCall::Send {
+            traffic,
+            direction,
+            payload: payload.clone(),
+            is_binary,
+        });
+        Box::pin(async move { self.inject(traffic, direction, &payload, is_binary) })
+    }
 }
 
-/// An agent that answers with `ControlError`s.
+/// An agent that answers every request with a `ControlError`.
 struct BrokenAgent(ControlError);
+
+impl BrokenAgent {
+    fn fail<T>(&self) -> AgentFuture<'_, T> {
+        let error = self.0.clone();
+        Box::pin(async move { Err(error) })
+    }
+}
 
 impl AgentControl for BrokenAgent {
     fn delete_frames(&self, _traffic: TrafficId) -> DeleteFramesFuture<'_> {
-        let error = self.0.clone();
-        Box::pin(async move { Err(error) })
+        self.fail()
+    }
+    fn list_rules(&self) -> AgentFuture<'_, Vec<Rule>> {
+        self.fail()
+    }
+    fn add_rule(&self, _rule: Rule) -> AgentFuture<'_, Rule> {
+        self.fail()
+    }
+    fn delete_rule(&self, _id: String) -> AgentFuture<'_, ()> {
+        self.fail()
+    }
+    fn send(
+        &self,
+        _traffic: TrafficId,
+        _direction: InjectDirection,
+        _payload: Vec<u8>,
+        _is_binary: bool,
+    ) -> AgentFuture<'_, u64> {
+        self.fail()
     }
 }
 
@@ -256,6 +424,7 @@ impl HealthSource for FixedHealth {
 struct Fixture {
     primary: Store,
     secondary: Store,
+    agent: Arc<Agent>,
     _dir: tempfile::TempDir,
 }
 
@@ -301,6 +470,7 @@ impl Fixture {
         let secondary = Store::open_secondary(&primary_dir, &dir.path().join("secondary")).unwrap();
         secondary.catch_up().unwrap();
         Fixture {
+            agent: Arc::new(Agent::new(primary.clone())),
             primary,
             secondary,
             _dir: dir,
@@ -314,7 +484,7 @@ impl Fixture {
     fn state(&self) -> AppState {
         AppState {
             store: Arc::new(Follower(self.secondary.clone())),
-            agent: Arc::new(Agent(self.primary.clone())),
+            agent: self.agent.clone(),
             health: Arc::new(FixedHealth),
             auth: AuthConfig { token: None },
         }
@@ -353,39 +523,105 @@ impl Reply {
     }
 }
 
-async fn send_with(router: &Router, method: &str, uri: &str, authorization: Option<&str>) -> Reply {
+/// A response whatever its type.
+struct RawReply {
+    status: StatusCode,
+    headers: HeaderMap,
+    bytes: Vec<u8>,
+}
+
+impl RawReply {
+    fn content_type(&self) -> Option<&str> {
+        self.headers
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap())
+    }
+}
+
+/// Sends a request; `body` is `(content type, bytes)`.
+async fn send_raw(
+    router: &Router,
+    method: &str,
+    uri: &str,
+    authorization: Option<&str>,
+    body: Option<(&str, &[u8])>,
+) -> RawReply {
     let mut request = Request::builder().method(method).uri(uri);
     if let Some(value) = authorization {
         request = request.header(header::AUTHORIZATION, value);
     }
+    let body = match body {
+        Some((content_type, bytes)) => {
+            request = request.header(header::CONTENT_TYPE, content_type);
+            Body::from(bytes.to_vec())
+        }
+        None => Body::empty(),
+    };
     let response = router
         .clone()
-        .oneshot(request.body(Body::empty()).unwrap())
+        .oneshot(request.body(body).unwrap())
         .await
         .unwrap();
     let status = response.status();
     let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap().to_owned());
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    RawReply {
+        status,
+        headers,
+        bytes,
+    }
+}
+
+/// Sends a request whose answer must be JSON.
+async fn send_body(
+    router: &Router,
+    method: &str,
+    uri: &str,
+    authorization: Option<&str>,
+    body: Option<(&str, &[u8])>,
+) -> Reply {
+    let raw = send_raw(router, method, uri, authorization, body).await;
+    let status = raw.status;
     assert_eq!(
-        content_type.as_deref(),
+        raw.content_type(),
         Some("application/json"),
         "{method} {uri} -> {status}: not JSON: {}",
-        String::from_utf8_lossy(&bytes)
+        String::from_utf8_lossy(&raw.bytes)
     );
-    let body = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+    let body = serde_json::from_slice(&raw.bytes).unwrap_or_else(|e| {
         panic!(
             "{method} {uri} -> {status}: invalid JSON ({e}): {}",
-            String::from_utf8_lossy(&bytes)
+            String::from_utf8_lossy(&raw.bytes)
         )
     });
     Reply {
         status,
-        headers,
+        headers: raw.headers,
         body,
     }
+}
+
+async fn send_with(router: &Router, method: &str, uri: &str, authorization: Option<&str>) -> Reply {
+    send_body(router, method, uri, authorization, None).await
+}
+
+/// `method uri` with a JSON body.
+async fn send_json(router: &Router, method: &str, uri: &str, body: &Value) -> Reply {
+    let bytes = serde_json::to_vec(body).unwrap();
+    send_body(
+        router,
+        method,
+        uri,
+        None,
+        Some(("application/json", &bytes)),
+    )
+    .await
 }
 
 async fn get(router: &Router, uri: &str) -> Reply {
@@ -444,6 +680,7 @@ async fn frames_have_the_seed_shape() {
         "closeReason",
         "injected",
         "dropped",
+        "modified",
     ];
     let all_keys: BTreeSet<&str> = seed_keys.iter().chain(&extra_keys).copied().collect();
     for f in frames {
@@ -1176,6 +1413,1067 @@ async fn traffic_entry_view_and_404() {
 }
 
 // ---------------------------------------------------------------------------------
+// Messages.
+
+/// An open connection whose messages are fragmented and interleaved.
+const TALK: TrafficId = TrafficId((1_709_136_007_000 << 16) | 1);
+/// A closed connection with dropped, replaced, injected and odd text messages.
+const ODD: TrafficId = TrafficId((1_709_136_008_000 << 16) | 1);
+
+fn fragment(
+    traffic: TrafficId,
+    seq: u64,
+    from_client: bool,
+    opcode: u8,
+    fin: bool,
+    payload: &[u8],
+) -> FrameRecord {
+    FrameRecord {
+        fin,
+        ..frame(traffic, seq, from_client, opcode, payload)
+    }
+}
+
+/// TALK: client text "Hello, wörld" in three fragments and server binary [0, 1, 2, 3]
+/// in two, interleaved, with a ping and a pong between fragments; a server text;
+/// a client binary in two fragments; a server text left open.
+fn write_talk(fx: &Fixture) {
+    let mut records: Vec<Record> = vec![ws_open(TALK, "wss://talk.example.com/ws").into()];
+    let mut binary_continuation = fragment(TALK, 6, false, 0, true, &[2, 3]);
+    binary_continuation.binary_message = true;
+    let mut client_binary_end = fragment(TALK, 10, true, 0, true, &[8]);
+    client_binary_end.binary_message = true;
+    records.extend(
+        [
+            fragment(TALK, 1, true, 1, false, b"Hel"),
+            fragment(TALK, 2, false, 2, false, &[0, 1]),
+            fragment(TALK, 3, true, 9, true, b"p"),
+            fragment(TALK, 4, true, 0, false, b"lo, "),
+            fragment(TALK, 5, false, 10, true, b""),
+            binary_continuation,
+            fragment(TALK, 7, true, 0, true, "wörld".as_bytes()),
+            fragment(TALK, 8, false, 1, true, b"ok"),
+            fragment(TALK, 9, true, 2, false, &[9]),
+            client_binary_end,
+            fragment(TALK, 11, false, 1, false, b"a"),
+        ]
+        .map(Record::from),
+    );
+    fx.primary.write(&records).unwrap();
+    fx.catch_up();
+}
+
+fn message_ids(reply: &Reply) -> Vec<String> {
+    reply
+        .array()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn messages_are_reassembled_from_interleaved_fragments() {
+    let fx = Fixture::new();
+    write_talk(&fx);
+    let app = fx.router();
+    let reply = get(&app, &format!("/api/websocket/{TALK}/messages")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.link(), None);
+    let ts = TALK.timestamp_ms();
+    let message = |first: u64,
+                   last: u64,
+                   from_client: bool,
+                   kind: &str,
+                   content: &str,
+                   encoding: &str,
+                   length: u64,
+                   frames: u64| {
+        json!({
+            "id": frame_id(TALK, first),
+            "trafficId": TALK.to_string(),
+            "direction": if from_client { "client-to-server" } else { "server-to-client" },
+            "fromClient": from_client,
+            "type": kind,
+            "content": content,
+            "contentEncoding": encoding,
+            "length": length,
+            "truncated": false,
+            "timestamp": ts + 100 * last,
+            "frameCount": frames,
+            "lastFrameId": frame_id(TALK, last),
+            "dropped": false,
+            "injected": false,
+            "modified": false,
+            "incomplete": false,
+        })
+    };
+    // In the order of their first frame; the server's text left open is not there yet.
+    assert_eq!(
+        reply.body,
+        json!([
+            message(1, 7, true, "text", "Hello, wörld", "utf-8", 13, 3),
+            message(
+                2,
+                6,
+                false,
+                "binary",
+                &BASE64.encode([0, 1, 2, 3]),
+                "base64",
+                4,
+                2
+            ),
+            message(8, 8, false, "text", "ok", "utf-8", 2, 1),
+            message(
+                9,
+                10,
+                true,
+                "binary",
+                &BASE64.encode([9, 8]),
+                "base64",
+                2,
+                2
+            ),
+        ])
+    );
+
+    let by_direction = |direction: &str| {
+        let app = app.clone();
+        let uri = format!("/api/websocket/{TALK}/messages?direction={direction}");
+        async move { message_ids(&get(&app, &uri).await) }
+    };
+    assert_eq!(
+        by_direction("client-to-server").await,
+        [frame_id(TALK, 1), frame_id(TALK, 9)]
+    );
+    assert_eq!(
+        by_direction("server-to-client").await,
+        [frame_id(TALK, 2), frame_id(TALK, 8)]
+    );
+
+    // The seed's chat: control frames are not messages.
+    let chat = get(&app, &format!("/api/websocket/{CHAT}/messages")).await;
+    assert_eq!(
+        message_ids(&chat),
+        [frame_id(CHAT, 1), frame_id(CHAT, 2), frame_id(CHAT, 5)]
+    );
+    assert_eq!(
+        chat.body[0]["content"],
+        r#"{"action":"subscribe","channel":"chat"}"#
+    );
+    assert_eq!(
+        chat.body[2]["content"],
+        BASE64.encode([0, 1, 2, 0xff, 3, 4])
+    );
+    assert_eq!(chat.body[2]["lastFrameId"], frame_id(CHAT, 6));
+}
+
+#[tokio::test]
+async fn message_pages_follow_the_cursor_and_wait_for_open_messages() {
+    let fx = Fixture::new();
+    write_talk(&fx);
+    let app = fx.router();
+    // One message per page: each cursor skips the tails of messages already returned.
+    let mut uri = format!("/api/websocket/{TALK}/messages?limit=1");
+    let mut collected = Vec::new();
+    loop {
+        let reply = get(&app, &uri).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        collected.extend(message_ids(&reply));
+        let Some(link) = reply.link() else { break };
+        let last = collected.last().unwrap();
+        assert_eq!(
+            link,
+            format!("</api/websocket/{TALK}/messages?after={last}&limit=1>; rel=\"next\"")
+        );
+        uri = link[1..link.find('>').unwrap()].to_owned();
+    }
+    let expected: Vec<String> = [1, 2, 8, 9].map(|seq| frame_id(TALK, seq)).to_vec();
+    assert_eq!(collected, expected);
+
+    // The open message is not returned and the page stops before it; once its final
+    // fragment is recorded, the same cursor picks it up.
+    let after_last = format!("/api/websocket/{TALK}/messages?after={}", frame_id(TALK, 9));
+    assert_eq!(get(&app, &after_last).await.body, json!([]));
+    fx.primary
+        .write(&[fragment(TALK, 12, false, 0, true, b"b").into()])
+        .unwrap();
+    fx.catch_up();
+    let reply = get(&app, &after_last).await;
+    assert_eq!(message_ids(&reply), [frame_id(TALK, 11)]);
+    assert_eq!(reply.body[0]["content"], "ab");
+    assert_eq!(reply.body[0]["incomplete"], false);
+
+    // A message that never finished, on a connection that ended: returned, incomplete.
+    fx.primary
+        .write(&[
+            fragment(TALK, 13, true, 1, false, b"never finished").into(),
+            WsClose {
+                traffic: TALK,
+                timestamp_ms: TALK.timestamp_ms() + 5000,
+                closed_by: None,
+                close_code: None,
+                close_reason: None,
+                frames_from_client: 6,
+                frames_from_server: 7,
+                bytes_from_client: 100,
+                bytes_from_server: 100,
+                abnormal: Some("client reset".into()),
+            }
+            .into(),
+        ])
+        .unwrap();
+    fx.catch_up();
+    let reply = get(
+        &app,
+        &format!(
+            "/api/websocket/{TALK}/messages?after={}",
+            frame_id(TALK, 11)
+        ),
+    )
+    .await;
+    assert_eq!(message_ids(&reply), [frame_id(TALK, 13)]);
+    assert_eq!(reply.body[0]["incomplete"], true);
+    assert_eq!(reply.body[0]["content"], "never finished");
+
+    // 250 single-frame messages: pages of 100, 100, 50.
+    let mut uri = format!("/api/websocket/{FEED}/messages");
+    let mut pages = Vec::new();
+    loop {
+        let reply = get(&app, &uri).await;
+        pages.push(reply.array().len());
+        let Some(link) = reply.link() else { break };
+        uri = link[1..link.find('>').unwrap()].to_owned();
+    }
+    assert_eq!(pages, [100, 100, 50]);
+    let reply = get(
+        &app,
+        &format!(
+            "/api/websocket/{FEED}/messages?direction=client-to-server&limit=2&after={}",
+            frame_id(FEED, 10)
+        ),
+    )
+    .await;
+    assert_eq!(
+        message_ids(&reply),
+        [frame_id(FEED, 11), frame_id(FEED, 13)]
+    );
+    assert_eq!(reply.body[0]["content"], "message 11");
+    assert!(
+        reply
+            .link()
+            .unwrap()
+            .ends_with("&limit=2&direction=client-to-server>; rel=\"next\""),
+        "{:?}",
+        reply.link()
+    );
+}
+
+#[tokio::test]
+async fn messages_carry_flags_and_show_bad_text_as_base64() {
+    let fx = Fixture::new();
+    let mut frames = vec![
+        frame(ODD, 1, true, 1, b"password=hunter2"),
+        frame(ODD, 2, true, 1, b"password=***"),
+        frame(ODD, 3, false, 1, b"notice"),
+        frame(ODD, 4, false, 1, b"\xff\xfe ok"),
+        frame(ODD, 5, false, 1, b"a\xc3"),
+        fragment(ODD, 6, true, 2, false, &[1]),
+        fragment(ODD, 7, true, 0, true, &[2]),
+        fragment(ODD, 8, true, 1, false, b"half "),
+        fragment(ODD, 9, true, 0, true, b"dropped"),
+    ];
+    frames[0].dropped = true;
+    frames[1].modified = true;
+    frames[2].injected = true;
+    frames[4].payload_len = 3;
+    frames[4].truncated = true;
+    frames[5].dropped = true;
+    frames[6].dropped = true;
+    frames[6].binary_message = true;
+    frames[7].dropped = true;
+    let mut records: Vec<Record> = vec![ws_open(ODD, "wss://odd.example.com/").into()];
+    records.extend(frames.into_iter().map(Record::from));
+    fx.primary.write(&records).unwrap();
+    fx.catch_up();
+    let reply = get(&fx.router(), &format!("/api/websocket/{ODD}/messages")).await;
+    let summary: Vec<Value> = reply
+        .array()
+        .iter()
+        .map(|m| {
+            json!([
+                m["content"],
+                m["contentEncoding"],
+                m["type"],
+                m["dropped"],
+                m["injected"],
+                m["modified"],
+                m["truncated"],
+                m["length"]
+            ])
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            json!([
+                "password=hunter2",
+                "utf-8",
+                "text",
+                true,
+                false,
+                false,
+                false,
+                16
+            ]),
+            json!([
+                "password=***",
+                "utf-8",
+                "text",
+                false,
+                false,
+                true,
+                false,
+                12
+            ]),
+            json!(["notice", "utf-8", "text", false, true, false, false, 6]),
+            // Not UTF-8: base64, saying so.
+            json!([
+                BASE64.encode(b"\xff\xfe ok"),
+                "base64",
+                "text",
+                false,
+                false,
+                false,
+                false,
+                5
+            ]),
+            // Cut inside a character by the agent's truncation: text up to it.
+            json!(["a", "utf-8", "text", false, false, false, true, 3]),
+            json!([
+                BASE64.encode([1, 2]),
+                "base64",
+                "binary",
+                true,
+                false,
+                false,
+                false,
+                2
+            ]),
+            // Dropped only if every frame was.
+            json!([
+                "half dropped",
+                "utf-8",
+                "text",
+                false,
+                false,
+                false,
+                false,
+                12
+            ]),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn message_errors_are_json() {
+    let fx = Fixture::new();
+    let app = fx.router();
+    for traffic in [
+        UNKNOWN.to_string(),
+        LOGIN.to_string(),
+        "nope".into(),
+        "%FF".into(),
+    ] {
+        let reply = get(&app, &format!("/api/websocket/{traffic}/messages")).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{traffic}");
+        assert_eq!(
+            reply.body,
+            json!({"error": "WebSocket connection not found"})
+        );
+    }
+    for (query, needle) in [
+        ("limit=0".to_owned(), "`limit`"),
+        ("limit=1001".into(), "`limit`"),
+        ("direction=up".into(), "`direction`"),
+        ("after=nope".into(), "malformed cursor"),
+        (format!("after={}", frame_id(CHAT, 1)), "malformed cursor"),
+    ] {
+        let reply = get(&app, &format!("/api/websocket/{FEED}/messages?{query}")).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");
+        assert!(reply.error().contains(needle), "{query}: {}", reply.error());
+    }
+    let reply = get(&app, &format!("/api/websocket/{FEED}/messages?after=nope")).await;
+    assert!(
+        reply.error().contains("the `id` of a message"),
+        "{}",
+        reply.error()
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Sending into a connection.
+
+#[tokio::test]
+async fn send_injects_through_the_agent() {
+    let fx = Fixture::new();
+    let app = fx.router();
+    let uri = format!("/api/websocket/{FEED}/send");
+    let reply = send_json(
+        &app,
+        "POST",
+        &uri,
+        &json!({"direction": "to-client", "data": "hello ✓", "isBinary": false}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    let id = frame_id(FEED, 251);
+    assert_eq!(
+        reply.body,
+        json!({"frameId": id, "trafficId": FEED.to_string(), "direction": "to-client"})
+    );
+    assert_eq!(
+        reply.headers[header::LOCATION],
+        format!("/api/websocket/frame/{id}")
+    );
+    // `isBinary` defaults to false; binary data is base64, decoded before the agent.
+    let reply = send_json(
+        &app,
+        "POST",
+        &uri,
+        &json!({"direction": "to-server", "data": "AAEC/w=="}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    let reply = send_json(
+        &app,
+        "POST",
+        &uri,
+        &json!({"direction": "to-server", "data": "AAEC/w==", "isBinary": true}),
+    )
+    .await;
+    assert_eq!(reply.body["frameId"], frame_id(FEED, 253));
+    assert_eq!(
+        fx.agent.calls(),
+        [
+            AgentCall::Send {
+                traffic: FEED,
+                direction: InjectDirection::ToClient,
+                payload: "hello ✓".as_bytes().to_vec(),
+                is_binary: false,
+            },
+            AgentCall::Send {
+                traffic: FEED,
+                direction: InjectDirection::ToServer,
+                payload: b"AAEC/w==".to_vec(),
+                is_binary: false,
+            },
+            AgentCall::Send {
+                traffic: FEED,
+                direction: InjectDirection::ToServer,
+                payload: vec![0, 1, 2, 0xff],
+                is_binary: true,
+            },
+        ]
+    );
+    // Read-your-writes: the injected frame is there, flagged, without a catch-up here.
+    let injected = get(&app, &format!("/api/websocket/frame/{id}")).await;
+    assert_eq!(injected.status, StatusCode::OK);
+    assert_eq!(injected.body["injected"], true);
+    assert_eq!(injected.body["direction"], "server-to-client");
+    assert_eq!(injected.body["data"], BASE64.encode("hello ✓"));
+    let messages = get(
+        &app,
+        &format!(
+            "/api/websocket/{FEED}/messages?after={}",
+            frame_id(FEED, 250)
+        ),
+    )
+    .await;
+    assert_eq!(messages.body[0]["content"], "hello ✓");
+    assert_eq!(messages.body[0]["injected"], true);
+    assert_eq!(messages.body[2]["content"], BASE64.encode([0, 1, 2, 0xff]));
+}
+
+#[tokio::test]
+async fn send_refuses_what_it_can_not_send() {
+    let fx = Fixture::new();
+    let app = fx.router();
+    let hello = json!({"direction": "to-client", "data": "hello"});
+    for traffic in [UNKNOWN.to_string(), LOGIN.to_string(), "nope".into()] {
+        let reply = send_json(
+            &app,
+            "POST",
+            &format!("/api/websocket/{traffic}/send"),
+            &hello,
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{traffic}");
+        assert_eq!(
+            reply.body,
+            json!({"error": "WebSocket connection not found"})
+        );
+    }
+    let closed = send_json(&app, "POST", &format!("/api/websocket/{CHAT}/send"), &hello).await;
+    assert_eq!(closed.status, StatusCode::CONFLICT);
+    assert!(closed.error().contains("is closed"), "{}", closed.error());
+
+    let uri = format!("/api/websocket/{FEED}/send");
+    for (body, needle) in [
+        (
+            json!({"direction": "to-client", "data": "not base64!", "isBinary": true}),
+            "`data` must be standard base64",
+        ),
+        (
+            json!({"direction": "to-client", "data": "x", "binary": true}),
+            "unknown field `binary`",
+        ),
+        (json!({"data": "x"}), "missing field `direction`"),
+        (
+            json!({"direction": "up", "data": "x"}),
+            "unknown variant `up`",
+        ),
+        (json!(["x"]), "invalid request body"),
+    ] {
+        let reply = send_json(&app, "POST", &uri, &body).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(reply.error().contains(needle), "{body}: {}", reply.error());
+    }
+    let malformed = send_body(&app, "POST", &uri, None, Some(("application/json", b"{"))).await;
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
+    let untyped = send_body(&app, "POST", &uri, None, Some(("text/plain", b"hello"))).await;
+    assert_eq!(untyped.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(untyped.error().contains("application/json"));
+    assert!(fx.agent.calls().is_empty(), "nothing reached the agent");
+
+    for (error, status, needle) in [
+        (
+            ControlError::Refused(Refusal::Conflict, "connection closed".into()),
+            StatusCode::CONFLICT,
+            "connection closed",
+        ),
+        (
+            ControlError::Refused(Refusal::NotFound, "no such connection".into()),
+            StatusCode::CONFLICT,
+            "no longer open",
+        ),
+        (
+            ControlError::Refused(Refusal::BadRequest, "too big".into()),
+            StatusCode::BAD_REQUEST,
+            "too big",
+        ),
+        (
+            ControlError::AgentDown("connection refused".into()),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "nothing was sent",
+        ),
+        (
+            ControlError::Failed("disk full".into()),
+            StatusCode::BAD_GATEWAY,
+            "disk full",
+        ),
+    ] {
+        let app = router(AppState {
+            agent: Arc::new(BrokenAgent(error)),
+            ..fx.state()
+        });
+        let reply = send_json(&app, "POST", &uri, &hello).await;
+        assert_eq!(reply.status, status, "{needle}");
+        assert!(reply.error().contains(needle), "{}", reply.error());
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Rules.
+
+#[tokio::test]
+async fn rules_are_listed_added_and_deleted_through_the_agent() {
+    let fx = Fixture::new();
+    let app = fx.router();
+    assert_eq!(get(&app, "/api/rules").await.body, json!({"rules": []}));
+    let redact = json!({
+        "host": "chat.example.com",
+        "direction": "to-client",
+        "type": "text",
+        "contains": "password",
+        "action": {"kind": "replace", "pattern": "password=\\S+", "replacement": "password=***"},
+    });
+    let reply = send_json(&app, "POST", "/api/rules", &redact).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    let mut expected = redact.clone();
+    expected["id"] = json!("rule-1");
+    assert_eq!(reply.body, expected);
+    let close = json!({"id": "r2", "type": "binary", "action": {"kind": "close", "code": 4000}});
+    let reply = send_json(&app, "POST", "/api/rules", &close).await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    // As the agent writes it: the default reason spelled out.
+    assert_eq!(
+        reply.body,
+        json!({"id": "r2", "type": "binary", "action": {"kind": "close", "code": 4000, "reason": ""}})
+    );
+    let list = get(&app, "/api/rules").await;
+    assert_eq!(list.body["rules"], json!([expected, reply.body]));
+    // The agent got the control crate's rule, field for field.
+    let sent: Rule = serde_json::from_value(redact).unwrap();
+    assert_eq!(fx.agent.calls()[1], AgentCall::AddRule(sent));
+
+    let reply = send_with(&app, "DELETE", "/api/rules/r2", None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, json!({"success": true, "id": "r2"}));
+    let again = send_with(&app, "DELETE", "/api/rules/r2", None).await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+    assert_eq!(again.body, json!({"error": "no rule with id \"r2\""}));
+    let not_utf8 = send_with(&app, "DELETE", "/api/rules/%FF", None).await;
+    assert_eq!(not_utf8.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&app, "/api/rules").await.body["rules"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn bad_rules_are_json_400s_and_agent_refusals_map() {
+    let fx = Fixture::new();
+    let app = fx.router();
+    // Refused by the API itself: the agent never hears of them.
+    for (body, needle) in [
+        (
+            json!({"action": {"kind": "drop"}, "hots": "x"}),
+            "unknown field `hots`",
+        ),
+        (
+            json!({"action": {"kind": "explode"}}),
+            "unknown variant `explode`",
+        ),
+        (json!({"contains": "x"}), "missing field `action`"),
+        (
+            json!({"type": "TEXT", "action": {"kind": "drop"}}),
+            "unknown variant `TEXT`",
+        ),
+        (
+            json!({"action": {"kind": "close", "code": 1005}}),
+            "close code 1005",
+        ),
+        (
+            json!({"action": {"kind": "close", "code": 4000, "reason": "x".repeat(200)}}),
+            "at most 123",
+        ),
+        (
+            json!({"type": "binary", "action": {"kind": "replace", "pattern": "a", "replacement": "b"}}),
+            "text messages only",
+        ),
+        (
+            json!({"id": "a/b", "action": {"kind": "drop"}}),
+            "rule `id`",
+        ),
+        (json!("drop"), "invalid request body"),
+    ] {
+        let reply = send_json(&app, "POST", "/api/rules", &body).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(keys(&reply.body), BTreeSet::from(["error"]));
+        assert!(reply.error().contains(needle), "{body}: {}", reply.error());
+        assert!(reply.error().len() < 600, "{}", reply.error());
+    }
+    for (content_type, bytes, status) in [
+        ("application/json", &b"{"[..], StatusCode::BAD_REQUEST),
+        ("application/json", &b""[..], StatusCode::BAD_REQUEST),
+        (
+            "text/plain",
+            &br#"{"action":{"kind":"drop"}}"#[..],
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+    ] {
+        let reply = send_body(
+            &app,
+            "POST",
+            "/api/rules",
+            None,
+            Some((content_type, bytes)),
+        )
+        .await;
+        assert_eq!(reply.status, status, "{content_type} {bytes:?}");
+        assert_eq!(keys(&reply.body), BTreeSet::from(["error"]));
+    }
+    let no_body = send_with(&app, "POST", "/api/rules", None).await;
+    assert_eq!(no_body.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(fx.agent.calls().is_empty(), "{:?}", fx.agent.calls());
+
+    // The agent's verdicts: a regex that does not compile, an id in use.
+    let reply = send_json(
+        &app,
+        "POST",
+        "/api/rules",
+        &json!({"regex": BAD_REGEX, "action": {"kind": "drop"}}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        reply.body,
+        json!({"error": "regex parse error: unclosed group"})
+    );
+    let rule = json!({"id": "same", "action": {"kind": "drop"}});
+    assert_eq!(
+        send_json(&app, "POST", "/api/rules", &rule).await.status,
+        StatusCode::CREATED
+    );
+    let reply = send_json(&app, "POST", "/api/rules", &rule).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    assert_eq!(reply.body, json!({"error": "a rule with this id exists"}));
+
+    for (error, status, needle) in [
+        (
+            ControlError::AgentDown("connection refused".into()),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "frametap-agent is not running (connection refused)",
+        ),
+        (
+            ControlError::Failed("disk full".into()),
+            StatusCode::BAD_GATEWAY,
+            "disk full",
+        ),
+        (
+            ControlError::Refused(Refusal::NotFound, "gone".into()),
+            StatusCode::NOT_FOUND,
+            "gone",
+        ),
+    ] {
+        let app = router(AppState {
+            agent: Arc::new(BrokenAgent(error)),
+            ..fx.state()
+        });
+        for reply in [
+            get(&app, "/api/rules").await,
+            send_json(&app, "POST", "/api/rules", &rule).await,
+            send_with(&app, "DELETE", "/api/rules/same", None).await,
+        ] {
+            assert_eq!(reply.status, status, "{needle}");
+            assert!(reply.error().contains(needle), "{}", reply.error());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Exports.
+
+fn har_validator() -> jsonschema::Validator {
+    let schema: Value = serde_json::from_str(include_str!("har-1.2.schema.json")).unwrap();
+    jsonschema::draft7::new(&schema).unwrap()
+}
+
+/// `GET uri` as a HAR download, checked against the HAR 1.2 schema.
+async fn get_har(app: &Router, uri: &str, file_name: &str) -> Value {
+    let reply = get(app, uri).await;
+    assert_eq!(reply.status, StatusCode::OK, "{uri}: {}", reply.body);
+    assert_eq!(
+        reply.headers[header::CONTENT_DISPOSITION],
+        format!("attachment; filename=\"{file_name}\"")
+    );
+    if let Err(error) = har_validator().validate(&reply.body) {
+        panic!("{uri}: not HAR 1.2: {error}\n{:#}", reply.body);
+    }
+    reply.body
+}
+
+#[tokio::test]
+async fn har_of_one_connection_has_its_messages() {
+    let fx = Fixture::new();
+    let app = fx.router();
+    let har = get_har(
+        &app,
+        &format!("/api/har?trafficId={CHAT}"),
+        &format!("frametap-{CHAT}.har"),
+    )
+    .await;
+    let log = &har["log"];
+    assert_eq!(log["version"], "1.2");
+    assert_eq!(log["creator"]["name"], "frametap");
+    assert_eq!(log["creator"]["version"], env!("CARGO_PKG_VERSION"));
+    let entries = log["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1);
+    let entry = &entries[0];
+    assert_eq!(entry["startedDateTime"], "2024-02-28T16:00:00.000Z");
+    assert_eq!(entry["time"], 12.5);
+    assert_eq!(
+        entry["timings"],
+        json!({"send": 0.0, "wait": 12.5, "receive": 0.0})
+    );
+    assert_eq!(entry["cache"], json!({}));
+    assert_eq!(entry["serverIPAddress"], "93.184.216.34");
+    assert_eq!(entry["request"]["method"], "GET");
+    assert_eq!(entry["request"]["url"], "wss://chat.example.com/socket");
+    assert_eq!(
+        entry["request"]["headers"],
+        json!([
+            {"name": "Host", "value": "chat.example.com"},
+            {"name": "Accept", "value": "text/html"},
+            {"name": "accept", "value": "application/json"},
+        ])
+    );
+    assert_eq!(entry["response"]["status"], 101);
+    assert_eq!(entry["response"]["statusText"], "Switching Protocols");
+    assert_eq!(
+        entry["response"]["cookies"],
+        json!([{"name": "a", "value": "1"}, {"name": "b", "value": "2"}])
+    );
+    assert_eq!(entry["_resourceType"], "websocket");
+    let at = |seq: u64| (CHAT.timestamp_ms() + 100 * seq) as f64 / 1000.0;
+    assert_eq!(
+        entry["_webSocketMessages"],
+        json!([
+            {"type": "send", "time": at(1), "opcode": 1, "data": r#"{"action":"subscribe","channel":"chat"}"#},
+            {"type": "receive", "time": at(2), "opcode": 1, "data": r#"{"status":"subscribed","channel":"chat"}"#},
+            {"type": "receive", "time": at(6), "opcode": 2, "data": BASE64.encode([0, 1, 2, 0xff, 3, 4])},
+        ])
+    );
+
+    // A plain HTTP exchange: no WebSocket fields.
+    let har = get_har(
+        &app,
+        &format!("/api/har?trafficId={LOGIN}"),
+        &format!("frametap-{LOGIN}.har"),
+    )
+    .await;
+    let entry = &har["log"]["entries"][0];
+    assert_eq!(entry["response"]["statusText"], "OK");
+    assert!(entry.get("_resourceType").is_none());
+    assert!(entry.get("_webSocketMessages").is_none());
+    // An open connection's messages so far; one without frames has none.
+    let har = get_har(
+        &app,
+        &format!("/api/har?trafficId={LOCAL}"),
+        &format!("frametap-{LOCAL}.har"),
+    )
+    .await;
+    assert_eq!(har["log"]["entries"][0]["_webSocketMessages"], json!([]));
+
+    // The validator has teeth.
+    let validator = har_validator();
+    let mut broken = har.clone();
+    broken["log"]["entries"][0]["timings"]
+        .as_object_mut()
+        .unwrap()
+        .remove("wait");
+    assert!(!validator.is_valid(&broken));
+    let mut broken = har.clone();
+    broken["log"]["entries"][0]["_webSocketMessages"] =
+        json!([{"type": "sent", "time": 1.0, "opcode": 1, "data": ""}]);
+    assert!(!validator.is_valid(&broken));
+    let mut broken = har;
+    broken["log"]["entries"][0]["startedDateTime"] = json!("yesterday");
+    assert!(!validator.is_valid(&broken));
+}
+
+#[tokio::test]
+async fn har_of_a_time_range_has_every_entry_in_it() {
+    let fx = Fixture::new();
+    write_talk(&fx);
+    let app = fx.router();
+    let (from, to) = (CHAT.timestamp_ms(), LOGIN.timestamp_ms());
+    let har = get_har(
+        &app,
+        &format!("/api/har?from={from}&to={to}"),
+        &format!("frametap-{from}-{to}.har"),
+    )
+    .await;
+    let entries = har["log"]["entries"].as_array().unwrap();
+    let urls: Vec<&str> = entries
+        .iter()
+        .map(|e| e["request"]["url"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        urls,
+        [
+            "wss://chat.example.com/socket",
+            "wss://feed.example.com/live?topic=ws",
+            "https://api.example.com/login"
+        ],
+        "oldest first, both ends included"
+    );
+    assert_eq!(
+        entries[1]["request"]["queryString"],
+        json!([{"name": "topic", "value": "ws"}])
+    );
+    let feed = entries[1]["_webSocketMessages"].as_array().unwrap();
+    assert_eq!(feed.len(), 250);
+    assert_eq!(
+        feed[0],
+        json!({"type": "send", "time": (FEED.timestamp_ms() + 100) as f64 / 1000.0, "opcode": 1, "data": "message 1"})
+    );
+    assert_eq!(feed[1]["type"], "receive");
+    assert!(har["log"].get("comment").is_none());
+
+    // Everything from a point on; TALK has no traffic entry, only its connection.
+    let har = get_har(&app, "/api/har?from=0", "frametap-0-latest.har").await;
+    assert_eq!(har["log"]["entries"].as_array().unwrap().len(), 5);
+    let har = get_har(
+        &app,
+        &format!("/api/har?to={}", from - 1),
+        &format!("frametap-0-{}.har", from - 1),
+    )
+    .await;
+    assert_eq!(har["log"]["entries"], json!([]));
+
+    for (query, status, needle) in [
+        ("".to_owned(), StatusCode::BAD_REQUEST, "say what to export"),
+        (
+            format!("trafficId={CHAT}&from=0"),
+            StatusCode::BAD_REQUEST,
+            "not both",
+        ),
+        ("from=abc".into(), StatusCode::BAD_REQUEST, "`from`"),
+        (
+            "from=5&to=4".into(),
+            StatusCode::BAD_REQUEST,
+            "before it starts",
+        ),
+        (
+            "trafficId=xyz".into(),
+            StatusCode::BAD_REQUEST,
+            "`trafficId`",
+        ),
+        (
+            format!("trafficId={UNKNOWN}"),
+            StatusCode::NOT_FOUND,
+            "Traffic entry not found",
+        ),
+        (
+            format!("trafficId={TALK}"),
+            StatusCode::NOT_FOUND,
+            "Traffic entry not found",
+        ),
+    ] {
+        let reply = get(&app, &format!("/api/har?{query}")).await;
+        assert_eq!(reply.status, status, "{query}");
+        assert!(reply.error().contains(needle), "{query}: {}", reply.error());
+    }
+}
+
+/// A range with more entries than a HAR holds: the oldest ones, and a note.
+#[tokio::test]
+async fn har_of_a_large_range_keeps_the_oldest_entries() {
+    let fx = Fixture::new();
+    let start: u64 = 1_800_000_000_000;
+    let records: Vec<Record> = (0..10_003u64)
+        .map(|i| {
+            let id = TrafficId::new(start + i, 1);
+            entry(
+                id,
+                "GET",
+                &format!("https://bulk.example.com/{i}"),
+                Some(200),
+            )
+            .into()
+        })
+        .collect();
+    fx.primary.write(&records).unwrap();
+    fx.catch_up();
+    let har = get_har(
+        &fx.router(),
+        &format!("/api/har?from={start}"),
+        &format!("frametap-{start}-latest.har"),
+    )
+    .await;
+    let entries = har["log"]["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 10_000);
+    assert_eq!(entries[0]["request"]["url"], "https://bulk.example.com/0");
+    assert_eq!(
+        entries[9_999]["request"]["url"],
+        "https://bulk.example.com/9999"
+    );
+    let comment = har["log"]["comment"].as_str().unwrap();
+    assert!(comment.contains("10003 entries"), "{comment}");
+    assert!(
+        comment.contains(&format!("at or after {}", start + 9_999)),
+        "{comment}"
+    );
+}
+
+/// Every line of an NDJSON answer, parsed.
+async fn get_ndjson(app: &Router, uri: &str) -> Vec<Value> {
+    let reply = send_raw(app, "GET", uri, None, None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{uri}");
+    assert_eq!(reply.content_type(), Some("application/x-ndjson"));
+    let text = String::from_utf8(reply.bytes).unwrap();
+    assert!(text.is_empty() || text.ends_with('\n'));
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// Every frame of a frames listing, following its links.
+async fn all_frames(app: &Router, first: &str) -> Vec<Value> {
+    let mut uri = first.to_owned();
+    let mut frames = Vec::new();
+    loop {
+        let reply = get(app, &uri).await;
+        frames.extend(reply.array().iter().cloned());
+        let Some(link) = reply.link() else { break };
+        uri = link[1..link.find('>').unwrap()].to_owned();
+    }
+    frames
+}
+
+#[tokio::test]
+async fn ndjson_lines_are_the_frames_endpoints_json() {
+    let fx = Fixture::new();
+    // Enough to stream in several chunks.
+    let bulk = TrafficId((1_709_136_010_000 << 16) | 1);
+    let records: Vec<Record> = (1..=60)
+        .map(|seq| frame(bulk, seq, seq % 3 == 0, 2, &vec![seq as u8; 16 << 10]).into())
+        .collect();
+    fx.primary.write(&records).unwrap();
+    fx.catch_up();
+    let app = fx.router();
+    for traffic in [CHAT, FEED, bulk] {
+        let lines = get_ndjson(&app, &format!("/api/websocket/{traffic}/frames.ndjson")).await;
+        let frames = all_frames(&app, &format!("/api/websocket/{traffic}/frames")).await;
+        assert!(!lines.is_empty());
+        assert_eq!(lines, frames, "{traffic}");
+    }
+    for query in [
+        "direction=client-to-server&opcode=1".to_owned(),
+        format!("after={}", frame_id(FEED, 240)),
+        "opcode=9".into(),
+    ] {
+        let lines = get_ndjson(
+            &app,
+            &format!("/api/websocket/{FEED}/frames.ndjson?{query}"),
+        )
+        .await;
+        let frames = all_frames(&app, &format!("/api/websocket/{FEED}/frames?{query}")).await;
+        assert_eq!(lines, frames, "{query}");
+    }
+    assert_eq!(
+        get_ndjson(
+            &app,
+            &format!(
+                "/api/websocket/{FEED}/frames.ndjson?after={}",
+                frame_id(FEED, 240)
+            )
+        )
+        .await
+        .len(),
+        10
+    );
+    for (traffic, query, status) in [
+        (UNKNOWN.to_string(), "", StatusCode::NOT_FOUND),
+        (LOGIN.to_string(), "", StatusCode::NOT_FOUND),
+        ("nope".into(), "", StatusCode::NOT_FOUND),
+        (FEED.to_string(), "?opcode=3", StatusCode::BAD_REQUEST),
+        (FEED.to_string(), "?after=x", StatusCode::BAD_REQUEST),
+    ] {
+        let reply = get(
+            &app,
+            &format!("/api/websocket/{traffic}/frames.ndjson{query}"),
+        )
+        .await;
+        assert_eq!(reply.status, status, "{traffic} {query}");
+    }
+}
+
+// ---------------------------------------------------------------------------------
 // Health, availability, authentication, routing.
 
 #[tokio::test]
@@ -1212,6 +2510,10 @@ async fn unreadable_store_is_503_everywhere() {
         ("DELETE", format!("/api/websocket/{CHAT}/frames")),
         ("GET", "/api/traffic".into()),
         ("GET", format!("/api/traffic/{CHAT}")),
+        ("GET", format!("/api/websocket/{CHAT}/messages")),
+        ("GET", format!("/api/websocket/{CHAT}/frames.ndjson")),
+        ("GET", format!("/api/har?trafficId={CHAT}")),
+        ("GET", "/api/har?from=0".into()),
     ] {
         let reply = send_with(&app, method, &uri, None).await;
         assert_eq!(
@@ -1221,6 +2523,17 @@ async fn unreadable_store_is_503_everywhere() {
         );
         assert_eq!(reply.body, json!({ "error": expected }));
     }
+    let send = send_json(
+        &app,
+        "POST",
+        &format!("/api/websocket/{FEED}/send"),
+        &json!({"direction": "to-client", "data": "x"}),
+    )
+    .await;
+    assert_eq!(send.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(send.body, json!({ "error": expected }));
+    // Rules live in the agent: they don't need the store.
+    assert_eq!(get(&app, "/api/rules").await.status, StatusCode::OK);
     // Health still answers (it reports the store problem itself).
     assert_eq!(get(&app, "/api/health").await.status, StatusCode::OK);
 }
@@ -1243,6 +2556,8 @@ async fn token_is_required_in_header_or_query() {
         format!("/api/traffic/{CHAT}"),
         "/api/health".into(),
         "/api/openapi.json".into(),
+        format!("/api/websocket/{CHAT}/messages"),
+        "/api/rules".into(),
     ];
     for uri in &routes {
         for authorization in [None, Some("Bearer wrong"), Some(&*format!("Basic {TOKEN}"))] {
@@ -1287,11 +2602,50 @@ async fn token_is_required_in_header_or_query() {
         "{}",
         wrong.error()
     );
-    // Deletion too; nothing is deleted without the token.
+    // Deletion too; nothing is deleted without the token. Nor sent, nor any rule changed.
     let delete = format!("/api/websocket/{CHAT}/frames");
     assert_eq!(
         send_with(&app, "DELETE", &delete, None).await.status,
         StatusCode::UNAUTHORIZED
+    );
+    for (method, uri) in [
+        ("POST", format!("/api/websocket/{FEED}/send")),
+        ("POST", "/api/rules".to_owned()),
+        ("DELETE", "/api/rules/r1".to_owned()),
+    ] {
+        let reply = send_body(
+            &app,
+            method,
+            &uri,
+            None,
+            Some((
+                "application/json",
+                br#"{"direction":"to-client","data":"x"}"#,
+            )),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+    }
+    assert_eq!(
+        send_raw(
+            &app,
+            "GET",
+            &format!("/api/websocket/{FEED}/frames.ndjson"),
+            None,
+            None
+        )
+        .await
+        .status,
+        StatusCode::UNAUTHORIZED
+    );
+    // Only the authorised rule listings above reached the agent.
+    assert!(
+        fx.agent
+            .calls()
+            .iter()
+            .all(|call| *call == AgentCall::ListRules),
+        "{:?}",
+        fx.agent.calls()
     );
     assert_eq!(
         get(&app, &format!("/api/websocket/{CHAT}/count?token={TOKEN}"))
@@ -1392,7 +2746,7 @@ async fn unknown_routes_and_methods_are_json() {
 // OpenAPI: the document matches the router and the real responses.
 
 /// Every route the router serves: (method, OpenAPI path).
-const ROUTES: [(&str, &str); 9] = [
+const ROUTES: [(&str, &str); 16] = [
     ("get", "/api/websocket/{trafficId}/frames"),
     ("delete", "/api/websocket/{trafficId}/frames"),
     ("get", "/api/websocket/frame/{id}"),
@@ -1402,6 +2756,13 @@ const ROUTES: [(&str, &str); 9] = [
     ("get", "/api/traffic/{id}"),
     ("get", "/api/health"),
     ("get", "/api/openapi.json"),
+    ("get", "/api/websocket/{trafficId}/messages"),
+    ("post", "/api/websocket/{trafficId}/send"),
+    ("get", "/api/websocket/{trafficId}/frames.ndjson"),
+    ("get", "/api/har"),
+    ("get", "/api/rules"),
+    ("post", "/api/rules"),
+    ("delete", "/api/rules/{id}"),
 ];
 
 const DOC_URI: &str = "https://frametap.invalid/openapi.json";
@@ -1409,15 +2770,27 @@ const DOC_URI: &str = "https://frametap.invalid/openapi.json";
 /// A validator for the body of `status` responses of `method path`, as the document
 /// declares it (refs resolved against the whole document).
 fn response_validator(doc: &Value, method: &str, path: &str, status: u16) -> jsonschema::Validator {
-    let declared = &doc["paths"][path][method]["responses"][status.to_string()]["content"]["application/json"]
-        ["schema"];
+    media_validator(doc, method, path, status, "application/json")
+}
+
+/// [`response_validator`] for a body of type `media` (NDJSON: each line).
+fn media_validator(
+    doc: &Value,
+    method: &str,
+    path: &str,
+    status: u16,
+    media: &str,
+) -> jsonschema::Validator {
+    let declared =
+        &doc["paths"][path][method]["responses"][status.to_string()]["content"][media]["schema"];
     assert!(
         !declared.is_null(),
-        "{method} {path} does not document a {status} JSON body"
+        "{method} {path} does not document a {status} {media} body"
     );
     let pointer = format!(
-        "/paths/{}/{method}/responses/{status}/content/application~1json/schema",
-        path.replace('~', "~0").replace('/', "~1")
+        "/paths/{}/{method}/responses/{status}/content/{}/schema",
+        path.replace('~', "~0").replace('/', "~1"),
+        media.replace('~', "~0").replace('/', "~1")
     );
     let fragment = pointer.replace('{', "%7B").replace('}', "%7D");
     let registry = jsonschema::Registry::new()
@@ -1438,6 +2811,259 @@ enum Setup {
     NoStore,
     AgentDown,
     AgentFails,
+    AgentRefuses(Refusal),
+}
+
+/// The body of a test request.
+#[derive(Clone, Debug)]
+enum Payload {
+    None,
+    Json(Value),
+    /// Content type and bytes.
+    Raw(&'static str, Vec<u8>),
+}
+
+impl Payload {
+    fn parts(&self) -> Option<(&str, Vec<u8>)> {
+        match self {
+            Payload::None => None,
+            Payload::Json(value) => Some(("application/json", serde_json::to_vec(value).unwrap())),
+            Payload::Raw(content_type, bytes) => Some((content_type, bytes.clone())),
+        }
+    }
+}
+
+/// Cases of [`openapi_document_matches_routes_and_responses`] for the message, send,
+/// export and rule routes: every documented status that can be produced.
+fn new_route_cases() -> Vec<(Setup, &'static str, String, Payload, &'static str, u16)> {
+    use Setup::*;
+    let messages = format!("/api/websocket/{FEED}/messages");
+    let send = |t: TrafficId| format!("/api/websocket/{t}/send");
+    let ndjson = |t: TrafficId| format!("/api/websocket/{t}/frames.ndjson");
+    let text = |data: &str| Payload::Json(json!({"direction": "to-client", "data": data}));
+    let rule = |id: &str| {
+        Payload::Json(json!({"id": id, "contains": "secret", "action": {"kind": "drop"}}))
+    };
+    let big = Payload::Json(json!({"direction": "to-client", "data": "x".repeat(3 << 20)}));
+    let (m, s, n, h) = (ROUTES[9].1, ROUTES[10].1, ROUTES[11].1, ROUTES[12].1);
+    let (rl, ra, rd) = (ROUTES[13].1, ROUTES[14].1, ROUTES[15].1);
+    let chat_ms = CHAT.timestamp_ms();
+    vec![
+        (Normal, "get", messages.clone(), Payload::None, m, 200),
+        (
+            Normal,
+            "get",
+            format!("/api/websocket/{CHAT}/messages?direction=server-to-client"),
+            Payload::None,
+            m,
+            200,
+        ),
+        (
+            Normal,
+            "get",
+            format!("{messages}?limit=0"),
+            Payload::None,
+            m,
+            400,
+        ),
+        (WithToken, "get", messages.clone(), Payload::None, m, 401),
+        (
+            Normal,
+            "get",
+            format!("/api/websocket/{UNKNOWN}/messages"),
+            Payload::None,
+            m,
+            404,
+        ),
+        (NoStore, "get", messages.clone(), Payload::None, m, 503),
+        (Normal, "post", send(FEED), text("hello"), s, 201),
+        (
+            Normal,
+            "post",
+            send(FEED),
+            Payload::Json(json!({"direction": "to-server", "data": "%%", "isBinary": true})),
+            s,
+            400,
+        ),
+        (WithToken, "post", send(FEED), text("hello"), s, 401),
+        (Normal, "post", send(UNKNOWN), text("hello"), s, 404),
+        (Normal, "post", send(CHAT), text("hello"), s, 409),
+        (
+            AgentRefuses(Refusal::Conflict),
+            "post",
+            send(FEED),
+            text("hello"),
+            s,
+            409,
+        ),
+        (Normal, "post", send(FEED), big, s, 413),
+        (
+            Normal,
+            "post",
+            send(FEED),
+            Payload::Raw("text/plain", b"hello".to_vec()),
+            s,
+            415,
+        ),
+        (AgentFails, "post", send(FEED), text("hello"), s, 502),
+        (AgentDown, "post", send(FEED), text("hello"), s, 503),
+        (NoStore, "post", send(FEED), text("hello"), s, 503),
+        (Normal, "get", ndjson(FEED), Payload::None, n, 200),
+        (
+            Normal,
+            "get",
+            format!("{}?opcode=3", ndjson(FEED)),
+            Payload::None,
+            n,
+            400,
+        ),
+        (WithToken, "get", ndjson(FEED), Payload::None, n, 401),
+        (Normal, "get", ndjson(UNKNOWN), Payload::None, n, 404),
+        (NoStore, "get", ndjson(FEED), Payload::None, n, 503),
+        (
+            Normal,
+            "get",
+            format!("/api/har?trafficId={CHAT}"),
+            Payload::None,
+            h,
+            200,
+        ),
+        (
+            Normal,
+            "get",
+            format!("/api/har?from={chat_ms}&to={}", chat_ms + 5000),
+            Payload::None,
+            h,
+            200,
+        ),
+        (Normal, "get", "/api/har".into(), Payload::None, h, 400),
+        (
+            WithToken,
+            "get",
+            format!("/api/har?trafficId={CHAT}"),
+            Payload::None,
+            h,
+            401,
+        ),
+        (
+            Normal,
+            "get",
+            format!("/api/har?trafficId={UNKNOWN}"),
+            Payload::None,
+            h,
+            404,
+        ),
+        (
+            NoStore,
+            "get",
+            "/api/har?from=0".into(),
+            Payload::None,
+            h,
+            503,
+        ),
+        (Normal, "post", "/api/rules".into(), rule("r1"), ra, 201),
+        (Normal, "get", "/api/rules".into(), Payload::None, rl, 200),
+        (
+            WithToken,
+            "get",
+            "/api/rules".into(),
+            Payload::None,
+            rl,
+            401,
+        ),
+        (
+            AgentFails,
+            "get",
+            "/api/rules".into(),
+            Payload::None,
+            rl,
+            502,
+        ),
+        (
+            AgentDown,
+            "get",
+            "/api/rules".into(),
+            Payload::None,
+            rl,
+            503,
+        ),
+        (
+            Normal,
+            "post",
+            "/api/rules".into(),
+            Payload::Raw("application/json", b"{".to_vec()),
+            ra,
+            400,
+        ),
+        (
+            Normal,
+            "post",
+            "/api/rules".into(),
+            Payload::Json(json!({"regex": BAD_REGEX, "action": {"kind": "drop"}})),
+            ra,
+            400,
+        ),
+        (WithToken, "post", "/api/rules".into(), rule("r2"), ra, 401),
+        (Normal, "post", "/api/rules".into(), rule("r1"), ra, 409),
+        (
+            Normal,
+            "post",
+            "/api/rules".into(),
+            Payload::Raw("application/json", vec![b' '; 3 << 20]),
+            ra,
+            413,
+        ),
+        (
+            Normal,
+            "post",
+            "/api/rules".into(),
+            Payload::Raw("text/plain", b"{}".to_vec()),
+            ra,
+            415,
+        ),
+        (AgentFails, "post", "/api/rules".into(), rule("r2"), ra, 502),
+        (AgentDown, "post", "/api/rules".into(), rule("r2"), ra, 503),
+        (
+            Normal,
+            "delete",
+            "/api/rules/r1".into(),
+            Payload::None,
+            rd,
+            200,
+        ),
+        (
+            WithToken,
+            "delete",
+            "/api/rules/r1".into(),
+            Payload::None,
+            rd,
+            401,
+        ),
+        (
+            Normal,
+            "delete",
+            "/api/rules/r1".into(),
+            Payload::None,
+            rd,
+            404,
+        ),
+        (
+            AgentFails,
+            "delete",
+            "/api/rules/r1".into(),
+            Payload::None,
+            rd,
+            502,
+        ),
+        (
+            AgentDown,
+            "delete",
+            "/api/rules/r1".into(),
+            Payload::None,
+            rd,
+            503,
+        ),
+    ]
 }
 
 #[tokio::test]
@@ -1465,6 +3091,13 @@ async fn openapi_document_matches_routes_and_responses() {
             },
             Setup::AgentFails => AppState {
                 agent: Arc::new(BrokenAgent(ControlError::Failed("disk full".into()))),
+                ..state
+            },
+            Setup::AgentRefuses(refusal) => AppState {
+                agent: Arc::new(BrokenAgent(ControlError::Refused(
+                    refusal,
+                    "refused by the agent".into(),
+                ))),
                 ..state
             },
         })
@@ -1515,6 +3148,16 @@ async fn openapi_document_matches_routes_and_responses() {
         "DeleteResult",
         "ErrorBody",
         "Health",
+        "WebSocketMessage",
+        "Rule",
+        "RuleAction",
+        "RuleList",
+        "RuleDeleted",
+        "SendMessage",
+        "Sent",
+        "Har",
+        "HarEntry",
+        "HarWebSocketMessage",
     ] {
         assert!(
             doc["components"]["schemas"][schema].is_object(),
@@ -1734,21 +3377,46 @@ async fn openapi_document_matches_routes_and_responses() {
         // Last: it changes the store.
         (Setup::Normal, "delete", frames.clone(), ROUTES[1].1, 200),
     ];
+    let mut cases: Vec<(Setup, &str, String, Payload, &str, u16)> = cases
+        .into_iter()
+        .map(|(setup, method, uri, path, status)| (setup, method, uri, Payload::None, path, status))
+        .collect();
+    // Before the deletion, which must stay last.
+    let last = cases.pop().unwrap();
+    cases.extend(new_route_cases());
+    cases.push(last);
     let mut exercised = BTreeSet::new();
-    for (setup, method, uri, path, status) in &cases {
-        let reply = send_with(&app_for(*setup), &method.to_uppercase(), uri, None).await;
+    for (setup, method, uri, payload, path, status) in &cases {
+        let parts = payload.parts();
+        let reply = send_raw(
+            &app_for(*setup),
+            &method.to_uppercase(),
+            uri,
+            None,
+            parts.as_ref().map(|(t, b)| (*t, b.as_slice())),
+        )
+        .await;
+        let text = String::from_utf8_lossy(&reply.bytes);
         assert_eq!(
             reply.status.as_u16(),
             *status,
-            "{setup:?} {method} {uri}: {}",
-            reply.body
+            "{setup:?} {method} {uri}: {text:.300}"
         );
-        let validator = response_validator(&doc, method, path, *status);
-        if let Err(error) = validator.validate(&reply.body) {
-            panic!(
-                "{method} {uri} -> {status} does not match the document: {error}\n{}",
-                reply.body
-            );
+        let media = reply.content_type().unwrap().to_owned();
+        let bodies: Vec<Value> = if media == "application/x-ndjson" {
+            text.lines()
+                .map(|line| serde_json::from_str(line).unwrap())
+                .collect()
+        } else {
+            assert_eq!(media, "application/json", "{method} {uri}");
+            vec![serde_json::from_slice(&reply.bytes).unwrap()]
+        };
+        assert!(!bodies.is_empty(), "{method} {uri}: empty body");
+        let validator = media_validator(&doc, method, path, *status, &media);
+        for body in &bodies {
+            if let Err(error) = validator.validate(body) {
+                panic!("{method} {uri} -> {status} does not match the document: {error}\n{body}");
+            }
         }
         exercised.insert((method.to_string(), path.to_string()));
     }

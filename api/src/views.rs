@@ -6,15 +6,19 @@
 //! - [`WebSocketConnection`]: a connection, with mitmproxy's `WebSocketData` names
 //!   for the close fields (`closed_by_client`, `close_code`, `close_reason`,
 //!   `timestamp_end`).
+//! - [`WebSocketMessage`]: a message reassembled from its frames
+//!   ([`crate::messages`]), mitmproxy's `WebSocketMessage` in camelCase.
 //!
 //! The `*_json` functions are public: the live event relay sends the same shapes.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use frametap_store::{FrameRecord, WsConnection};
+use frametap_store::{FrameId, FrameRecord, WsConnection};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use utoipa::ToSchema;
+
+use crate::messages::AssembledMessage;
 
 /// Who sent a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -114,6 +118,9 @@ pub struct Frame {
     pub injected: bool,
     /// Captured but not forwarded.
     pub dropped: bool,
+    /// Forwarded by frametap in place of a message a rule replaced (the original's
+    /// frames are recorded as received, with `dropped`).
+    pub modified: bool,
 }
 
 /// The JSON view of a stored frame.
@@ -138,6 +145,7 @@ pub fn frame_json(record: &FrameRecord) -> Frame {
         close_reason: record.close_reason.clone(),
         injected: record.injected,
         dropped: record.dropped,
+        modified: record.modified,
     }
 }
 
@@ -145,6 +153,129 @@ impl From<&FrameRecord> for Frame {
     fn from(record: &FrameRecord) -> Frame {
         frame_json(record)
     }
+}
+
+/// `text` or `binary`: the kind of a message (and of the messages a rule matches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageType {
+    /// Opcode 1: UTF-8 text (as the sender claimed).
+    Text,
+    /// Opcode 2: bytes.
+    Binary,
+}
+
+/// How a message's `content` is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum ContentEncoding {
+    /// The text itself.
+    #[serde(rename = "utf-8")]
+    Utf8,
+    /// Standard base64, with padding.
+    #[serde(rename = "base64")]
+    Base64,
+}
+
+/// One WebSocket message, reassembled from its frames (mitmproxy's
+/// `WebSocketMessage`). Control frames (close, ping, pong) are not messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebSocketMessage {
+    /// The id of its first frame.
+    #[schema(
+        example = "0191a2b3c4d50001-00000001",
+        pattern = "^[0-9a-f]{16}-[0-9a-f]{8,16}$"
+    )]
+    pub id: String,
+    /// Id of the connection's traffic entry.
+    #[schema(example = "0191a2b3c4d50001", pattern = "^[0-9a-f]{16}$")]
+    pub traffic_id: String,
+    /// Who sent the message.
+    pub direction: Direction,
+    /// Sent by the client (mitmproxy's `from_client`).
+    pub from_client: bool,
+    /// `text` or `binary`.
+    #[serde(rename = "type")]
+    pub message_type: MessageType,
+    /// The content: the text itself for text messages that are valid UTF-8, base64
+    /// otherwise (binary messages, and text that is not valid UTF-8); see
+    /// `contentEncoding`. Only a prefix when `truncated`.
+    pub content: String,
+    /// `utf-8` when `content` is the text, `base64` when it is encoded.
+    pub content_encoding: ContentEncoding,
+    /// Full length in bytes as the application sees it (sum of the frames' payload
+    /// lengths), even when `content` holds only a prefix.
+    pub length: u64,
+    /// `content` holds only a prefix: a frame was truncated by the agent, or the
+    /// message is over the 1 MiB this view shows per message.
+    pub truncated: bool,
+    /// When its last frame was captured (the message complete), Unix milliseconds.
+    pub timestamp: u64,
+    /// Frames the message is made of.
+    pub frame_count: u64,
+    /// The id of its last frame.
+    #[schema(
+        example = "0191a2b3c4d50001-00000003",
+        pattern = "^[0-9a-f]{16}-[0-9a-f]{8,16}$"
+    )]
+    pub last_frame_id: String,
+    /// All its frames were dropped: captured, not forwarded as received (a rule
+    /// dropped or replaced it).
+    pub dropped: bool,
+    /// Injected by frametap (sent by neither peer).
+    pub injected: bool,
+    /// Produced by a replace rule: forwarded in place of the original message (which
+    /// is listed too, `dropped`).
+    pub modified: bool,
+    /// Frames are missing: its first fragment was not recorded (deleted), or a new
+    /// message started before its final fragment.
+    pub incomplete: bool,
+}
+
+/// The JSON view of a reassembled message.
+pub fn message_json(message: &AssembledMessage) -> WebSocketMessage {
+    let (content, content_encoding) = message_content(message);
+    WebSocketMessage {
+        id: FrameId::new(message.traffic, message.first_seq).to_string(),
+        traffic_id: message.traffic.to_string(),
+        direction: Direction::from_client(message.from_client),
+        from_client: message.from_client,
+        message_type: if message.binary {
+            MessageType::Binary
+        } else {
+            MessageType::Text
+        },
+        content,
+        content_encoding,
+        length: message.length,
+        truncated: message.truncated,
+        timestamp: message.timestamp_ms,
+        frame_count: message.frame_count,
+        last_frame_id: FrameId::new(message.traffic, message.last_seq).to_string(),
+        dropped: message.dropped,
+        injected: message.injected,
+        modified: message.modified,
+        incomplete: message.incomplete,
+    }
+}
+
+/// A message's content as text when it is a text message that is valid UTF-8,
+/// else as base64. A truncated text whose cut split a character is shown as text up
+/// to that character.
+pub fn message_content(message: &AssembledMessage) -> (String, ContentEncoding) {
+    if !message.binary {
+        match std::str::from_utf8(&message.content) {
+            Ok(text) => return (text.to_owned(), ContentEncoding::Utf8),
+            // `error_len() == None`: the bytes end inside a character, which a cut does.
+            Err(e) if message.truncated && e.error_len().is_none() => {
+                let text = std::str::from_utf8(&message.content[..e.valid_up_to()])
+                    .expect("valid up to here");
+                return (text.to_owned(), ContentEncoding::Utf8);
+            }
+            Err(_) => {}
+        }
+    }
+    (BASE64.encode(&message.content), ContentEncoding::Base64)
 }
 
 /// HTTP headers as a JSON object, in the order names first appear. Repeated names
@@ -465,6 +596,7 @@ mod tests {
             injected: false,
             dropped: false,
             binary_message: false,
+            modified: false,
         };
         let json = serde_json::to_value(frame_json(&record)).unwrap();
         assert_eq!(json["id"], "0191a2b3c4d50001-00000001");

@@ -43,6 +43,90 @@ pub enum Request {
     DeleteFrames { traffic: String },
     /// Stream every record the agent persists from now on.
     Subscribe,
+    /// The rules in force, in the order they are tried.
+    ListRules,
+    /// Append a rule (its id is assigned when it has none). Refused with
+    /// [`Refusal::BadRequest`] when it does not compile; nothing changes then.
+    AddRule { rule: Rule },
+    /// Remove a rule by id.
+    DeleteRule { id: String },
+    /// Send a message into a live WebSocket connection.
+    Send {
+        traffic: String,
+        direction: InjectDirection,
+        /// The message content, base64 (standard alphabet, padded).
+        payload: String,
+        is_binary: bool,
+    },
+}
+
+/// Which peer receives an injected message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InjectDirection {
+    ToClient,
+    ToServer,
+}
+
+/// A message rule, as written in the agent's config file and over the API.
+/// Every condition given must hold; absent conditions match anything. Rules are
+/// tried in order; the first that matches a message decides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rule {
+    /// Assigned by the agent when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Host of the connection (the Host header, else SNI): `chat.example.com`, or
+    /// `*.example.com` for any subdomain. Case-insensitive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Prefix of the upgrade request's path (query included), e.g. `/chat`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Which way the message travels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<InjectDirection>,
+    /// `text` or `binary`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub message_type: Option<MessageType>,
+    /// The content contains this text (bytes of its UTF-8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains: Option<String>,
+    /// The content matches this regex (Rust `regex` syntax; binary messages are
+    /// matched as bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    pub action: RuleAction,
+}
+
+/// `text` or `binary`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageType {
+    Text,
+    Binary,
+}
+
+/// What a matching rule does to the message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase", deny_unknown_fields)]
+pub enum RuleAction {
+    /// Not forwarded; recorded with `dropped`.
+    Drop,
+    /// Text messages only: every match of `pattern` (a regex) is replaced by
+    /// `replacement` (`$1`, `${name}` refer to groups). Matches only messages the
+    /// pattern occurs in.
+    Replace {
+        pattern: String,
+        replacement: String,
+    },
+    /// Close the connection: both peers get a close frame with this code and reason.
+    Close {
+        code: u16,
+        #[serde(default)]
+        reason: String,
+    },
 }
 
 /// The agent's answer to one [`Request`].
@@ -54,8 +138,34 @@ pub enum Reply {
         frames: u64,
     },
     Subscribed,
+    /// The rules in force, in order.
+    Rules(Vec<Rule>),
+    /// The rule as added, with its id.
+    RuleAdded(Rule),
+    RuleDeleted,
+    /// The injected message was recorded and written; the frame's sequence number.
+    Sent {
+        seq: u64,
+    },
+    /// The request was refused for a reason the caller can act on.
+    Refused {
+        reason: Refusal,
+        message: String,
+    },
     /// The request was understood but failed; the text says why.
     Error(String),
+}
+
+/// Why a request was refused (the API maps these to 400, 404 and 409).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Refusal {
+    /// Invalid input: a rule that does not compile, bad base64, a bad close code.
+    BadRequest,
+    /// No such connection or rule.
+    NotFound,
+    /// The connection exists but is no longer open.
+    Conflict,
 }
 
 /// [`Request::Status`]'s answer.
@@ -278,6 +388,7 @@ mod tests {
             injected: false,
             dropped: false,
             binary_message: true,
+            modified: false,
         })
     }
 
@@ -296,6 +407,31 @@ mod tests {
                 events_dropped: 2,
             })),
             Message::Reply(Reply::Error("no".into())),
+            Message::Request(Request::AddRule {
+                rule: Rule {
+                    id: None,
+                    host: Some("*.chat.test".into()),
+                    path: Some("/ws".into()),
+                    direction: Some(InjectDirection::ToServer),
+                    message_type: Some(MessageType::Text),
+                    contains: Some("secret".into()),
+                    regex: None,
+                    action: RuleAction::Replace {
+                        pattern: "secret".into(),
+                        replacement: "REDACTED".into(),
+                    },
+                },
+            }),
+            Message::Request(Request::Send {
+                traffic: "00000000000000ff".into(),
+                direction: InjectDirection::ToClient,
+                payload: "aGk=".into(),
+                is_binary: false,
+            }),
+            Message::Reply(Reply::Refused {
+                reason: Refusal::Conflict,
+                message: "closed".into(),
+            }),
             Message::Dropped(12),
             Message::Records(vec![
                 frame(1),
@@ -351,6 +487,24 @@ mod tests {
             decoder.next_message(),
             Err(ProtocolError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn rules_read_as_users_write_them() {
+        let rule: Rule = serde_json::from_str(
+            r#"{"host":"chat.test","direction":"to-client","type":"binary","action":{"kind":"close","code":4000}}"#,
+        )
+        .unwrap();
+        assert_eq!(rule.message_type, Some(MessageType::Binary));
+        assert_eq!(
+            rule.action,
+            RuleAction::Close {
+                code: 4000,
+                reason: String::new()
+            }
+        );
+        assert!(serde_json::from_str::<Rule>(r#"{"action":{"kind":"drop"},"hots":"x"}"#).is_err());
+        assert!(serde_json::from_str::<Rule>(r#"{"action":{"kind":"explode"}}"#).is_err());
     }
 
     #[tokio::test]

@@ -13,7 +13,8 @@
 //! u8      format (1)
 //! u8      flags: 1 from_client, 2 fin, 4 masked, 8 compressed, 16 truncated,
 //!                32 injected, 64 dropped, 128 has close_code
-//! u8      flags2: 1 has close_reason, 2 binary message; other bits must be 0
+//! u8      flags2: 1 has close_reason, 2 binary message, 4 modified by a rule;
+//!                other bits must be 0
 //! u8      opcode
 //! u8      rsv
 //! varint  timestamp_ms
@@ -73,6 +74,7 @@ const F_DROPPED: u8 = 64;
 const F_CLOSE_CODE: u8 = 128;
 const F2_CLOSE_REASON: u8 = 1;
 const F2_BINARY_MESSAGE: u8 = 2;
+const F2_MODIFIED: u8 = 4;
 const HEADER_LEN: usize = 5;
 
 /// Key of a traffic entry.
@@ -138,6 +140,9 @@ pub fn encode_frame(f: &FrameRecord) -> Vec<u8> {
     let mut flags2 = if reason.is_some() { F2_CLOSE_REASON } else { 0 };
     if f.binary_message {
         flags2 |= F2_BINARY_MESSAGE;
+    }
+    if f.modified {
+        flags2 |= F2_MODIFIED;
     }
     out.extend_from_slice(&[FRAME_FORMAT_V1, flags, flags2, f.opcode, f.rsv]);
     put_varint(&mut out, f.timestamp_ms);
@@ -223,7 +228,7 @@ pub fn decode_frame(id: FrameId, v: &[u8]) -> Result<FrameRecord, CodecError> {
     }
     let h = r.take(HEADER_LEN, "header")?;
     let (flags, flags2, opcode, rsv) = (h[1], h[2], h[3], h[4]);
-    if flags2 & !(F2_CLOSE_REASON | F2_BINARY_MESSAGE) != 0 {
+    if flags2 & !(F2_CLOSE_REASON | F2_BINARY_MESSAGE | F2_MODIFIED) != 0 {
         return Err(CodecError::ReservedBits(flags2));
     }
     let timestamp_ms = r.varint("timestamp")?;
@@ -270,6 +275,7 @@ pub fn decode_frame(id: FrameId, v: &[u8]) -> Result<FrameRecord, CodecError> {
         injected: flags & F_INJECTED != 0,
         dropped: flags & F_DROPPED != 0,
         binary_message: flags2 & F2_BINARY_MESSAGE != 0,
+        modified: flags2 & F2_MODIFIED != 0,
     })
 }
 
@@ -346,6 +352,7 @@ mod tests {
             injected: false,
             dropped: false,
             binary_message: true,
+            modified: false,
         }
     }
 
@@ -402,6 +409,7 @@ mod tests {
         let mut all = sample();
         all.injected = true;
         all.dropped = true;
+        all.modified = true;
         all.fin = false;
         all.rsv = 7;
         all.opcode = 0;

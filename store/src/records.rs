@@ -66,6 +66,9 @@ pub struct FrameRecord {
     /// The frame carries (part of) a binary message: opcode 2, or a continuation of
     /// one. The API's `isBinary`.
     pub binary_message: bool,
+    /// Frame frametap forwarded in place of a message a rule replaced (the
+    /// original's frames are recorded as received, with `dropped`).
+    pub modified: bool,
 }
 
 impl FrameRecord {

@@ -61,6 +61,7 @@ fn frame(traffic: TrafficId, seq: u64, ts: u64) -> FrameRecord {
         injected: false,
         dropped: false,
         binary_message: opcode == 2,
+        modified: false,
     }
 }
 

@@ -6,7 +6,9 @@ server: echo server. Every message is echoed back unchanged (as one frame). A te
         message "close:CODE:REASON" makes the server close with that code and
         reason; "ping:DATA" makes the server send a ping with that payload.
         Each received message is logged to --log as a JSON line.
-client: runs a script (JSON list of steps) and prints one JSON line per event:
+client: runs a script (JSON list of steps: text, binary, fragments, big, many,
+        ping, recv (wait for one more message), send (no reply expected),
+        send_expect_close, close, ...) and prints one JSON line per event:
         {"echo": i, "type": "text"|"binary", "data": base64} for each reply, and
         {"closed": {"code": .., "reason": ..}} at the end.
 """
@@ -114,6 +116,18 @@ async def run_client(args):
             elif op == "server_ping":
                 await ws.send("ping:" + step["data"])
                 await expect_reply(ws)
+            elif op == "recv":
+                # A message nobody asked for (injected, or an echo of one).
+                await expect_reply(ws)
+            elif op == "send":
+                await ws.send(step["data"])
+            elif op == "send_expect_close":
+                await ws.send(step["data"])
+                try:
+                    while True:
+                        await expect_reply(ws)
+                except ConnectionClosed:
+                    pass
             elif op == "close":
                 await ws.close(step["code"], step["reason"])
             elif op == "server_close":

@@ -132,6 +132,32 @@ impl Api {
         }
     }
 
+    /// `method path` with a JSON body, with the token.
+    pub fn send_json(&self, method: &str, path: &str, body: &Value) -> Answer {
+        let url = format!("{}{path}", self.base());
+        let req = ureq::http::Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("Authorization", format!("Bearer {}", self.token))
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .expect("request");
+        let mut resp = self
+            .http
+            .run(req)
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        Answer {
+            status: resp.status().as_u16(),
+            body: resp.body_mut().read_to_string().unwrap_or_default(),
+            headers,
+        }
+    }
+
     pub fn request(&self, method: &str, path: &str) -> Answer {
         self.request_as(method, path, Some(&self.token.clone()))
     }

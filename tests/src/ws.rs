@@ -97,6 +97,17 @@ pub fn spawn_client(
     opts: &ClientOptions<'_>,
     script: &Value,
 ) -> Spawned {
+    spawn_client_on(lab, cgroup, opts, script, "/chat")
+}
+
+/// [`spawn_client`] with the URL path to connect to.
+pub fn spawn_client_on(
+    lab: &Lab,
+    cgroup: Option<&TestCgroup>,
+    opts: &ClientOptions<'_>,
+    script: &Value,
+    path: &str,
+) -> Spawned {
     let mut cmd = lab.client_command(cgroup, "python3");
     cmd.arg(peer_script())
         .args([
@@ -105,6 +116,8 @@ pub fn spawn_client(
             opts.connect,
             "--host",
             opts.host,
+            "--path",
+            path,
             "--script",
         ])
         .arg(script.to_string())

@@ -38,6 +38,8 @@ const PYTHON: &[(&str, &str)] = &[
     ("socketio", "python-socketio==5.14.3"),
     ("websocket", "websocket-client==1.9.2"),
     ("requests", "requests==2.34.2"),
+    // An independent HAR reader, to re-import what the API exports.
+    ("haralyzer", "haralyzer==2.4.0"),
 ];
 /// Python packages only the benchmarks need.
 pub const PYTHON_BENCH: &[(&str, &str)] = &[("mitmproxy", "mitmproxy==11.0.2")];

@@ -6,12 +6,14 @@
 //!    open a verified TLS connection upstream with the same SNI, then go to 3.
 //!    Hosts on the passthrough list, and clients that offer ALPN without http/1.1,
 //!    are relayed untouched (recorded as a connection only).
-//! 3. HTTP/1.x: relay bytes unchanged while [`session::SessionState`] watches them
-//!    and emits traffic entries and WebSocket frames, which are recorded before the
-//!    bytes that complete them are forwarded.
+//! 3. HTTP/1.x: relay bytes while [`session::SessionState`] watches them and emits
+//!    traffic entries and WebSocket frames, which are recorded before the bytes that
+//!    complete them are forwarded. Bytes go out unchanged unless a rule changes a
+//!    WebSocket message; injected messages are written between messages.
 //! 4. Anything else: byte relay.
 pub mod prefixed;
 pub mod session;
+pub mod websocket;
 
 use std::{
     future::Future,
@@ -34,8 +36,10 @@ use tracing::debug;
 use self::{
     prefixed::Prefixed,
     session::{Ending, SessionMeta, SessionState, Side},
+    websocket::Forward,
 };
 use crate::{
+    live::{Injection, Registration},
     proxy::{ConnectionInfo, ProxyContext},
     recorder::now_ms,
     relay::{self, RelayEnd},
@@ -276,6 +280,7 @@ async fn intercept_tls(
         meta(info, true, hello.sni.clone(), None),
         ctx.recorder.ids.clone(),
         ctx.intercept.payload_cap,
+        ctx.intercept.rules.clone(),
     );
     let (server_config, server_name) = match (
         tls.client_leg_config(&subject, offers_alpn),
@@ -372,10 +377,29 @@ where
         meta,
         ctx.recorder.ids.clone(),
         ctx.intercept.payload_cap,
+        ctx.intercept.rules.clone(),
     ));
     let mut up = Direction::new(Side::Client, fds.1, fds.0);
     let mut down = Direction::new(Side::Server, fds.0, fds.1);
+    // Present once the connection is a WebSocket: messages the API sends into it.
+    let mut injections: Option<(Registration, tokio::sync::mpsc::Receiver<Injection>)> = None;
     let ending = std::future::poll_fn(|cx| {
+        if injections.is_none()
+            && let Some(traffic) = lock(&state).websocket()
+        {
+            injections = Some(ctx.intercept.live.register(traffic));
+        }
+        if let Some((_, queue)) = injections.as_mut() {
+            while let Poll::Ready(Some(injection)) = queue.poll_recv(cx) {
+                let result = lock(&state).inject(
+                    injection.to,
+                    &injection.content,
+                    injection.is_binary,
+                    now_ms(),
+                );
+                let _ = injection.reply.send(result);
+            }
+        }
         if up.result.is_none()
             && let Poll::Ready(r) = up.poll(cx, &mut client, &mut server, &state, &ctx.recorder)
         {
@@ -386,6 +410,13 @@ where
         {
             down.result = Some(r);
         }
+        // A read may have left bytes for the direction polled before it (a close
+        // rule answers the sender): poll again soon.
+        if (up.result.is_none() && lock(&state).has_outbox(Side::Server))
+            || (injections.is_none() && lock(&state).websocket().is_some())
+        {
+            cx.waker().wake_by_ref();
+        }
         match (up.result, down.result) {
             (Some(PumpEnd::Failed(side)), _) | (_, Some(PumpEnd::Failed(side))) => {
                 Poll::Ready(Ending::Reset(side))
@@ -395,6 +426,7 @@ where
         }
     })
     .await;
+    drop(injections);
     let was_websocket = lock(&state).websocket().is_some();
     let records = lock(&state).on_end(&ending, now_ms());
     ctx.recorder.persist(records).await;
@@ -438,7 +470,7 @@ enum Step {
 }
 
 /// One direction: read, let the session see the bytes, persist what they completed,
-/// then forward them unchanged.
+/// then forward them (unchanged unless a rule changed a message).
 struct Direction {
     side: Side,
     /// Socket to reset when this direction's reader fails (the other side).
@@ -446,6 +478,8 @@ struct Direction {
     /// Socket to reset when this direction's writer fails (this side).
     from_fd: RawFd,
     buf: Box<[u8]>,
+    /// What the session wants written instead of `buf` (or before the next read).
+    replacement: Option<Vec<u8>>,
     len: usize,
     pos: usize,
     step: Step,
@@ -460,6 +494,7 @@ impl Direction {
             to_fd,
             from_fd,
             buf: vec![0u8; READ_BUFFER].into_boxed_slice(),
+            replacement: None,
             len: 0,
             pos: 0,
             step: Step::Read,
@@ -473,6 +508,20 @@ impl Direction {
             Side::Client => Side::Server,
             Side::Server => Side::Client,
         }
+    }
+
+    fn persist_then_write(
+        &mut self,
+        records: Vec<frametap_store::Record>,
+        recorder: &crate::recorder::Recorder,
+    ) {
+        self.step = if records.is_empty() {
+            Step::Write
+        } else {
+            // Recorded before forwarded: once the peer has a frame, so does the store.
+            let recorder = recorder.clone();
+            Step::Persist(Box::pin(async move { recorder.persist(records).await }))
+        };
     }
 
     fn poll<R, W>(
@@ -490,6 +539,13 @@ impl Direction {
         loop {
             match &mut self.step {
                 Step::Read => {
+                    // Injected messages and close frames for our peer go first.
+                    if let Some(outbox) = lock(state).take_outbox(self.other()) {
+                        (self.len, self.pos) = (outbox.bytes.len(), 0);
+                        self.replacement = Some(outbox.bytes);
+                        self.persist_then_write(outbox.records, recorder);
+                        continue;
+                    }
                     let mut read = ReadBuf::new(&mut self.buf);
                     match Pin::new(&mut *from).poll_read(cx, &mut read) {
                         Poll::Pending => return Poll::Pending,
@@ -504,15 +560,16 @@ impl Direction {
                         self.step = Step::Shutdown;
                         continue;
                     }
-                    (self.len, self.pos) = (n, 0);
-                    let records = lock(state).on_bytes(self.side, &self.buf[..n], now_ms());
-                    self.step = if records.is_empty() {
-                        Step::Write
-                    } else {
-                        // Recorded before forwarded: once the peer has a frame, so does the store.
-                        let recorder = recorder.clone();
-                        Step::Persist(Box::pin(async move { recorder.persist(records).await }))
-                    };
+                    let (records, forward) =
+                        lock(state).on_bytes(self.side, &self.buf[..n], now_ms());
+                    match forward {
+                        Forward::AsIs => (self.len, self.pos) = (n, 0),
+                        Forward::Bytes(bytes) => {
+                            (self.len, self.pos) = (bytes.len(), 0);
+                            self.replacement = Some(bytes);
+                        }
+                    }
+                    self.persist_then_write(records, recorder);
                 }
                 Step::Persist(persisting) => {
                     ready!(persisting.as_mut().poll(cx));
@@ -520,9 +577,11 @@ impl Direction {
                 }
                 Step::Write => {
                     while self.pos < self.len {
-                        match ready!(
-                            Pin::new(&mut *to).poll_write(cx, &self.buf[self.pos..self.len])
-                        ) {
+                        let pending = match &self.replacement {
+                            Some(bytes) => &bytes[self.pos..self.len],
+                            None => &self.buf[self.pos..self.len],
+                        };
+                        match ready!(Pin::new(&mut *to).poll_write(cx, pending)) {
                             Ok(n) if n > 0 => self.pos += n,
                             _ => {
                                 reset_fd(self.from_fd);
@@ -535,6 +594,7 @@ impl Direction {
                         return Poll::Ready(PumpEnd::Failed(self.other()));
                     }
                     self.moved += self.len as u64;
+                    self.replacement = None;
                     self.step = Step::Read;
                 }
                 Step::Shutdown => {

@@ -8,13 +8,18 @@
 //! per direction); anything that stops being parseable HTTP becomes opaque bytes.
 use std::{collections::VecDeque, sync::Arc, time::Instant};
 
+use frametap_control::Refusal;
 use frametap_proto::{
     http1::{Http1Conn, HttpEvent, RequestHead, ResponseHead},
-    ws::{self, Sender, WsDirection, WsEvent},
+    ws,
 };
-use frametap_store::{FrameRecord, Record, TrafficEntry, TrafficId, WsClose, WsOpen};
+use frametap_store::{Record, TrafficEntry, TrafficId, WsClose, WsOpen};
 
-use crate::recorder::TrafficIds;
+use super::websocket::{Forward, Outbox, WsSession, WsSetup};
+use crate::{
+    recorder::TrafficIds,
+    rules::{ConnectionFacts, RuleBook},
+};
 
 /// Facts about the connection that every record carries.
 #[derive(Clone, Debug, Default)]
@@ -36,7 +41,7 @@ pub enum Side {
 }
 
 impl Side {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Self::Client => "client",
             Self::Server => "server",
@@ -61,19 +66,6 @@ struct Exchange {
     response: Option<ResponseHead>,
 }
 
-struct WsSession {
-    traffic: TrafficId,
-    from_client: WsDirection,
-    from_server: WsDirection,
-    next_seq: u64,
-    /// Who sent the first close frame, with its code and reason.
-    first_close: Option<(Side, Option<u16>, Option<String>)>,
-    error: Option<String>,
-    /// Whether the message each side is sending is binary, so its continuation
-    /// frames are marked like its first frame.
-    binary_message: [bool; 2],
-}
-
 enum Mode {
     Http,
     WebSocket(Box<WsSession>),
@@ -84,44 +76,49 @@ pub struct SessionState {
     meta: SessionMeta,
     ids: Arc<TrafficIds>,
     payload_cap: usize,
+    rules: Arc<RuleBook>,
     http: Http1Conn,
     mode: Mode,
     exchanges: VecDeque<Exchange>,
     held_client: Vec<u8>,
     http_events: Vec<HttpEvent>,
-    ws_events: Vec<WsEvent>,
 }
 
 impl SessionState {
-    pub fn new(meta: SessionMeta, ids: Arc<TrafficIds>, payload_cap: usize) -> Self {
+    pub fn new(
+        meta: SessionMeta,
+        ids: Arc<TrafficIds>,
+        payload_cap: usize,
+        rules: Arc<RuleBook>,
+    ) -> Self {
         Self {
             meta,
             ids,
             payload_cap,
+            rules,
             http: Http1Conn::new(),
             mode: Mode::Http,
             exchanges: VecDeque::new(),
             held_client: Vec::new(),
             http_events: Vec::new(),
-            ws_events: Vec::new(),
         }
     }
 
     /// The WebSocket connection's traffic id, once upgraded.
     pub fn websocket(&self) -> Option<TrafficId> {
         match &self.mode {
-            Mode::WebSocket(ws) => Some(ws.traffic),
+            Mode::WebSocket(ws) => Some(ws.traffic()),
             _ => None,
         }
     }
 
-    pub fn on_bytes(&mut self, side: Side, bytes: &[u8], now_ms: u64) -> Vec<Record> {
+    /// Bytes `side` sent: the records they complete, and what to forward.
+    pub fn on_bytes(&mut self, side: Side, bytes: &[u8], now_ms: u64) -> (Vec<Record>, Forward) {
         let mut records = Vec::new();
+        let mut forward = Forward::AsIs;
         match &mut self.mode {
             Mode::Opaque => {}
-            Mode::WebSocket(ws) => {
-                ws_feed(ws, side, bytes, now_ms, &mut self.ws_events, &mut records)
-            }
+            Mode::WebSocket(ws) => forward = ws.feed(side, bytes, now_ms, &mut records),
             Mode::Http => {
                 let mut events = std::mem::take(&mut self.http_events);
                 match side {
@@ -134,7 +131,36 @@ impl SessionState {
                 self.http_events = events;
             }
         }
-        records
+        (records, forward)
+    }
+
+    /// Sends a message into the WebSocket connection (see [`WsSession::inject`]).
+    pub fn inject(
+        &mut self,
+        to: Side,
+        content: &[u8],
+        is_binary: bool,
+        now_ms: u64,
+    ) -> Result<u64, (Refusal, String)> {
+        match &mut self.mode {
+            Mode::WebSocket(ws) => ws.inject(to, content, is_binary, now_ms),
+            _ => Err((
+                Refusal::Conflict,
+                "the WebSocket connection has ended".into(),
+            )),
+        }
+    }
+
+    /// Bytes to write to `to` before the next read's (injected messages, close frames).
+    pub fn take_outbox(&mut self, to: Side) -> Option<Outbox> {
+        match &mut self.mode {
+            Mode::WebSocket(ws) => ws.take_outbox(to),
+            _ => None,
+        }
+    }
+
+    pub fn has_outbox(&self, to: Side) -> bool {
+        matches!(&self.mode, Mode::WebSocket(ws) if ws.has_outbox(to))
     }
 
     fn on_http_event(
@@ -234,35 +260,24 @@ impl SessionState {
             extensions,
             deflate: deflate.is_some(),
         }));
-        let mut ws = Box::new(WsSession {
+        let conn = ConnectionFacts {
+            host: entry.host.clone(),
+            path: entry.path.clone(),
+        };
+        let mut ws = Box::new(WsSession::new(WsSetup {
             traffic: entry.id,
-            from_client: WsDirection::new(Sender::Client, deflate.clone(), self.payload_cap)
-                .with_foreign_extensions(foreign),
-            from_server: WsDirection::new(Sender::Server, deflate.clone(), self.payload_cap)
-                .with_foreign_extensions(foreign),
-            next_seq: 1,
-            first_close: None,
+            conn,
+            deflate,
+            foreign_extensions: foreign,
             error,
-            binary_message: [false; 2],
-        });
+            payload_cap: self.payload_cap,
+            rules: self.rules.clone(),
+        }));
         records.push(Record::Traffic(entry));
+        // These bytes go out with the HTTP read that carried them: recorded, not gated.
         let held = std::mem::take(&mut self.held_client);
-        ws_feed(
-            &mut ws,
-            Side::Client,
-            &held,
-            now_ms,
-            &mut self.ws_events,
-            records,
-        );
-        ws_feed(
-            &mut ws,
-            Side::Server,
-            rest,
-            now_ms,
-            &mut self.ws_events,
-            records,
-        );
+        ws.feed_direct(Side::Client, &held, now_ms, records);
+        ws.feed_direct(Side::Server, rest, now_ms, records);
         self.mode = Mode::WebSocket(ws);
     }
 
@@ -287,30 +302,30 @@ impl SessionState {
         if let Mode::WebSocket(ws) = &self.mode {
             let abnormal = match ending {
                 Ending::Reset(side) => Some(format!("{} reset", side.name())),
-                Ending::Closed if ws.from_client.mid_message() || ws.from_server.mid_message() => {
+                Ending::Closed if ws.mid_message() => {
                     Some("closed in the middle of a frame or message".into())
                 }
-                Ending::Closed if ws.first_close.is_none() => {
+                Ending::Closed if ws.first_close().is_none() => {
                     Some("closed without a close frame".into())
                 }
-                Ending::Closed => ws.error.clone(),
+                Ending::Closed => ws.error().cloned(),
             };
-            let (closed_by, close_code, close_reason) = match &ws.first_close {
-                Some((side, code, reason)) => {
-                    (Some(side.name().to_string()), *code, reason.clone())
-                }
+            let (closed_by, close_code, close_reason) = match ws.first_close() {
+                Some((who, code, reason)) => (Some(who.to_string()), *code, reason.clone()),
                 None => (None, None, None),
             };
+            let (frames_from_client, bytes_from_client) = ws.counts(Side::Client);
+            let (frames_from_server, bytes_from_server) = ws.counts(Side::Server);
             records.push(Record::WsClose(WsClose {
-                traffic: ws.traffic,
+                traffic: ws.traffic(),
                 timestamp_ms: now_ms,
                 closed_by,
                 close_code,
                 close_reason,
-                frames_from_client: ws.from_client.frames(),
-                frames_from_server: ws.from_server.frames(),
-                bytes_from_client: ws.from_client.wire_bytes(),
-                bytes_from_server: ws.from_server.wire_bytes(),
+                frames_from_client,
+                frames_from_server,
+                bytes_from_client,
+                bytes_from_server,
                 abnormal,
             }));
         }
@@ -413,77 +428,10 @@ impl SessionState {
     }
 }
 
-/// Feed one direction's bytes to its frame parser and turn complete frames into records.
-fn ws_feed(
-    ws: &mut WsSession,
-    side: Side,
-    bytes: &[u8],
-    now_ms: u64,
-    events: &mut Vec<WsEvent>,
-    records: &mut Vec<Record>,
-) {
-    if bytes.is_empty() {
-        return;
-    }
-    let direction = match side {
-        Side::Client => &mut ws.from_client,
-        Side::Server => &mut ws.from_server,
-    };
-    direction.push(bytes, events);
-    for event in events.drain(..) {
-        match event {
-            WsEvent::Frame(f) => {
-                if f.opcode == 8 && ws.first_close.is_none() {
-                    ws.first_close = Some((side, f.close_code, f.close_reason.clone()));
-                }
-                let current = &mut ws.binary_message[side as usize];
-                if matches!(f.opcode, 1 | 2) {
-                    *current = f.opcode == 2;
-                }
-                let binary_message = match f.opcode {
-                    0 => *current,
-                    opcode => opcode == 2,
-                };
-                let seq = ws.next_seq;
-                ws.next_seq += 1;
-                records.push(Record::Frame(FrameRecord {
-                    traffic: ws.traffic,
-                    seq,
-                    timestamp_ms: now_ms,
-                    from_client: side == Side::Client,
-                    opcode: f.opcode,
-                    fin: f.fin,
-                    rsv: (u8::from(f.rsv1) << 2) | (u8::from(f.rsv2) << 1) | u8::from(f.rsv3),
-                    masked: f.masked,
-                    compressed: f.compressed,
-                    wire_len: f.wire_len,
-                    payload_len: f.payload_len,
-                    truncated: f.truncated,
-                    payload: f.payload,
-                    close_code: f.close_code,
-                    close_reason: f.close_reason,
-                    injected: false,
-                    dropped: false,
-                    binary_message,
-                }));
-            }
-            // The message-level decision point (hold, drop, replace, inject) goes here.
-            WsEvent::Message(_) => {}
-            WsEvent::Error(e) => {
-                if ws.error.is_none() {
-                    ws.error = Some(format!(
-                        "{} sent an invalid WebSocket frame: {e}",
-                        side.name()
-                    ));
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use frametap_proto::ws::encode_frame;
+    use frametap_store::FrameRecord;
 
     use super::*;
 
@@ -501,6 +449,7 @@ mod tests {
             },
             Arc::new(TrafficIds::default()),
             1 << 20,
+            Arc::new(RuleBook::default()),
         )
     }
 
@@ -520,11 +469,11 @@ mod tests {
     #[test]
     fn upgrade_then_frames_of_both_directions() {
         let mut s = state();
-        assert!(s.on_bytes(Side::Client, UPGRADE, 1).is_empty());
+        assert!(s.on_bytes(Side::Client, UPGRADE, 1).0.is_empty());
         // The server's first frame arrives in the same read as the 101.
         let mut bytes = SWITCHED.to_vec();
         bytes.extend(encode_frame(true, false, 1, None, b"welcome"));
-        let records = s.on_bytes(Side::Server, &bytes, 2);
+        let records = s.on_bytes(Side::Server, &bytes, 2).0;
         let Record::Traffic(entry) = &records[1] else {
             panic!("{records:?}")
         };
@@ -544,8 +493,8 @@ mod tests {
 
         // A masked client frame split over two reads.
         let hello = encode_frame(true, false, 1, Some([1, 2, 3, 4]), b"hello there");
-        assert!(frames(&s.on_bytes(Side::Client, &hello[..5], 3)).is_empty());
-        let records = s.on_bytes(Side::Client, &hello[5..], 4);
+        assert!(frames(&s.on_bytes(Side::Client, &hello[..5], 3).0).is_empty());
+        let records = s.on_bytes(Side::Client, &hello[5..], 4).0;
         let f = frames(&records);
         assert_eq!((f[0].seq, f[0].from_client, f[0].masked), (2, true, true));
         assert_eq!(f[0].payload, b"hello there");
@@ -575,16 +524,20 @@ mod tests {
     fn keep_alive_exchanges_get_one_entry_each() {
         let mut s = state();
         s.on_bytes(Side::Client, b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nPOST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc", 1);
-        let r1 = s.on_bytes(
-            Side::Server,
-            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
-            2,
-        );
-        let r2 = s.on_bytes(
-            Side::Server,
-            b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
-            3,
-        );
+        let r1 = s
+            .on_bytes(
+                Side::Server,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                2,
+            )
+            .0;
+        let r2 = s
+            .on_bytes(
+                Side::Server,
+                b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+                3,
+            )
+            .0;
         let entry = |r: &[Record]| match r {
             [Record::Traffic(t)] => t.clone(),
             other => panic!("{other:?}"),
@@ -619,11 +572,13 @@ mod tests {
     fn malformed_http_is_recorded_and_the_rest_is_opaque() {
         let mut s = state();
         s.on_bytes(Side::Client, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", 1);
-        let r = s.on_bytes(
-            Side::Server,
-            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
-            2,
-        );
+        let r = s
+            .on_bytes(
+                Side::Server,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+                2,
+            )
+            .0;
         let [Record::Traffic(t)] = &r[..] else {
             panic!("{r:?}")
         };
@@ -634,7 +589,7 @@ mod tests {
                 .starts_with("server sent malformed HTTP"),
             "{t:?}"
         );
-        assert!(s.on_bytes(Side::Client, b"anything at all", 3).is_empty());
+        assert!(s.on_bytes(Side::Client, b"anything at all", 3).0.is_empty());
     }
 
     #[test]

@@ -3,24 +3,37 @@
 //! source.
 //!
 //! - [`websocket`]: frames, frame count, frame deletion, connection.
+//! - [`messages`]: a connection's messages, reassembled from its frames.
+//! - [`inject`]: sending a message into a live connection.
+//! - [`rules`]: the agent's message rules.
+//! - [`export`]: HAR and NDJSON exports.
 //! - [`traffic`]: the traffic list and single entries.
 //! - [`meta`]: health and the OpenAPI document.
 
+pub(crate) mod export;
+pub(crate) mod inject;
+pub(crate) mod messages;
 pub(crate) mod meta;
+pub(crate) mod rules;
 pub(crate) mod traffic;
 pub(crate) mod websocket;
 
 use std::convert::Infallible;
 
-use axum::extract::{FromRequestParts, Path};
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
+use frametap_control::Refusal;
 use frametap_store::Store;
+use serde::de::DeserializeOwned;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::error::ApiError;
-use crate::state::AppState;
+use crate::error::{ApiError, excerpt_to};
+use crate::state::{AppState, ControlError};
 
 /// Every `/api` route, with its OpenAPI description.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -29,10 +42,49 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(websocket::get_frame))
         .routes(routes!(websocket::frame_count))
         .routes(routes!(websocket::get_connection))
+        .routes(routes!(messages::list_messages))
+        .routes(routes!(inject::send_message))
+        .routes(routes!(export::export_frames_ndjson))
+        .routes(routes!(export::export_har))
+        .routes(routes!(rules::list_rules, rules::add_rule))
+        .routes(routes!(rules::delete_rule))
         .routes(routes!(traffic::list_traffic))
         .routes(routes!(traffic::get_traffic))
         .routes(routes!(meta::health))
         .routes(routes!(meta::openapi_json))
+}
+
+/// A JSON request body parsed as `T`. Every way the body can be wrong is a JSON
+/// [`ApiError`] instead of axum's plain-text rejection: not `application/json` 415,
+/// over the size limit (2 MiB) 413, malformed JSON or the wrong shape (unknown
+/// fields included) 400 with serde's explanation.
+pub(crate) struct JsonBody<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(JsonBody(value)),
+            Err(rejection) => Err(json_rejection(&rejection)),
+        }
+    }
+}
+
+/// The API's error for a body axum's JSON extractor rejected.
+fn json_rejection(rejection: &JsonRejection) -> ApiError {
+    match rejection.status() {
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(
+            "the request body must be JSON, sent with `Content-Type: application/json`".into(),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge("the request body is over the 2 MiB limit".into())
+        }
+        _ => ApiError::BadRequest(format!(
+            "invalid request body: {}",
+            excerpt_to(&rejection.body_text(), 400)
+        )),
+    }
 }
 
 /// The single path parameter of a route, as text; `None` when it is not valid
@@ -53,6 +105,24 @@ impl PathText {
     /// The parameter parsed as `T`; `None` if absent or malformed.
     pub(crate) fn parse<T: std::str::FromStr>(&self) -> Option<T> {
         self.0.as_deref().and_then(|s| s.parse().ok())
+    }
+}
+
+/// The API's answer when the agent did not `doing` (e.g. "delete the frames of
+/// ..."): 503 while it is not running (`undone` says what that left undone), 502 when
+/// it failed, and its refusals with its own message: invalid input 400, no such rule
+/// or connection 404, a closed connection or a conflicting rule 409.
+pub(crate) fn agent_error(error: ControlError, doing: &str, undone: &str) -> ApiError {
+    match error {
+        ControlError::AgentDown(reason) => ApiError::Unavailable(format!(
+            "frametap-agent is not running ({reason}): {undone}. Start the agent and retry."
+        )),
+        ControlError::Failed(reason) => {
+            ApiError::BadGateway(format!("frametap-agent could not {doing}: {reason}"))
+        }
+        ControlError::Refused(Refusal::BadRequest, message) => ApiError::BadRequest(message),
+        ControlError::Refused(Refusal::NotFound, message) => ApiError::NotFound(message),
+        ControlError::Refused(Refusal::Conflict, message) => ApiError::Conflict(message),
     }
 }
 

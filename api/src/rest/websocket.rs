@@ -5,6 +5,9 @@
 //! run on the async worker directly; only frame pages, which can scan or carry a lot,
 //! go to a blocking thread. Deletion is a write: the agent, the store's only writer,
 //! does it.
+//!
+//! The query helpers (`limit`, `after`, `direction`, `opcode`, the `Link` header) are
+//! shared with the messages and NDJSON endpoints, so all three read them alike.
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
@@ -12,10 +15,10 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use frametap_store::{FrameFilter, FrameId, Store, TrafficId};
 
-use super::{PathText, follower};
+use super::{PathText, agent_error, follower};
 use crate::error::{ApiError, ErrorBody, excerpt};
 use crate::query::QueryParams;
-use crate::state::{AppState, ControlError};
+use crate::state::AppState;
 use crate::views::{
     DeleteResult, Direction, Frame, FrameCount, WebSocketConnection, connection_json, frame_json,
 };
@@ -45,47 +48,11 @@ struct FramesQuery {
 
 impl FramesQuery {
     fn parse(params: &QueryParams) -> Result<FramesQuery, ApiError> {
-        let limit = params.integer("limit", 1, MAX_FRAMES_LIMIT, DEFAULT_FRAMES_LIMIT)?;
-        let after = match params.single("after")? {
-            None => None,
-            Some(raw) => Some(raw.parse::<FrameId>().map_err(|_| {
-                ApiError::BadRequest(format!(
-                    "malformed cursor `after`: expected the `id` of a frame of this connection, \
-                     such as 0191a2b3c4d50001-00000001, got {:?}",
-                    excerpt(raw)
-                ))
-            })?),
-        };
-        let direction = match params.single("direction")? {
-            None => None,
-            Some(raw) => Some(Direction::parse(raw).ok_or_else(|| {
-                ApiError::BadRequest(format!(
-                    "query parameter `direction` must be client-to-server or server-to-client, \
-                     got {:?}",
-                    excerpt(raw)
-                ))
-            })?),
-        };
-        let opcode = match params.single("opcode")? {
-            None => None,
-            Some(raw) => Some(
-                raw.parse::<u8>()
-                    .ok()
-                    // `parse` takes "+1"; only the canonical form is an opcode.
-                    .filter(|op| OPCODES.contains(op) && op.to_string() == raw)
-                    .ok_or_else(|| {
-                        ApiError::BadRequest(format!(
-                            "query parameter `opcode` must be one of 0, 1, 2, 8, 9, 10, got {:?}",
-                            excerpt(raw)
-                        ))
-                    })?,
-            ),
-        };
         Ok(FramesQuery {
-            limit,
-            after,
-            direction,
-            opcode,
+            limit: page_limit(params)?,
+            after: after_cursor(params, "frame")?,
+            direction: direction_param(params)?,
+            opcode: opcode_param(params)?,
         })
     }
 
@@ -111,6 +78,78 @@ impl FramesQuery {
         }
         url
     }
+}
+
+/// `limit`: the size of a page of frames or messages (1 to 1000, default 100).
+pub(super) fn page_limit(params: &QueryParams) -> Result<u64, ApiError> {
+    params.integer("limit", 1, MAX_FRAMES_LIMIT, DEFAULT_FRAMES_LIMIT)
+}
+
+/// `after`: a cursor, the id of a `what` (frame or message: both are frame ids).
+pub(super) fn after_cursor(params: &QueryParams, what: &str) -> Result<Option<FrameId>, ApiError> {
+    let Some(raw) = params.single("after")? else {
+        return Ok(None);
+    };
+    raw.parse::<FrameId>().map(Some).map_err(|_| {
+        ApiError::BadRequest(format!(
+            "malformed cursor `after`: expected the `id` of a {what} of this connection, \
+             such as 0191a2b3c4d50001-00000001, got {:?}",
+            excerpt(raw)
+        ))
+    })
+}
+
+/// A cursor must belong to the connection being read.
+pub(super) fn check_cursor(after: Option<FrameId>, traffic: TrafficId) -> Result<(), ApiError> {
+    match after {
+        Some(after) if after.traffic != traffic => Err(ApiError::BadRequest(format!(
+            "malformed cursor `after`: frame {after} belongs to connection {}, not {traffic}",
+            after.traffic
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// `direction`: `client-to-server` or `server-to-client`.
+pub(super) fn direction_param(params: &QueryParams) -> Result<Option<Direction>, ApiError> {
+    let Some(raw) = params.single("direction")? else {
+        return Ok(None);
+    };
+    Direction::parse(raw).map(Some).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "query parameter `direction` must be client-to-server or server-to-client, got {:?}",
+            excerpt(raw)
+        ))
+    })
+}
+
+/// `opcode`: one of the opcodes a frame can have.
+pub(super) fn opcode_param(params: &QueryParams) -> Result<Option<u8>, ApiError> {
+    let Some(raw) = params.single("opcode")? else {
+        return Ok(None);
+    };
+    raw.parse::<u8>()
+        .ok()
+        // `parse` takes "+1"; only the canonical form is an opcode.
+        .filter(|op| OPCODES.contains(op) && op.to_string() == raw)
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "query parameter `opcode` must be one of 0, 1, 2, 8, 9, 10, got {:?}",
+                excerpt(raw)
+            ))
+        })
+}
+
+/// Adds `Link: <next>; rel="next"` to a page's response when there is a next page.
+pub(super) fn with_next_link(mut response: Response, next: Option<String>) -> Response {
+    if let Some(next) = next {
+        // Ids and known parameter values only: always a valid header value.
+        if let Ok(link) = HeaderValue::from_str(&format!("<{next}>; rel=\"next\"")) {
+            response.headers_mut().insert(header::LINK, link);
+        }
+    }
+    response
 }
 
 /// Get frames for a WebSocket connection.
@@ -148,14 +187,7 @@ pub(crate) async fn list_frames(
     let Some(traffic) = traffic.parse::<TrafficId>() else {
         return Ok(Json(Vec::<Frame>::new()).into_response());
     };
-    if let Some(after) = query.after
-        && after.traffic != traffic
-    {
-        return Err(ApiError::BadRequest(format!(
-            "malformed cursor `after`: frame {after} belongs to connection {}, not {traffic}",
-            after.traffic
-        )));
-    }
+    check_cursor(query.after, traffic)?;
     let store = follower(&state)?;
     let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
     // Usually a sub-millisecond seek, but a filter that rarely matches scans the whole
@@ -172,14 +204,7 @@ pub(crate) async fn list_frames(
         }
         _ => None,
     };
-    let mut response = Json(page).into_response();
-    if let Some(next) = next {
-        // Ids and known parameter values only: always a valid header value.
-        if let Ok(link) = HeaderValue::from_str(&format!("<{next}>; rel=\"next\"")) {
-            response.headers_mut().insert(header::LINK, link);
-        }
-    }
-    Ok(response)
+    Ok(with_next_link(Json(page).into_response(), next))
 }
 
 /// Up to `limit` frames of `traffic` after seq `after` matching `filter`, cut once they
@@ -305,20 +330,13 @@ pub(crate) async fn delete_frames(
             return Err(not_found());
         }
     }
-    let deleted = match state.agent.delete_frames(traffic).await {
-        Ok(deleted) => deleted,
-        Err(ControlError::AgentDown(reason)) => {
-            return Err(ApiError::Unavailable(format!(
-                "frametap-agent is not running ({reason}): nothing was deleted. Start the agent \
-                 and retry."
-            )));
-        }
-        Err(ControlError::Failed(reason)) => {
-            return Err(ApiError::BadGateway(format!(
-                "frametap-agent could not delete the frames of {traffic}: {reason}"
-            )));
-        }
-    };
+    let deleted = state.agent.delete_frames(traffic).await.map_err(|e| {
+        agent_error(
+            e,
+            &format!("delete the frames of {traffic}"),
+            "nothing was deleted",
+        )
+    })?;
     // Read-your-writes: the next count or frame read must not see the deleted frames.
     if let Err(error) = refresh(&state).await {
         tracing::warn!(%error, "catching up after deleting frames failed");
@@ -330,7 +348,7 @@ pub(crate) async fn delete_frames(
 }
 
 /// Whether the store knows `traffic`: a traffic entry, a connection, or frames.
-fn traffic_known(state: &AppState, traffic: TrafficId) -> Result<bool, ApiError> {
+pub(super) fn traffic_known(state: &AppState, traffic: TrafficId) -> Result<bool, ApiError> {
     let store = follower(state)?;
     let read = |e: anyhow::Error| ApiError::store_read(&e);
     Ok(store.traffic(traffic).map_err(read)?.is_some()
@@ -338,8 +356,16 @@ fn traffic_known(state: &AppState, traffic: TrafficId) -> Result<bool, ApiError>
         || store.frame_count(traffic).map_err(read)? > 0)
 }
 
+/// Whether the store knows the WebSocket connection `traffic`: its open record, or
+/// frames.
+pub(super) fn connection_known(store: &Store, traffic: TrafficId) -> Result<bool, ApiError> {
+    let read = |e: anyhow::Error| ApiError::store_read(&e);
+    Ok(store.ws_connection(traffic).map_err(read)?.is_some()
+        || store.frame_count(traffic).map_err(read)? > 0)
+}
+
 /// Catches the follower up with the agent's writes, off the async workers.
-async fn refresh(state: &AppState) -> Result<(), ApiError> {
+pub(super) async fn refresh(state: &AppState) -> Result<(), ApiError> {
     let source = state.store.clone();
     tokio::task::spawn_blocking(move || source.refresh())
         .await

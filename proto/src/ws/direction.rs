@@ -89,6 +89,10 @@ pub struct WsDirection {
     unmask_scratch: Vec<u8>,
     failed: bool,
     wire_bytes: u64,
+    /// Bytes parsed so far (stops growing at a failure).
+    parsed: u64,
+    /// Stream offsets just past each frame reported by the last push.
+    frame_ends: Vec<u64>,
     frames: u64,
 }
 
@@ -132,6 +136,8 @@ impl WsDirection {
             unmask_scratch: Vec::new(),
             failed: false,
             wire_bytes: 0,
+            parsed: 0,
+            frame_ends: Vec::new(),
             frames: 0,
         }
     }
@@ -160,15 +166,30 @@ impl WsDirection {
     /// are reported after its frame and message, so the record keeps them.
     pub fn push(&mut self, bytes: &[u8], out: &mut Vec<WsEvent>) {
         self.wire_bytes += bytes.len() as u64;
+        self.frame_ends.clear();
         let mut rest = bytes;
         while !rest.is_empty() && !self.failed {
+            let reported = self.frames;
             let used = if self.frame.is_some() {
                 self.read_payload(rest, out)
             } else {
                 self.read_header(rest, out)
             };
+            // A frame is complete exactly where the read that finished it stopped.
+            self.parsed += used as u64;
+            if self.frames > reported {
+                self.frame_ends.push(self.parsed);
+            }
             rest = rest.get(used..).unwrap_or_default();
         }
+    }
+
+    /// Where each frame reported by the last [`push`](Self::push) ends in this
+    /// direction's byte stream (offset just past its last byte, counted from the
+    /// first byte ever pushed), in order. Lets a caller cut the stream at frame
+    /// boundaries, e.g. to hold or replace a message.
+    pub fn frame_ends(&self) -> &[u64] {
+        &self.frame_ends
     }
 
     /// True once a protocol error was reported (the rest is not parsed).
@@ -802,6 +823,22 @@ mod tests {
     }
 
     // ---- RFC 6455 section 5.7 examples ----
+
+    #[test]
+    fn frame_ends_are_stream_offsets_across_pushes() {
+        let mut direction = server();
+        let first = encode_frame(false, false, 1, None, b"abc");
+        let ping = encode_frame(true, false, 9, None, b"");
+        let last = encode_frame(true, false, 0, None, &[7u8; 300]);
+        let stream: Vec<u8> = [first.clone(), ping.clone(), last.clone()].concat();
+        let mut events = Vec::new();
+        direction.push(&stream[..first.len() + 1], &mut events);
+        assert_eq!(direction.frame_ends(), [first.len() as u64]);
+        direction.push(&stream[first.len() + 1..stream.len() - 1], &mut events);
+        assert_eq!(direction.frame_ends(), [(first.len() + ping.len()) as u64]);
+        direction.push(&stream[stream.len() - 1..], &mut events);
+        assert_eq!(direction.frame_ends(), [stream.len() as u64]);
+    }
 
     #[test]
     fn rfc6455_unmasked_text_from_server() {

@@ -4,7 +4,8 @@
 //! [`WsDirection`] per direction, which reports what they mean: each frame,
 //! each reassembled message, and at most one protocol error, after which that
 //! direction stops parsing (the real peer decides what to do about it).
-//! Nothing here produces wire bytes for the relay, and memory stays bounded
+//! [`encode_message`] produces the wire bytes of messages frametap injects or
+//! rewrites; parsing never changes a byte. Memory stays bounded
 //! whatever arrives: payloads are kept up to a cap and the rest only counted.
 
 mod direction;
@@ -16,7 +17,7 @@ mod inflate;
 mod mask;
 
 pub use direction::{DEFAULT_PAYLOAD_CAP, WsDirection};
-pub use encode::encode_frame;
+pub use encode::{Deflater, close_payload, encode_frame, encode_message};
 pub use error::{ProtocolError, is_valid_close_code};
 pub use events::{Message, RecordedFrame, Sender, WsEvent};
 pub use extension::{

@@ -105,6 +105,7 @@ fn fill_store(
                         injected: false,
                         dropped: false,
                         binary_message: false,
+                        modified: false,
                     })
                 })
                 .collect();

@@ -1,0 +1,432 @@
+//! Message rules: drop, replace or close, decided per reassembled WebSocket message.
+//!
+//! Rules come from the config file and from the API (over the control socket). The
+//! [`RuleBook`] compiles every rule before it takes effect, so a rule that does not
+//! compile is refused whole and nothing changes. Connections pick up a new set at
+//! their next read: each keeps the version it last saw and re-filters when the
+//! book's version moved (one atomic load per read when nothing changed).
+use std::sync::{
+    Arc, RwLock,
+    atomic::{AtomicU64, Ordering},
+};
+
+use frametap_control::{InjectDirection, MessageType, Refusal, Rule, RuleAction};
+use frametap_proto::ws::is_valid_close_code;
+use regex::bytes::{Regex as BytesRegex, RegexBuilder as BytesRegexBuilder};
+use regex::{Regex, RegexBuilder};
+
+/// Compiled regexes are bounded so that a rule cannot exhaust memory.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// At most this many rules: each message is checked against all of them.
+pub const MAX_RULES: usize = 256;
+
+/// What a rule does to the message it matched, compiled.
+#[derive(Clone, Debug)]
+pub enum Action {
+    Drop,
+    Replace { pattern: Regex, replacement: String },
+    Close { code: u16, reason: String },
+}
+
+/// One rule, ready to match (cheap to clone: regexes share their program).
+#[derive(Clone, Debug)]
+pub struct CompiledRule {
+    pub spec: Rule,
+    host: Option<HostPattern>,
+    path: Option<String>,
+    from_client: Option<bool>,
+    text: Option<bool>,
+    contains: Option<Vec<u8>>,
+    regex: Option<BytesRegex>,
+    pub action: Action,
+}
+
+#[derive(Clone, Debug)]
+enum HostPattern {
+    Exact(String),
+    /// `*.example.com`: any name ending in `.example.com`.
+    Suffix(String),
+}
+
+impl HostPattern {
+    fn matches(&self, host: &str) -> bool {
+        // The Host header may carry a port.
+        let host = host
+            .rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host, |(name, _)| name)
+            .to_ascii_lowercase();
+        match self {
+            Self::Exact(name) => host == *name,
+            Self::Suffix(suffix) => host.ends_with(suffix.as_str()),
+        }
+    }
+}
+
+/// The connection facts rules match on.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionFacts {
+    pub host: String,
+    pub path: String,
+}
+
+/// A message, as the rules see it.
+pub struct MessageFacts<'a> {
+    pub from_client: bool,
+    pub is_text: bool,
+    pub content: &'a [u8],
+}
+
+impl CompiledRule {
+    pub fn compile(spec: Rule) -> Result<Self, String> {
+        let host = match spec.host.as_deref().map(str::trim) {
+            None | Some("") | Some("*") => None,
+            Some(host) => Some(match host.strip_prefix("*.") {
+                Some(suffix) if !suffix.is_empty() => {
+                    HostPattern::Suffix(format!(".{}", suffix.to_ascii_lowercase()))
+                }
+                Some(_) => return Err(format!("host {host:?}: expected *.domain")),
+                None if host.contains('*') => {
+                    return Err(format!(
+                        "host {host:?}: only a leading \"*.\" wildcard is supported"
+                    ));
+                }
+                None => HostPattern::Exact(host.to_ascii_lowercase()),
+            }),
+        };
+        let regex = spec
+            .regex
+            .as_deref()
+            .map(|pattern| {
+                BytesRegexBuilder::new(pattern)
+                    .size_limit(REGEX_SIZE_LIMIT)
+                    .build()
+                    .map_err(|e| format!("regex {pattern:?} does not compile: {e}"))
+            })
+            .transpose()?;
+        let text = spec.message_type.map(|t| t == MessageType::Text);
+        let action = match &spec.action {
+            RuleAction::Drop => Action::Drop,
+            RuleAction::Replace {
+                pattern,
+                replacement,
+            } => {
+                if text == Some(false) {
+                    return Err(
+                        "replace works on text messages; this rule matches binary ones".into(),
+                    );
+                }
+                let pattern = RegexBuilder::new(pattern)
+                    .size_limit(REGEX_SIZE_LIMIT)
+                    .build()
+                    .map_err(|e| format!("replace pattern {pattern:?} does not compile: {e}"))?;
+                Action::Replace {
+                    pattern,
+                    replacement: replacement.clone(),
+                }
+            }
+            RuleAction::Close { code, reason } => {
+                if !is_valid_close_code(*code) || *code == 1005 || *code == 1006 {
+                    return Err(format!(
+                        "close code {code} cannot be sent (use 1000-1003, 1007-1014 or 3000-4999)"
+                    ));
+                }
+                if reason.len() > 123 {
+                    return Err(format!(
+                        "close reason is {} bytes; a close frame holds at most 123",
+                        reason.len()
+                    ));
+                }
+                Action::Close {
+                    code: *code,
+                    reason: reason.clone(),
+                }
+            }
+        };
+        Ok(Self {
+            host,
+            path: spec.path.clone().filter(|p| !p.is_empty()),
+            from_client: spec.direction.map(|d| d == InjectDirection::ToServer),
+            text,
+            contains: spec
+                .contains
+                .clone()
+                .filter(|c| !c.is_empty())
+                .map(String::into_bytes),
+            regex,
+            action,
+            spec,
+        })
+    }
+
+    /// Could this rule match messages of this connection at all?
+    pub fn applies_to(&self, conn: &ConnectionFacts) -> bool {
+        self.host.as_ref().is_none_or(|h| h.matches(&conn.host))
+            && self.path.as_ref().is_none_or(|p| conn.path.starts_with(p))
+    }
+
+    /// Does it match this message (of a connection it applies to)?
+    pub fn matches(&self, message: &MessageFacts<'_>) -> bool {
+        if self.from_client.is_some_and(|c| c != message.from_client)
+            || self.text.is_some_and(|t| t != message.is_text)
+        {
+            return false;
+        }
+        // A replace rule only takes text its pattern occurs in: one that would
+        // change nothing leaves the message to the rules after it.
+        if let Action::Replace { pattern, .. } = &self.action {
+            let text = std::str::from_utf8(message.content).ok();
+            if !message.is_text || !text.is_some_and(|t| pattern.is_match(t)) {
+                return false;
+            }
+        }
+        if let Some(needle) = &self.contains
+            && !message
+                .content
+                .windows(needle.len())
+                .any(|window| window == needle.as_slice())
+        {
+            return false;
+        }
+        self.regex
+            .as_ref()
+            .is_none_or(|r| r.is_match(message.content))
+    }
+}
+
+/// The rules in force, in order, with the version they were published as.
+#[derive(Debug, Default)]
+pub struct RuleSet {
+    pub version: u64,
+    pub rules: Vec<CompiledRule>,
+}
+
+impl RuleSet {
+    /// The rules that could apply to a connection, in order (empty: forward untouched).
+    pub fn for_connection(&self, conn: &ConnectionFacts) -> Vec<CompiledRule> {
+        self.rules
+            .iter()
+            .filter(|r| r.applies_to(conn))
+            .cloned()
+            .collect()
+    }
+}
+
+/// The agent's rules, shared by every connection and the control socket.
+#[derive(Debug, Default)]
+pub struct RuleBook {
+    current: RwLock<Arc<RuleSet>>,
+    version: AtomicU64,
+    next_id: AtomicU64,
+}
+
+impl RuleBook {
+    /// A book holding `rules` (from the config file). Any rule that does not
+    /// compile is an error naming it.
+    pub fn new(rules: Vec<Rule>) -> Result<Self, String> {
+        let book = Self::default();
+        for (i, rule) in rules.into_iter().enumerate() {
+            book.add(rule)
+                .map_err(|(_, e)| format!("rule {} in the config file: {e}", i + 1))?;
+        }
+        Ok(book)
+    }
+
+    /// Version of the current set: changes whenever a rule is added or removed.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    pub fn current(&self) -> Arc<RuleSet> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn list(&self) -> Vec<Rule> {
+        self.current()
+            .rules
+            .iter()
+            .map(|r| r.spec.clone())
+            .collect()
+    }
+
+    /// Compiles and appends a rule; returns it with its id. Refused as a bad request
+    /// when it does not compile, as a conflict when its id is taken or the book is full.
+    pub fn add(&self, mut rule: Rule) -> Result<Rule, (Refusal, String)> {
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if current.rules.len() >= MAX_RULES {
+            let message = format!("at most {MAX_RULES} rules; delete one first");
+            return Err((Refusal::Conflict, message));
+        }
+        match rule.id.as_deref() {
+            Some(id)
+                if current
+                    .rules
+                    .iter()
+                    .any(|r| r.spec.id.as_deref() == Some(id)) =>
+            {
+                let message = format!("a rule with id {id:?} exists already");
+                return Err((Refusal::Conflict, message));
+            }
+            Some(id) if id.is_empty() || id.len() > 64 => {
+                let message = "a rule id is 1 to 64 characters".to_string();
+                return Err((Refusal::BadRequest, message));
+            }
+            _ => {}
+        }
+        let mut compiled =
+            CompiledRule::compile(rule.clone()).map_err(|e| (Refusal::BadRequest, e))?;
+        if rule.id.is_none() {
+            // Assigned only to rules that compiled, and never reused.
+            let id = loop {
+                let id = format!("r{}", self.next_id.fetch_add(1, Ordering::Relaxed) + 1);
+                if !current
+                    .rules
+                    .iter()
+                    .any(|r| r.spec.id.as_deref() == Some(&id))
+                {
+                    break id;
+                }
+            };
+            rule.id = Some(id);
+            compiled.spec.id = rule.id.clone();
+        }
+        let mut set = current.rules.clone();
+        set.push(compiled);
+        self.publish(&mut current, set);
+        Ok(rule)
+    }
+
+    /// Removes a rule; false when there is none with that id.
+    pub fn delete(&self, id: &str) -> bool {
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if !current
+            .rules
+            .iter()
+            .any(|r| r.spec.id.as_deref() == Some(id))
+        {
+            return false;
+        }
+        let set = current
+            .rules
+            .iter()
+            .filter(|r| r.spec.id.as_deref() != Some(id))
+            .cloned()
+            .collect();
+        self.publish(&mut current, set);
+        true
+    }
+
+    fn publish(&self, current: &mut Arc<RuleSet>, rules: Vec<CompiledRule>) {
+        let version = self.version.load(Ordering::Relaxed) + 1;
+        *current = Arc::new(RuleSet { version, rules });
+        self.version.store(version, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(json: &str) -> Rule {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn facts(host: &str, path: &str) -> ConnectionFacts {
+        ConnectionFacts {
+            host: host.into(),
+            path: path.into(),
+        }
+    }
+
+    fn text(from_client: bool, content: &str) -> MessageFacts<'_> {
+        MessageFacts {
+            from_client,
+            is_text: true,
+            content: content.as_bytes(),
+        }
+    }
+
+    #[test]
+    fn conditions_all_have_to_hold() {
+        let r = CompiledRule::compile(rule(
+            r#"{"host":"*.chat.test","path":"/ws","direction":"to-server","type":"text",
+                "contains":"pass","regex":"word\\d","action":{"kind":"drop"}}"#,
+        ))
+        .unwrap();
+        assert!(r.applies_to(&facts("eu.chat.test:443", "/ws?room=1")));
+        assert!(!r.applies_to(&facts("chat.test", "/ws")));
+        assert!(!r.applies_to(&facts("eu.chat.test", "/other")));
+        assert!(r.matches(&text(true, "my password1")));
+        assert!(!r.matches(&text(false, "my password1")));
+        assert!(!r.matches(&text(true, "my password")));
+        assert!(!r.matches(&text(true, "word1 only")));
+        let binary = MessageFacts {
+            from_client: true,
+            is_text: false,
+            content: b"password1",
+        };
+        assert!(!r.matches(&binary));
+    }
+
+    #[test]
+    fn replace_only_touches_text() {
+        let r = CompiledRule::compile(rule(
+            r#"{"action":{"kind":"replace","pattern":"s(e)cret","replacement":"x$1x"}}"#,
+        ))
+        .unwrap();
+        assert!(r.matches(&text(false, "a secret")));
+        assert!(!r.matches(&text(false, "nothing to replace")));
+        let binary = MessageFacts {
+            from_client: false,
+            is_text: false,
+            content: b"secret",
+        };
+        assert!(!r.matches(&binary));
+        assert!(
+            CompiledRule::compile(rule(
+                r#"{"type":"binary","action":{"kind":"replace","pattern":"a","replacement":"b"}}"#
+            ))
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn bad_rules_are_refused_whole() {
+        let book = RuleBook::default();
+        let good = book.add(rule(r#"{"action":{"kind":"drop"}}"#)).unwrap();
+        assert_eq!(good.id.as_deref(), Some("r1"));
+        let version = book.version();
+        for bad in [
+            r#"{"regex":"(unclosed","action":{"kind":"drop"}}"#,
+            r#"{"action":{"kind":"replace","pattern":"[z-a]","replacement":""}}"#,
+            r#"{"action":{"kind":"close","code":1005}}"#,
+            r#"{"action":{"kind":"close","code":999}}"#,
+            r#"{"host":"a*b.test","action":{"kind":"drop"}}"#,
+            r#"{"id":"r1","action":{"kind":"drop"}}"#,
+        ] {
+            assert!(book.add(rule(bad)).is_err(), "{bad}");
+        }
+        assert_eq!(book.version(), version);
+        assert_eq!(book.list().len(), 1);
+        assert!(book.delete("r1"));
+        assert!(!book.delete("r1"));
+        assert!(book.version() > version);
+        assert!(book.list().is_empty());
+        // Ids are not reused after a delete.
+        let next = book.add(rule(r#"{"action":{"kind":"drop"}}"#)).unwrap();
+        assert_eq!(next.id.as_deref(), Some("r2"));
+    }
+
+    #[test]
+    fn config_rules_with_an_error_name_it() {
+        let err = RuleBook::new(vec![
+            rule(r#"{"action":{"kind":"drop"}}"#),
+            rule(r#"{"regex":"(","action":{"kind":"drop"}}"#),
+        ])
+        .unwrap_err();
+        assert!(err.starts_with("rule 2 in the config file"), "{err}");
+    }
+}

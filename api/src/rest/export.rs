@@ -1,0 +1,493 @@
+//! Exports: `GET /api/har` (HAR 1.2 of one connection or of a time range, see
+//! [`crate::har`]) and `GET /api/websocket/{trafficId}/frames.ndjson` (every frame of
+//! a connection, one JSON per line, streamed).
+//!
+//! Both read the store on a blocking thread. The HAR is built in memory, so it is
+//! capped (entries, and the messages it carries); the NDJSON stream is not: it reads
+//! the store a page at a time and hands chunks through a bounded channel, so memory
+//! stays a few chunks whatever the connection's size, and a slow client slows the
+//! reading down instead of piling data up.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use frametap_store::{FrameFilter, Store, TrafficId};
+use tokio::sync::mpsc;
+
+use super::websocket::{
+    after_cursor, check_cursor, connection_known, direction_param, opcode_param,
+};
+use super::{PathText, follower};
+use crate::error::{ApiError, ErrorBody, excerpt};
+use crate::har::{Har, HarEntry, HarWebSocketMessage, har, har_entry, har_message, is_websocket};
+use crate::messages::Reassembler;
+use crate::query::QueryParams;
+use crate::state::AppState;
+use crate::views::{Direction, Frame, frame_json};
+
+/// Most entries in a HAR of a time range: the oldest ones in the range are kept.
+pub(crate) const MAX_HAR_ENTRIES: usize = 10_000;
+/// Most WebSocket messages in one HAR, all entries together.
+pub(crate) const MAX_HAR_MESSAGES: usize = 100_000;
+/// Most message content in one HAR (bytes before encoding), all entries together.
+pub(crate) const HAR_CONTENT_BUDGET: u64 = 64 << 20;
+/// Frames read from the store per step (HAR messages and NDJSON).
+const READ_STEP: usize = 64;
+/// NDJSON bytes gathered before they are handed to the response.
+const NDJSON_CHUNK: usize = 256 << 10;
+/// NDJSON chunks that may wait for the client: with [`NDJSON_CHUNK`], the memory a
+/// stream can hold.
+const NDJSON_QUEUE: usize = 4;
+
+/// What a HAR export covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HarSelection {
+    /// One traffic entry (a connection, or any exchange).
+    Traffic(TrafficId),
+    /// Every traffic entry started from `from` to `to` (Unix ms, both included).
+    Range { from: u64, to: Option<u64> },
+}
+
+impl HarSelection {
+    fn parse(params: &QueryParams) -> Result<HarSelection, ApiError> {
+        let traffic = params.single("trafficId")?;
+        let ranged = params.single("from")?.is_some() || params.single("to")?.is_some();
+        match (traffic, ranged) {
+            (Some(_), true) => Err(ApiError::BadRequest(
+                "give either `trafficId` or a time range (`from`, `to`), not both".into(),
+            )),
+            (None, false) => Err(ApiError::BadRequest(
+                "say what to export: `trafficId=<id>`, or a time range `from=<Unix ms>` and/or \
+                 `to=<Unix ms>`"
+                    .into(),
+            )),
+            (Some(raw), false) => raw.parse().map(HarSelection::Traffic).map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "query parameter `trafficId` must be a traffic entry id (16 hex digits), \
+                     got {:?}",
+                    excerpt(raw)
+                ))
+            }),
+            (None, true) => {
+                let from = params.integer("from", 0, u64::MAX, 0)?;
+                let to = match params.single("to")? {
+                    None => None,
+                    Some(_) => Some(params.integer("to", 0, u64::MAX, u64::MAX)?),
+                };
+                if let Some(to) = to
+                    && to < from
+                {
+                    return Err(ApiError::BadRequest(format!(
+                        "the time range ends (`to` {to}) before it starts (`from` {from})"
+                    )));
+                }
+                Ok(HarSelection::Range { from, to })
+            }
+        }
+    }
+
+    /// The download's file name.
+    fn file_name(self) -> String {
+        match self {
+            HarSelection::Traffic(id) => format!("frametap-{id}.har"),
+            HarSelection::Range { from, to: Some(to) } => format!("frametap-{from}-{to}.har"),
+            HarSelection::Range { from, to: None } => format!("frametap-{from}-latest.har"),
+        }
+    }
+}
+
+/// Export traffic as HAR 1.2.
+///
+/// One traffic entry (`trafficId`), or every entry started in a time range (`from`
+/// and/or `to`, Unix milliseconds, both included), oldest first. WebSocket
+/// connections carry their messages in Chrome's `_resourceType: "websocket"` and
+/// `_webSocketMessages` (as Chrome DevTools and HTTP Toolkit import them): `send` from
+/// the client, `receive` to it, each message as frametap saw it (dropped and injected
+/// ones included), text as text and binary as base64, at most 1 MiB each.
+///
+/// Capped: a range exports its 10,000 oldest entries, and one HAR carries at most
+/// 100,000 messages and about 64 MiB of message content; `log.comment` and the entries'
+/// `comment` say what was left out (the messages endpoint pages through everything).
+#[utoipa::path(
+    get,
+    path = "/api/har",
+    tag = "export",
+    operation_id = "exportHar",
+    params(
+        ("trafficId" = Option<String>, Query, description = "Export this traffic entry (16 hex digits)"),
+        ("from" = Option<u64>, Query, description = "Export the entries started at or after this time (Unix ms)"),
+        ("to" = Option<u64>, Query, description = "Export the entries started at or before this time (Unix ms)"),
+    ),
+    responses(
+        (status = 200, description = "The HAR file", body = Har, content_type = "application/json",
+            headers(("Content-Disposition" = String, description = "`attachment; filename=\"frametap-<trafficId or range>.har\"`"))),
+        (status = 400, description = "Neither or both of `trafficId` and a range, or a malformed value", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 404, description = "No such traffic entry", body = ErrorBody,
+            example = json!({"error": "Traffic entry not found"})),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "The capture store is not readable", body = ErrorBody),
+    )
+)]
+pub(crate) async fn export_har(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let selection = HarSelection::parse(&QueryParams::parse(query.as_deref()))?;
+    let store = follower(&state)?;
+    let har = tokio::task::spawn_blocking(move || build_har(&store, selection))
+        .await
+        .map_err(|e| ApiError::worker_failed(&e))?
+        .map_err(|e| ApiError::store_read(&e))?
+        .ok_or_else(|| ApiError::NotFound("Traffic entry not found".into()))?;
+    let mut response = Json(har).into_response();
+    let disposition = format!("attachment; filename=\"{}\"", selection.file_name());
+    if let Ok(value) = HeaderValue::from_str(&disposition) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
+
+/// What is left of one HAR's message allowance.
+struct MessageBudget {
+    messages: usize,
+    bytes: u64,
+}
+
+/// The HAR of `selection`; `None` for an unknown traffic entry.
+fn build_har(store: &Store, selection: HarSelection) -> anyhow::Result<Option<Har>> {
+    let mut budget = MessageBudget {
+        messages: MAX_HAR_MESSAGES,
+        bytes: HAR_CONTENT_BUDGET,
+    };
+    let (entries, comment) = match selection {
+        HarSelection::Traffic(id) => match store.traffic(id)? {
+            None => return Ok(None),
+            Some(entry) => (vec![entry], None),
+        },
+        HarSelection::Range { from, to } => {
+            let to = to.unwrap_or(u64::MAX);
+            // One pass over the table (newest first), keeping the oldest entries.
+            let kept = RefCell::new(VecDeque::new());
+            let (_, total) = store.traffic_page(0, 0, |entry| {
+                let hit = (from..=to).contains(&entry.timestamp_ms);
+                if hit {
+                    let mut kept = kept.borrow_mut();
+                    kept.push_back(entry.clone());
+                    if kept.len() > MAX_HAR_ENTRIES {
+                        kept.pop_front();
+                    }
+                }
+                hit
+            })?;
+            let mut entries: Vec<_> = kept.into_inner().into();
+            entries.reverse();
+            let comment = (total > entries.len() as u64).then(|| {
+                format!(
+                    "frametap: {total} entries started in the range; this export holds the \
+                     {MAX_HAR_ENTRIES} oldest. The rest started at or after {}.",
+                    entries.last().map_or(from, |e| e.timestamp_ms)
+                )
+            });
+            (entries, comment)
+        }
+    };
+    let mut har_entries: Vec<HarEntry> = Vec::with_capacity(entries.len());
+    for entry in &entries {
+        if !is_websocket(entry) {
+            har_entries.push(har_entry(entry, None));
+            continue;
+        }
+        let (messages, cut) = websocket_messages(store, entry.id, &mut budget)?;
+        let mut har_entry = har_entry(entry, Some(messages));
+        if cut {
+            let note = format!(
+                "frametap: this export's message allowance ({MAX_HAR_MESSAGES} messages, \
+                 {} MiB) ran out here: later messages of {} are left out \
+                 (GET /api/websocket/{}/messages has them all).",
+                HAR_CONTENT_BUDGET >> 20,
+                entry.id,
+                entry.id
+            );
+            har_entry.comment = Some(match har_entry.comment {
+                Some(error) => format!("{error}; {note}"),
+                None => note,
+            });
+        }
+        har_entries.push(har_entry);
+    }
+    Ok(Some(har(har_entries, comment)))
+}
+
+/// The messages of connection `traffic` within `budget` (which they use up), and
+/// whether the budget cut them short. Messages still open end the list, flagged
+/// nowhere in HAR: Chrome's format has no field for it.
+fn websocket_messages(
+    store: &Store,
+    traffic: TrafficId,
+    budget: &mut MessageBudget,
+) -> anyhow::Result<(Vec<HarWebSocketMessage>, bool)> {
+    let mut messages = Vec::new();
+    if budget.messages == 0 || budget.bytes == 0 {
+        let any = !store
+            .frames(traffic, None, 1, &FrameFilter::default())?
+            .is_empty();
+        return Ok((messages, any));
+    }
+    let mut assembler = Reassembler::default().max_messages(budget.messages);
+    let mut cursor = None;
+    let mut used: u64 = 0;
+    let mut cut = false;
+    'read: loop {
+        let records = store.frames(traffic, cursor, READ_STEP, &FrameFilter::default())?;
+        for record in &records {
+            cursor = Some(record.seq);
+            assembler.push(record);
+            while let Some(message) = assembler.next_message() {
+                used += message.content.len() as u64;
+                messages.push(har_message(&message));
+            }
+            if assembler.is_done() || used + assembler.buffered_bytes() as u64 > budget.bytes {
+                // Cut short only if anything follows.
+                cut = !store
+                    .frames(traffic, cursor, 1, &FrameFilter::default())?
+                    .is_empty();
+                break 'read;
+            }
+        }
+        if records.len() < READ_STEP {
+            break;
+        }
+    }
+    // The export is a snapshot: what is still open is shown as far as it goes.
+    assembler.finish();
+    while let Some(message) = assembler.next_message() {
+        used += message.content.len() as u64;
+        messages.push(har_message(&message));
+    }
+    budget.messages = budget.messages.saturating_sub(messages.len());
+    budget.bytes = budget.bytes.saturating_sub(used);
+    Ok((messages, cut))
+}
+
+/// Export a connection's frames as NDJSON.
+///
+/// Every frame of the connection, oldest first, one JSON object per line, exactly
+/// as `GET /api/websocket/{trafficId}/frames` shows it, streamed (no paging, no
+/// size limit) up to the last frame recorded when the stream gets there. The same
+/// filters as the frames endpoint apply; `after` resumes after a frame. A store
+/// failure mid-stream aborts the response (the body ends without its final chunk).
+#[utoipa::path(
+    get,
+    path = "/api/websocket/{trafficId}/frames.ndjson",
+    tag = "export",
+    operation_id = "exportFramesNdjson",
+    params(
+        ("trafficId" = String, Path, description = "Traffic entry id of the WebSocket connection (16 hex digits)"),
+        ("after" = Option<String>, Query, description = "Start after this frame id (of the same connection)"),
+        ("direction" = Option<Direction>, Query, description = "Only frames sent in this direction"),
+        ("opcode" = Option<u8>, Query, maximum = 10, description = "Only frames with this opcode: 0, 1, 2, 8, 9 or 10"),
+    ),
+    responses(
+        (status = 200, description = "One Frame per line (`\\n`-terminated)", body = Frame, content_type = "application/x-ndjson"),
+        (status = 400, description = "A malformed query parameter", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 404, description = "No such WebSocket connection", body = ErrorBody,
+            example = json!({"error": "WebSocket connection not found"})),
+        (status = 503, description = "The capture store is not readable", body = ErrorBody),
+    )
+)]
+pub(crate) async fn export_frames_ndjson(
+    State(state): State<AppState>,
+    traffic: PathText,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = QueryParams::parse(query.as_deref());
+    let after = after_cursor(&params, "frame")?;
+    let filter = FrameFilter {
+        from_client: direction_param(&params)?.map(Direction::is_from_client),
+        opcode: opcode_param(&params)?,
+    };
+    let not_found = || ApiError::NotFound("WebSocket connection not found".into());
+    let traffic = traffic.parse::<TrafficId>().ok_or_else(not_found)?;
+    check_cursor(after, traffic)?;
+    let store = follower(&state)?;
+    if !connection_known(&store, traffic)? {
+        return Err(not_found());
+    }
+    let (chunks, receiver) = mpsc::channel(NDJSON_QUEUE);
+    let after = after.map(|id| id.seq);
+    tokio::task::spawn_blocking(move || stream_frames(&store, traffic, after, &filter, &chunks));
+    let mut response = Body::from_stream(ChunkStream(receiver)).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(response)
+}
+
+/// A chunk of the NDJSON body, or the failure that ends it.
+type Chunk = Result<Bytes, std::io::Error>;
+
+/// Reads the frames a step at a time and sends them, as NDJSON chunks, until the
+/// last one or until the client is gone (the channel closed).
+fn stream_frames(
+    store: &Store,
+    traffic: TrafficId,
+    after: Option<u64>,
+    filter: &FrameFilter,
+    chunks: &mpsc::Sender<Chunk>,
+) {
+    let mut cursor = after;
+    let mut chunk: Vec<u8> = Vec::new();
+    loop {
+        let records = match store.frames(traffic, cursor, READ_STEP, filter) {
+            Ok(records) => records,
+            Err(error) => {
+                tracing::warn!(error = format!("{error:#}"), %traffic, "NDJSON export: reading frames failed");
+                let _ = chunks.blocking_send(Err(std::io::Error::other(format!("{error:#}"))));
+                return;
+            }
+        };
+        for record in &records {
+            cursor = Some(record.seq);
+            serde_json::to_writer(&mut chunk, &frame_json(record))
+                .expect("a frame serialises to JSON");
+            chunk.push(b'\n');
+            if chunk.len() >= NDJSON_CHUNK
+                && chunks
+                    .blocking_send(Ok(Bytes::from(std::mem::take(&mut chunk))))
+                    .is_err()
+            {
+                return;
+            }
+        }
+        if records.len() < READ_STEP {
+            break;
+        }
+    }
+    if !chunk.is_empty() {
+        let _ = chunks.blocking_send(Ok(Bytes::from(chunk)));
+    }
+}
+
+/// The receiving end of the chunk channel, as the `Stream` a streamed body reads.
+struct ChunkStream(mpsc::Receiver<Chunk>);
+
+impl futures_core::Stream for ChunkStream {
+    type Item = Chunk;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Chunk>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use frametap_store::{FrameRecord, StoreOptions};
+
+    /// A store holding one connection of five one-frame text messages of 10 bytes.
+    fn five_messages() -> (tempfile::TempDir, Store, TrafficId) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_primary(dir.path(), StoreOptions::default()).unwrap();
+        let traffic = TrafficId(9 << 16);
+        let records: Vec<_> = (1..=5u64)
+            .map(|seq| {
+                FrameRecord {
+                    traffic,
+                    seq,
+                    timestamp_ms: 1000 + seq,
+                    from_client: seq % 2 == 1,
+                    opcode: 1,
+                    fin: true,
+                    rsv: 0,
+                    masked: false,
+                    compressed: false,
+                    wire_len: 12,
+                    payload_len: 10,
+                    truncated: false,
+                    payload: format!("message {seq:02}").into_bytes(),
+                    close_code: None,
+                    close_reason: None,
+                    injected: false,
+                    dropped: false,
+                    binary_message: false,
+                    modified: false,
+                }
+                .into()
+            })
+            .collect();
+        store.write(&records).unwrap();
+        (dir, store, traffic)
+    }
+
+    #[test]
+    fn har_messages_stop_at_the_budget() {
+        let (_dir, store, traffic) = five_messages();
+        for (messages, bytes, expected, cut) in [
+            (100, 1000, 5, false),
+            (5, 1000, 5, false),
+            (3, 1000, 3, true),
+            (100, 25, 3, true),
+            (0, 1000, 0, true),
+        ] {
+            let mut budget = MessageBudget { messages, bytes };
+            let (got, was_cut) = websocket_messages(&store, traffic, &mut budget).unwrap();
+            assert_eq!((got.len(), was_cut), (expected, cut), "{messages} {bytes}");
+            assert_eq!(budget.messages, messages.saturating_sub(expected));
+        }
+    }
+
+    fn parse(q: &str) -> Result<HarSelection, ApiError> {
+        HarSelection::parse(&QueryParams::parse(Some(q)))
+    }
+
+    #[test]
+    fn har_selection_is_one_or_the_other() {
+        assert_eq!(
+            parse("trafficId=0191a2b3c4d50001").unwrap(),
+            HarSelection::Traffic(TrafficId(0x0191_a2b3_c4d5_0001))
+        );
+        assert_eq!(
+            parse("from=5&to=9").unwrap(),
+            HarSelection::Range {
+                from: 5,
+                to: Some(9)
+            }
+        );
+        assert_eq!(
+            parse("to=9").unwrap(),
+            HarSelection::Range {
+                from: 0,
+                to: Some(9)
+            }
+        );
+        assert_eq!(
+            parse("from=7").unwrap().file_name(),
+            "frametap-7-latest.har"
+        );
+        for (q, needle) in [
+            ("", "say what to export"),
+            ("trafficId=0191a2b3c4d50001&from=1", "not both"),
+            ("trafficId=nope", "`trafficId`"),
+            ("from=-1", "`from`"),
+            ("to=1e3", "`to`"),
+            ("from=9&to=5", "before it starts"),
+            ("from=1&from=2", "more than once"),
+        ] {
+            let err = parse(q).unwrap_err();
+            assert_eq!(err.status(), 400, "{q}");
+            assert!(err.message().contains(needle), "{q}: {err}");
+        }
+    }
+}

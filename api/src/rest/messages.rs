@@ -1,0 +1,162 @@
+//! `GET /api/websocket/{trafficId}/messages`: a connection's frames reassembled into
+//! messages ([`crate::messages`]), paged like its frames.
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use frametap_store::{FrameFilter, Store, TrafficId};
+
+use super::websocket::{
+    PAGE_PAYLOAD_BUDGET, after_cursor, check_cursor, connection_known, direction_param, page_limit,
+    with_next_link,
+};
+use super::{PathText, follower};
+use crate::error::{ApiError, ErrorBody};
+use crate::messages::Reassembler;
+use crate::query::QueryParams;
+use crate::state::AppState;
+use crate::views::{Direction, WebSocketMessage, message_json};
+
+/// Frames read from the store per step while filling a page of messages.
+const READ_STEP: usize = 128;
+
+/// Get messages of a WebSocket connection.
+///
+/// The connection's text and binary messages, each reassembled from its fragments,
+/// in the order of their first frame (control frames are not messages; see the
+/// connection's frames for those). A message's `id` is its first frame's id.
+///
+/// Page on with `after` (the `id` of the last message received) or the
+/// `Link: <...>; rel="next"` header, sent whenever a page is full (or cut at 64 MiB
+/// of content). A message whose final fragment is not recorded yet is not returned
+/// yet, and the page stops before it, so a later request with the same cursor picks
+/// it up once it is complete; once the connection has closed, such a message is
+/// returned with `incomplete`. Content is shown up to 1 MiB per message (`truncated`
+/// beyond). Finding the end of a long-open message may scan the rest of the
+/// connection.
+#[utoipa::path(
+    get,
+    path = "/api/websocket/{trafficId}/messages",
+    tag = "websocket",
+    operation_id = "listMessages",
+    params(
+        ("trafficId" = String, Path, description = "Traffic entry id of the WebSocket connection (16 hex digits)"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Most messages to return (1 to 1000, default 100)"),
+        ("after" = Option<String>, Query, description = "Cursor: return the messages whose first frame comes after this frame (a message id of the same connection)"),
+        ("direction" = Option<Direction>, Query, description = "Only messages sent in this direction"),
+    ),
+    responses(
+        (status = 200, description = "Messages, oldest first", body = Vec<WebSocketMessage>,
+            headers(("Link" = String, description = "`</api/websocket/{trafficId}/messages?after=...>; rel=\"next\"` when more messages may follow"))),
+        (status = 400, description = "A malformed query parameter", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 404, description = "No such WebSocket connection", body = ErrorBody,
+            example = json!({"error": "WebSocket connection not found"})),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "The capture store is not readable", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_messages(
+    State(state): State<AppState>,
+    traffic: PathText,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = QueryParams::parse(query.as_deref());
+    let limit = page_limit(&params)?;
+    let after = after_cursor(&params, "message")?;
+    let direction = direction_param(&params)?;
+    let not_found = || ApiError::NotFound("WebSocket connection not found".into());
+    let traffic = traffic.parse::<TrafficId>().ok_or_else(not_found)?;
+    check_cursor(after, traffic)?;
+    let store = follower(&state)?;
+    if !connection_known(&store, traffic)? {
+        return Err(not_found());
+    }
+    let page_size = usize::try_from(limit).unwrap_or(usize::MAX);
+    let from_client = direction.map(Direction::is_from_client);
+    let after_seq = after.map(|id| id.seq);
+    // Scans frames, possibly many: off the async workers.
+    let (page, over_budget) = tokio::task::spawn_blocking(move || {
+        read_messages(&store, traffic, after_seq, page_size, from_client)
+    })
+    .await
+    .map_err(|e| ApiError::worker_failed(&e))?
+    .map_err(|e| ApiError::store_read(&e))?;
+    let next = match page.last() {
+        Some(last) if page.len() == page_size || over_budget => {
+            let mut url = format!(
+                "/api/websocket/{traffic}/messages?after={}&limit={limit}",
+                last.id
+            );
+            if let Some(direction) = direction {
+                url.push_str("&direction=");
+                url.push_str(direction.as_str());
+            }
+            Some(url)
+        }
+        _ => None,
+    };
+    Ok(with_next_link(Json(page).into_response(), next))
+}
+
+/// Up to `limit` messages of `traffic` whose first frame comes after seq `after`, of
+/// one direction if `from_client` is given; cut once their content exceeds
+/// [`PAGE_PAYLOAD_BUDGET`] (`true` if it was).
+fn read_messages(
+    store: &Store,
+    traffic: TrafficId,
+    after: Option<u64>,
+    limit: usize,
+    from_client: Option<bool>,
+) -> anyhow::Result<(Vec<WebSocketMessage>, bool)> {
+    // Before reading frames: the agent writes a connection's close record after its
+    // last frame, so if it is there now, every frame is too.
+    let closed = store.ws_connection(traffic)?.is_some_and(|c| !c.open);
+    let mut assembler = Reassembler::default().max_messages(limit);
+    if after.is_some() {
+        assembler = assembler.after_cursor();
+    }
+    let filter = FrameFilter {
+        from_client,
+        opcode: None,
+    };
+    let mut page = Vec::new();
+    let mut content_bytes: u64 = 0;
+    let mut cursor = after;
+    loop {
+        let records = store.frames(traffic, cursor, READ_STEP, &filter)?;
+        for record in &records {
+            cursor = Some(record.seq);
+            assembler.push(record);
+            while let Some(message) = assembler.next_message() {
+                content_bytes += message.content.len() as u64;
+                page.push(message_json(&message));
+                if content_bytes > PAGE_PAYLOAD_BUDGET {
+                    return Ok((page, true));
+                }
+            }
+            if assembler.is_done() {
+                return Ok((page, false));
+            }
+            if content_bytes + assembler.buffered_bytes() as u64 > PAGE_PAYLOAD_BUDGET {
+                // Messages held back behind an open one fill the budget: stop here.
+                return Ok((page, true));
+            }
+        }
+        if records.len() < READ_STEP {
+            break;
+        }
+    }
+    if closed {
+        // No final fragment will come: what is open ends here, incomplete.
+        assembler.finish();
+        while let Some(message) = assembler.next_message() {
+            content_bytes += message.content.len() as u64;
+            page.push(message_json(&message));
+            if content_bytes > PAGE_PAYLOAD_BUDGET {
+                return Ok((page, true));
+            }
+        }
+    }
+    Ok((page, false))
+}
