@@ -106,15 +106,20 @@ def raw_rate(args):
     import websocket
 
     url = args.url.replace("http://", "ws://", 1) + "/socket.io/?EIO=4&transport=websocket"
-    ws = websocket.create_connection(url, timeout=10)
+    started = time.time()
+    ws = websocket.create_connection(url, timeout=60)
     opened = ws.recv()
     assert opened.startswith("0"), opened
     ws.send("40" + json.dumps({"token": args.token}))
     ack = ws.recv()
+    while ack == "2":
+        # An Engine.IO ping can come before the namespace's answer: pong, keep waiting.
+        ws.send("3")
+        ack = ws.recv()
     if not ack.startswith("40"):
         print(json.dumps({"event": "connect_error", "data": ack}), flush=True)
         sys.exit(2)
-    print(json.dumps({"event": "connected"}), flush=True)
+    print(json.dumps({"event": "connected", "after_seconds": time.time() - started}), flush=True)
     ws.settimeout(0.5)
     frames, first, last = 0, None, None
     deadline = time.time() + args.seconds

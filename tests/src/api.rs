@@ -110,38 +110,25 @@ impl Api {
 
     /// `method path` with the token (or with `token`, `None` for none at all).
     pub fn request_as(&self, method: &str, path: &str, token: Option<&str>) -> Answer {
+        self.call(method, path, token, None)
+    }
+
+    /// `method path` with a JSON body, with the token.
+    pub fn send_json(&self, method: &str, path: &str, body: &Value) -> Answer {
+        self.call(method, path, Some(&self.token), Some(body))
+    }
+
+    fn call(&self, method: &str, path: &str, token: Option<&str>, json: Option<&Value>) -> Answer {
         let url = format!("{}{path}", self.base());
         let mut req = ureq::http::Request::builder().method(method).uri(&url);
         if let Some(t) = token {
             req = req.header("Authorization", format!("Bearer {t}"));
         }
-        let req = req.body(()).expect("request");
-        let mut resp = self
-            .http
-            .run(req)
-            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_string()))
-            .collect();
-        Answer {
-            status: resp.status().as_u16(),
-            body: resp.body_mut().read_to_string().unwrap_or_default(),
-            headers,
+        if json.is_some() {
+            req = req.header("Content-Type", "application/json");
         }
-    }
-
-    /// `method path` with a JSON body, with the token.
-    pub fn send_json(&self, method: &str, path: &str, body: &Value) -> Answer {
-        let url = format!("{}{path}", self.base());
-        let req = ureq::http::Request::builder()
-            .method(method)
-            .uri(&url)
-            .header("Authorization", format!("Bearer {}", self.token))
-            .header("Content-Type", "application/json")
-            .body(body.to_string())
-            .expect("request");
+        let body = json.map(Value::to_string).unwrap_or_default();
+        let req = req.body(body).expect("request");
         let mut resp = self
             .http
             .run(req)
