@@ -11,7 +11,6 @@ use std::sync::{
 };
 
 use frametap_control::{InjectDirection, MessageType, Refusal, Rule, RuleAction};
-use frametap_proto::ws::is_valid_close_code;
 use regex::bytes::{Regex as BytesRegex, RegexBuilder as BytesRegexBuilder};
 use regex::{Regex, RegexBuilder};
 
@@ -79,6 +78,7 @@ pub struct MessageFacts<'a> {
 
 impl CompiledRule {
     pub fn compile(spec: Rule) -> Result<Self, String> {
+        spec.check()?;
         let host = match spec.host.as_deref().map(str::trim) {
             None | Some("") | Some("*") => None,
             Some(host) => Some(match host.strip_prefix("*.") {
@@ -111,11 +111,6 @@ impl CompiledRule {
                 pattern,
                 replacement,
             } => {
-                if text == Some(false) {
-                    return Err(
-                        "replace works on text messages; this rule matches binary ones".into(),
-                    );
-                }
                 let pattern = RegexBuilder::new(pattern)
                     .size_limit(REGEX_SIZE_LIMIT)
                     .build()
@@ -125,23 +120,10 @@ impl CompiledRule {
                     replacement: replacement.clone(),
                 }
             }
-            RuleAction::Close { code, reason } => {
-                if !is_valid_close_code(*code) || *code == 1005 || *code == 1006 {
-                    return Err(format!(
-                        "close code {code} cannot be sent (use 1000-1003, 1007-1014 or 3000-4999)"
-                    ));
-                }
-                if reason.len() > 123 {
-                    return Err(format!(
-                        "close reason is {} bytes; a close frame holds at most 123",
-                        reason.len()
-                    ));
-                }
-                Action::Close {
-                    code: *code,
-                    reason: reason.clone(),
-                }
-            }
+            RuleAction::Close { code, reason } => Action::Close {
+                code: *code,
+                reason: reason.clone(),
+            },
         };
         Ok(Self {
             host,
@@ -260,21 +242,17 @@ impl RuleBook {
             let message = format!("at most {MAX_RULES} rules; delete one first");
             return Err((Refusal::Conflict, message));
         }
-        match rule.id.as_deref() {
-            Some(id)
-                if current
-                    .rules
-                    .iter()
-                    .any(|r| r.spec.id.as_deref() == Some(id)) =>
-            {
-                let message = format!("a rule with id {id:?} exists already");
-                return Err((Refusal::Conflict, message));
-            }
-            Some(id) if id.is_empty() || id.len() > 64 => {
-                let message = "a rule id is 1 to 64 characters".to_string();
-                return Err((Refusal::BadRequest, message));
-            }
-            _ => {}
+        let taken = |id: &str| {
+            current
+                .rules
+                .iter()
+                .any(|r| r.spec.id.as_deref() == Some(id))
+        };
+        if let Some(id) = rule.id.as_deref()
+            && taken(id)
+        {
+            let message = format!("a rule with id {id:?} exists already");
+            return Err((Refusal::Conflict, message));
         }
         let mut compiled =
             CompiledRule::compile(rule.clone()).map_err(|e| (Refusal::BadRequest, e))?;
@@ -282,11 +260,7 @@ impl RuleBook {
             // Assigned only to rules that compiled, and never reused.
             let id = loop {
                 let id = format!("r{}", self.next_id.fetch_add(1, Ordering::Relaxed) + 1);
-                if !current
-                    .rules
-                    .iter()
-                    .any(|r| r.spec.id.as_deref() == Some(&id))
-                {
+                if !taken(&id) {
                     break id;
                 }
             };

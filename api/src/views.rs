@@ -155,15 +155,7 @@ impl From<&FrameRecord> for Frame {
     }
 }
 
-/// `text` or `binary`: the kind of a message (and of the messages a rule matches).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum MessageType {
-    /// Opcode 1: UTF-8 text (as the sender claimed).
-    Text,
-    /// Opcode 2: bytes.
-    Binary,
-}
+pub use frametap_control::MessageType;
 
 /// How a message's `content` is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -60,11 +60,15 @@ pub enum Request {
     },
 }
 
-/// Which peer receives an injected message.
+/// Which peer receives a message: the direction a rule matches, or where an injected
+/// message goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum InjectDirection {
+    /// Towards the client (sent by the server).
     ToClient,
+    /// Towards the server (sent by the client).
     ToServer,
 }
 
@@ -72,14 +76,21 @@ pub enum InjectDirection {
 /// Every condition given must hold; absent conditions match anything. Rules are
 /// tried in order; the first that matches a message decides.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Rule {
-    /// Assigned by the agent when absent.
+    /// Assigned by the agent when absent. When given: 1 to 64 of
+    /// `A-Z a-z 0-9 . _ ~ -` (it goes into `DELETE /api/rules/{id}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = "redact-secrets", pattern = "^[A-Za-z0-9._~-]{1,64}$")
+    )]
     pub id: Option<String>,
     /// Host of the connection (the Host header, else SNI): `chat.example.com`, or
     /// `*.example.com` for any subdomain. Case-insensitive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(example = "*.example.com"))]
     pub host: Option<String>,
     /// Prefix of the upgrade request's path (query included), e.g. `/chat`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -94,39 +105,94 @@ pub struct Rule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contains: Option<String>,
     /// The content matches this regex (Rust `regex` syntax; binary messages are
-    /// matched as bytes).
+    /// matched as bytes). The agent compiles it and refuses the rule if it can't.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub regex: Option<String>,
+    /// What happens to a matching message.
     pub action: RuleAction,
 }
 
-/// `text` or `binary`.
+/// `text` or `binary`: the kind of a message (and of the messages a rule matches).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum MessageType {
+    /// Opcode 1: UTF-8 text (as the sender claimed).
     Text,
+    /// Opcode 2: bytes.
     Binary,
 }
 
 /// What a matching rule does to the message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "camelCase", deny_unknown_fields)]
 pub enum RuleAction {
     /// Not forwarded; recorded with `dropped`.
     Drop,
     /// Text messages only: every match of `pattern` (a regex) is replaced by
     /// `replacement` (`$1`, `${name}` refer to groups). Matches only messages the
-    /// pattern occurs in.
+    /// pattern occurs in. The original is recorded with `dropped`, what is forwarded
+    /// with `modified`.
     Replace {
+        /// The regex to replace.
         pattern: String,
+        /// Its replacement.
         replacement: String,
     },
     /// Close the connection: both peers get a close frame with this code and reason.
     Close {
+        /// A close code an endpoint may send: 1000 to 1003, 1007 to 1014, 3000 to 4999.
+        #[cfg_attr(feature = "openapi", schema(minimum = 1000, maximum = 4999))]
         code: u16,
+        /// At most 123 bytes of UTF-8 (a close frame carries 125 bytes).
         #[serde(default)]
         reason: String,
     },
+}
+
+impl Rule {
+    /// Everything about the rule that can be checked without compiling its regexes:
+    /// the id's form, `replace` on binary messages, the close code and reason. The
+    /// API checks this before it calls the agent; the agent checks it again with the
+    /// regexes before a rule takes effect.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(id) = &self.id
+            && (id.is_empty()
+                || id.len() > 64
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b)))
+        {
+            return Err(format!(
+                "rule `id` must be 1 to 64 of A-Z a-z 0-9 . _ ~ -, got {:?}",
+                id.chars().take(80).collect::<String>()
+            ));
+        }
+        match &self.action {
+            RuleAction::Replace { .. } if self.message_type == Some(MessageType::Binary) => Err(
+                "a `replace` action applies to text messages only: drop `\"type\": \"binary\"` \
+                 or choose another action"
+                    .into(),
+            ),
+            RuleAction::Close { code, reason } => {
+                if !frametap_proto::ws::is_valid_close_code(*code) {
+                    return Err(format!(
+                        "close code {code} can't be sent: use 1000 to 1003, 1007 to 1014 or \
+                         3000 to 4999"
+                    ));
+                }
+                if reason.len() > 123 {
+                    return Err(format!(
+                        "close reason is {} bytes: a close frame holds at most 123",
+                        reason.len()
+                    ));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The agent's answer to one [`Request`].
@@ -505,6 +571,52 @@ mod tests {
         );
         assert!(serde_json::from_str::<Rule>(r#"{"action":{"kind":"drop"},"hots":"x"}"#).is_err());
         assert!(serde_json::from_str::<Rule>(r#"{"action":{"kind":"explode"}}"#).is_err());
+    }
+
+    #[test]
+    fn rules_are_checked_before_they_reach_the_regex_engine() {
+        let rule = |action: RuleAction| Rule {
+            id: None,
+            host: None,
+            path: None,
+            direction: None,
+            message_type: None,
+            contains: None,
+            regex: None,
+            action,
+        };
+        let close = |code, reason: &str| {
+            rule(RuleAction::Close {
+                code,
+                reason: reason.into(),
+            })
+        };
+        assert!(close(1000, "bye").check().is_ok());
+        assert!(close(4999, &"x".repeat(123)).check().is_ok());
+        for code in [0, 999, 1004, 1005, 1006, 1015, 2000, 5000] {
+            assert!(close(code, "").check().is_err(), "{code}");
+        }
+        assert!(close(1000, &"x".repeat(124)).check().is_err());
+        let replace = Rule {
+            message_type: Some(MessageType::Binary),
+            ..rule(RuleAction::Replace {
+                pattern: "a".into(),
+                replacement: "b".into(),
+            })
+        };
+        assert!(replace.check().unwrap_err().contains("text messages only"));
+        for id in ["", "a/b", "with space", &"x".repeat(65)] {
+            let bad = Rule {
+                id: Some(id.into()),
+                ..rule(RuleAction::Drop)
+            };
+            assert!(bad.check().is_err(), "{id:?}");
+        }
+        let good = Rule {
+            id: Some("redact-1.v2_~".into()),
+            ..rule(RuleAction::Drop)
+        };
+        assert!(good.check().is_ok());
     }
 
     #[tokio::test]

@@ -82,12 +82,7 @@ pub(crate) async fn send_message(
     }
     let seq = state
         .agent
-        .send(
-            traffic,
-            message.direction.into(),
-            payload,
-            message.is_binary,
-        )
+        .send(traffic, message.direction, payload, message.is_binary)
         .await
         .map_err(|error| match error {
             // The store knows the connection: an agent that does not has seen it end

@@ -9,9 +9,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 
 use super::{JsonBody, PathText, agent_error};
-use crate::agent_views::{Rule, RuleDeleted, RuleList};
+use crate::agent_views::{RuleDeleted, RuleList};
 use crate::error::{ApiError, ErrorBody, excerpt};
 use crate::state::AppState;
+use frametap_control::Rule;
 
 /// List the message rules.
 ///
@@ -35,9 +36,7 @@ pub(crate) async fn list_rules(State(state): State<AppState>) -> Result<Json<Rul
         .list_rules()
         .await
         .map_err(|e| agent_error(e, "list its rules", "no rules to show"))?;
-    Ok(Json(RuleList {
-        rules: rules.into_iter().map(Rule::from).collect(),
-    }))
+    Ok(Json(RuleList { rules }))
 }
 
 /// Add a message rule.
@@ -71,10 +70,10 @@ pub(crate) async fn add_rule(
     rule.check().map_err(ApiError::BadRequest)?;
     let added = state
         .agent
-        .add_rule(rule.into())
+        .add_rule(rule)
         .await
         .map_err(|e| agent_error(e, "add the rule", "no rule was added"))?;
-    Ok((StatusCode::CREATED, Json(added.into())))
+    Ok((StatusCode::CREATED, Json(added)))
 }
 
 /// Remove a message rule.
