@@ -384,11 +384,6 @@ where
     // Present once the connection is a WebSocket: messages the API sends into it.
     let mut injections: Option<(Registration, tokio::sync::mpsc::Receiver<Injection>)> = None;
     let ending = std::future::poll_fn(|cx| {
-        if injections.is_none()
-            && let Some(traffic) = lock(&state).websocket()
-        {
-            injections = Some(ctx.intercept.live.register(traffic));
-        }
         if let Some((_, queue)) = injections.as_mut() {
             while let Poll::Ready(Some(injection)) = queue.poll_recv(cx) {
                 let result = lock(&state).inject(
@@ -410,11 +405,22 @@ where
         {
             down.result = Some(r);
         }
-        // A read may have left bytes for the direction polled before it (a close
-        // rule answers the sender): poll again soon.
-        if (up.result.is_none() && lock(&state).has_outbox(Side::Server))
-            || (injections.is_none() && lock(&state).websocket().is_some())
-        {
+        // One look at the session after the reads: a connection that just upgraded
+        // registers for injections (its queue is polled next time), and bytes a read
+        // left for the direction polled before it (a close rule answers the
+        // sender) are written next time. Either way: poll again soon.
+        let again = {
+            let session = lock(&state);
+            let upgraded = match (&injections, session.websocket()) {
+                (None, Some(traffic)) => {
+                    injections = Some(ctx.intercept.live.register(traffic));
+                    true
+                }
+                _ => false,
+            };
+            upgraded || (up.result.is_none() && session.has_outbox(Side::Server))
+        };
+        if again {
             cx.waker().wake_by_ref();
         }
         match (up.result, down.result) {
