@@ -6,9 +6,9 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
-use frametap_store::{Record, TrafficId, Writer};
+use frametap_store::{Record, TrafficId, Writer, WrittenNow};
 
-use crate::events::EventBus;
+use crate::events::{Batch, EventBus};
 
 /// Monotonic traffic ids: (unix ms << 16) | counter, never repeating within a run.
 #[derive(Default)]
@@ -60,21 +60,52 @@ impl Recorder {
         }
     }
 
+    /// Persists `records` on this thread when the store takes them without waiting
+    /// (the usual case: no queue, no thread switch), then publishes them. Gives them
+    /// back, unwritten, when the store is busy: pass them to [`Recorder::persist`].
+    pub fn persist_now(&self, records: Vec<Record>) -> Option<Vec<Record>> {
+        self.try_now(records).err().map(|(records, _)| records)
+    }
+
     /// Persist `records` and wait until they reached the WAL (or failed to), then
-    /// publish them to live subscribers.
+    /// publish them to live subscribers. Never blocks the thread: when the store is
+    /// busy the records wait in the writer's queue.
     pub async fn persist(&self, records: Vec<Record>) {
-        if records.is_empty() {
+        let Err((records, live)) = self.try_now(records) else {
             return;
-        }
+        };
         let n = records.len() as u64;
-        self.stats.records_submitted.fetch_add(n, Ordering::Relaxed);
+        let written = self.writer.submit(records).await.is_ok();
+        self.finish(n, written, live);
+    }
+
+    fn try_now(&self, records: Vec<Record>) -> Result<(), (Vec<Record>, Option<Arc<Batch>>)> {
+        if records.is_empty() {
+            return Ok(());
+        }
         // Encoded before the writer takes the records; only when somebody listens.
         let live = self
             .events
             .has_subscribers()
             .then(|| EventBus::encode(&records));
-        if self.writer.submit(records).await.is_err() {
-            self.stats.records_failed.fetch_add(n, Ordering::Relaxed);
+        let n = records.len() as u64;
+        match self.writer.write_now(records) {
+            WrittenNow::Busy(records) => Err((records, live)),
+            WrittenNow::Done(result) => {
+                self.finish(n, result.is_ok(), live);
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(&self, records: u64, written: bool, live: Option<Arc<Batch>>) {
+        self.stats
+            .records_submitted
+            .fetch_add(records, Ordering::Relaxed);
+        if !written {
+            self.stats
+                .records_failed
+                .fetch_add(records, Ordering::Relaxed);
         }
         if let Some(batch) = live {
             self.events.publish(batch);

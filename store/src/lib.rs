@@ -43,7 +43,7 @@ pub use store::{
     CF_DELETIONS, CF_FRAMES, CF_TRAFFIC, CF_WS, COLUMN_FAMILIES, FrameFilter, Store, StoreOptions,
     now_ms,
 };
-pub use writer::{MAX_BATCH_BYTES, MAX_BATCH_RECORDS, WriteError, Writer, WriterStats};
+pub use writer::{MAX_BATCH_BYTES, MAX_BATCH_RECORDS, WriteError, Writer, WriterStats, WrittenNow};
 
 #[cfg(test)]
 mod tests;

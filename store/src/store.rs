@@ -139,6 +139,45 @@ fn cf_options(name: &str, o: &StoreOptions) -> Options {
     opts
 }
 
+/// Whether a write failed only because RocksDB would have had to wait (see
+/// [`Store::write_batch_opt`]).
+pub(crate) fn is_busy(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<rocksdb::Error>()
+        .is_some_and(|e| e.kind() == rocksdb::ErrorKind::Incomplete)
+}
+
+/// Whether files in `dir` can be written with O_DIRECT. tmpfs, for one, refuses it, and
+/// RocksDB would then fail every flush.
+fn supports_direct_io(dir: &Path) -> bool {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    const BLOCK: usize = 4096;
+    let probe = dir.join(".direct-io-probe");
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&probe)
+        .and_then(|mut file| {
+            // O_DIRECT needs a buffer aligned to the logical block size.
+            let layout = std::alloc::Layout::from_size_align(BLOCK, BLOCK).expect("valid layout");
+            // SAFETY: the layout has a non-zero size; the buffer is zeroed, used as a
+            // slice of exactly its size, and freed with the same layout.
+            unsafe {
+                let buf = std::alloc::alloc_zeroed(layout);
+                if buf.is_null() {
+                    return Err(std::io::ErrorKind::OutOfMemory.into());
+                }
+                let result = file.write_all(std::slice::from_raw_parts(buf, BLOCK));
+                std::alloc::dealloc(buf, layout);
+                result
+            }
+        });
+    let _ = std::fs::remove_file(&probe);
+    written.is_ok()
+}
+
 fn describe_primary_open_error(dir: &Path, e: rocksdb::Error) -> anyhow::Error {
     let msg = e.into_string();
     let lower = msg.to_ascii_lowercase();
@@ -181,6 +220,17 @@ impl Store {
         db_opts.set_max_background_jobs(2);
         db_opts.set_keep_log_file_num(4);
         db_opts.set_max_log_file_size(8 << 20);
+        // Flushes and compactions bypass the page cache where the filesystem allows it:
+        // they write each recorded byte once more, and filling fresh page-cache pages
+        // costs more CPU than the disk write itself (it competes with the relay).
+        if supports_direct_io(dir) {
+            db_opts.set_use_direct_io_for_flush_and_compaction(true);
+        } else {
+            tracing::info!(
+                "{} does not support O_DIRECT: flushes and compactions go through the page cache",
+                dir.display()
+            );
+        }
 
         // Also open column families a newer version may have added, so opening never
         // fails on them.
@@ -520,6 +570,12 @@ impl Store {
     /// Writes one batch (WAL on, no fsync). Once this returns `Ok` the batch is in the
     /// WAL (OS page cache): it survives the process being killed.
     pub(crate) fn write_batch(&self, batch: WriteBatch) -> Result<()> {
+        self.write_batch_opt(batch, false)
+    }
+
+    /// [`Store::write_batch`]; with `no_wait`, RocksDB refuses the batch with
+    /// [`is_busy`] instead of waiting out a write stall or slowdown.
+    pub(crate) fn write_batch_opt(&self, batch: WriteBatch, no_wait: bool) -> Result<()> {
         self.ensure_primary("write")?;
         #[cfg(test)]
         {
@@ -534,6 +590,7 @@ impl Store {
         let mut wo = WriteOptions::default();
         wo.set_sync(false);
         wo.disable_wal(false);
+        wo.set_no_slowdown(no_wait);
         self.inner.db.write_opt(batch, &wo)?;
         Ok(())
     }

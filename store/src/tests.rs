@@ -572,6 +572,42 @@ fn writer_reports_failures_and_keeps_going() {
 }
 
 #[test]
+fn write_now_writes_on_the_callers_thread() {
+    let dir = tmp();
+    let store = primary(dir.path());
+    let writer = Writer::spawn(store.clone(), 16);
+    let t = TrafficId::new(T0, 12);
+    for seq in 1..=5u64 {
+        let done = writer.write_now(frames(t, seq..=seq, T0));
+        assert!(matches!(done, WrittenNow::Done(Ok(()))), "{done:?}");
+        // Readable as soon as it returns.
+        assert_eq!(store.frame_count(t).unwrap(), seq);
+    }
+    assert!(matches!(
+        writer.write_now(Vec::new()),
+        WrittenNow::Done(Ok(()))
+    ));
+    // A failed write is counted like a queued one.
+    store.inner.fail_writes.store(1, Ordering::SeqCst);
+    let done = writer.write_now(frames(t, 6..=8, T0));
+    assert!(
+        matches!(&done, WrittenNow::Done(Err(WriteError::Db(m))) if m.contains("injected")),
+        "{done:?}"
+    );
+    let s = writer.stats();
+    assert_eq!((s.records_written, s.records_failed), (5, 3));
+    // Queued and direct writes mix freely.
+    block_on(writer.submit(frames(t, 6..=8, T0))).unwrap();
+    assert_eq!(store.frame_count(t).unwrap(), 8);
+    writer.shutdown();
+    assert!(matches!(
+        writer.write_now(frames(t, 9..=9, T0)),
+        WrittenNow::Done(Err(WriteError::Closed))
+    ));
+    assert_eq!(writer.stats().records_dropped, 1);
+}
+
+#[test]
 fn retention_by_age() {
     let dir = tmp();
     let opts = StoreOptions {

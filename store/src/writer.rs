@@ -1,5 +1,9 @@
-//! Group commit for the agent: one dedicated thread drains a bounded queue and writes
-//! everything queued in one RocksDB `WriteBatch` (WAL on, no fsync), then acks.
+//! Writes for the agent. The usual path is [`Writer::write_now`]: the caller's thread
+//! writes its records itself (RocksDB groups concurrent writers into one WAL write), with
+//! no queue and no thread switch there and back. When RocksDB would make a write wait
+//! (a write stall or slowdown), the records go to the group-commit thread instead: it
+//! drains a bounded queue, writes everything queued in one `WriteBatch` (WAL on, no
+//! fsync) and acks, so that a waiting write never blocks an async worker.
 //!
 //! An `Ok` ack means the batch's write call returned: the records are in the WAL (OS
 //! page cache), so they survive the agent being killed (even with SIGKILL) right after.
@@ -112,10 +116,22 @@ enum Msg {
 }
 
 struct Shared {
+    store: Store,
     stats: Stats,
     closing: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
     queue_full_warn: RateLimit,
+    write_failed_warn: RateLimit,
+}
+
+/// What [`Writer::write_now`] did.
+#[derive(Debug)]
+pub enum WrittenNow {
+    /// Written (or failed, and counted): the records are done with.
+    Done(Result<(), WriteError>),
+    /// RocksDB would have made the write wait: nothing was written. Queue the records
+    /// with [`Writer::submit`].
+    Busy(Vec<Record>),
 }
 
 /// Handle to the group-commit thread. Clone it freely; the thread stops (after writing
@@ -140,15 +156,17 @@ impl Writer {
     pub fn spawn(store: Store, queue: usize) -> Writer {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let shared = Arc::new(Shared {
+            store,
             stats: Stats::default(),
             closing: AtomicBool::new(false),
             thread: Mutex::new(None),
             queue_full_warn: RateLimit::new(Duration::from_secs(1)),
+            write_failed_warn: RateLimit::new(Duration::from_secs(1)),
         });
         let s2 = shared.clone();
         let handle = std::thread::Builder::new()
             .name("frametap-writer".into())
-            .spawn(move || run(store, rx, s2))
+            .spawn(move || run(rx, s2))
             .expect("cannot spawn the capture writer thread");
         *shared.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
         Writer { tx, shared }
@@ -168,6 +186,28 @@ impl Writer {
             );
         }
         Err(err)
+    }
+
+    /// Writes `records` on this thread unless RocksDB would make the write wait (then
+    /// they come back as [`WrittenNow::Busy`], unwritten). Never waits out a stall, so
+    /// it is fine on an async worker: a write is a WAL append and a memtable insert.
+    pub fn write_now(&self, records: Vec<Record>) -> WrittenNow {
+        if records.is_empty() {
+            return WrittenNow::Done(Ok(()));
+        }
+        if self.shared.closing.load(Ordering::SeqCst) {
+            return WrittenNow::Done(self.drop_records(records.len(), WriteError::Closed));
+        }
+        let shared = &self.shared;
+        let mut batch = WriteBatch::default();
+        if let Err(e) = put_records(&shared.store, &mut batch, &records) {
+            return WrittenNow::Done(Err(encode_failed(&shared.stats, records.len(), &e)));
+        }
+        match commit(shared, batch, records.len() as u64, true) {
+            Err(Commit::Busy) => WrittenNow::Busy(records),
+            Err(Commit::Failed(e)) => WrittenNow::Done(Err(e)),
+            Ok(()) => WrittenNow::Done(Ok(())),
+        }
     }
 
     /// Queues `records` without ever blocking or awaiting (for async code). The
@@ -278,29 +318,71 @@ impl Pending {
     /// Encodes a request into the batch; a request with an unencodable record is
     /// failed alone.
     fn add(&mut self, store: &Store, req: Request, stats: &Stats) {
-        let encoded: anyhow::Result<Vec<_>> = req
-            .records
-            .iter()
-            .map(|r| {
-                let (cf, key, value) = Store::encode_record(r)?;
-                Ok((store.cf(cf)?, key, value))
-            })
-            .collect();
-        match encoded {
-            Ok(items) => {
-                for (cf, key, value) in items {
-                    self.batch.put_cf(cf, key, value);
-                }
+        match put_records(store, &mut self.batch, &req.records) {
+            Ok(()) => {
                 self.records += req.records.len();
                 self.acks.push(req.ack);
             }
             Err(e) => {
-                stats
-                    .records_failed
-                    .fetch_add(req.records.len() as u64, Ordering::Relaxed);
-                tracing::warn!("capture writer: cannot encode records: {e:#}");
-                let _ = req.ack.send(Err(WriteError::Encode(format!("{e:#}"))));
+                let _ = req
+                    .ack
+                    .send(Err(encode_failed(stats, req.records.len(), &e)));
             }
+        }
+    }
+}
+
+/// Adds `records` to `batch`; adds nothing if one of them cannot be encoded.
+fn put_records(store: &Store, batch: &mut WriteBatch, records: &[Record]) -> anyhow::Result<()> {
+    let encoded = records
+        .iter()
+        .map(|r| {
+            let (cf, key, value) = Store::encode_record(r)?;
+            Ok((store.cf(cf)?, key, value))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for (cf, key, value) in encoded {
+        batch.put_cf(cf, key, value);
+    }
+    Ok(())
+}
+
+fn encode_failed(stats: &Stats, records: usize, e: &anyhow::Error) -> WriteError {
+    stats
+        .records_failed
+        .fetch_add(records as u64, Ordering::Relaxed);
+    tracing::warn!("capture writer: cannot encode records: {e:#}");
+    WriteError::Encode(format!("{e:#}"))
+}
+
+enum Commit {
+    /// Refused because RocksDB would have waited (only asked for with `no_wait`).
+    Busy,
+    Failed(WriteError),
+}
+
+/// Writes `batch` of `records` records and counts the outcome.
+fn commit(shared: &Shared, batch: WriteBatch, records: u64, no_wait: bool) -> Result<(), Commit> {
+    let stats = &shared.stats;
+    let bytes = batch.size_in_bytes() as u64;
+    match shared.store.write_batch_opt(batch, no_wait) {
+        Ok(()) => {
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            stats.records_written.fetch_add(records, Ordering::Relaxed);
+            stats.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(e) if no_wait && crate::store::is_busy(&e) => Err(Commit::Busy),
+        Err(e) => {
+            stats.records_failed.fetch_add(records, Ordering::Relaxed);
+            if let Some(suppressed) = shared.write_failed_warn.check() {
+                tracing::warn!(
+                    suppressed,
+                    "capture writer: writing {records} records failed (traffic keeps being \
+                     relayed, but is not recorded): {e:#}"
+                );
+            }
+            Err(Commit::Failed(WriteError::Db(format!("{e:#}"))))
         }
     }
 }
@@ -320,39 +402,26 @@ fn handle_msg(
     }
 }
 
-fn run(store: Store, mut rx: mpsc::Receiver<Msg>, shared: Arc<Shared>) {
-    let stats = &shared.stats;
-    let warn = RateLimit::new(Duration::from_secs(1));
+fn run(mut rx: mpsc::Receiver<Msg>, shared: Arc<Shared>) {
+    let (store, stats) = (&shared.store, &shared.stats);
     while let Some(first) = rx.blocking_recv() {
         let mut pending = Pending::new();
-        handle_msg(first, &mut pending, &mut rx, &store, stats);
+        handle_msg(first, &mut pending, &mut rx, store, stats);
         while !pending.full() {
             match rx.try_recv() {
-                Ok(msg) => handle_msg(msg, &mut pending, &mut rx, &store, stats),
+                Ok(msg) => handle_msg(msg, &mut pending, &mut rx, store, stats),
                 Err(_) => break,
             }
         }
         if pending.acks.is_empty() {
             continue;
         }
-        let bytes = pending.batch.size_in_bytes() as u64;
         let records = pending.records as u64;
-        let result = store.write_batch(pending.batch).map_err(|e| {
-            stats.records_failed.fetch_add(records, Ordering::Relaxed);
-            if let Some(suppressed) = warn.check() {
-                tracing::warn!(
-                    suppressed,
-                    "capture writer: writing {records} records failed (traffic keeps being \
-                     relayed, but is not recorded): {e:#}"
-                );
-            }
-            WriteError::Db(format!("{e:#}"))
+        // A write that may wait is never refused as busy.
+        let result = commit(&shared, pending.batch, records, false).map_err(|c| match c {
+            Commit::Failed(e) => e,
+            Commit::Busy => WriteError::Db("RocksDB refused the write as busy".into()),
         });
-        if result.is_ok() {
-            stats.batches.fetch_add(1, Ordering::Relaxed);
-            stats.records_written.fetch_add(records, Ordering::Relaxed);
-            stats.bytes_written.fetch_add(bytes, Ordering::Relaxed);
-        }
         for ack in pending.acks {
             let _ = ack.send(result.clone());
         }

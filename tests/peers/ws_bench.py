@@ -3,7 +3,8 @@
 
 server:    TLS WebSocket echo server (no compression, no keepalive pings).
 echo:      keep --inflight messages of --size bytes in flight for --seconds and
-           report {"messages_per_s", "mb_per_s", "messages"} as JSON.
+           report {"messages_per_s", "mb_per_s", "messages", "machine_busy"} as JSON
+           (machine_busy: share of all CPUs not idle during the timed window).
 handshake: --count sequential TLS handshakes (TCP connect + TLS, then close);
            report {"micros": [...]}.
 stamped:   --count messages "t:<time.time_ns()> ..." of --size bytes, one at a time
@@ -35,6 +36,15 @@ async def server(args):
         await asyncio.Future()
 
 
+def cpu_ticks():
+    """(busy, total) CPU ticks of the whole machine so far, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields)
+    return total - idle, total
+
+
 async def echo(args):
     ctx = ssl.create_default_context(cafile=args.cafile)
     host, port = args.connect.rsplit(":", 1)
@@ -47,6 +57,7 @@ async def echo(args):
         for _ in range(args.inflight):
             await ws.send(payload)
         received = 0
+        ticks_before = cpu_ticks()
         start = time.perf_counter()
         deadline = start + args.seconds
         while True:
@@ -57,7 +68,10 @@ async def echo(args):
                 break
             await ws.send(payload)
         elapsed = now - start
+        ticks_after = cpu_ticks()
+    busy = (ticks_after[0] - ticks_before[0]) / max(1, ticks_after[1] - ticks_before[1])
     print(json.dumps({"messages": received,
+                      "machine_busy": busy,
                       "messages_per_s": received / elapsed,
                       "mb_per_s": received * args.size / elapsed / 1e6}))
 

@@ -27,7 +27,7 @@ use std::{
 
 use frametap_proto::tls_hello::{self, Sniff};
 use tokio::{
-    io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf},
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, BufReader, ReadBuf},
     net::TcpStream,
 };
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -51,6 +51,9 @@ use crate::{
 const SNIFF_TIMEOUT: Duration = Duration::from_secs(1);
 /// Per-direction read buffer of intercepted connections.
 const READ_BUFFER: usize = 64 * 1024;
+/// Socket read buffer under each TLS leg: rustls asks for 4 KiB at a time, so without
+/// it a 16 KiB record costs five read(2) calls.
+const TLS_SOCKET_BUFFER: usize = 64 * 1024;
 
 /// What happened to a connection, for the one log line per connection.
 pub struct Outcome {
@@ -298,9 +301,14 @@ async fn intercept_tls(
         }
     };
     // Both handshakes at once: the client leg's does not wait for the server's.
-    let client_leg = TlsAcceptor::from(server_config).accept(Prefixed::new(prefix, client));
-    let server_leg =
-        TlsConnector::from(tls.upstream_config(offers_alpn)).connect(server_name, upstream);
+    let client_leg = TlsAcceptor::from(server_config).accept(Prefixed::new(
+        prefix,
+        BufReader::with_capacity(TLS_SOCKET_BUFFER, client),
+    ));
+    let server_leg = TlsConnector::from(tls.upstream_config(offers_alpn)).connect(
+        server_name,
+        BufReader::with_capacity(TLS_SOCKET_BUFFER, upstream),
+    );
     let (client_tls, server_tls) = tokio::join!(client_leg, server_leg);
     match (client_tls, server_tls) {
         (Ok(client_tls), Ok(server_tls)) => {
@@ -521,12 +529,15 @@ impl Direction {
         records: Vec<frametap_store::Record>,
         recorder: &crate::recorder::Recorder,
     ) {
-        self.step = if records.is_empty() {
-            Step::Write
-        } else {
-            // Recorded before forwarded: once the peer has a frame, so does the store.
-            let recorder = recorder.clone();
-            Step::Persist(Box::pin(async move { recorder.persist(records).await }))
+        // Recorded before forwarded: once the peer has a frame, so does the store.
+        // Usually written right here; a busy store hands the records back to wait in
+        // the writer's queue without blocking this thread.
+        self.step = match recorder.persist_now(records) {
+            None => Step::Write,
+            Some(records) => {
+                let recorder = recorder.clone();
+                Step::Persist(Box::pin(async move { recorder.persist(records).await }))
+            }
         };
     }
 

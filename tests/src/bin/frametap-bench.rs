@@ -34,6 +34,9 @@ struct Args {
     /// Seconds per WebSocket echo run.
     #[arg(long, default_value_t = 5.0)]
     ws_seconds: f64,
+    /// Message sizes of the WebSocket echo runs, in bytes.
+    #[arg(long, value_delimiter = ',', default_values_t = [100usize, 65536])]
+    ws_sizes: Vec<usize>,
     /// Leave out the WebSocket section (relay numbers only).
     #[arg(long)]
     skip_websocket: bool,
@@ -500,10 +503,14 @@ fn websocket_section(
     }
 
     let mut rows = String::new();
-    let mut ratios = Vec::new();
-    for size in [100usize, 65536] {
+    let mut cpu_rows = String::new();
+    for &size in &args.ws_sizes {
         eprintln!("websocket echo: {size} B messages, 64 in flight");
         let mut results = vec![Vec::new(); sides.len()];
+        // Per side: how busy the machine was during the timed window, and the agent's
+        // CPU per echoed message (from process start to exit, so including the close).
+        let mut busy = vec![Vec::new(); sides.len()];
+        let mut agent_cpu = Vec::new();
         for round in 0..2 {
             for i in 0..sides.len() {
                 let i = if round % 2 == 0 {
@@ -511,6 +518,7 @@ fn websocket_section(
                 } else {
                     sides.len() - 1 - i
                 };
+                let agent_before = cpu_seconds(agent.pid());
                 let v = ws_client(
                     lab,
                     &sides[i],
@@ -522,6 +530,11 @@ fn websocket_section(
                         args.ws_seconds.to_string(),
                     ],
                 )?;
+                busy[i].push(v["machine_busy"].as_f64().unwrap_or(0.0));
+                if sides[i].cgroup.is_some() {
+                    let messages = v["messages"].as_f64().unwrap_or(0.0).max(1.0);
+                    agent_cpu.push((cpu_seconds(agent.pid()) - agent_before) / messages * 1e6);
+                }
                 results[i].push((
                     v["messages_per_s"].as_f64().unwrap_or(0.0),
                     v["mb_per_s"].as_f64().unwrap_or(0.0),
@@ -556,7 +569,17 @@ fn websocket_section(
         }
         rows.push_str(&row);
         rows.push('\n');
-        ratios.push(ours.0 / direct.0);
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        cpu_rows.push_str(&format!(
+            "| {size} B messages | {} | {:.1} µs |\n",
+            sides
+                .iter()
+                .zip(&busy)
+                .map(|(side, b)| format!("{} {:.0}%", side.name, mean(b) * 100.0))
+                .collect::<Vec<_>>()
+                .join(", "),
+            mean(&agent_cpu),
+        ));
     }
 
     eprintln!("tls handshakes");
@@ -613,6 +636,8 @@ fn websocket_section(
          frame of both directions is parsed and written to RocksDB (WAL on) before it is forwarded.\n\n\
          | workload | direct | through frametap | frametap vs direct | through mitmproxy 11 (reverse mode) | frametap vs mitmproxy |\n\
          |---|---|---|---|---|---|\n{rows}\n\
+         | CPU (2 cores) | machine busy during the runs, per side | agent CPU per echoed message (both directions) |\n\
+         |---|---|---|\n{cpu_rows}\n\
          | TLS handshake (TCP connect + TLS 1.3), median of 400 | direct | through frametap (cached leaf) | ratio |\n\
          |---|---|---|---|\n\
          | | {hd:.0} µs | {hf:.0} µs | {hr:.2}× |\n\n\
