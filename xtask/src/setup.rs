@@ -17,18 +17,32 @@ const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 /// into this folder, so it must stay.
 const LLVM_PREFIX: &str = "/opt/frametap/llvm-22";
 
-/// Debian packages: a command (or, with a leading '/', a file) that must exist ->
-/// the package providing it.
-const DEBIAN: &[(&str, &str)] = &[
-    ("ip", "iproute2"),
-    ("curl", "curl"),
-    ("jq", "jq"),
-    ("setpriv", "util-linux"),
-    ("cc", "build-essential"),
-    ("c++", "g++"),
-    ("python3", "python3"),
-    // bindgen (librocksdb-sys) loads libclang at build time.
-    ("/usr/lib/llvm-14/lib/libclang.so", "libclang-dev"),
+/// What must be on the machine for a Debian package to count as installed: the exact
+/// command or file that the build or the tests use afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// A command on PATH (`command -v`).
+    Command(&'static str),
+    /// A file matching this glob (one `*` in a directory name, for LLVM's versioned dirs).
+    File(&'static str),
+}
+
+/// Debian packages and what proves each is there.
+const DEBIAN: &[(Need, &str)] = &[
+    (Need::Command("ip"), "iproute2"),
+    (Need::Command("curl"), "curl"),
+    (Need::Command("jq"), "jq"),
+    (Need::Command("setpriv"), "util-linux"),
+    (Need::Command("cc"), "build-essential"),
+    (Need::Command("c++"), "g++"),
+    (Need::Command("python3"), "python3"),
+    (Need::Command("openssl"), "openssl"),
+    // bindgen (librocksdb-sys) loads `libclang.so` at build time; clang-sys finds it in
+    // /usr/lib/llvm-N/lib. `libclang-cpp.so.N` (often preinstalled) is not it.
+    (
+        Need::File("/usr/lib/llvm-*/lib/libclang.so"),
+        "libclang-dev",
+    ),
 ];
 
 /// Python test peers: module to import -> pip requirement.
@@ -73,15 +87,65 @@ fn succeeds(cmd: &mut Command) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn have(command: &str) -> bool {
-    if command.starts_with('/') {
-        // Any libclang will do for bindgen; the path names the usual one.
-        return Path::new(command).exists()
-            || succeeds(
-                Command::new("sh").args(["-c", "ldconfig -p | grep -q 'libclang.*\\.so'"]),
-            );
+/// Whether `need` is met on this machine.
+fn have(need: Need) -> bool {
+    match need {
+        Need::Command(command) => {
+            succeeds(Command::new("sh").args(["-c", &format!("command -v {command}")]))
+        }
+        Need::File(pattern) => file_matches(pattern, |dir| {
+            std::fs::read_dir(dir)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default()
+        }),
     }
-    succeeds(Command::new("sh").args(["-c", &format!("command -v {command}")]))
+}
+
+/// Whether a file matches `pattern` (a path with at most one `*`, inside one component),
+/// given a way to list a directory's entries. Pure, so the decision is unit-tested.
+fn file_matches(pattern: &str, list_dir: impl Fn(&Path) -> Vec<String>) -> bool {
+    let path = Path::new(pattern);
+    let Some(star) = path
+        .components()
+        .position(|c| c.as_os_str().to_string_lossy().contains('*'))
+    else {
+        let (dir, name) = (path.parent().unwrap_or(Path::new("/")), path.file_name());
+        return name.is_some_and(|n| list_dir(dir).iter().any(|e| e.as_str() == n));
+    };
+    let components: Vec<_> = path.components().collect();
+    let dir: PathBuf = components[..star].iter().collect();
+    let glob = components[star].as_os_str().to_string_lossy().into_owned();
+    let rest: PathBuf = components[star + 1..].iter().collect();
+    let (prefix, suffix) = glob.split_once('*').expect("has a star");
+    list_dir(&dir)
+        .iter()
+        .filter(|e| e.len() >= prefix.len() + suffix.len())
+        .filter(|e| e.starts_with(prefix) && e.ends_with(suffix))
+        .any(|e| {
+            let candidate = dir.join(e).join(&rest);
+            if rest.as_os_str().is_empty() {
+                return true;
+            }
+            let parent = candidate.parent().unwrap_or(Path::new("/")).to_path_buf();
+            let name = candidate
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned());
+            name.is_some_and(|n| list_dir(&parent).contains(&n))
+        })
+}
+
+/// The Debian packages to install: those whose need `have` says is unmet.
+fn missing_debian(have: impl Fn(Need) -> bool) -> Vec<&'static str> {
+    DEBIAN
+        .iter()
+        .filter(|(need, _)| !have(*need))
+        .map(|(_, pkg)| *pkg)
+        .collect()
 }
 
 pub fn run() -> Result {
@@ -142,11 +206,7 @@ fn cargo_fuzz() -> Result {
 }
 
 fn debian_packages() -> Result {
-    let missing: Vec<&str> = DEBIAN
-        .iter()
-        .filter(|(cmd, _)| !have(cmd))
-        .map(|(_, pkg)| *pkg)
-        .collect();
+    let missing = missing_debian(have);
     if missing.is_empty() {
         return Ok(());
     }
@@ -284,4 +344,80 @@ fn bpf_linker() -> Result {
         return Err("bpf-linker was installed but does not run; see the output above".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::BTreeMap, path::Path};
+
+    use super::{Need, file_matches, missing_debian};
+
+    /// A directory tree as `dir -> entries`, for `file_matches`.
+    fn tree(files: &[&str]) -> BTreeMap<String, Vec<String>> {
+        let mut dirs: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for file in files {
+            let mut path = Path::new(file);
+            while let (Some(parent), Some(name)) = (path.parent(), path.file_name()) {
+                let entries = dirs.entry(parent.display().to_string()).or_default();
+                let name = name.to_string_lossy().into_owned();
+                if !entries.contains(&name) {
+                    entries.push(name);
+                }
+                path = parent;
+            }
+        }
+        dirs
+    }
+
+    fn libclang_present(files: &[&str]) -> bool {
+        let dirs = tree(files);
+        let need = Need::File("/usr/lib/llvm-*/lib/libclang.so");
+        let Need::File(pattern) = need else {
+            unreachable!()
+        };
+        file_matches(pattern, |d| {
+            dirs.get(&d.display().to_string())
+                .cloned()
+                .unwrap_or_default()
+        })
+    }
+
+    #[test]
+    fn libclang_cpp_alone_means_install_libclang_dev() {
+        // What a fresh machine of this kind has preinstalled: not what bindgen loads.
+        let fresh = [
+            "/usr/lib/llvm-14/lib/libclang-cpp.so.14",
+            "/usr/lib/x86_64-linux-gnu/libclang-cpp.so.14",
+        ];
+        assert!(!libclang_present(&fresh));
+        let dirs = tree(&fresh);
+        let missing = missing_debian(|need| match need {
+            Need::Command(_) => true,
+            Need::File(p) => file_matches(p, |d| {
+                dirs.get(&d.display().to_string())
+                    .cloned()
+                    .unwrap_or_default()
+            }),
+        });
+        assert_eq!(missing, ["libclang-dev"]);
+    }
+
+    #[test]
+    fn libclang_dev_of_any_llvm_version_is_enough() {
+        assert!(libclang_present(&["/usr/lib/llvm-14/lib/libclang.so"]));
+        assert!(libclang_present(&[
+            "/usr/lib/llvm-16/lib/libclang-cpp.so.16",
+            "/usr/lib/llvm-16/lib/libclang.so",
+        ]));
+        assert!(!libclang_present(&["/usr/lib/llvm-14/lib/libclang.so.1"]));
+        assert!(!libclang_present(&[
+            "/usr/lib/x86_64-linux-gnu/libclang.so"
+        ]));
+    }
+
+    #[test]
+    fn commands_are_checked_by_name() {
+        let missing = missing_debian(|need| need != Need::Command("jq"));
+        assert_eq!(missing, ["jq"]);
+    }
 }
