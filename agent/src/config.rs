@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use ipnet::IpNet;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_CGROUP: &str = "frametap";
 pub const DEFAULT_PORTS: [u16; 2] = [80, 443];
@@ -71,52 +71,203 @@ pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
     ))
 }
 
-/// The `[serve]`-level keys of the TOML config file. Unknown keys are an error so
-/// that a typo is not silently ignored.
-#[derive(Debug, Default, Deserialize, PartialEq)]
+/// The settings of `frametap-agent serve`, defined once: each field is a command-line
+/// flag (`--data-dir DIR`) and a key of the TOML config file (`data-dir = "DIR"`),
+/// read by the same parser. A repeatable flag is a list in the file. Two exceptions:
+/// `--config` names the file (command line or `FRAMETAP_CONFIG` only), and `rules`
+/// (`[[rules]]` tables) is file-only. Unknown keys are an error so that a typo is not
+/// silently ignored. `None` means "not given": [`ServeConfig::resolve`] falls back
+/// from the command line to the file, then to the default.
+#[derive(Clone, Debug, Default, PartialEq, clap::Args, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct FileConfig {
+pub struct ServeOptions {
+    /// cgroup v2 path to capture, relative to the cgroup2 mount; its descendants are
+    /// captured too. Repeatable. "/" captures the whole host. Default: "frametap"
+    /// (created if missing).
+    #[arg(long, value_name = "PATH")]
     pub cgroup: Option<Vec<String>>,
-    pub ports: Option<Vec<u16>>,
-    pub exclude: Option<Vec<String>>,
-    pub listen: Option<String>,
+    /// Destination ports to capture: a list such as 80,443 or a range 8000-8010.
+    /// Repeatable. Default: 80,443.
+    #[arg(long, value_name = "PORTS")]
+    pub ports: Option<Vec<PortList>>,
+    /// Destination network never captured (CIDR or single address). Repeatable; the
+    /// file's list and the command line's both apply.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    #[serde(default, deserialize_with = "de::cidrs")]
+    pub exclude: Option<Vec<IpNet>>,
+    /// IPv4 loopback address the redirected connections are sent to; IPv6 ones go to
+    /// [::1] on the same port. Default: 127.0.0.1:15001.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]
+    #[serde(default, deserialize_with = "de::listen")]
+    pub listen: Option<SocketAddr>,
+    /// Where the agent keeps its state. Default: /var/lib/frametap.
+    #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    pub log_format: Option<String>,
+    /// TOML config file; its keys are listed below. Flags given on the command line
+    /// win over it.
+    #[arg(long, value_name = "FILE", env = "FRAMETAP_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Log lines as text or JSON (one object per line). Default: text.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Worker threads, each with its own listener (SO_REUSEPORT) and event loop, so a
+    /// connection stays on one core for its whole life. Default: one per CPU.
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// On SIGINT/SIGTERM, how many seconds open connections may still run after new
+    /// ones stopped being captured. Default: 5.
+    #[arg(long, value_name = "SECONDS")]
+    pub shutdown_grace: Option<u64>,
+    /// PEM file of extra CA certificates trusted for upstream servers, on top of the
+    /// system trust store (for private CAs). Repeatable; the file's list and the
+    /// command line's both apply.
+    #[arg(long, value_name = "PEM")]
     pub upstream_ca: Option<Vec<PathBuf>>,
-    pub insecure_upstream: Option<bool>,
+    /// Do not verify upstream TLS certificates. Dangerous: anyone on the path could
+    /// impersonate the servers. Off by default.
+    #[arg(long)]
+    #[serde(default)]
+    pub insecure_upstream: bool,
+    /// Relay TLS to this host without interception (certificate-pinned apps): a name
+    /// from SNI, `*.domain`, or a destination CIDR. Repeatable; the file's list and
+    /// the command line's both apply.
+    #[arg(long, value_name = "HOST|CIDR")]
     pub passthrough: Option<Vec<String>>,
+    /// Common name of the CA created on first start. Default: "frametap CA".
+    #[arg(long, value_name = "NAME")]
     pub ca_name: Option<String>,
-    pub max_frame_payload: Option<String>,
-    pub retention_max_age: Option<String>,
-    pub retention_max_size: Option<String>,
-    /// Message rules (`[[rules]]` tables), tried in order.
+    /// Most payload bytes stored per WebSocket frame (the true length is always
+    /// recorded, with a truncated flag). Default: 1MiB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[serde(default, deserialize_with = "de::size")]
+    pub max_frame_payload: Option<u64>,
+    /// Delete recorded traffic older than this (e.g. 7d, 12h; a bare number is
+    /// seconds). Default: keep.
+    #[arg(long, value_name = "AGE", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de::duration")]
+    pub retention_max_age: Option<Duration>,
+    /// Delete the oldest recorded traffic while the store is bigger than this (e.g.
+    /// 10GiB). Default: no limit.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[serde(default, deserialize_with = "de::size")]
+    pub retention_max_size: Option<u64>,
+    /// Message rules (`[[rules]]` tables), tried in order. Config file only.
+    #[arg(skip)]
     pub rules: Option<Vec<frametap_control::Rule>>,
 }
 
-impl FileConfig {
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
+impl ServeOptions {
+    /// The options of a config file.
+    pub fn load_file(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
+
+    /// The keys a config file may hold, in the order of `serve --help`: every long
+    /// flag but `--config`, then `rules`.
+    pub fn file_keys() -> Vec<String> {
+        use clap::Args as _;
+        let command = Self::augment_args(clap::Command::new("serve"));
+        command
+            .get_arguments()
+            .filter_map(|a| a.get_long())
+            .filter(|long| *long != "config")
+            .map(str::to_string)
+            .chain(["rules".to_string()])
+            .collect()
+    }
 }
 
-/// What the command line gave (None: not given, fall back to the file).
-#[derive(Debug, Default, Clone)]
-pub struct CliServe {
-    pub cgroup: Vec<String>,
-    pub ports: Vec<PortList>,
-    pub exclude: Vec<IpNet>,
-    pub listen: Option<SocketAddr>,
-    pub data_dir: Option<PathBuf>,
-    pub log_format: Option<LogFormat>,
-    pub upstream_ca: Vec<PathBuf>,
-    pub insecure_upstream: bool,
-    pub passthrough: Vec<String>,
-    pub ca_name: Option<String>,
-    pub max_frame_payload: Option<u64>,
-    pub retention_max_age: Option<Duration>,
-    pub retention_max_size: Option<u64>,
+/// What `serve --help` says about the config file, from [`ServeOptions::file_keys`].
+pub fn config_file_help() -> String {
+    let keys = ServeOptions::file_keys()
+        .into_iter()
+        .filter(|k| k != "rules")
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "Config file (--config FILE or FRAMETAP_CONFIG): TOML with the keys {keys}, each \
+         meaning what its flag means (repeatable flags are lists: ports = [80, \"8000-8010\"]), \
+         and [[rules]] tables (message rules). Flags given on the command line win over \
+         the file; for exclude, upstream-ca and passthrough both lists apply. \
+         `frametap-agent config [OPTIONS]` prints the resulting configuration as JSON."
+    )
+}
+
+/// "127.0.0.1:15001"; which addresses the agent accepts is checked in `resolve`.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not ADDRESS:PORT (e.g. 127.0.0.1:15001)"))
+}
+
+/// Config file values read with the command line's parsers.
+mod de {
+    use std::{net::SocketAddr, time::Duration};
+
+    use ipnet::IpNet;
+    use serde::{Deserialize, Deserializer, de::Error as _};
+
+    /// A size or a duration may be written as a number or as a string ("64KiB").
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    pub enum Scalar {
+        Number(u64),
+        Text(String),
+    }
+
+    impl Scalar {
+        pub fn text(self) -> String {
+            match self {
+                Scalar::Number(n) => n.to_string(),
+                Scalar::Text(t) => t,
+            }
+        }
+    }
+
+    fn parsed<'de, D: Deserializer<'de>, T>(
+        d: D,
+        parse: fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, D::Error> {
+        Option::<Scalar>::deserialize(d)?
+            .map(|v| parse(&v.text()).map_err(D::Error::custom))
+            .transpose()
+    }
+
+    pub fn cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<IpNet>>, D::Error> {
+        Option::<Vec<String>>::deserialize(d)?
+            .map(|list| {
+                list.iter()
+                    .map(|s| super::parse_cidr(s).map_err(D::Error::custom))
+                    .collect()
+            })
+            .transpose()
+    }
+
+    pub fn listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| super::parse_listen(&s).map_err(D::Error::custom))
+            .transpose()
+    }
+
+    pub fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        parsed(d, super::parse_size)
+    }
+
+    pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        parsed(d, super::parse_duration)
+    }
+}
+
+/// In the config file, a port list is a number or a string of the command line's
+/// form: `ports = [80, 443, "8000-8010"]`.
+impl<'de> Deserialize<'de> for PortList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = de::Scalar::deserialize(d)?.text();
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 pub const DEFAULT_CA_NAME: &str = "frametap CA";
@@ -170,42 +321,70 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is zero or too large"))
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
+pub use frametap_logging::LogFormat;
 
-/// Validated settings of a serving agent.
-#[derive(Clone, Debug, PartialEq)]
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Validated settings of a serving agent. Serialized (`frametap-agent config`) with
+/// the config file's keys, so the JSON read back as a config file gives the same
+/// settings.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct ServeConfig {
     /// cgroup paths relative to the cgroup2 mount, "/" for host-wide.
+    #[serde(rename = "cgroup")]
     pub cgroups: Vec<String>,
     pub ports: BTreeSet<u16>,
     pub exclude: Vec<IpNet>,
     pub listen: SocketAddrV4,
     pub data_dir: PathBuf,
     pub log_format: LogFormat,
+    pub workers: usize,
+    #[serde(serialize_with = "ser::seconds")]
+    pub shutdown_grace: Duration,
     pub upstream_ca: Vec<PathBuf>,
     pub insecure_upstream: bool,
     pub passthrough: Vec<String>,
     pub ca_name: String,
     pub max_frame_payload: u64,
+    #[serde(serialize_with = "ser::opt_seconds")]
     pub retention_max_age: Option<Duration>,
     pub retention_max_size: Option<u64>,
     /// Message rules from the config file (compiled and checked).
     pub rules: Vec<frametap_control::Rule>,
 }
 
+mod ser {
+    use std::time::Duration;
+
+    use serde::Serializer;
+
+    pub fn seconds<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub fn opt_seconds<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
 impl ServeConfig {
-    /// Command line over file over defaults.
-    pub fn resolve(cli: CliServe, file: FileConfig) -> anyhow::Result<Self> {
-        let mut cgroups = if !cli.cgroup.is_empty() {
-            cli.cgroup
-        } else {
-            file.cgroup.unwrap_or_default()
+    /// The settings `serve` runs with: the command line's options over those of the
+    /// config file they name (`--config` or `FRAMETAP_CONFIG`), over the defaults.
+    pub fn from_command_line(cli: ServeOptions) -> anyhow::Result<Self> {
+        let file = match &cli.config {
+            Some(path) => ServeOptions::load_file(path)?,
+            None => ServeOptions::default(),
         };
+        Self::resolve(cli, file)
+    }
+
+    /// Command line over file over defaults.
+    pub fn resolve(cli: ServeOptions, file: ServeOptions) -> anyhow::Result<Self> {
+        let mut cgroups = cli.cgroup.or(file.cgroup).unwrap_or_default();
         if cgroups.is_empty() {
             cgroups.push(DEFAULT_CGROUP.to_string());
         }
@@ -215,16 +394,12 @@ impl ServeConfig {
         cgroups.sort();
         cgroups.dedup();
 
-        let ports: BTreeSet<u16> = if !cli.ports.is_empty() {
-            cli.ports.into_iter().flat_map(|p| p.0).collect()
-        } else if let Some(p) = file.ports {
-            let list = p.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
-            PortList::from_str(&list)
-                .map_err(anyhow::Error::msg)
-                .context("config file: ports")?
-                .0
-        } else {
-            DEFAULT_PORTS.into_iter().collect()
+        let ports: BTreeSet<u16> = match cli.ports.or(file.ports) {
+            Some(lists) if lists.is_empty() => {
+                bail!("ports: no port given (expected e.g. 80,443 or 8000-8010)")
+            }
+            Some(lists) => lists.into_iter().flat_map(|p| p.0).collect(),
+            None => DEFAULT_PORTS.into_iter().collect(),
         };
         if ports.len() > MAX_PORTS {
             bail!(
@@ -233,25 +408,11 @@ impl ServeConfig {
             );
         }
 
-        let mut exclude = cli.exclude;
-        for e in file.exclude.unwrap_or_default() {
-            exclude.push(
-                parse_cidr(&e)
-                    .map_err(anyhow::Error::msg)
-                    .context("config file: exclude")?,
-            );
-        }
-
-        let listen = match cli.listen {
-            Some(l) => l,
-            None => match file.listen {
-                Some(l) => l
-                    .parse::<SocketAddr>()
-                    .with_context(|| format!("config file: listen {l:?} is not ADDRESS:PORT"))?,
-                None => SocketAddr::V4(DEFAULT_LISTEN),
-            },
-        };
-        let listen = match listen {
+        let listen = match cli
+            .listen
+            .or(file.listen)
+            .unwrap_or(SocketAddr::V4(DEFAULT_LISTEN))
+        {
             SocketAddr::V4(v4) if v4.ip().is_loopback() && v4.port() != 0 => v4,
             other => bail!(
                 "--listen {other}: the agent listens on an IPv4 loopback address with a fixed port \
@@ -259,42 +420,27 @@ impl ServeConfig {
             ),
         };
 
-        let log_format = match (cli.log_format, file.log_format.as_deref()) {
-            (Some(f), _) => f,
-            (None, None) => LogFormat::Text,
-            (None, Some("text")) => LogFormat::Text,
-            (None, Some("json")) => LogFormat::Json,
-            (None, Some(other)) => bail!("config file: log-format {other:?} is not text or json"),
-        };
+        // Both lists apply: the command line's and the file's.
+        let exclude = cli
+            .exclude
+            .into_iter()
+            .chain(file.exclude)
+            .flatten()
+            .collect();
+        let upstream_ca = cli
+            .upstream_ca
+            .into_iter()
+            .chain(file.upstream_ca)
+            .flatten()
+            .collect();
+        let passthrough = cli
+            .passthrough
+            .into_iter()
+            .chain(file.passthrough)
+            .flatten()
+            .collect();
 
-        let file_size = |v: Option<String>, key: &str| -> anyhow::Result<Option<u64>> {
-            v.map(|v| parse_size(&v).map_err(anyhow::Error::msg))
-                .transpose()
-                .with_context(|| format!("config file: {key}"))
-        };
-        let max_frame_payload = match cli.max_frame_payload {
-            Some(v) => v,
-            None => file_size(file.max_frame_payload, "max-frame-payload")?
-                .unwrap_or(DEFAULT_MAX_FRAME_PAYLOAD),
-        };
-        let retention_max_age = match cli.retention_max_age {
-            Some(v) => Some(v),
-            None => file
-                .retention_max_age
-                .map(|v| parse_duration(&v).map_err(anyhow::Error::msg))
-                .transpose()
-                .context("config file: retention-max-age")?,
-        };
-        let retention_max_size = match cli.retention_max_size {
-            Some(v) => Some(v),
-            None => file_size(file.retention_max_size, "retention-max-size")?,
-        };
-        let mut upstream_ca = cli.upstream_ca;
-        upstream_ca.extend(file.upstream_ca.unwrap_or_default());
-        let mut passthrough = cli.passthrough;
-        passthrough.extend(file.passthrough.unwrap_or_default());
-
-        let rules = file.rules.unwrap_or_default();
+        let rules = cli.rules.or(file.rules).unwrap_or_default();
         crate::rules::RuleBook::new(rules.clone()).map_err(anyhow::Error::msg)?;
         Ok(Self {
             cgroups,
@@ -305,17 +451,29 @@ impl ServeConfig {
                 .data_dir
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
-            log_format,
+            log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
+            workers: cli
+                .workers
+                .or(file.workers)
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+                .max(1),
+            shutdown_grace: cli
+                .shutdown_grace
+                .or(file.shutdown_grace)
+                .map_or(DEFAULT_SHUTDOWN_GRACE, Duration::from_secs),
             upstream_ca,
-            insecure_upstream: cli.insecure_upstream || file.insecure_upstream.unwrap_or(false),
+            insecure_upstream: cli.insecure_upstream || file.insecure_upstream,
             passthrough,
             ca_name: cli
                 .ca_name
                 .or(file.ca_name)
                 .unwrap_or_else(|| DEFAULT_CA_NAME.to_string()),
-            max_frame_payload,
-            retention_max_age,
-            retention_max_size,
+            max_frame_payload: cli
+                .max_frame_payload
+                .or(file.max_frame_payload)
+                .unwrap_or(DEFAULT_MAX_FRAME_PAYLOAD),
+            retention_max_age: cli.retention_max_age.or(file.retention_max_age),
+            retention_max_size: cli.retention_max_size.or(file.retention_max_size),
             rules,
         })
     }
@@ -382,7 +540,7 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let c = ServeConfig::resolve(CliServe::default(), FileConfig::default()).unwrap();
+        let c = ServeConfig::resolve(ServeOptions::default(), ServeOptions::default()).unwrap();
         assert_eq!(c.cgroups, vec!["frametap"]);
         assert_eq!(c.ports, BTreeSet::from([80, 443]));
         assert_eq!(c.listen, DEFAULT_LISTEN);
@@ -392,7 +550,7 @@ mod tests {
 
     #[test]
     fn file_then_cli_precedence() {
-        let file: FileConfig = toml::from_str(
+        let file: ServeOptions = toml::from_str(
             r#"
             cgroup = ["/svc/web", "/"]
             ports = [8443]
@@ -403,7 +561,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        let c = ServeConfig::resolve(CliServe::default(), file).unwrap();
+        let c = ServeConfig::resolve(ServeOptions::default(), file).unwrap();
         assert_eq!(c.cgroups, vec!["/", "svc/web"]);
         assert!(c.host_wide());
         assert_eq!(c.ports, BTreeSet::from([8443]));
@@ -411,10 +569,10 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.2:16000");
         assert_eq!(c.log_format, LogFormat::Json);
 
-        let file: FileConfig =
+        let file: ServeOptions =
             toml::from_str("ports = [8443]\nlisten = \"127.0.0.2:16000\"").unwrap();
-        let cli = CliServe {
-            ports: vec!["80".parse().unwrap()],
+        let cli = ServeOptions {
+            ports: Some(vec!["80".parse().unwrap()]),
             listen: Some("127.0.0.1:15002".parse().unwrap()),
             ..Default::default()
         };
@@ -425,12 +583,19 @@ mod tests {
 
     #[test]
     fn file_errors_are_reported() {
-        assert!(toml::from_str::<FileConfig>("prots = [80]").is_err());
-        let file: FileConfig = toml::from_str("ports = [0]").unwrap();
-        let err = ServeConfig::resolve(CliServe::default(), file).unwrap_err();
-        assert!(format!("{err:#}").contains("not a TCP port"), "{err:#}");
-        let file: FileConfig = toml::from_str("exclude = [\"10.0.0.0/99\"]").unwrap();
-        assert!(ServeConfig::resolve(CliServe::default(), file).is_err());
+        assert!(toml::from_str::<ServeOptions>("prots = [80]").is_err());
+        // Values are checked by the command line's parsers as the file is read.
+        let err = toml::from_str::<ServeOptions>("ports = [0]").unwrap_err();
+        assert!(err.to_string().contains("not a TCP port"), "{err}");
+        let err = toml::from_str::<ServeOptions>("exclude = [\"10.0.0.0/99\"]").unwrap_err();
+        assert!(err.to_string().contains("is not a CIDR"), "{err}");
+        let err = toml::from_str::<ServeOptions>("listen = \"localhost\"").unwrap_err();
+        assert!(err.to_string().contains("not ADDRESS:PORT"), "{err}");
+        let err = toml::from_str::<ServeOptions>("log-format = \"xml\"").unwrap_err();
+        assert!(err.to_string().contains("text"), "{err}");
+        let file: ServeOptions = toml::from_str("ports = []").unwrap();
+        let err = ServeConfig::resolve(ServeOptions::default(), file).unwrap_err();
+        assert!(err.to_string().contains("no port given"), "{err}");
     }
 
     #[test]
@@ -453,7 +618,7 @@ mod tests {
 
     #[test]
     fn rules_from_file_are_compiled_before_anything_starts() {
-        let file: FileConfig = toml::from_str(
+        let file: ServeOptions = toml::from_str(
             r#"
             [[rules]]
             contains = "password"
@@ -467,21 +632,21 @@ mod tests {
             "#,
         )
         .unwrap();
-        let c = ServeConfig::resolve(CliServe::default(), file).unwrap();
+        let c = ServeConfig::resolve(ServeOptions::default(), file).unwrap();
         assert_eq!(c.rules.len(), 2);
-        let file: FileConfig =
+        let file: ServeOptions =
             toml::from_str("[[rules]]\nregex = \"(\"\naction = { kind = \"drop\" }\n").unwrap();
-        let err = ServeConfig::resolve(CliServe::default(), file).unwrap_err();
+        let err = ServeConfig::resolve(ServeOptions::default(), file).unwrap_err();
         assert!(
             format!("{err:#}").contains("rule 1 in the config file"),
             "{err:#}"
         );
-        assert!(toml::from_str::<FileConfig>("[[rules]]\nation = 1\n").is_err());
+        assert!(toml::from_str::<ServeOptions>("[[rules]]\nation = 1\n").is_err());
     }
 
     #[test]
     fn interception_settings_from_file() {
-        let file: FileConfig = toml::from_str(
+        let file: ServeOptions = toml::from_str(
             r#"
             upstream-ca = ["/etc/ssl/private-ca.pem"]
             passthrough = ["*.bank.test"]
@@ -491,7 +656,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        let c = ServeConfig::resolve(CliServe::default(), file).unwrap();
+        let c = ServeConfig::resolve(ServeOptions::default(), file).unwrap();
         assert_eq!(
             c.upstream_ca,
             vec![PathBuf::from("/etc/ssl/private-ca.pem")]
@@ -512,14 +677,235 @@ mod tests {
             "127.0.0.1:0",
             "[::1]:15001",
         ] {
-            let cli = CliServe {
+            let cli = ServeOptions {
                 listen: Some(bad.parse().unwrap()),
                 ..Default::default()
             };
             assert!(
-                ServeConfig::resolve(cli, FileConfig::default()).is_err(),
+                ServeConfig::resolve(cli, ServeOptions::default()).is_err(),
                 "{bad}"
             );
         }
+    }
+
+    /// The field names a `Deserialize` type asks for, as serde hands them to the
+    /// deserializer (the keys a config file may hold).
+    fn serde_keys<'de, T: Deserialize<'de>>() -> Vec<&'static str> {
+        use serde::de::{Error as _, Visitor, value::Error};
+        struct Keys(Option<&'static [&'static str]>);
+        impl<'de> serde::Deserializer<'de> for &mut Keys {
+            type Error = Error;
+            fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Error> {
+                Err(Error::custom("not a struct"))
+            }
+            fn deserialize_struct<V: Visitor<'de>>(
+                self,
+                _: &'static str,
+                fields: &'static [&'static str],
+                _: V,
+            ) -> Result<V::Value, Error> {
+                self.0 = Some(fields);
+                Err(Error::custom("keys taken"))
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+                byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map
+                enum identifier ignored_any
+            }
+        }
+        let mut keys = Keys(None);
+        let _ = T::deserialize(&mut keys);
+        keys.0.expect("a struct").to_vec()
+    }
+
+    #[test]
+    fn every_flag_is_a_config_key_and_every_key_a_flag() {
+        let mut file_keys = serde_keys::<ServeOptions>();
+        let mut flag_keys = ServeOptions::file_keys();
+        file_keys.sort_unstable();
+        flag_keys.sort_unstable();
+        assert_eq!(file_keys, flag_keys);
+        assert!(flag_keys.contains(&"rules".to_string()));
+        assert!(!flag_keys.contains(&"config".to_string()));
+        let help = config_file_help();
+        for key in ServeOptions::file_keys() {
+            assert!(help.contains(&key), "serve --help does not name {key}");
+        }
+    }
+
+    #[derive(clap::Parser)]
+    struct ServeCommandLine {
+        #[command(flatten)]
+        options: ServeOptions,
+    }
+
+    fn command_line(args: &[&str]) -> ServeOptions {
+        use clap::Parser as _;
+        ServeCommandLine::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
+            .unwrap()
+            .options
+    }
+
+    #[test]
+    fn flags_and_keys_read_values_alike() {
+        let cli = command_line(&[
+            "--cgroup=a",
+            "--cgroup=b",
+            "--ports=80,8000-8001",
+            "--ports=443",
+            "--exclude=10.1.2.3/8",
+            "--listen=127.0.0.2:16000",
+            "--data-dir=/srv/ft",
+            "--log-format=json",
+            "--workers=3",
+            "--shutdown-grace=9",
+            "--upstream-ca=/etc/ca.pem",
+            "--insecure-upstream",
+            "--passthrough=*.bank.test",
+            "--ca-name=Test CA",
+            "--max-frame-payload=64KiB",
+            "--retention-max-age=7d",
+            "--retention-max-size=10GiB",
+        ]);
+        let file: ServeOptions = toml::from_str(
+            r#"
+            cgroup = ["a", "b"]
+            ports = ["80,8000-8001", 443]
+            exclude = ["10.1.2.3/8"]
+            listen = "127.0.0.2:16000"
+            data-dir = "/srv/ft"
+            log-format = "json"
+            workers = 3
+            shutdown-grace = 9
+            upstream-ca = ["/etc/ca.pem"]
+            insecure-upstream = true
+            passthrough = ["*.bank.test"]
+            ca-name = "Test CA"
+            max-frame-payload = "64KiB"
+            retention-max-age = "7d"
+            retention-max-size = "10GiB"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cli, file);
+    }
+
+    #[test]
+    fn command_line_wins_over_the_file_for_every_single_value() {
+        let file: ServeOptions = toml::from_str(
+            r#"
+            data-dir = "/from/file"
+            log-format = "json"
+            workers = 2
+            shutdown-grace = 7
+            ca-name = "File CA"
+            max-frame-payload = 100
+            retention-max-age = 60
+            retention-max-size = "1GiB"
+            cgroup = ["file"]
+            exclude = ["10.0.0.0/8"]
+            "#,
+        )
+        .unwrap();
+        let cli = command_line(&[
+            "--data-dir=/from/cli",
+            "--log-format=text",
+            "--workers=4",
+            "--shutdown-grace=1",
+            "--ca-name=Cli CA",
+            "--max-frame-payload=200",
+            "--retention-max-age=120",
+            "--retention-max-size=2GiB",
+            "--cgroup=cli",
+            "--exclude=192.168.0.0/16",
+        ]);
+        let c = ServeConfig::resolve(cli, file).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/from/cli"));
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.workers, 4);
+        assert_eq!(c.shutdown_grace, Duration::from_secs(1));
+        assert_eq!(c.ca_name, "Cli CA");
+        assert_eq!(c.max_frame_payload, 200);
+        assert_eq!(c.retention_max_age, Some(Duration::from_secs(120)));
+        assert_eq!(c.retention_max_size, Some(2 << 30));
+        assert_eq!(c.cgroups, vec!["cli"]);
+        // Excluded networks add up.
+        assert_eq!(c.exclude.len(), 2);
+    }
+
+    #[test]
+    fn printed_configuration_reads_back_as_a_config_file() {
+        let file: ServeOptions = toml::from_str(
+            r#"
+            cgroup = ["svc/web"]
+            ports = [8443, "9000-9001"]
+            exclude = ["10.9.0.0/16"]
+            listen = "127.0.0.2:16000"
+            data-dir = "/tmp/ft"
+            log-format = "json"
+            workers = 2
+            passthrough = ["*.bank.test"]
+            retention-max-age = "1h"
+            max-frame-payload = "64KiB"
+
+            [[rules]]
+            contains = "password"
+            action = { kind = "drop" }
+            "#,
+        )
+        .unwrap();
+        let printed = ServeConfig::resolve(ServeOptions::default(), file).unwrap();
+        let json = serde_json::to_value(&printed).unwrap();
+        let mut printed_keys: Vec<String> = json.as_object().unwrap().keys().cloned().collect();
+        let mut file_keys = ServeOptions::file_keys();
+        printed_keys.sort_unstable();
+        file_keys.sort_unstable();
+        assert_eq!(printed_keys, file_keys);
+        assert_eq!(json["data-dir"], "/tmp/ft");
+        assert_eq!(json["cgroup"], serde_json::json!(["svc/web"]));
+        assert_eq!(json["listen"], "127.0.0.2:16000");
+        let again: ServeOptions = serde_json::from_value(json).unwrap();
+        assert_eq!(
+            ServeConfig::resolve(ServeOptions::default(), again).unwrap(),
+            printed
+        );
+    }
+
+    /// The README's `serve` flag table lists exactly the flags `serve` has.
+    #[test]
+    fn readme_flag_table_matches_the_flags() {
+        let readme = include_str!("../../README.md");
+        let header = "| flag | meaning | default |";
+        let table = readme
+            .split_once(header)
+            .expect("README has the serve flag table")
+            .1;
+        let mut listed: Vec<String> = table
+            .lines()
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .flat_map(|row| {
+                let first_cell = row.split('|').nth(1).unwrap_or_default();
+                first_cell
+                    .split('`')
+                    .skip(1)
+                    .step_by(2)
+                    .filter_map(|code| code.split_whitespace().next())
+                    .filter_map(|flag| flag.strip_prefix("--"))
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let mut flags: Vec<String> = {
+            use clap::Args as _;
+            ServeOptions::augment_args(clap::Command::new("serve"))
+                .get_arguments()
+                .filter_map(|a| a.get_long())
+                .map(str::to_string)
+                .collect()
+        };
+        listed.sort_unstable();
+        flags.sort_unstable();
+        assert_eq!(listed, flags, "README flag table vs `serve` flags");
     }
 }

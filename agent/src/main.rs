@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use frametap_agent::{
     capture::{self, Capture, CaptureSettings},
     cgroup,
-    config::{self, CliServe, FileConfig, LogFormat, PortList, ServeConfig},
+    config::{self, LogFormat, ServeConfig, ServeOptions},
     control::{ControlContext, ControlSocket},
     exec,
     intercept::Passthrough,
@@ -55,7 +55,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Load and attach the eBPF programs and relay every captured connection.
-    Serve(Box<ServeArgs>),
+    #[command(after_help = config::config_file_help())]
+    Serve(Box<ServeOptions>),
+    /// Print, as JSON with the config file's keys, the configuration `serve` would run
+    /// with given the same options (command line, config file, defaults), and exit.
+    #[command(after_help = config::config_file_help())]
+    Config(Box<ServeOptions>),
     /// Run one command (and its children) inside a fresh child cgroup of a captured cgroup.
     Exec(ExecArgs),
     /// Print the path and PEM of the frametap CA certificate (created if missing), to
@@ -74,70 +79,6 @@ struct CaArgs {
 }
 
 #[derive(Args)]
-struct ServeArgs {
-    /// cgroup v2 path to capture, relative to the cgroup2 mount; its descendants are
-    /// captured too. Repeatable. "/" captures the whole host. Default: "frametap"
-    /// (created if missing).
-    #[arg(long, value_name = "PATH")]
-    cgroup: Vec<String>,
-    /// Destination ports to capture: a list such as 80,443 or a range 8000-8010.
-    /// Repeatable. Default: 80,443.
-    #[arg(long, value_name = "PORTS")]
-    ports: Vec<PortList>,
-    /// Destination network never captured (CIDR or single address). Repeatable.
-    #[arg(long, value_name = "CIDR", value_parser = config::parse_cidr)]
-    exclude: Vec<IpNet>,
-    /// IPv4 loopback address the redirected connections are sent to; IPv6 ones go to
-    /// [::1] on the same port. Default: 127.0.0.1:15001.
-    #[arg(long, value_name = "ADDR:PORT")]
-    listen: Option<SocketAddr>,
-    /// Where the agent keeps its state. Default: /var/lib/frametap.
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    /// TOML file with any of the keys cgroup, ports, exclude, listen, data-dir,
-    /// log-format; command-line flags win over it.
-    #[arg(long, value_name = "FILE", env = "FRAMETAP_CONFIG")]
-    config: Option<PathBuf>,
-    /// Log lines as text or JSON (one object per line). Default: text.
-    #[arg(long, value_enum)]
-    log_format: Option<LogFormat>,
-    /// On SIGINT/SIGTERM, how long open connections may still run after new ones
-    /// stopped being captured.
-    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
-    shutdown_grace: u64,
-    /// Worker threads, each with its own listener (SO_REUSEPORT) and event loop, so a
-    /// connection stays on one core for its whole life. Default: one per CPU.
-    #[arg(long, value_name = "N")]
-    workers: Option<usize>,
-    /// PEM file of extra CA certificates trusted for upstream servers, on top of the
-    /// system trust store (for private CAs). Repeatable.
-    #[arg(long, value_name = "PEM")]
-    upstream_ca: Vec<PathBuf>,
-    /// Do not verify upstream TLS certificates. Dangerous: anyone on the path could
-    /// impersonate the servers. Off by default.
-    #[arg(long)]
-    insecure_upstream: bool,
-    /// Relay TLS to this host without interception (certificate-pinned apps): a name
-    /// from SNI, `*.domain`, or a destination CIDR. Repeatable.
-    #[arg(long, value_name = "HOST|CIDR")]
-    passthrough: Vec<String>,
-    /// Common name of the CA created on first start.
-    #[arg(long, value_name = "NAME")]
-    ca_name: Option<String>,
-    /// Most payload bytes stored per WebSocket frame (the true length is always
-    /// recorded, with a truncated flag). Default: 1MiB.
-    #[arg(long, value_name = "SIZE", value_parser = config::parse_size)]
-    max_frame_payload: Option<u64>,
-    /// Delete recorded traffic older than this (e.g. 7d, 12h). Default: keep.
-    #[arg(long, value_name = "AGE", value_parser = config::parse_duration)]
-    retention_max_age: Option<Duration>,
-    /// Delete the oldest recorded traffic while the store is bigger than this (e.g.
-    /// 10GiB). Default: no limit.
-    #[arg(long, value_name = "SIZE", value_parser = config::parse_size)]
-    retention_max_size: Option<u64>,
-}
-
-#[derive(Args)]
 struct ExecArgs {
     /// Captured cgroup (relative to the cgroup2 mount) to run the command under.
     #[arg(long, value_name = "PATH", default_value = config::DEFAULT_CGROUP)]
@@ -148,18 +89,6 @@ struct ExecArgs {
     /// The command and its arguments.
     #[arg(required = true, last = true, value_name = "CMD")]
     command: Vec<OsString>,
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FRAMETAP_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
 }
 
 /// Keep freed heap memory in the process instead of handing it back to the kernel.
@@ -183,9 +112,17 @@ fn main() {
     keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(*args).map(|()| 0),
+        Command::Serve(args) => ServeConfig::from_command_line(*args)
+            .and_then(serve)
+            .map(|()| 0),
+        Command::Config(args) => ServeConfig::from_command_line(*args)
+            .and_then(|cfg| Ok(serde_json::to_string_pretty(&cfg)?))
+            .map(|json| {
+                println!("{json}");
+                0
+            }),
         Command::Exec(args) => {
-            init_logging(LogFormat::Text);
+            frametap_logging::init(LogFormat::Text);
             exec::run(&args.cgroup, &args.data_dir, &args.command)
         }
         Command::Ca(args) => print_ca(&args).map(|()| 0),
@@ -266,30 +203,8 @@ fn bind_workers(
         .collect()
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let file = match &args.config {
-        Some(path) => FileConfig::load(path)?,
-        None => FileConfig::default(),
-    };
-    let cfg = ServeConfig::resolve(
-        CliServe {
-            cgroup: args.cgroup,
-            ports: args.ports,
-            exclude: args.exclude,
-            listen: args.listen,
-            data_dir: args.data_dir,
-            log_format: args.log_format,
-            upstream_ca: args.upstream_ca,
-            insecure_upstream: args.insecure_upstream,
-            passthrough: args.passthrough,
-            ca_name: args.ca_name,
-            max_frame_payload: args.max_frame_payload,
-            retention_max_age: args.retention_max_age,
-            retention_max_size: args.retention_max_size,
-        },
-        file,
-    )?;
-    init_logging(cfg.log_format);
+fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
+    frametap_logging::init(cfg.log_format);
 
     preflight::check_privileges()?;
     preflight::check_btf()?;
@@ -297,10 +212,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cgroup_dirs = cgroup::resolve_captured(&mount, &cfg.cgroups, config::DEFAULT_CGROUP)?;
 
     // Listeners before attaching: a port in use must fail with nothing attached.
-    let workers = args
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
+    let workers = cfg.workers;
     let worker_listeners = bind_workers(cfg.listen, workers)?;
     let ipv6 = worker_listeners[0].len() > 1;
 
@@ -413,7 +325,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         recorder.clone(),
     ));
-    let grace = Duration::from_secs(args.shutdown_grace);
+    let grace = cfg.shutdown_grace;
     let threads = worker_listeners
         .into_iter()
         .enumerate()

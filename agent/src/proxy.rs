@@ -242,7 +242,7 @@ fn log_closed(
         kind,
         bytes_up = up,
         bytes_down = down,
-        duration_ms = info.accepted_at.elapsed().as_secs_f64() * 1e3,
+        duration_ms = frametap_logging::millis(info.accepted_at.elapsed()),
         end,
         error,
         "connection closed"

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use frametap_api::{
     agent_link::AgentLink,
     auth::{AuthConfig, load_or_create_token},
@@ -15,13 +15,8 @@ use frametap_api::{
     health::ApiHealth,
     state::AppState,
 };
+use frametap_logging::LogFormat;
 use tracing::{info, warn};
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
 
 /// Serves frametap's captured traffic and WebSocket frames over REST and Socket.IO.
 #[derive(Parser)]
@@ -50,7 +45,7 @@ struct Cli {
 
 fn main() {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    frametap_logging::init(cli.log_format);
     let result = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -180,17 +175,5 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FRAMETAP_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }

@@ -50,6 +50,25 @@ impl Agent {
         args: &[&str],
         data_dir: tempfile::TempDir,
     ) -> Result<Self, Failed> {
+        Self::try_start_logging(lab, args, data_dir, "json")
+    }
+
+    /// Start with text logs, as an operator would run it with its stderr sent to a
+    /// file (or journald); `NO_COLOR` is unset, so only the agent decides on colour.
+    pub fn start_with_text_logs(lab: &Lab, args: &[&str]) -> Self {
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        match Self::try_start_logging(lab, args, data_dir, "text") {
+            Ok(a) => a,
+            Err(f) => panic!("agent did not start ({}):\n{}", f.status, f.stderr),
+        }
+    }
+
+    fn try_start_logging(
+        lab: &Lab,
+        args: &[&str],
+        data_dir: tempfile::TempDir,
+        log_format: &str,
+    ) -> Result<Self, Failed> {
         let log_dir = tempfile::tempdir().expect("tempdir");
         let log_path = log_dir.path().join("agent.log");
         let log = std::fs::File::create(&log_path).expect("log file");
@@ -58,8 +77,9 @@ impl Agent {
             .args(args)
             .arg("--data-dir")
             .arg(data_dir.path())
-            .args(["--log-format", "json", "--shutdown-grace", "1"])
+            .args(["--log-format", log_format, "--shutdown-grace", "1"])
             .env("FRAMETAP_LOG", "info")
+            .env_remove("NO_COLOR")
             .stdout(Stdio::null())
             .stderr(log);
         let mut process = Spawned::spawn("frametap-agent", cmd);

@@ -73,6 +73,61 @@ fn captured_connection_is_relayed_transparently() {
     );
 }
 
+/// What `duration_ms` holds in a log line: milliseconds with at most two decimals.
+fn assert_rounded_millis(value: &str) {
+    let (whole, decimals) = value.split_once('.').unwrap_or((value, ""));
+    assert!(
+        !whole.is_empty()
+            && whole.chars().all(|c| c.is_ascii_digit())
+            && decimals.len() <= 2
+            && decimals.chars().all(|c| c.is_ascii_digit()),
+        "duration_ms={value}"
+    );
+}
+
+#[test]
+fn logs_in_a_file_have_no_colour_codes_and_rounded_durations() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let lab = Lab::new();
+    let cg = TestCgroup::new("logs");
+    let _server = Server::start(&lab, &format!("{UPSTREAM_V4}:8080"), "echo", &[]);
+    let dst = format!("{UPSTREAM_V4}:8080");
+
+    let mut agent =
+        Agent::start_with_text_logs(&lab, &["--cgroup", &cg.relative, "--ports", "8080"]);
+    assert_echo(&probe(&lab, Some(&cg), &dst, "plain"), "plain");
+    let closed = wait_for(Duration::from_secs(5), || {
+        let text = agent.log_text();
+        text.lines()
+            .find(|l| l.contains("connection closed"))
+            .map(str::to_string)
+    })
+    .unwrap_or_else(|| panic!("no connection logged:\n{}", agent.log_text()));
+    agent.stop();
+    let text = agent.log_text();
+    assert!(text.contains("detached"), "{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "colour codes in a log file:\n{text}"
+    );
+    let duration = closed
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("duration_ms="))
+        .unwrap_or_else(|| panic!("no duration_ms in {closed:?}"));
+    assert_rounded_millis(duration);
+
+    // JSON logs: the duration is a number, rounded the same way.
+    let agent = Agent::start(&lab, &["--cgroup", &cg.relative, "--ports", "8080"]);
+    assert_echo(&probe(&lab, Some(&cg), &dst, "json"), "json");
+    let c = &agent.wait_connections(1)[0];
+    assert!(c["duration_ms"].is_number(), "{c}");
+    assert_rounded_millis(&c["duration_ms"].to_string());
+    assert!(!agent.log_text().contains('\x1b'));
+}
+
 #[test]
 fn bulk_data_arrives_byte_identical() {
     if !require_root() {

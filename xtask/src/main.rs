@@ -2,13 +2,15 @@
 //!
 //! * `setup`: install what the build needs, idempotently (Debian packages, the pinned
 //!   nightly with rust-src, bpf-linker built against that nightly's LLVM).
-//! * `run [-- SERVE ARGS]`: setup, build (release), start the agent.
+//! * `run [-- SERVE ARGS]`: setup, build (release), start the API and the agent on the
+//!   agent's effective data dir, and say how to use them.
 //! * `test`: setup, format and lint checks, every test (end-to-end ones need root).
 //! * `bench`: setup, build (release), run the side-by-side benchmarks and write
 //!   BENCHMARKS.md.
 //!
 //! Builds go to one persistent target directory (`$CARGO_TARGET_DIR`, default
 //! /var/tmp/frametap/target) so that a fresh clone does not rebuild every dependency.
+mod run;
 mod setup;
 
 use std::{
@@ -23,7 +25,7 @@ fn usage() -> ExitCode {
     eprintln!(
         "usage: cargo xtask <setup|run|test|bench>\n\
          \n  setup            install toolchains and tools (idempotent)\
-         \n  run [-- ARGS]    build and start the agent (ARGS go to `frametap-agent serve`)\
+         \n  run [-- ARGS]    build, start the API and the agent (ARGS go to `frametap-agent serve`)\
          \n  test             fmt, clippy and every test\
          \n  bench            side-by-side benchmarks, results in BENCHMARKS.md"
     );
@@ -242,58 +244,16 @@ fn run(rest: &[String]) -> Result {
     setup::run()?;
     step("cargo build --release");
     status(cargo(&["build", "--release"]))?;
-    let agent = target_dir().join("release/frametap-agent");
-    let api = target_dir().join("release/frametap-api");
     let serve_args: Vec<&str> = rest
         .iter()
         .skip_while(|a| a.as_str() == "--")
         .map(String::as_str)
         .collect();
-    let data_dir = data_dir_of(&serve_args);
-    step(&format!("{} --data-dir {data_dir}", api.display()));
-    // The API follows the agent's store and control socket in the same data dir; it
-    // waits for the agent by itself.
-    let mut api_process = Command::new(&api)
-        .args(["--data-dir", &data_dir])
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", api.display()))?;
-    step(&format!(
-        "{} serve {}",
-        agent.display(),
-        serve_args.join(" ")
-    ));
-    eprintln!(
-        "The agent captures TCP connects to ports 80 and 443 from processes in the cgroup \
-         `frametap` (by default). In another terminal, capture a command with:\n    \
-         sudo {} exec -- curl http://example.com/\n\
-         The API serves what was recorded on http://127.0.0.1:8889/api (token printed above).\n\
-         Stop both with Ctrl-C.",
-        agent.display()
-    );
-    let mut cmd = Command::new(&agent);
-    cmd.arg("serve").args(&serve_args);
-    let result = status(cmd);
-    let _ = Command::new("kill")
-        .args(["-TERM", &api_process.id().to_string()])
-        .status();
-    let _ = api_process.wait();
-    result
-}
-
-/// The data dir `frametap-agent serve` will use, from its arguments.
-fn data_dir_of(serve_args: &[&str]) -> String {
-    let mut args = serve_args.iter();
-    while let Some(arg) = args.next() {
-        if let Some(dir) = arg.strip_prefix("--data-dir=") {
-            return dir.to_string();
-        }
-        if *arg == "--data-dir"
-            && let Some(dir) = args.next()
-        {
-            return dir.to_string();
-        }
-    }
-    "/var/lib/frametap".to_string()
+    run::run(
+        &target_dir().join("release/frametap-agent"),
+        &target_dir().join("release/frametap-api"),
+        &serve_args,
+    )
 }
 
 fn bench(rest: &[String]) -> Result {
@@ -317,14 +277,6 @@ fn bench(rest: &[String]) -> Result {
 #[cfg(test)]
 mod tests {
     use super::parse_test_result;
-
-    #[test]
-    fn finds_the_agents_data_dir() {
-        use super::data_dir_of;
-        assert_eq!(data_dir_of(&[]), "/var/lib/frametap");
-        assert_eq!(data_dir_of(&["--ports", "443", "--data-dir", "/d"]), "/d");
-        assert_eq!(data_dir_of(&["--data-dir=/e"]), "/e");
-    }
 
     #[test]
     fn reads_cargo_test_summaries() {

@@ -1,5 +1,32 @@
 //! Idempotent installation of everything the build and the tests need. Each step
-//! checks first and does nothing when the thing is already there.
+//! first checks the exact file or command used afterwards, and does nothing when it
+//! is there.
+//!
+//! What each check tests (and what it installs when the check fails):
+//!
+//! * Debian packages (`apt-get install --no-install-recommends`), each by what the
+//!   build or the tests run: the commands `ip` (iproute2), `curl`, `jq`, `setpriv`
+//!   (util-linux), `cc` (build-essential) and `c++` (g++), which the `cc` crate calls
+//!   for RocksDB, and `python3`; `python3 -c "import pip"` (python3-pip); the file
+//!   `/usr/lib/llvm-*/lib/libclang.so` that bindgen loads (libclang-dev); the file
+//!   `/etc/ssl/certs/ca-certificates.crt`, the system trust store the agent verifies
+//!   upstream servers with (ca-certificates).
+//! * The stable toolchain's `cargo fmt --version` and `cargo clippy --version`, run
+//!   like `cargo xtask test` runs them (`rustup component add rustfmt clippy`: a
+//!   toolchain installed with rustup's minimal profile has neither).
+//! * `rustup run nightly-2026-08-01 rustc --version`, then that toolchain's
+//!   `rustup component list --installed` holding `rust-src` (build-std for the eBPF
+//!   target) and `clippy` (`rustup toolchain install --profile minimal`).
+//! * The symlinks in `/opt/frametap/llvm-22/lib` pointing at that toolchain's
+//!   `libLLVM.so.*` (recreated when they point elsewhere).
+//! * `~/.cargo/bin/bpf-linker --version` printing version 0.13.0, and `ldd` showing it
+//!   loads libLLVM from `/opt/frametap/llvm-22/lib`, i.e. the nightly's LLVM
+//!   (`cargo install bpf-linker --features llvm-22` against those links).
+//! * Python modules, each by `python3 -c "import MODULE"` run as the tests run it (same
+//!   PATH, from the `tests` package directory, where pyenv looks for a
+//!   `.python-version`); the benchmark's mitmproxy by its `mitmdump` command
+//!   (`python3 -m pip install` with pinned versions; pyenv shims are rehashed).
+//! * `~/.cargo/bin/cargo-fuzz --version` printing version 0.13.2 (`cargo install`).
 use std::{
     env,
     path::{Path, PathBuf},
@@ -25,6 +52,8 @@ pub enum Need {
     Command(&'static str),
     /// A file matching this glob (one `*` in a directory name, for LLVM's versioned dirs).
     File(&'static str),
+    /// A module that `python3` (run as the tests run it) imports.
+    PythonModule(&'static str),
 }
 
 /// Debian packages and what proves each is there.
@@ -36,7 +65,14 @@ const DEBIAN: &[(Need, &str)] = &[
     (Need::Command("cc"), "build-essential"),
     (Need::Command("c++"), "g++"),
     (Need::Command("python3"), "python3"),
-    (Need::Command("openssl"), "openssl"),
+    // The Python test peers are installed with `python3 -m pip`.
+    (Need::PythonModule("pip"), "python3-pip"),
+    // The system trust store the agent verifies upstream servers with
+    // (rustls-native-certs reads it through openssl-probe).
+    (
+        Need::File("/etc/ssl/certs/ca-certificates.crt"),
+        "ca-certificates",
+    ),
     // bindgen (librocksdb-sys) loads `libclang.so` at build time; clang-sys finds it in
     // /usr/lib/llvm-N/lib. `libclang-cpp.so.N` (often preinstalled) is not it.
     (
@@ -45,18 +81,18 @@ const DEBIAN: &[(Need, &str)] = &[
     ),
 ];
 
-/// Python test peers: module to import -> pip requirement.
-const PYTHON: &[(&str, &str)] = &[
-    ("websockets", "websockets==17.4"),
+/// Python test peers: what proves each is there -> pip requirement.
+const PYTHON: &[(Need, &str)] = &[
+    (Need::PythonModule("websockets"), "websockets==17.4"),
     // A Socket.IO client we did not write, for the live-event tests.
-    ("socketio", "python-socketio==5.14.3"),
-    ("websocket", "websocket-client==1.9.2"),
-    ("requests", "requests==2.34.2"),
+    (Need::PythonModule("socketio"), "python-socketio==5.14.3"),
+    (Need::PythonModule("websocket"), "websocket-client==1.9.2"),
+    (Need::PythonModule("requests"), "requests==2.34.2"),
     // An independent HAR reader, to re-import what the API exports.
-    ("haralyzer", "haralyzer==2.4.0"),
+    (Need::PythonModule("haralyzer"), "haralyzer==2.4.0"),
 ];
-/// Python packages only the benchmarks need.
-pub const PYTHON_BENCH: &[(&str, &str)] = &[("mitmproxy", "mitmproxy==11.0.2")];
+/// Python packages only the benchmarks need: the bench runs the `mitmdump` command.
+pub const PYTHON_BENCH: &[(Need, &str)] = &[(Need::Command("mitmdump"), "mitmproxy==11.0.2")];
 
 /// cargo-fuzz, for the bounded fuzz runs of `cargo xtask test`.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
@@ -87,12 +123,23 @@ fn succeeds(cmd: &mut Command) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// `python3` as the end-to-end tests run it: the same PATH, and the directory of the
+/// `tests` package (cargo runs test binaries there), which is where pyenv looks for a
+/// `.python-version`. The check and the install must reach the interpreter the tests get.
+fn python3() -> Command {
+    let mut c = Command::new("python3");
+    c.current_dir(crate::workspace_root().join("tests"))
+        .env("PATH", path_with_cargo_bin());
+    c
+}
+
 /// Whether `need` is met on this machine.
 fn have(need: Need) -> bool {
     match need {
         Need::Command(command) => {
             succeeds(Command::new("sh").args(["-c", &format!("command -v {command}")]))
         }
+        Need::PythonModule(module) => succeeds(python3().args(["-c", &format!("import {module}")])),
         Need::File(pattern) => file_matches(pattern, |dir| {
             std::fs::read_dir(dir)
                 .map(|entries| {
@@ -139,17 +186,22 @@ fn file_matches(pattern: &str, list_dir: impl Fn(&Path) -> Vec<String>) -> bool 
         })
 }
 
-/// The Debian packages to install: those whose need `have` says is unmet.
-fn missing_debian(have: impl Fn(Need) -> bool) -> Vec<&'static str> {
-    DEBIAN
+/// The packages to install: those whose need `have` says is unmet.
+fn missing(packages: &[(Need, &'static str)], have: impl Fn(Need) -> bool) -> Vec<&'static str> {
+    packages
         .iter()
         .filter(|(need, _)| !have(*need))
         .map(|(_, pkg)| *pkg)
         .collect()
 }
 
+fn missing_debian(have: impl Fn(Need) -> bool) -> Vec<&'static str> {
+    missing(DEBIAN, have)
+}
+
 pub fn run() -> Result {
     debian_packages()?;
+    host_toolchain_components()?;
     ebpf_toolchain()?;
     bpf_linker()?;
     python_packages(PYTHON)?;
@@ -157,19 +209,13 @@ pub fn run() -> Result {
     Ok(())
 }
 
-pub fn python_packages(packages: &[(&str, &str)]) -> Result {
-    let missing: Vec<&str> = packages
-        .iter()
-        .filter(|(module, _)| {
-            !succeeds(Command::new("python3").args(["-c", &format!("import {module}")]))
-        })
-        .map(|(_, req)| *req)
-        .collect();
-    if missing.is_empty() {
+pub fn python_packages(packages: &[(Need, &'static str)]) -> Result {
+    let to_install = missing(packages, have);
+    if to_install.is_empty() {
         return Ok(());
     }
-    eprintln!("setup: installing Python packages {}", missing.join(" "));
-    let mut c = Command::new("python3");
+    eprintln!("setup: installing Python packages {}", to_install.join(" "));
+    let mut c = python3();
     c.args([
         "-m",
         "pip",
@@ -177,8 +223,31 @@ pub fn python_packages(packages: &[(&str, &str)]) -> Result {
         "--quiet",
         "--disable-pip-version-check",
     ])
-    .args(&missing);
-    status(c)
+    .args(&to_install)
+    // Debian's own python3 refuses pip installs (PEP 668) without this; older pips
+    // ignore it. The packages go to /usr/local, beside Debian's.
+    .env("PIP_BREAK_SYSTEM_PACKAGES", "1");
+    status(c)?;
+    // pyenv makes the commands of newly installed packages reachable through shims,
+    // which `python3 -m pip` does not refresh by itself.
+    if succeeds(Command::new("sh").args(["-c", "command -v pyenv"])) {
+        let _ = succeeds(Command::new("pyenv").arg("rehash"));
+    }
+    let still = missing(packages, have);
+    if still.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "pip installed {} but python3 (run from tests/) still lacks them: is `python3` on PATH \
+             the interpreter pip installed into?",
+            still.join(" ")
+        ))
+    }
+}
+
+/// The output of `PROGRAM --version` names exactly this version ("bpf-linker 0.13.0").
+fn reports_version(stdout: &str, version: &str) -> bool {
+    stdout.split_whitespace().nth(1) == Some(version)
 }
 
 fn cargo_fuzz() -> Result {
@@ -186,7 +255,8 @@ fn cargo_fuzz() -> Result {
         .arg("--version")
         .output()
         .is_ok_and(|o| {
-            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION)
+            o.status.success()
+                && reports_version(&String::from_utf8_lossy(&o.stdout), CARGO_FUZZ_VERSION)
         });
     if ok {
         return Ok(());
@@ -220,6 +290,25 @@ fn debian_packages() -> Result {
     c.args(["install", "-y", "--no-install-recommends"])
         .args(&missing);
     c.env("DEBIAN_FRONTEND", "noninteractive");
+    status(c)
+}
+
+/// `cargo xtask test` runs `cargo fmt` and `cargo clippy` with the workspace's
+/// toolchain; rustup's minimal profile (Docker's rust images, for one) has neither.
+fn host_toolchain_components() -> Result {
+    let missing: Vec<&str> = [("fmt", "rustfmt"), ("clippy", "clippy")]
+        .into_iter()
+        .filter(|(subcommand, _)| !succeeds(&mut crate::cargo(&[subcommand, "--version"])))
+        .map(|(_, component)| component)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("setup: adding {} to the Rust toolchain", missing.join(", "));
+    let mut c = Command::new("rustup");
+    c.args(["component", "add"])
+        .args(&missing)
+        .current_dir(crate::workspace_root());
     status(c)
 }
 
@@ -306,11 +395,34 @@ fn llvm_prefix() -> Result<PathBuf> {
     Ok(prefix)
 }
 
+/// bpf-linker runs, is the pinned version, and loads libLLVM through the links in
+/// `LLVM_PREFIX` (so its LLVM is the nightly's, not another one on the machine).
 fn bpf_linker_ok() -> bool {
     let bin = cargo_bin().join("bpf-linker");
-    Path::new(&bin).exists()
-        && Command::new(&bin).arg("--version").output().is_ok_and(|o| {
-            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
+    let output = |cmd: &mut Command| {
+        cmd.output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let Some(version) = output(Command::new(&bin).arg("--version")) else {
+        return false;
+    };
+    let Some(libraries) = output(Command::new("ldd").arg(&bin)) else {
+        return false;
+    };
+    reports_version(&version, BPF_LINKER_VERSION)
+        && loads_llvm_from(&libraries, &Path::new(LLVM_PREFIX).join("lib"))
+}
+
+/// Whether `ldd` output shows libLLVM resolved inside `lib_dir`.
+fn loads_llvm_from(ldd: &str, lib_dir: &Path) -> bool {
+    ldd.lines()
+        .filter_map(|line| line.trim().split_once(" => "))
+        .filter(|(name, _)| name.starts_with("libLLVM"))
+        .any(|(_, resolved)| {
+            let path = resolved.split(" (").next().unwrap_or_default();
+            Path::new(path).parent() == Some(lib_dir)
         })
 }
 
@@ -350,7 +462,7 @@ fn bpf_linker() -> Result {
 mod tests {
     use std::{collections::BTreeMap, path::Path};
 
-    use super::{Need, file_matches, missing_debian};
+    use super::{Need, file_matches, loads_llvm_from, missing_debian, reports_version};
 
     /// A directory tree as `dir -> entries`, for `file_matches`.
     fn tree(files: &[&str]) -> BTreeMap<String, Vec<String>> {
@@ -392,12 +504,12 @@ mod tests {
         assert!(!libclang_present(&fresh));
         let dirs = tree(&fresh);
         let missing = missing_debian(|need| match need {
-            Need::Command(_) => true,
-            Need::File(p) => file_matches(p, |d| {
+            Need::File(p) if p.contains("libclang") => file_matches(p, |d| {
                 dirs.get(&d.display().to_string())
                     .cloned()
                     .unwrap_or_default()
             }),
+            _ => true,
         });
         assert_eq!(missing, ["libclang-dev"]);
     }
@@ -419,5 +531,46 @@ mod tests {
     fn commands_are_checked_by_name() {
         let missing = missing_debian(|need| need != Need::Command("jq"));
         assert_eq!(missing, ["jq"]);
+    }
+
+    #[test]
+    fn a_fresh_debian_gets_pip_and_the_trust_store() {
+        // Debian's python3 comes without pip; a minimal image has no CA bundle.
+        let missing = missing_debian(|need| {
+            !matches!(
+                need,
+                Need::PythonModule("pip") | Need::File("/etc/ssl/certs/ca-certificates.crt")
+            )
+        });
+        assert_eq!(missing, ["python3-pip", "ca-certificates"]);
+    }
+
+    #[test]
+    fn versions_must_match_exactly() {
+        assert!(reports_version("bpf-linker 0.13.0\n", "0.13.0"));
+        assert!(!reports_version("bpf-linker 0.13.01\n", "0.13.0"));
+        assert!(!reports_version("cargo-fuzz 0.12.0\n", "0.13.2"));
+        assert!(!reports_version("", "0.13.2"));
+    }
+
+    #[test]
+    fn bpf_linker_must_load_the_nightlys_llvm_through_the_links() {
+        let lib = Path::new("/opt/frametap/llvm-22/lib");
+        let through_links = "\tlinux-vdso.so.1 (0x00007ffd5a5f2000)\n\
+            \tlibLLVM.so.22.1-rust-1.99.0-nightly => /opt/frametap/llvm-22/lib/libLLVM.so.22.1-rust-1.99.0-nightly (0x00007f3da4000000)\n\
+            \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f3da3e1f000)\n";
+        assert!(loads_llvm_from(through_links, lib));
+        // Built against another LLVM on the machine.
+        let system =
+            "\tlibLLVM-19.so => /usr/lib/x86_64-linux-gnu/libLLVM-19.so (0x00007f0000000000)\n";
+        assert!(!loads_llvm_from(system, lib));
+        // The links are gone: the loader cannot find it.
+        let unresolved = "\tlibLLVM.so.22.1-rust-1.99.0-nightly => not found\n";
+        assert!(!loads_llvm_from(unresolved, lib));
+        // Statically linked LLVM: no libLLVM at all.
+        assert!(!loads_llvm_from(
+            "\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x1)\n",
+            lib
+        ));
     }
 }
