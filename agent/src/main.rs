@@ -306,8 +306,14 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     if cfg.host_wide() {
         info!("host-wide mode: every process of this network namespace is captured");
     } else {
+        // `exec` checks the data dir for a serving agent: name it unless it's the default.
+        let data_dir = if cfg.data_dir == std::path::Path::new(config::DEFAULT_DATA_DIR) {
+            String::new()
+        } else {
+            format!(" --data-dir {}", cfg.data_dir.display())
+        };
         info!(
-            "to capture one command: frametap-agent exec --cgroup {} -- curl http://example.com/",
+            "to capture one command: frametap-agent exec --cgroup {}{data_dir} -- curl http://example.com/",
             cfg.cgroups[0]
         );
     }
