@@ -11,8 +11,8 @@
 //!   `/usr/lib/llvm-*/lib/libclang.so` that bindgen loads (libclang-dev); the file
 //!   `/etc/ssl/certs/ca-certificates.crt`, the system trust store the agent verifies
 //!   upstream servers with (ca-certificates).
-//! * The stable toolchain's `cargo fmt --version` and `cargo clippy --version`, run
-//!   like `cargo xtask test` runs them (`rustup component add rustfmt clippy`: a
+//! * The workspace's (stable) toolchain: `cargo fmt --version` and
+//!   `cargo clippy --version`, run the way `cargo xtask test` runs them (`rustup component add rustfmt clippy`: a
 //!   toolchain installed with rustup's minimal profile has neither).
 //! * `rustup run nightly-2026-08-01 rustc --version`, then that toolchain's
 //!   `rustup component list --installed` holding `rust-src` (build-std for the eBPF
@@ -25,7 +25,8 @@
 //! * Python modules, each by `python3 -c "import MODULE"` run as the tests run it (same
 //!   PATH, from the `tests` package directory, where pyenv looks for a
 //!   `.python-version`); the benchmark's mitmproxy by its `mitmdump` command
-//!   (`python3 -m pip install` with pinned versions; pyenv shims are rehashed).
+//!   (`python3 -m pip install` with pinned versions, allowed into Debian's own python3
+//!   despite PEP 668; pyenv shims are rehashed; then checked again).
 //! * `~/.cargo/bin/cargo-fuzz --version` printing version 0.13.2 (`cargo install`).
 use std::{
     env,
