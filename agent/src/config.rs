@@ -17,6 +17,8 @@ pub const DEFAULT_PORTS: [u16; 2] = [80, 443];
 pub const DEFAULT_LISTEN: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 15001);
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/frametap";
 pub const MAX_PORTS: usize = capture_common::SELECTED_PORTS_CAPACITY as usize;
+/// Most `--exclude` or `--include` networks (the capacity of each eBPF trie).
+pub const MAX_NETWORKS: usize = capture_common::EXCLUDED_CAPACITY as usize;
 
 /// A set of destination ports, parsed from "80,443" or "8000-8010" lists.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,18 +59,49 @@ fn parse_port(s: &str) -> Result<u16, String> {
     }
 }
 
-/// A CIDR never captured; a bare address means a single host.
+/// A destination network (`--exclude`, `--include`); a bare address means a single
+/// host. An IPv4-mapped IPv6 network (`::ffff:10.0.0.0/104`) becomes the IPv4
+/// network it stands for, because the eBPF side matches mapped destinations as IPv4.
 pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
     let s = s.trim();
-    if let Ok(net) = s.parse::<IpNet>() {
-        return Ok(net.trunc());
+    let net = if let Ok(net) = s.parse::<IpNet>() {
+        net.trunc()
+    } else if let Ok(ip) = s.parse::<IpAddr>() {
+        IpNet::from(ip)
+    } else {
+        return Err(format!(
+            "{s:?} is not a CIDR (e.g. 10.0.0.0/8, fd00::/8) or an IP address"
+        ));
+    };
+    Ok(match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
+            Some(v4) => IpNet::new(IpAddr::V4(v4), v6.prefix_len() - 96).expect("prefix <= 32"),
+            None => net,
+        },
+        _ => net,
+    })
+}
+
+/// Networks from the command line, then from the config file `key`; at most
+/// [`MAX_NETWORKS`] of each address family, duplicates dropped.
+fn networks(cli: Vec<IpNet>, file: Option<Vec<String>>, key: &str) -> anyhow::Result<Vec<IpNet>> {
+    let mut nets = cli;
+    for e in file.unwrap_or_default() {
+        nets.push(
+            parse_cidr(&e)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("config file: {key}"))?,
+        );
     }
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Ok(IpNet::from(ip));
+    let mut seen = BTreeSet::new();
+    nets.retain(|n| seen.insert(*n));
+    for (family, v4) in [("IPv4", true), ("IPv6", false)] {
+        let n = nets.iter().filter(|n| n.addr().is_ipv4() == v4).count();
+        if n > MAX_NETWORKS {
+            bail!("--{key}: at most {MAX_NETWORKS} {family} networks, got {n}");
+        }
     }
-    Err(format!(
-        "{s:?} is not a CIDR (e.g. 10.0.0.0/8, fd00::/8) or an IP address"
-    ))
+    Ok(nets)
 }
 
 /// The `[serve]`-level keys of the TOML config file. Unknown keys are an error so
@@ -79,6 +112,7 @@ pub struct FileConfig {
     pub cgroup: Option<Vec<String>>,
     pub ports: Option<Vec<u16>>,
     pub exclude: Option<Vec<String>>,
+    pub include: Option<Vec<String>>,
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub log_format: Option<String>,
@@ -107,6 +141,7 @@ pub struct CliServe {
     pub cgroup: Vec<String>,
     pub ports: Vec<PortList>,
     pub exclude: Vec<IpNet>,
+    pub include: Vec<IpNet>,
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
@@ -184,6 +219,9 @@ pub struct ServeConfig {
     pub cgroups: Vec<String>,
     pub ports: BTreeSet<u16>,
     pub exclude: Vec<IpNet>,
+    /// When not empty, only destinations inside these networks are captured
+    /// (exclusions still win).
+    pub include: Vec<IpNet>,
     pub listen: SocketAddrV4,
     pub data_dir: PathBuf,
     pub log_format: LogFormat,
@@ -233,14 +271,8 @@ impl ServeConfig {
             );
         }
 
-        let mut exclude = cli.exclude;
-        for e in file.exclude.unwrap_or_default() {
-            exclude.push(
-                parse_cidr(&e)
-                    .map_err(anyhow::Error::msg)
-                    .context("config file: exclude")?,
-            );
-        }
+        let exclude = networks(cli.exclude, file.exclude, "exclude")?;
+        let include = networks(cli.include, file.include, "include")?;
 
         let listen = match cli.listen {
             Some(l) => l,
@@ -300,6 +332,7 @@ impl ServeConfig {
             cgroups,
             ports,
             exclude,
+            include,
             listen,
             data_dir: cli
                 .data_dir
@@ -322,6 +355,16 @@ impl ServeConfig {
 
     pub fn host_wide(&self) -> bool {
         self.cgroups.iter().any(|c| c == "/")
+    }
+
+    /// `--include` networks that lie wholly inside an `--exclude` network: nothing
+    /// in them is captured, which is worth a warning.
+    pub fn include_shadowed_by_exclude(&self) -> Vec<IpNet> {
+        self.include
+            .iter()
+            .filter(|i| self.exclude.iter().any(|e| e.contains(*i)))
+            .copied()
+            .collect()
     }
 }
 
@@ -370,6 +413,73 @@ mod tests {
         );
         assert!(parse_cidr("10.0.0.0/33").is_err());
         assert!(parse_cidr("nope").is_err());
+        // IPv4-mapped networks are the IPv4 networks they stand for.
+        assert_eq!(
+            parse_cidr("::ffff:10.1.2.3/104").unwrap(),
+            "10.0.0.0/8".parse::<IpNet>().unwrap()
+        );
+        assert_eq!(
+            parse_cidr("::ffff:10.1.2.3").unwrap(),
+            "10.1.2.3/32".parse::<IpNet>().unwrap()
+        );
+        assert_eq!(
+            parse_cidr("::/0").unwrap(),
+            "::/0".parse::<IpNet>().unwrap()
+        );
+    }
+
+    #[test]
+    fn include_from_cli_and_file_and_its_limits() {
+        let c = ServeConfig::resolve(CliServe::default(), FileConfig::default()).unwrap();
+        assert!(c.include.is_empty(), "capture every destination by default");
+
+        let file: FileConfig =
+            toml::from_str("include = [\"10.1.2.0/24\", \"fd00::/64\"]\nexclude = [\"10.1.2.7\"]")
+                .unwrap();
+        let cli = CliServe {
+            include: vec![
+                parse_cidr("192.168.0.0/16").unwrap(),
+                parse_cidr("10.1.2.9/24").unwrap(),
+            ],
+            ..Default::default()
+        };
+        let c = ServeConfig::resolve(cli, file).unwrap();
+        let nets = |list: &[&str]| {
+            list.iter()
+                .map(|n| n.parse::<IpNet>().unwrap())
+                .collect::<Vec<_>>()
+        };
+        // Command line and file together, duplicates once.
+        assert_eq!(
+            c.include,
+            nets(&["192.168.0.0/16", "10.1.2.0/24", "fd00::/64"])
+        );
+        assert_eq!(c.exclude, nets(&["10.1.2.7/32"]));
+        assert!(c.include_shadowed_by_exclude().is_empty());
+
+        let file: FileConfig =
+            toml::from_str("include = [\"10.1.2.0/24\"]\nexclude = [\"10.0.0.0/8\"]").unwrap();
+        let c = ServeConfig::resolve(CliServe::default(), file).unwrap();
+        assert_eq!(c.include_shadowed_by_exclude(), nets(&["10.1.2.0/24"]));
+
+        let file: FileConfig = toml::from_str("include = [\"10.0.0.0/33\"]").unwrap();
+        let err = ServeConfig::resolve(CliServe::default(), file).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("config file: include"),
+            "{err:#}"
+        );
+
+        let too_many = CliServe {
+            include: (0..=MAX_NETWORKS as u32)
+                .map(|i| IpNet::from(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))))
+                .collect(),
+            ..Default::default()
+        };
+        let err = ServeConfig::resolve(too_many, FileConfig::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("at most 1024 IPv4 networks"),
+            "{err}"
+        );
     }
 
     #[test]

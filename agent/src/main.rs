@@ -14,14 +14,13 @@ use frametap_agent::{
     cgroup,
     config::{self, CliServe, FileConfig, LogFormat, PortList, ServeConfig},
     control::{ControlContext, ControlSocket},
-    exec,
+    exec, hint,
     intercept::Passthrough,
     live::LiveConnections,
     preflight,
     proxy::{self, InterceptSettings, ProxyContext},
     recorder::Recorder,
     rules::RuleBook,
-    state,
     tls::{CertificateAuthority, LeafMinter, TlsContext, UpstreamTrust},
 };
 use frametap_store::{Store, StoreOptions, Writer};
@@ -76,17 +75,23 @@ struct CaArgs {
 #[derive(Args)]
 struct ServeArgs {
     /// cgroup v2 path to capture, relative to the cgroup2 mount; its descendants are
-    /// captured too. Repeatable. "/" captures the whole host. Default: "frametap"
-    /// (created if missing).
-    #[arg(long, value_name = "PATH")]
+    /// captured too. Repeatable, or a comma list (a path containing a comma goes in
+    /// the config file). "/" captures the whole host. Default: "frametap" (created if
+    /// missing).
+    #[arg(long, value_name = "PATH", value_delimiter = ',')]
     cgroup: Vec<String>,
     /// Destination ports to capture: a list such as 80,443 or a range 8000-8010.
     /// Repeatable. Default: 80,443.
     #[arg(long, value_name = "PORTS")]
     ports: Vec<PortList>,
-    /// Destination network never captured (CIDR or single address). Repeatable.
-    #[arg(long, value_name = "CIDR", value_parser = config::parse_cidr)]
+    /// Destination network never captured (CIDR or single address). Repeatable, or a
+    /// comma list. Wins over --include.
+    #[arg(long, value_name = "CIDR", value_parser = config::parse_cidr, value_delimiter = ',')]
     exclude: Vec<IpNet>,
+    /// Capture only destinations in this network (CIDR or single address).
+    /// Repeatable, or a comma list. Default: every destination.
+    #[arg(long, value_name = "CIDR", value_parser = config::parse_cidr, value_delimiter = ',')]
+    include: Vec<IpNet>,
     /// IPv4 loopback address the redirected connections are sent to; IPv6 ones go to
     /// [::1] on the same port. Default: 127.0.0.1:15001.
     #[arg(long, value_name = "ADDR:PORT")]
@@ -94,8 +99,8 @@ struct ServeArgs {
     /// Where the agent keeps its state. Default: /var/lib/frametap.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// TOML file with any of the keys cgroup, ports, exclude, listen, data-dir,
-    /// log-format; command-line flags win over it.
+    /// TOML file with any of the keys cgroup, ports, exclude, include, listen,
+    /// data-dir, log-format; command-line flags win over it.
     #[arg(long, value_name = "FILE", env = "FRAMETAP_CONFIG")]
     config: Option<PathBuf>,
     /// Log lines as text or JSON (one object per line). Default: text.
@@ -118,8 +123,8 @@ struct ServeArgs {
     #[arg(long)]
     insecure_upstream: bool,
     /// Relay TLS to this host without interception (certificate-pinned apps): a name
-    /// from SNI, `*.domain`, or a destination CIDR. Repeatable.
-    #[arg(long, value_name = "HOST|CIDR")]
+    /// from SNI, `*.domain`, or a destination CIDR. Repeatable, or a comma list.
+    #[arg(long, value_name = "HOST|CIDR", value_delimiter = ',')]
     passthrough: Vec<String>,
     /// Common name of the CA created on first start.
     #[arg(long, value_name = "NAME")]
@@ -142,9 +147,9 @@ struct ExecArgs {
     /// Captured cgroup (relative to the cgroup2 mount) to run the command under.
     #[arg(long, value_name = "PATH", default_value = config::DEFAULT_CGROUP)]
     cgroup: String,
-    /// Data dir of the serving agent (to check that one is running).
-    #[arg(long, value_name = "DIR", default_value = config::DEFAULT_DATA_DIR)]
-    data_dir: PathBuf,
+    /// No longer used: exec asks the kernel whether the cgroup is captured.
+    #[arg(long, value_name = "DIR", hide = true)]
+    data_dir: Option<PathBuf>,
     /// The command and its arguments.
     #[arg(required = true, last = true, value_name = "CMD")]
     command: Vec<OsString>,
@@ -186,7 +191,13 @@ fn main() {
         Command::Serve(args) => serve(*args).map(|()| 0),
         Command::Exec(args) => {
             init_logging(LogFormat::Text);
-            exec::run(&args.cgroup, &args.data_dir, &args.command)
+            if args.data_dir.is_some() {
+                warn!(
+                    "exec --data-dir is ignored and can be dropped: exec asks the kernel \
+                     whether the cgroup is captured, whatever data dir the agent uses"
+                );
+            }
+            exec::run(&args.cgroup, &args.command)
         }
         Command::Ca(args) => print_ca(&args).map(|()| 0),
     };
@@ -276,6 +287,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             cgroup: args.cgroup,
             ports: args.ports,
             exclude: args.exclude,
+            include: args.include,
             listen: args.listen,
             data_dir: args.data_dir,
             log_format: args.log_format,
@@ -307,6 +319,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Interception and recording are ready before anything is attached.
     let passthrough = Passthrough::parse(&cfg.passthrough).map_err(anyhow::Error::msg)?;
     let ca = CertificateAuthority::load_or_create(&cfg.data_dir, &cfg.ca_name)?;
+    let ca_path = ca.cert_path.clone();
     info!(ca = %ca.cert_path.display(), "TLS interception CA (trust it on captured hosts: see `frametap-agent ca`)");
     let tls = Arc::new(TlsContext::new(
         LeafMinter::new(ca)?,
@@ -353,30 +366,22 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cgroup_dirs: cgroup_dirs.clone(),
         ports: cfg.ports.iter().copied().collect(),
         exclude: cfg.exclude.clone(),
+        include: cfg.include.clone(),
         agent,
     })?);
 
-    state::write(
-        &cfg.data_dir,
-        &state::AgentState {
-            pid: std::process::id(),
-            listen: cfg.listen,
-            cgroups: cfg.cgroups.clone(),
-            ports: cfg.ports.iter().copied().collect(),
-        },
-    )?;
     let ports = cfg
         .ports
         .iter()
         .map(u16::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    let excluded = cfg
-        .exclude
-        .iter()
-        .map(IpNet::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
+    let list = |nets: &[IpNet]| {
+        nets.iter()
+            .map(IpNet::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     let dirs = cgroup_dirs
         .iter()
         .map(|d| d.display().to_string())
@@ -385,7 +390,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     info!(
         cgroups = dirs,
         ports,
-        exclude = excluded,
+        exclude = list(&cfg.exclude),
+        include = list(&cfg.include),
         listen = %cfg.listen,
         ipv6,
         workers,
@@ -394,10 +400,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if cfg.host_wide() {
         info!("host-wide mode: every process of this network namespace is captured");
     } else {
-        info!(
-            "to capture one command: frametap-agent exec --cgroup {} -- curl http://example.com/",
-            cfg.cgroups[0]
+        let hint = hint::exec_hint(
+            &hint::invocation(),
+            hint::started_through_sudo(),
+            &cfg.cgroups[0],
+            &cfg.ports,
+            &ca_path,
         );
+        info!("to capture one command: {hint}");
+    }
+    for net in cfg.include_shadowed_by_exclude() {
+        warn!(include = %net, "this --include network is inside an --exclude network: nothing in it is captured");
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -469,7 +482,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .load(std::sync::atomic::Ordering::Relaxed),
         "recorder"
     );
-    state::remove(&cfg.data_dir);
     drop(control);
     info!("detached; bye");
     signals.shutdown_background();
@@ -518,4 +530,55 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = int.recv() => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeatable_flags_take_comma_lists() {
+        let cli = Cli::try_parse_from([
+            "frametap-agent",
+            "serve",
+            "--exclude",
+            "10.0.0.0/8,fd00::/8",
+            "--exclude",
+            "192.168.1.1",
+            "--include",
+            "10.1.0.0/16, 10.2.0.0/16",
+            "--cgroup",
+            "a,b/c",
+            "--cgroup",
+            "d",
+            "--passthrough",
+            "*.bank.test,10.9.0.0/16",
+            "--ports",
+            "80,443",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        let nets =
+            |list: &[&str]| -> Vec<IpNet> { list.iter().map(|n| n.parse().unwrap()).collect() };
+        assert_eq!(
+            args.exclude,
+            nets(&["10.0.0.0/8", "fd00::/8", "192.168.1.1/32"])
+        );
+        assert_eq!(args.include, nets(&["10.1.0.0/16", "10.2.0.0/16"]));
+        assert_eq!(args.cgroup, ["a", "b/c", "d"]);
+        assert_eq!(args.passthrough, ["*.bank.test", "10.9.0.0/16"]);
+        assert!(
+            Cli::try_parse_from(["frametap-agent", "serve", "--include", "10.0.0.0/8,nope"])
+                .is_err()
+        );
+        // exec takes one cgroup path, commas and all.
+        let cli = Cli::try_parse_from(["frametap-agent", "exec", "--cgroup", "x,y", "--", "true"])
+            .unwrap();
+        let Command::Exec(args) = cli.command else {
+            panic!("not exec");
+        };
+        assert_eq!(args.cgroup, "x,y");
+    }
 }
