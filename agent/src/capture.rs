@@ -1,5 +1,5 @@
 //! The eBPF side of the agent: load the programs, give them our settings, fill the
-//! port and exclusion maps, attach them to the captured cgroups, and answer "where
+//! port, exclusion and inclusion maps, attach them to the captured cgroups, and answer "where
 //! did this client want to go?".
 //!
 //! Attachments are bpf_links owned by this process and never pinned: when the agent
@@ -19,8 +19,8 @@ use aya::{
     programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, SockOps},
 };
 use capture_common::{
-    AgentConfig, GLOBAL_AGENT, MAP_EXCLUDED_V4, MAP_EXCLUDED_V6, MAP_ORIGINAL_BY_CLIENT,
-    MAP_SELECTED_PORTS, MAP_STATS, OriginalDst, SocketKey, stat,
+    AgentConfig, GLOBAL_AGENT, MAP_EXCLUDED_V4, MAP_EXCLUDED_V6, MAP_INCLUDED_V4, MAP_INCLUDED_V6,
+    MAP_ORIGINAL_BY_CLIENT, MAP_SELECTED_PORTS, MAP_STATS, OriginalDst, SocketKey, stat,
 };
 use ipnet::IpNet;
 
@@ -42,6 +42,9 @@ pub struct CaptureSettings {
     pub cgroup_dirs: Vec<PathBuf>,
     pub ports: Vec<u16>,
     pub exclude: Vec<IpNet>,
+    /// When not empty, only destinations inside these networks are captured.
+    pub include: Vec<IpNet>,
+    /// `include_only` is set here from `include`.
     pub agent: AgentConfig,
 }
 
@@ -69,10 +72,43 @@ fn program_error(name: &str, hook: &str, what: &str, err: ProgramError) -> anyho
     )
 }
 
+/// Put `networks` into a pair of LPM tries (IPv4, IPv6). IPv4 networks also cover
+/// IPv4-mapped IPv6 destinations, which the connect6 hook looks up as IPv4. The maps
+/// stay in `ebpf` (borrowed): the programs, loaded later, refer to them by fd.
+fn fill_networks(
+    ebpf: &mut Ebpf,
+    (v4_name, v6_name): (&str, &str),
+    networks: &[IpNet],
+    what: &str,
+) -> anyhow::Result<()> {
+    let lacks = |name: &str| format!("eBPF object lacks the {name} map");
+    let mut v4: LpmTrie<_, [u8; 4], u8> =
+        LpmTrie::try_from(ebpf.map_mut(v4_name).with_context(|| lacks(v4_name))?)?;
+    for net in networks {
+        if let IpAddr::V4(a) = net.network() {
+            v4.insert(&Key::new(net.prefix_len().into(), a.octets()), 1, 0)
+                .with_context(|| format!("cannot add {net} to the {what}"))?;
+        }
+    }
+    let mut v6: LpmTrie<_, [u8; 16], u8> =
+        LpmTrie::try_from(ebpf.map_mut(v6_name).with_context(|| lacks(v6_name))?)?;
+    for net in networks {
+        if let IpAddr::V6(a) = net.network() {
+            v6.insert(&Key::new(net.prefix_len().into(), a.octets()), 1, 0)
+                .with_context(|| format!("cannot add {net} to the {what}"))?;
+        }
+    }
+    Ok(())
+}
+
 impl Capture {
     pub fn load_and_attach(settings: &CaptureSettings) -> anyhow::Result<Self> {
+        let agent = AgentConfig {
+            include_only: u32::from(!settings.include.is_empty()),
+            ..settings.agent
+        };
         let mut ebpf = EbpfLoader::new()
-            .override_global(GLOBAL_AGENT, &settings.agent, true)
+            .override_global(GLOBAL_AGENT, &agent, true)
             .load(EBPF_OBJECT)
             .context(
                 "cannot load the frametap eBPF object (is this kernel built with BPF and BTF?)",
@@ -89,34 +125,18 @@ impl Capture {
                     .context("cannot fill the ports map")?;
             }
         }
-        {
-            let mut v4: LpmTrie<_, [u8; 4], u8> = LpmTrie::try_from(
-                ebpf.map_mut(MAP_EXCLUDED_V4)
-                    .context("no EXCLUDED_V4 map")?,
-            )?;
-            for net in settings.exclude.iter().filter(|n| n.addr().is_ipv4()) {
-                let IpAddr::V4(a) = net.network() else {
-                    continue;
-                };
-                v4.insert(&Key::new(net.prefix_len().into(), a.octets()), 1, 0)
-                    .with_context(|| format!("cannot add {net} to the exclusions"))?;
-            }
-        }
-        {
-            let mut v6: LpmTrie<_, [u8; 16], u8> = LpmTrie::try_from(
-                ebpf.map_mut(MAP_EXCLUDED_V6)
-                    .context("no EXCLUDED_V6 map")?,
-            )?;
-            for net in settings.exclude.iter() {
-                // IPv4 exclusions also cover IPv4-mapped IPv6 destinations, which
-                // the connect6 hook files as IPv4, so only native IPv6 goes here.
-                let IpAddr::V6(a) = net.network() else {
-                    continue;
-                };
-                v6.insert(&Key::new(net.prefix_len().into(), a.octets()), 1, 0)
-                    .with_context(|| format!("cannot add {net} to the exclusions"))?;
-            }
-        }
+        fill_networks(
+            &mut ebpf,
+            (MAP_EXCLUDED_V4, MAP_EXCLUDED_V6),
+            &settings.exclude,
+            "exclusions",
+        )?;
+        fill_networks(
+            &mut ebpf,
+            (MAP_INCLUDED_V4, MAP_INCLUDED_V6),
+            &settings.include,
+            "inclusions",
+        )?;
 
         // Load every program before attaching any: a kernel that lacks one hook
         // type fails here with nothing attached.

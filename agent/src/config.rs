@@ -17,6 +17,8 @@ pub const DEFAULT_PORTS: [u16; 2] = [80, 443];
 pub const DEFAULT_LISTEN: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 15001);
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/frametap";
 pub const MAX_PORTS: usize = capture_common::SELECTED_PORTS_CAPACITY as usize;
+/// Most `--exclude` or `--include` networks (the capacity of each eBPF trie).
+pub const MAX_NETWORKS: usize = capture_common::EXCLUDED_CAPACITY as usize;
 
 /// A set of destination ports, parsed from "80,443" or "8000-8010" lists.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,18 +59,42 @@ fn parse_port(s: &str) -> Result<u16, String> {
     }
 }
 
-/// A CIDR never captured; a bare address means a single host.
+/// A destination network (`--exclude`, `--include`); a bare address means a single
+/// host. An IPv4-mapped IPv6 network (`::ffff:10.0.0.0/104`) becomes the IPv4
+/// network it stands for, because the eBPF side matches mapped destinations as IPv4.
 pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
     let s = s.trim();
-    if let Ok(net) = s.parse::<IpNet>() {
-        return Ok(net.trunc());
+    let net = if let Ok(net) = s.parse::<IpNet>() {
+        net.trunc()
+    } else if let Ok(ip) = s.parse::<IpAddr>() {
+        IpNet::from(ip)
+    } else {
+        return Err(format!(
+            "{s:?} is not a CIDR (e.g. 10.0.0.0/8, fd00::/8) or an IP address"
+        ));
+    };
+    Ok(match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
+            Some(v4) => IpNet::new(IpAddr::V4(v4), v6.prefix_len() - 96).expect("prefix <= 32"),
+            None => net,
+        },
+        _ => net,
+    })
+}
+
+/// Networks from the command line and the config file together (both lists apply),
+/// duplicates dropped; at most [`MAX_NETWORKS`] of each address family.
+fn networks(cli: Option<Vec<IpNet>>, file: Option<Vec<IpNet>>, key: &str) -> anyhow::Result<Vec<IpNet>> {
+    let mut nets: Vec<IpNet> = cli.into_iter().chain(file).flatten().collect();
+    let mut seen = BTreeSet::new();
+    nets.retain(|n| seen.insert(*n));
+    for (family, v4) in [("IPv4", true), ("IPv6", false)] {
+        let n = nets.iter().filter(|n| n.addr().is_ipv4() == v4).count();
+        if n > MAX_NETWORKS {
+            bail!("--{key}: at most {MAX_NETWORKS} {family} networks, got {n}");
+        }
     }
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Ok(IpNet::from(ip));
-    }
-    Err(format!(
-        "{s:?} is not a CIDR (e.g. 10.0.0.0/8, fd00::/8) or an IP address"
-    ))
+    Ok(nets)
 }
 
 /// The settings of `frametap-agent serve`, defined once: each field is a command-line
@@ -82,19 +108,27 @@ pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ServeOptions {
     /// cgroup v2 path to capture, relative to the cgroup2 mount; its descendants are
-    /// captured too. Repeatable. "/" captures the whole host. Default: "frametap"
-    /// (created if missing).
-    #[arg(long, value_name = "PATH")]
+    /// captured too. Repeatable, or a comma list (a path containing a comma goes in
+    /// the config file). "/" captures the whole host. Default: "frametap" (created if
+    /// missing).
+    #[arg(long, value_name = "PATH", value_delimiter = ',')]
     pub cgroup: Option<Vec<String>>,
     /// Destination ports to capture: a list such as 80,443 or a range 8000-8010.
     /// Repeatable. Default: 80,443.
     #[arg(long, value_name = "PORTS")]
     pub ports: Option<Vec<PortList>>,
-    /// Destination network never captured (CIDR or single address). Repeatable; the
-    /// file's list and the command line's both apply.
-    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    /// Destination network never captured (CIDR or single address). Repeatable, or a
+    /// comma list; the file's list and the command line's both apply. Wins over
+    /// --include.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr, value_delimiter = ',')]
     #[serde(default, deserialize_with = "de::cidrs")]
     pub exclude: Option<Vec<IpNet>>,
+    /// Capture only destinations in this network (CIDR or single address).
+    /// Repeatable, or a comma list; the file's list and the command line's both
+    /// apply. Default: every destination.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr, value_delimiter = ',')]
+    #[serde(default, deserialize_with = "de::cidrs")]
+    pub include: Option<Vec<IpNet>>,
     /// IPv4 loopback address the redirected connections are sent to; IPv6 ones go to
     /// [::1] on the same port. Default: 127.0.0.1:15001.
     #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]
@@ -130,9 +164,9 @@ pub struct ServeOptions {
     #[serde(default)]
     pub insecure_upstream: bool,
     /// Relay TLS to this host without interception (certificate-pinned apps): a name
-    /// from SNI, `*.domain`, or a destination CIDR. Repeatable; the file's list and
-    /// the command line's both apply.
-    #[arg(long, value_name = "HOST|CIDR")]
+    /// from SNI, `*.domain`, or a destination CIDR. Repeatable, or a comma list; the
+    /// file's list and the command line's both apply.
+    #[arg(long, value_name = "HOST|CIDR", value_delimiter = ',')]
     pub passthrough: Option<Vec<String>>,
     /// Common name of the CA created on first start. Default: "frametap CA".
     #[arg(long, value_name = "NAME")]
@@ -191,7 +225,7 @@ pub fn config_file_help() -> String {
         "Config file (--config FILE or FRAMETAP_CONFIG): TOML with the keys {keys}, each \
          meaning what its flag means (repeatable flags are lists: ports = [80, \"8000-8010\"]), \
          and [[rules]] tables (message rules). Flags given on the command line win over \
-         the file; for exclude, upstream-ca and passthrough both lists apply. \
+         the file; for exclude, include, upstream-ca and passthrough both lists apply. \
          `frametap-agent config [OPTIONS]` prints the resulting configuration as JSON."
     )
 }
@@ -336,6 +370,9 @@ pub struct ServeConfig {
     pub cgroups: Vec<String>,
     pub ports: BTreeSet<u16>,
     pub exclude: Vec<IpNet>,
+    /// When not empty, only destinations inside these networks are captured
+    /// (exclusions still win).
+    pub include: Vec<IpNet>,
     pub listen: SocketAddrV4,
     pub data_dir: PathBuf,
     pub log_format: LogFormat,
@@ -421,12 +458,8 @@ impl ServeConfig {
         };
 
         // Both lists apply: the command line's and the file's.
-        let exclude = cli
-            .exclude
-            .into_iter()
-            .chain(file.exclude)
-            .flatten()
-            .collect();
+        let exclude = networks(cli.exclude, file.exclude, "exclude")?;
+        let include = networks(cli.include, file.include, "include")?;
         let upstream_ca = cli
             .upstream_ca
             .into_iter()
@@ -446,6 +479,7 @@ impl ServeConfig {
             cgroups,
             ports,
             exclude,
+            include,
             listen,
             data_dir: cli
                 .data_dir
@@ -480,6 +514,16 @@ impl ServeConfig {
 
     pub fn host_wide(&self) -> bool {
         self.cgroups.iter().any(|c| c == "/")
+    }
+
+    /// `--include` networks that lie wholly inside an `--exclude` network: nothing
+    /// in them is captured, which is worth a warning.
+    pub fn include_shadowed_by_exclude(&self) -> Vec<IpNet> {
+        self.include
+            .iter()
+            .filter(|i| self.exclude.iter().any(|e| e.contains(*i)))
+            .copied()
+            .collect()
     }
 }
 
@@ -528,6 +572,84 @@ mod tests {
         );
         assert!(parse_cidr("10.0.0.0/33").is_err());
         assert!(parse_cidr("nope").is_err());
+        // IPv4-mapped networks are the IPv4 networks they stand for.
+        assert_eq!(
+            parse_cidr("::ffff:10.1.2.3/104").unwrap(),
+            "10.0.0.0/8".parse::<IpNet>().unwrap()
+        );
+        assert_eq!(
+            parse_cidr("::ffff:10.1.2.3").unwrap(),
+            "10.1.2.3/32".parse::<IpNet>().unwrap()
+        );
+        assert_eq!(
+            parse_cidr("::/0").unwrap(),
+            "::/0".parse::<IpNet>().unwrap()
+        );
+    }
+
+    #[test]
+    fn include_from_cli_and_file_and_its_limits() {
+        let c = ServeConfig::resolve(ServeOptions::default(), ServeOptions::default()).unwrap();
+        assert!(c.include.is_empty(), "capture every destination by default");
+
+        let file: ServeOptions =
+            toml::from_str("include = [\"10.1.2.0/24\", \"fd00::/64\"]\nexclude = [\"10.1.2.7\"]")
+                .unwrap();
+        // Comma lists on the command line, as a user types them.
+        let cli = command_line(&["--include", "192.168.0.0/16,10.1.2.9/24"]);
+        let c = ServeConfig::resolve(cli, file).unwrap();
+        let nets = |list: &[&str]| {
+            list.iter()
+                .map(|n| n.parse::<IpNet>().unwrap())
+                .collect::<Vec<_>>()
+        };
+        // Command line and file together, duplicates once.
+        assert_eq!(
+            c.include,
+            nets(&["192.168.0.0/16", "10.1.2.0/24", "fd00::/64"])
+        );
+        assert_eq!(c.exclude, nets(&["10.1.2.7/32"]));
+        assert!(c.include_shadowed_by_exclude().is_empty());
+
+        let file: ServeOptions =
+            toml::from_str("include = [\"10.1.2.0/24\"]\nexclude = [\"10.0.0.0/8\"]").unwrap();
+        let c = ServeConfig::resolve(ServeOptions::default(), file).unwrap();
+        assert_eq!(c.include_shadowed_by_exclude(), nets(&["10.1.2.0/24"]));
+
+        assert!(toml::from_str::<ServeOptions>("include = [\"10.0.0.0/33\"]").is_err());
+
+        let too_many = ServeOptions {
+            include: Some(
+                (0..=MAX_NETWORKS as u32)
+                    .map(|i| IpNet::from(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        let err = ServeConfig::resolve(too_many, ServeOptions::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("at most 1024 IPv4 networks"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn repeatable_flags_take_comma_lists() {
+        let c = ServeConfig::resolve(
+            command_line(&[
+                "--exclude",
+                "10.0.0.0/8,fd00::/8",
+                "--cgroup",
+                "a,b/c",
+                "--passthrough",
+                "x.test,*.y.test",
+            ]),
+            ServeOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(c.exclude.len(), 2);
+        assert_eq!(c.cgroups, vec!["a", "b/c"]);
+        assert_eq!(c.passthrough, vec!["x.test", "*.y.test"]);
     }
 
     #[test]

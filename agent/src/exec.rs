@@ -9,9 +9,9 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use tracing::warn;
+use tracing::{debug, warn};
 
-use crate::{cgroup, config, state};
+use crate::{attached, capture, cgroup, config};
 
 static CHILD_PID: AtomicI32 = AtomicI32::new(0);
 
@@ -56,8 +56,38 @@ impl Drop for ChildCgroup {
     }
 }
 
+/// Warn when a command in `dir` (the cgroup `relative`) would not be captured, from
+/// what the kernel says; stay quiet when it is, or when the kernel cannot tell.
+fn warn_unless_captured(mount: &Path, dir: &Path, relative: &str) {
+    let facts = (|| {
+        let agents = attached::agent_programs()?;
+        let effective = attached::connect4_programs(dir, true)
+            .with_context(|| format!("cannot query the programs of {}", dir.display()))?;
+        let netns = capture::current_netns_cookie()?;
+        anyhow::Ok((agents, effective, netns))
+    })();
+    let (agents, effective, netns) = match facts {
+        Ok(f) => f,
+        Err(e) => {
+            debug!(error = %format!("{e:#}"), "cannot tell whether this cgroup is captured");
+            return;
+        }
+    };
+    let finding = attached::judge(&effective, &agents, netns, |ids| {
+        attached::cgroups_with(mount, ids)
+    });
+    match finding.warning(relative) {
+        Some(w) => warn!("{w}"),
+        None => debug!(
+            cgroup = relative,
+            ports = finding.captured_ports().unwrap_or_default(),
+            "captured by a frametap agent"
+        ),
+    }
+}
+
 /// Run `command` captured; returns the exit code to exit with.
-pub fn run(cgroup_path: &str, data_dir: &Path, command: &[OsString]) -> anyhow::Result<i32> {
+pub fn run(cgroup_path: &str, command: &[OsString]) -> anyhow::Result<i32> {
     let Some((program, args)) = command.split_first() else {
         bail!("no command given: frametap-agent exec -- CMD [ARGS...]");
     };
@@ -68,24 +98,10 @@ pub fn run(cgroup_path: &str, data_dir: &Path, command: &[OsString]) -> anyhow::
         std::slice::from_ref(&relative),
         config::DEFAULT_CGROUP,
     )?;
-    match state::live(data_dir) {
-        Some(agent)
-            if agent
-                .cgroups
-                .iter()
-                .any(|c| c == "/" || relative == *c || relative.starts_with(&format!("{c}/"))) => {}
-        Some(agent) => warn!(
-            cgroup = relative,
-            serving = ?agent.cgroups,
-            "the running agent does not capture this cgroup: the command runs uncaptured"
-        ),
-        None => warn!(
-            data_dir = %data_dir.display(),
-            "no frametap agent is serving (start `frametap-agent serve`): the command runs uncaptured"
-        ),
-    }
-
     let child_cgroup = ChildCgroup::create(&captured[0])?;
+    // The fresh child inherits its parent's programs: ask about the cgroup the
+    // command will really run in.
+    warn_unless_captured(&mount, &child_cgroup.dir, &relative);
     let procs = CString::new(child_cgroup.dir.join("cgroup.procs").as_os_str().as_bytes())
         .context("cgroup path contains a NUL byte")?;
     let mut cmd = Command::new(program);

@@ -15,13 +15,16 @@
 //! * [`control`]: the control socket the API process talks to.
 //! * [`relay`]: byte relay between two sockets (half-close and resets respected).
 //! * [`exec`]: run one command inside a captured cgroup.
-//! * [`state`]: the small file that tells `exec` an agent is serving.
+//! * [`attached`]: asks the kernel whether (and where) a frametap agent captures.
+//! * [`hint`]: the `exec` command line the agent suggests at start.
+pub mod attached;
 pub mod capture;
 pub mod cgroup;
 pub mod config;
 pub mod control;
 pub mod events;
 pub mod exec;
+pub mod hint;
 pub mod intercept;
 pub mod live;
 pub mod preflight;
@@ -29,5 +32,4 @@ pub mod proxy;
 pub mod recorder;
 pub mod relay;
 pub mod rules;
-pub mod state;
 pub mod tls;

@@ -14,14 +14,13 @@ use frametap_agent::{
     cgroup,
     config::{self, LogFormat, ServeConfig, ServeOptions},
     control::{ControlContext, ControlSocket},
-    exec,
+    exec, hint,
     intercept::Passthrough,
     live::LiveConnections,
     preflight,
     proxy::{self, InterceptSettings, ProxyContext},
     recorder::Recorder,
     rules::RuleBook,
-    state,
     tls::{CertificateAuthority, LeafMinter, TlsContext, UpstreamTrust},
 };
 use frametap_store::{Store, StoreOptions, Writer};
@@ -83,9 +82,9 @@ struct ExecArgs {
     /// Captured cgroup (relative to the cgroup2 mount) to run the command under.
     #[arg(long, value_name = "PATH", default_value = config::DEFAULT_CGROUP)]
     cgroup: String,
-    /// Data dir of the serving agent (to check that one is running).
-    #[arg(long, value_name = "DIR", default_value = config::DEFAULT_DATA_DIR)]
-    data_dir: PathBuf,
+    /// No longer used: exec asks the kernel whether the cgroup is captured.
+    #[arg(long, value_name = "DIR", hide = true)]
+    data_dir: Option<PathBuf>,
     /// The command and its arguments.
     #[arg(required = true, last = true, value_name = "CMD")]
     command: Vec<OsString>,
@@ -123,7 +122,13 @@ fn main() {
             }),
         Command::Exec(args) => {
             frametap_logging::init(LogFormat::Text);
-            exec::run(&args.cgroup, &args.data_dir, &args.command)
+            if args.data_dir.is_some() {
+                warn!(
+                    "exec --data-dir is ignored and can be dropped: exec asks the kernel \
+                     whether the cgroup is captured, whatever data dir the agent uses"
+                );
+            }
+            exec::run(&args.cgroup, &args.command)
         }
         Command::Ca(args) => print_ca(&args).map(|()| 0),
     };
@@ -219,6 +224,7 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     // Interception and recording are ready before anything is attached.
     let passthrough = Passthrough::parse(&cfg.passthrough).map_err(anyhow::Error::msg)?;
     let ca = CertificateAuthority::load_or_create(&cfg.data_dir, &cfg.ca_name)?;
+    let ca_path = ca.cert_path.clone();
     info!(ca = %ca.cert_path.display(), "TLS interception CA (trust it on captured hosts: see `frametap-agent ca`)");
     let tls = Arc::new(TlsContext::new(
         LeafMinter::new(ca)?,
@@ -265,30 +271,22 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         cgroup_dirs: cgroup_dirs.clone(),
         ports: cfg.ports.iter().copied().collect(),
         exclude: cfg.exclude.clone(),
+        include: cfg.include.clone(),
         agent,
     })?);
 
-    state::write(
-        &cfg.data_dir,
-        &state::AgentState {
-            pid: std::process::id(),
-            listen: cfg.listen,
-            cgroups: cfg.cgroups.clone(),
-            ports: cfg.ports.iter().copied().collect(),
-        },
-    )?;
     let ports = cfg
         .ports
         .iter()
         .map(u16::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    let excluded = cfg
-        .exclude
-        .iter()
-        .map(IpNet::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
+    let list = |nets: &[IpNet]| {
+        nets.iter()
+            .map(IpNet::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     let dirs = cgroup_dirs
         .iter()
         .map(|d| d.display().to_string())
@@ -297,7 +295,8 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     info!(
         cgroups = dirs,
         ports,
-        exclude = excluded,
+        exclude = list(&cfg.exclude),
+        include = list(&cfg.include),
         listen = %cfg.listen,
         ipv6,
         workers,
@@ -306,16 +305,17 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     if cfg.host_wide() {
         info!("host-wide mode: every process of this network namespace is captured");
     } else {
-        // `exec` checks the data dir for a serving agent: name it unless it's the default.
-        let data_dir = if cfg.data_dir == std::path::Path::new(config::DEFAULT_DATA_DIR) {
-            String::new()
-        } else {
-            format!(" --data-dir {}", cfg.data_dir.display())
-        };
-        info!(
-            "to capture one command: frametap-agent exec --cgroup {}{data_dir} -- curl http://example.com/",
-            cfg.cgroups[0]
+        let hint = hint::exec_hint(
+            &hint::invocation(),
+            hint::started_through_sudo(),
+            &cfg.cgroups[0],
+            &cfg.ports,
+            &ca_path,
         );
+        info!("to capture one command: {hint}");
+    }
+    for net in cfg.include_shadowed_by_exclude() {
+        warn!(include = %net, "this --include network is inside an --exclude network: nothing in it is captured");
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -387,7 +387,6 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             .load(std::sync::atomic::Ordering::Relaxed),
         "recorder"
     );
-    state::remove(&cfg.data_dir);
     drop(control);
     info!("detached; bye");
     signals.shutdown_background();

@@ -16,6 +16,8 @@ pub const MAP_ORIGINAL_BY_CLIENT: &str = "ORIGINAL_BY_CLIENT";
 pub const MAP_SELECTED_PORTS: &str = "SELECTED_PORTS";
 pub const MAP_EXCLUDED_V4: &str = "EXCLUDED_V4";
 pub const MAP_EXCLUDED_V6: &str = "EXCLUDED_V6";
+pub const MAP_INCLUDED_V4: &str = "INCLUDED_V4";
+pub const MAP_INCLUDED_V6: &str = "INCLUDED_V6";
 pub const MAP_STATS: &str = "STATS";
 /// Name of the global the agent sets at load time.
 pub const GLOBAL_AGENT: &str = "AGENT";
@@ -23,7 +25,9 @@ pub const GLOBAL_AGENT: &str = "AGENT";
 /// Capacity of the LRU maps that remember original destinations. Entries are
 /// removed when a connection closes; the LRU bound only matters for leaks.
 pub const ORIGINAL_MAP_CAPACITY: u32 = 65_536;
+/// Most networks per list (`--exclude`, `--include`), per address family.
 pub const EXCLUDED_CAPACITY: u32 = 1_024;
+pub const INCLUDED_CAPACITY: u32 = 1_024;
 pub const SELECTED_PORTS_CAPACITY: u32 = 1_024;
 
 /// One endpoint: family, address and port.
@@ -65,6 +69,11 @@ pub struct AgentConfig {
     pub agent_tgid: u32,
     /// SO_MARK the agent puts on its upstream sockets: never redirected either.
     pub agent_mark: u32,
+    /// Non-zero when `--include` networks were given: only destinations inside one
+    /// of them (the `INCLUDED_V4`/`INCLUDED_V6` maps) are captured.
+    pub include_only: u32,
+    /// Keeps the size a multiple of 8 with no hidden padding.
+    pub reserved: u32,
 }
 
 /// Counters in the `STATS` per-CPU array.
@@ -76,7 +85,8 @@ pub mod stat {
     pub const ESTABLISHED: u32 = 4;
     pub const PEERNAME_REWRITTEN: u32 = 5;
     pub const MAP_FULL: u32 = 6;
-    pub const COUNT: u32 = 7;
+    pub const SKIPPED_NOT_INCLUDED: u32 = 7;
+    pub const COUNT: u32 = 8;
     pub const NAMES: [&str; COUNT as usize] = [
         "redirected",
         "skipped_agent",
@@ -85,6 +95,7 @@ pub mod stat {
         "established",
         "peername_rewritten",
         "map_update_failed",
+        "skipped_not_included",
     ];
 }
 
@@ -183,6 +194,8 @@ mod user {
                 listen_port: port as u32,
                 agent_tgid: 0,
                 agent_mark: DEFAULT_AGENT_MARK,
+                include_only: 0,
+                reserved: 0,
             }
         }
     }
@@ -201,12 +214,13 @@ mod tests {
         assert_eq!(size_of::<SocketKey>(), 20);
         assert_eq!(align_of::<SocketKey>(), 4);
         assert_eq!(size_of::<OriginalDst>(), 40);
-        assert_eq!(size_of::<AgentConfig>(), 40);
+        assert_eq!(size_of::<AgentConfig>(), 48);
         assert_eq!(align_of::<AgentConfig>(), 8);
         assert_eq!(core::mem::offset_of!(SocketKey, port), 16);
         assert_eq!(core::mem::offset_of!(SocketKey, family), 18);
         assert_eq!(core::mem::offset_of!(OriginalDst, tgid), 20);
         assert_eq!(core::mem::offset_of!(AgentConfig, listen_v4), 24);
+        assert_eq!(core::mem::offset_of!(AgentConfig, include_only), 40);
     }
 
     #[test]

@@ -25,8 +25,8 @@ use aya_ebpf::{
     programs::{SockAddrContext, SockOpsContext},
 };
 use capture_common::{
-    AF_INET, AF_INET6, AgentConfig, EXCLUDED_CAPACITY, ORIGINAL_MAP_CAPACITY, OriginalDst,
-    SELECTED_PORTS_CAPACITY, SocketKey, is_v4_mapped, stat,
+    AF_INET, AF_INET6, AgentConfig, EXCLUDED_CAPACITY, INCLUDED_CAPACITY, ORIGINAL_MAP_CAPACITY,
+    OriginalDst, SELECTED_PORTS_CAPACITY, SocketKey, is_v4_mapped, stat,
 };
 
 const SOCK_STREAM: u32 = 1;
@@ -45,6 +45,8 @@ static AGENT: AgentConfig = AgentConfig {
     listen_port: 0,
     agent_tgid: 0,
     agent_mark: 0,
+    include_only: 0,
+    reserved: 0,
 };
 
 #[map]
@@ -59,11 +61,20 @@ static ORIGINAL_BY_CLIENT: LruHashMap<SocketKey, OriginalDst> =
 #[map]
 static SELECTED_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(SELECTED_PORTS_CAPACITY, 0);
 
-/// Destination networks never captured. Key data: the address octets.
+/// Destination networks never captured. Key data: the address octets. LPM tries
+/// because one longest-prefix lookup of the full address answers "inside any of
+/// these networks?" however many there are and however they overlap; an array would
+/// need a bounded loop over every entry on each connect.
 #[map]
 static EXCLUDED_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(EXCLUDED_CAPACITY, 0);
 #[map]
 static EXCLUDED_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(EXCLUDED_CAPACITY, 0);
+
+/// With `AGENT.include_only` set, the only destination networks captured.
+#[map]
+static INCLUDED_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(INCLUDED_CAPACITY, 0);
+#[map]
+static INCLUDED_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(INCLUDED_CAPACITY, 0);
 
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
@@ -101,6 +112,17 @@ fn v6_octets(w: &[u32; 4]) -> [u8; 16] {
     ]
 }
 
+/// Is the destination inside one of the networks of this pair of tries? IPv4-mapped
+/// destinations arrive here as IPv4 (see ft_connect6), so IPv4 networks cover them.
+#[inline(always)]
+fn in_networks(v4: &LpmTrie<[u8; 4], u8>, v6: &LpmTrie<[u8; 16], u8>, dst: &SocketKey) -> bool {
+    if dst.family == AF_INET {
+        v4.get(&Key::new(32, word_octets(dst.addr[0]))).is_some()
+    } else {
+        v6.get(&Key::new(128, v6_octets(&dst.addr))).is_some()
+    }
+}
+
 /// Why not: every check that keeps a connect away from the agent.
 #[inline(always)]
 fn selected(ctx: &SockAddrContext, cfg: &AgentConfig, dst: &SocketKey) -> bool {
@@ -131,17 +153,13 @@ fn selected(ctx: &SockAddrContext, cfg: &AgentConfig, dst: &SocketKey) -> bool {
         count(stat::SKIPPED_OTHER_NETNS);
         return false;
     }
-    let excluded = if dst.family == AF_INET {
-        EXCLUDED_V4
-            .get(&Key::new(32, word_octets(dst.addr[0])))
-            .is_some()
-    } else {
-        EXCLUDED_V6
-            .get(&Key::new(128, v6_octets(&dst.addr)))
-            .is_some()
-    };
-    if excluded {
+    // Exclusions win over inclusions: an address in both is not captured.
+    if in_networks(&EXCLUDED_V4, &EXCLUDED_V6, dst) {
         count(stat::SKIPPED_EXCLUDED);
+        return false;
+    }
+    if cfg.include_only != 0 && !in_networks(&INCLUDED_V4, &INCLUDED_V6, dst) {
+        count(stat::SKIPPED_NOT_INCLUDED);
         return false;
     }
     true

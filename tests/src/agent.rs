@@ -24,8 +24,21 @@ pub struct Failed {
     pub stderr: String,
 }
 
+/// Has the agent logged that its programs are attached?
+fn attached(log_path: &std::path::Path) -> bool {
+    std::fs::read_to_string(log_path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .any(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("capturing outbound TCP connects"))
+        })
+}
+
 impl Agent {
-    /// Start and wait until it is attached (its state file appears).
+    /// Start and wait until it is attached (it logs what it captures).
     pub fn start(lab: &Lab, args: &[&str]) -> Self {
         match Self::try_start(lab, args) {
             Ok(a) => a,
@@ -83,9 +96,8 @@ impl Agent {
             .stdout(Stdio::null())
             .stderr(log);
         let mut process = Spawned::spawn("frametap-agent", cmd);
-        let state = data_dir.path().join("agent.json");
         let started = crate::wait_for(Duration::from_secs(20), || {
-            if state.exists() {
+            if attached(&log_path) {
                 return Some(None);
             }
             process.child.as_mut()?.try_wait().ok().flatten().map(Some)

@@ -102,6 +102,24 @@ impl Lab {
         Self { client, upstream }
     }
 
+    /// One more address on the upstream host's link (e.g. "10.77.0.130/24",
+    /// "fd77::1:2/64"), for servers outside the usual address.
+    pub fn add_upstream_address(&self, cidr: &str) {
+        let mut args = vec![
+            "-n",
+            &self.upstream.name,
+            "addr",
+            "add",
+            cidr,
+            "dev",
+            "ftv1",
+        ];
+        if cidr.contains(':') {
+            args.push("nodad");
+        }
+        ip(&args);
+    }
+
     /// A command in the client namespace, inside `cgroup` when given (captured).
     pub fn client_command(
         &self,

@@ -1,6 +1,9 @@
 //! End to end, as root: the eBPF redirect and the agent's relay, with real peers in
 //! network namespaces. Each test builds its own lab and cleans it up on drop.
-use std::time::Duration;
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 use frametap_e2e::{
     Agent, Lab, TestCgroup, frametap_program_ids,
@@ -275,6 +278,118 @@ fn uncaptured_cgroup_port_and_excluded_cidr_go_direct() {
     assert!(agent.connections().is_empty(), "{}", agent.log_text());
 }
 
+/// An endpoint as printed by the probe or the server, IPv4-mapped ones as IPv4.
+fn endpoint(text: &Value) -> SocketAddr {
+    let addr: SocketAddr = text
+        .as_str()
+        .expect("an endpoint")
+        .parse()
+        .expect("endpoint");
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
+
+#[test]
+fn include_captures_only_its_networks_and_exclude_still_wins() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let lab = Lab::new();
+    let cg = TestCgroup::new("incl");
+    // Upstream addresses inside and outside the included networks.
+    for extra in [
+        "10.77.0.3/24",
+        "10.77.0.130/24",
+        "fd77::3/64",
+        "fd77::1:2/64",
+    ] {
+        lab.add_upstream_address(extra);
+    }
+    let servers: Vec<(&str, Server)> = [
+        UPSTREAM_V4,
+        "10.77.0.3",
+        "10.77.0.130",
+        "[fd77::2]",
+        "[fd77::3]",
+        "[fd77::1:2]",
+    ]
+    .into_iter()
+    .map(|host| {
+        (
+            host,
+            Server::start(&lab, &format!("{host}:8080"), "echo", &[]),
+        )
+    })
+    .collect();
+    let agent = Agent::start(
+        &lab,
+        &[
+            "--cgroup",
+            &cg.relative,
+            "--ports",
+            "8080",
+            // Comma lists and repeated flags both work.
+            "--include",
+            "10.77.0.0/25,fd77::/120",
+            "--exclude",
+            "10.77.0.3",
+            "--exclude",
+            "fd77::3",
+        ],
+    );
+    let server_of = |dst: &str| {
+        let ip = endpoint(&Value::from(dst)).ip();
+        &servers
+            .iter()
+            .find(|(host, _)| host.trim_matches(['[', ']']).parse::<IpAddr>() == Ok(ip))
+            .unwrap_or_else(|| panic!("no server for {dst}"))
+            .1
+    };
+    let cases = [
+        (format!("{UPSTREAM_V4}:8080"), true),
+        (format!("[::ffff:{UPSTREAM_V4}]:8080"), true),
+        ("[fd77::2]:8080".to_string(), true),
+        // Outside every included network.
+        ("10.77.0.130:8080".to_string(), false),
+        ("[::ffff:10.77.0.130]:8080".to_string(), false),
+        ("[fd77::1:2]:8080".to_string(), false),
+        // Inside an included network, but excluded.
+        ("10.77.0.3:8080".to_string(), false),
+        ("[::ffff:10.77.0.3]:8080".to_string(), false),
+        ("[fd77::3]:8080".to_string(), false),
+    ];
+    let mut captured = Vec::new();
+    for (i, (dst, expect_captured)) in cases.iter().enumerate() {
+        let payload = format!("case {i}");
+        let reply = probe(&lab, Some(&cg), dst, &payload);
+        assert_echo(&reply, &payload);
+        let seen = server_of(dst)
+            .connections()
+            .into_iter()
+            .find(|c| c["result"]["received"] == payload.as_str())
+            .unwrap_or_else(|| panic!("{dst}: the server did not get {payload:?}"));
+        // Direct: the server saw the probe's own endpoint. Captured: the agent's.
+        let direct = endpoint(&seen["peer"]) == endpoint(&reply["local"]);
+        assert_eq!(!direct, *expect_captured, "{dst}: {reply} vs {seen}");
+        if *expect_captured {
+            captured.push((dst.clone(), endpoint(&reply["local"])));
+        }
+    }
+    // The agent relayed exactly the captured ones (workers may log them in any order).
+    let conns = agent.wait_connections(captured.len());
+    let mut relayed: Vec<SocketAddr> = conns.iter().map(|c| endpoint(&c["client"])).collect();
+    let mut expected: Vec<SocketAddr> = captured.iter().map(|(_, client)| *client).collect();
+    relayed.sort();
+    expected.sort();
+    assert_eq!(relayed, expected, "{captured:?}\n{conns:?}");
+}
+
 #[test]
 fn ipv6_and_ipv4_mapped_connections_are_captured() {
     if !require_root() {
@@ -410,10 +525,6 @@ fn clean_shutdown_detaches_everything() {
         ours.iter().all(|id| !now.contains(id)),
         "programs left loaded"
     );
-    assert!(
-        !agent.data_dir.path().join("agent.json").exists(),
-        "state file removed"
-    );
     // Nothing pinned anywhere under bpffs.
     let pinned = std::fs::read_dir("/sys/fs/bpf")
         .map(|d| {
@@ -447,6 +558,22 @@ fn upstream_refusal_resets_the_client() {
     assert!(c["error"].as_str().unwrap().contains("refused"), "{c}");
 }
 
+/// The `exec` command line the agent suggested at start, up to its ` -- `.
+fn exec_hint_prefix(agent: &Agent) -> String {
+    let line = agent
+        .logs()
+        .into_iter()
+        .find_map(|v| {
+            v["message"]
+                .as_str()
+                .and_then(|m| m.strip_prefix("to capture one command: "))
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| panic!("no exec hint logged:\n{}", agent.log_text()));
+    let (prefix, _) = line.split_once(" -- ").expect("hint has a command");
+    prefix.to_string()
+}
+
 #[test]
 fn exec_runs_a_command_captured_and_returns_its_status() {
     if !require_root() {
@@ -456,35 +583,40 @@ fn exec_runs_a_command_captured_and_returns_its_status() {
     let lab = Lab::new();
     let cg = TestCgroup::new("exec");
     let _server = Server::start(&lab, &format!("{UPSTREAM_V4}:8080"), "echo", &[]);
+    // The agent's data dir is a temporary one, not the default that exec once read.
     let agent = Agent::start(&lab, &["--cgroup", &cg.relative, "--ports", "8080"]);
-    let exec = |args: &[&str]| {
-        let mut c = lab.client_command(None, workspace_bin("frametap-agent"));
-        c.arg("exec")
-            .args(["--cgroup", &cg.relative, "--data-dir"])
-            .arg(agent.data_dir.path())
-            .arg("--")
-            .args(args);
+    // Run the agent's own suggestion, as printed, through a shell.
+    let prefix = exec_hint_prefix(&agent);
+    assert!(prefix.contains(&cg.relative), "{prefix}");
+    let exec = |command: &str| {
+        let mut c = lab.client_command(None, "sh");
+        c.args(["-c", &format!("{prefix} -- {command}")]);
         c.output().expect("exec")
     };
-    let out = exec(&["sh", "-c", "exit 7"]);
+    let out = exec("sh -c 'exit 7'");
     assert_eq!(out.status.code(), Some(7));
-    let probe_bin = workspace_bin("ft-probe");
-    let out = exec(&[
-        probe_bin.to_str().unwrap(),
-        "connect",
-        &format!("{UPSTREAM_V4}:8080"),
-        "--send",
-        "via exec",
-    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        !stderr.contains("WARN"),
+        "a captured cgroup got a warning:\n{stderr}"
+    );
+
+    let probe_bin = workspace_bin("ft-probe");
+    let out = exec(&format!(
+        "{} connect {UPSTREAM_V4}:8080 --send 'via exec'",
+        probe_bin.display()
+    ));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("WARN"),
+        "a captured cgroup got a warning:\n{stderr}"
     );
     let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_echo(&reply, "via exec");
     let conns = agent.wait_connections(1);
     assert_eq!(conns[0]["comm"], "ft-probe");
+    assert_eq!(conns[0]["client"], reply["local"]);
     // The per-command child cgroup is gone again.
     let leftovers = std::fs::read_dir(&cg.dir)
         .unwrap()
@@ -492,6 +624,63 @@ fn exec_runs_a_command_captured_and_returns_its_status() {
         .filter(|e| e.file_name().to_string_lossy().starts_with("exec-"))
         .count();
     assert_eq!(leftovers, 0);
+
+    // The old --data-dir flag still parses, says it is not needed, and changes nothing.
+    let mut c = lab.client_command(None, workspace_bin("frametap-agent"));
+    c.args([
+        "exec",
+        "--cgroup",
+        &cg.relative,
+        "--data-dir",
+        "/nonexistent",
+    ])
+    .args(["--", "true"]);
+    let out = c.output().expect("exec");
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--data-dir is ignored"), "{stderr}");
+    assert!(!stderr.contains("uncaptured"), "{stderr}");
+}
+
+#[test]
+fn exec_warns_only_when_its_cgroup_is_not_captured() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let lab = Lab::new();
+    let served = TestCgroup::new("served");
+    let other = TestCgroup::new("other");
+    let server = Server::start(&lab, &format!("{UPSTREAM_V4}:8080"), "echo", &[]);
+    let agent = Agent::start(&lab, &["--cgroup", &served.relative, "--ports", "8080"]);
+    let mut c = lab.client_command(None, workspace_bin("frametap-agent"));
+    c.args(["exec", "--cgroup", &other.relative, "--"])
+        .arg(workspace_bin("ft-probe"))
+        .args([
+            "connect",
+            &format!("{UPSTREAM_V4}:8080"),
+            "--send",
+            "elsewhere",
+        ]);
+    let out = c.output().expect("exec");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("the command runs uncaptured"), "{stderr}");
+    // It says where the agent does capture, with the ports.
+    assert!(
+        stderr.contains(&format!(
+            "Captured cgroups: {} (ports 8080)",
+            served.relative
+        )),
+        "{stderr}"
+    );
+    // And it was right: the connection went direct (the server saw the probe itself).
+    let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_echo(&reply, "elsewhere");
+    let seen = server.connections();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0]["peer"], reply["local"]);
+    assert!(agent.connections().is_empty(), "{}", agent.log_text());
 }
 
 #[test]
@@ -507,6 +696,10 @@ fn startup_errors_are_clear_and_attach_nothing() {
         (vec!["--ports".into(), "0".into()], "not a TCP port"),
         (vec!["--ports".into(), "http".into()], "not a TCP port"),
         (vec!["--exclude".into(), "10.0.0.0/33".into()], "not a CIDR"),
+        (
+            vec!["--include".into(), "10.0.0.0/8,nope".into()],
+            "not a CIDR",
+        ),
         (
             vec!["--cgroup".into(), "no/such/cgroup".into()],
             "does not exist",
