@@ -84,7 +84,11 @@ pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
 
 /// Networks from the command line and the config file together (both lists apply),
 /// duplicates dropped; at most [`MAX_NETWORKS`] of each address family.
-fn networks(cli: Option<Vec<IpNet>>, file: Option<Vec<IpNet>>, key: &str) -> anyhow::Result<Vec<IpNet>> {
+fn networks(
+    cli: Option<Vec<IpNet>>,
+    file: Option<Vec<IpNet>>,
+    key: &str,
+) -> anyhow::Result<Vec<IpNet>> {
     let mut nets: Vec<IpNet> = cli.into_iter().chain(file).flatten().collect();
     let mut seen = BTreeSet::new();
     nets.retain(|n| seen.insert(*n));

@@ -21,7 +21,6 @@ use crate::{Result, step};
 const API_LISTEN: &str = "127.0.0.1:8889";
 /// `frametap-agent`'s defaults, to leave out flags that would repeat them.
 const DEFAULT_CGROUP: &str = "frametap";
-const DEFAULT_DATA_DIR: &str = "/var/lib/frametap";
 
 /// What the banner needs of the agent's effective configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,9 +169,6 @@ pub fn banner(cfg: &Effective, agent: &Path, sign_in: &SignIn, sudo: bool) -> St
         if !cfg.cgroups.iter().any(|c| c == DEFAULT_CGROUP) {
             exec.push(format!("--cgroup {}", shell_word(&cfg.cgroups[0])));
         }
-        if cfg.data_dir != Path::new(DEFAULT_DATA_DIR) {
-            exec.push(format!("--data-dir {}", shell_word(&data_dir)));
-        }
         out += &format!(
             "  Capture one command from another terminal:\n      {} -- {request}\n",
             exec.join(" ")
@@ -303,9 +299,22 @@ fn serve(
     let mut child = Command::new(agent)
         .arg("serve")
         .args(serve_args)
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", agent.display()))?;
-    let state_file = cfg.data_dir.join("agent.json");
+    // The agent's log passes through unchanged; the line it logs once its programs
+    // are attached says it is capturing.
+    let (attached_tx, attached_rx) = std::sync::mpsc::channel();
+    let log = child.stderr.take().expect("piped");
+    std::thread::spawn(move || {
+        let mut stderr = std::io::stderr();
+        for line in BufReader::new(log).lines().map_while(|l| l.ok()) {
+            let _ = writeln!(stderr, "{line}");
+            if says_attached(&line) {
+                let _ = attached_tx.send(());
+            }
+        }
+    });
     loop {
         if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
             return if st.success() {
@@ -314,10 +323,9 @@ fn serve(
                 Err(format!("frametap-agent serve ended ({st})"))
             };
         }
-        if attached(&state_file, child.id()) {
+        if attached_rx.recv_timeout(Duration::from_millis(100)).is_ok() {
             break;
         }
-        std::thread::sleep(Duration::from_millis(100));
     }
     if let Err(e) = api_alive(api) {
         terminate(&child);
@@ -333,12 +341,9 @@ fn serve(
     }
 }
 
-/// Whether the agent's state file (written once it has attached) names `pid`.
-fn attached(state_file: &Path, pid: u32) -> bool {
-    std::fs::read_to_string(state_file)
-        .ok()
-        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
-        .is_some_and(|state| state["pid"].as_u64() == Some(u64::from(pid)))
+/// Whether an agent log line (text or JSON) is the one it logs once attached.
+fn says_attached(line: &str) -> bool {
+    line.contains("capturing outbound TCP connects")
 }
 
 /// SIGTERM, with the shell's own kill: procps (/usr/bin/kill) is not on every Debian.
@@ -423,6 +428,20 @@ mod tests {
     }
 
     #[test]
+    fn sees_the_agents_attached_line_in_text_and_json_logs() {
+        assert!(says_attached(
+            "2026-11-29T14:00:00Z  INFO frametap_agent: capturing outbound TCP connects from \
+             these cgroups (and their descendants) to these ports cgroups=/sys/fs/cgroup/frametap"
+        ));
+        assert!(says_attached(
+            r#"{"timestamp":"2026-11-29T14:00:00Z","level":"INFO","message":"capturing outbound TCP connects from these cgroups (and their descendants) to these ports"}"#
+        ));
+        assert!(!says_attached(
+            "INFO frametap_agent: control socket for frametap-api"
+        ));
+    }
+
+    #[test]
     fn banner_names_the_effective_cgroup_and_data_dir() {
         let text = banner(
             &config(&["ncft"], &[80], "/tmp/ft data"),
@@ -434,7 +453,7 @@ mod tests {
         assert!(!text.contains("`frametap`"), "{text}");
         assert!(
             text.contains(&format!(
-                "\n      {AGENT} exec --cgroup ncft --data-dir '/tmp/ft data' -- curl http://example.com/\n"
+                "\n      {AGENT} exec --cgroup ncft -- curl http://example.com/\n"
             )),
             "{text}"
         );
