@@ -24,16 +24,20 @@ pub struct Failed {
     pub stderr: String,
 }
 
-/// Has the agent logged that its programs are attached?
+/// Has the agent logged that its programs are attached? Its logs are JSON lines or
+/// text lines (`... INFO frametap_agent: capturing outbound ...`).
 fn attached(log_path: &std::path::Path) -> bool {
+    const ATTACHED: &str = "capturing outbound TCP connects";
     std::fs::read_to_string(log_path)
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .any(|v| {
-            v["message"]
+        .any(|line| match serde_json::from_str::<Value>(line) {
+            Ok(v) => v["message"]
                 .as_str()
-                .is_some_and(|m| m.starts_with("capturing outbound TCP connects"))
+                .is_some_and(|m| m.starts_with(ATTACHED)),
+            Err(_) => line
+                .split_once(": ")
+                .is_some_and(|(_, message)| message.starts_with(ATTACHED)),
         })
 }
 
