@@ -9,21 +9,21 @@
 //! run uncaptured, and then to say where agents do capture.
 //!
 //! aya lists loaded programs and maps, but has no query of a cgroup's attached or
-//! effective programs for the connect4 hook, so that one call (`BPF_PROG_QUERY`) is
-//! made here with `bpf(2)` directly.
+//! effective programs for the connect4 hook, nor an untyped map lookup, so those two
+//! calls (`BPF_PROG_QUERY`, `BPF_MAP_LOOKUP_ELEM`) are made here with `bpf(2)`.
 use std::{
     collections::BTreeSet,
     fs::File,
     io,
-    os::fd::AsRawFd as _,
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd},
     path::{Path, PathBuf},
 };
 
 use aya::{
-    maps::{Array, HashMap, Map, MapData, MapInfo},
+    maps::{HashMap, Map, MapData, MapInfo},
     programs::{ProgramInfo, loaded_programs},
 };
-use capture_common::{AgentConfig, MAP_SELECTED_PORTS};
+use capture_common::MAP_SELECTED_PORTS;
 
 /// The name of frametap's connect4 program, as the kernel reports it.
 pub const CONNECT4_PROGRAM: &str = "ft_connect4";
@@ -73,11 +73,8 @@ fn describe(info: &ProgramInfo) -> AgentProgram {
         let name = map_info.name_as_str().unwrap_or_default();
         if name == MAP_SELECTED_PORTS {
             program.ports = read_ports(map_id);
-        } else if name.starts_with(".rodata")
-            && map_info.value_size() as usize == std::mem::size_of::<AgentConfig>()
-        {
-            // The read-only data holds exactly the AGENT global the loader set.
-            program.netns_cookie = read_agent_config(map_id).map(|c| c.netns_cookie);
+        } else if name.starts_with(".rodata") {
+            program.netns_cookie = read_netns_cookie(map_id, map_info.value_size() as usize);
         }
     }
     program
@@ -92,12 +89,59 @@ fn read_ports(map_id: u32) -> Option<BTreeSet<u16>> {
     Some(map.keys().filter_map(Result::ok).collect())
 }
 
-fn read_agent_config(map_id: u32) -> Option<AgentConfig> {
-    let map = Array::<_, AgentConfig>::try_from(open_map(map_id)?).ok()?;
-    map.get(&0, 0).ok()
+/// The agent's network namespace cookie from the program's read-only data: the
+/// object's only read-only global is `AGENT`, whose first member is the cookie (in
+/// every version of `AgentConfig`, so an agent of another build is read right too).
+fn read_netns_cookie(map_id: u32, value_size: usize) -> Option<u64> {
+    if value_size < std::mem::size_of::<u64>() {
+        return None;
+    }
+    let map = MapData::from_id(map_id).ok()?;
+    let mut value = vec![0u8; value_size];
+    lookup(map.fd().as_fd(), 0, &mut value).ok()?;
+    Some(u64::from_ne_bytes(value[..8].try_into().ok()?))
 }
 
 // include/uapi/linux/bpf.h
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+
+/// The `map_elem` member of `union bpf_attr`.
+#[repr(C)]
+struct MapLookupAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// One element of an array map, whatever its value size (aya's typed maps need the
+/// size at compile time). `value` must be exactly the map's value size.
+fn lookup(map: BorrowedFd<'_>, index: u32, value: &mut [u8]) -> io::Result<()> {
+    let mut attr = MapLookupAttr {
+        map_fd: map.as_raw_fd() as u32,
+        _pad: 0,
+        key: &index as *const u32 as u64,
+        value: value.as_mut_ptr() as u64,
+        flags: 0,
+    };
+    // SAFETY: the kernel reads a 4-byte key and writes value_size bytes, which is
+    // `value.len()`; both buffers outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_ELEM,
+            &mut attr as *mut MapLookupAttr,
+            std::mem::size_of::<MapLookupAttr>() as u32,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 const BPF_PROG_QUERY: libc::c_long = 16;
 const BPF_CGROUP_INET4_CONNECT: u32 = 10;
 const BPF_F_QUERY_EFFECTIVE: u32 = 1;

@@ -58,6 +58,7 @@ pub struct OriginalDst {
 pub struct AgentConfig {
     /// Network namespace cookie of the agent: only sockets in this namespace
     /// are redirected (the listener is on loopback, which is per namespace).
+    /// Stays the first member: `exec` reads it from agents of any version.
     pub netns_cookie: u64,
     /// Listener for IPv6 clients (normally ::1).
     pub listen_v6: [u32; 4],
@@ -219,6 +220,7 @@ mod tests {
         assert_eq!(core::mem::offset_of!(SocketKey, port), 16);
         assert_eq!(core::mem::offset_of!(SocketKey, family), 18);
         assert_eq!(core::mem::offset_of!(OriginalDst, tgid), 20);
+        assert_eq!(core::mem::offset_of!(AgentConfig, netns_cookie), 0);
         assert_eq!(core::mem::offset_of!(AgentConfig, listen_v4), 24);
         assert_eq!(core::mem::offset_of!(AgentConfig, include_only), 40);
     }
