@@ -19,7 +19,7 @@ use crate::{Result, step};
 /// Where `cargo xtask run` serves the API (given to it explicitly, so the banner is
 /// right by construction).
 const API_LISTEN: &str = "127.0.0.1:8889";
-/// `frametap-agent`'s defaults, to leave out flags that would repeat them.
+/// `frametap-agent`'s default cgroup, to leave out a flag that would repeat it.
 const DEFAULT_CGROUP: &str = "frametap";
 
 /// What the banner needs of the agent's effective configuration.
@@ -28,6 +28,7 @@ pub struct Effective {
     pub cgroups: Vec<String>,
     pub ports: Vec<u16>,
     pub exclude: Vec<String>,
+    pub include: Vec<String>,
     pub listen: String,
     pub data_dir: PathBuf,
 }
@@ -69,6 +70,7 @@ impl Effective {
             cgroups: strings("cgroup")?,
             ports,
             exclude: strings("exclude")?,
+            include: strings("include")?,
             listen: string("listen")?,
             data_dir: PathBuf::from(string("data-dir")?),
         })
@@ -147,6 +149,9 @@ pub fn banner(cfg: &Effective, agent: &Path, sign_in: &SignIn, sudo: bool) -> St
         )
     };
     out += &format!("  Captured: TCP connects to ports {ports} from {whom}");
+    if !cfg.include.is_empty() {
+        out += &format!(", only to {}", list(&cfg.include));
+    }
     if !cfg.exclude.is_empty() {
         out += &format!(", except to {}", list(&cfg.exclude));
     }
@@ -378,6 +383,7 @@ mod tests {
             cgroups: cgroups.iter().map(|c| c.to_string()).collect(),
             ports: ports.to_vec(),
             exclude: vec![],
+            include: vec![],
             listen: "127.0.0.1:15001".into(),
             data_dir: PathBuf::from(data_dir),
         }
@@ -386,7 +392,7 @@ mod tests {
     #[test]
     fn reads_what_frametap_agent_config_prints() {
         let printed = r#"{
-            "cgroup": ["ncft"], "ports": [80, 443], "exclude": ["10.0.0.0/8"],
+            "cgroup": ["ncft"], "ports": [80, 443], "exclude": ["10.0.0.0/8"], "include": [],
             "listen": "127.0.0.1:15002", "data-dir": "/srv/ft", "log-format": "text",
             "workers": 2, "shutdown-grace": 5, "upstream-ca": [], "insecure-upstream": false,
             "passthrough": [], "ca-name": "frametap CA", "max-frame-payload": 1048576,
@@ -398,6 +404,7 @@ mod tests {
                 cgroups: vec!["ncft".into()],
                 ports: vec![80, 443],
                 exclude: vec!["10.0.0.0/8".into()],
+                include: vec![],
                 listen: "127.0.0.1:15002".into(),
                 data_dir: PathBuf::from("/srv/ft"),
             }
@@ -458,6 +465,19 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("Data dir: /tmp/ft data "), "{text}");
+        // exec finds the agent through the kernel, whatever its data dir.
+        assert!(!text.contains("--data-dir"), "{text}");
+
+        let mut selective = config(&["ncft"], &[80], "/var/lib/frametap");
+        selective.include = vec!["10.1.2.0/24".into()];
+        selective.exclude = vec!["10.1.2.7/32".into()];
+        let text = banner(&selective, Path::new(AGENT), &token(), false);
+        assert!(
+            text.contains(
+                "and its descendants, only to 10.1.2.0/24, except to 10.1.2.7/32, relayed through"
+            ),
+            "{text}"
+        );
 
         let several = banner(
             &config(&["a/b", "frametap"], &[8080], "/var/lib/frametap"),
