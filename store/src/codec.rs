@@ -2,7 +2,8 @@
 //!
 //! Keys (all big-endian so they sort by time, then by sequence):
 //! - `traffic`:   `TrafficId` (8 bytes)
-//! - `ws`:        `TrafficId` + kind (1 byte: [`WS_OPEN`] / [`WS_CLOSE`])
+//! - `ws`:        `TrafficId` + kind (1 byte: [`WS_OPEN`] / [`WS_CLOSE`] of a
+//!   WebSocket connection, [`TUNNEL_END`] of a connection relayed untouched)
 //! - `frames`:    `TrafficId` + seq (8 bytes)
 //! - `deletions`: `TrafficId` + seq (8 bytes): frames of the connection up to and
 //!   including seq were deleted.
@@ -38,6 +39,9 @@ pub const FRAME_FORMAT_V1: u8 = 1;
 pub const WS_OPEN: u8 = 0;
 /// `ws` key kind byte of a [`crate::WsClose`] record.
 pub const WS_CLOSE: u8 = 1;
+/// `ws` key kind byte of a [`crate::TunnelEnd`] record (the end of a connection
+/// relayed untouched; readers that predate it ignore the key).
+pub const TUNNEL_END: u8 = 2;
 
 /// Why a stored value could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -283,6 +287,7 @@ const RECORD_TRAFFIC: u8 = 1;
 const RECORD_WS_OPEN: u8 = 2;
 const RECORD_WS_CLOSE: u8 = 3;
 const RECORD_FRAME: u8 = 4;
+const RECORD_TUNNEL_END: u8 = 5;
 
 /// Encodes one [`Record`] on its own (kind byte, then the record): how the agent
 /// streams records to other processes. Frames use the compact value format above,
@@ -298,6 +303,7 @@ pub fn encode_record(record: &Record) -> Vec<u8> {
         Record::Traffic(t) => json(RECORD_TRAFFIC, t),
         Record::WsOpen(o) => json(RECORD_WS_OPEN, o),
         Record::WsClose(c) => json(RECORD_WS_CLOSE, c),
+        Record::TunnelEnd(e) => json(RECORD_TUNNEL_END, e),
         Record::Frame(f) => {
             let value = encode_frame(f);
             let mut out = Vec::with_capacity(1 + 16 + value.len());
@@ -317,6 +323,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, CodecError> {
         RECORD_TRAFFIC => Record::Traffic(serde_json::from_slice(rest).map_err(bad)?),
         RECORD_WS_OPEN => Record::WsOpen(serde_json::from_slice(rest).map_err(bad)?),
         RECORD_WS_CLOSE => Record::WsClose(serde_json::from_slice(rest).map_err(bad)?),
+        RECORD_TUNNEL_END => Record::TunnelEnd(serde_json::from_slice(rest).map_err(bad)?),
         RECORD_FRAME => {
             if rest.len() < 16 {
                 return Err(CodecError::BadKey(rest.len()));
@@ -539,7 +546,20 @@ mod tests {
             bytes_from_server: 40,
             abnormal: None,
         };
-        for record in [Record::Frame(frame), Record::WsClose(close)] {
+        let end = crate::records::TunnelEnd {
+            traffic,
+            timestamp_ms: 9,
+            duration_ms: 1.5,
+            bytes_from_client: 517,
+            bytes_from_server: 4096,
+            end: "closed".into(),
+            error: None,
+        };
+        for record in [
+            Record::Frame(frame),
+            Record::WsClose(close),
+            Record::TunnelEnd(end),
+        ] {
             assert_eq!(decode_record(&encode_record(&record)).unwrap(), record);
         }
         assert_eq!(decode_record(&[]), Err(CodecError::Empty));

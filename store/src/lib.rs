@@ -18,14 +18,16 @@
 //! | CF          | key                          | value                         |
 //! |-------------|------------------------------|-------------------------------|
 //! | `traffic`   | `TrafficId`                  | [`TrafficEntry`], JSON        |
-//! | `ws`        | `TrafficId` + kind (0 open, 1 close) | [`WsOpen`] / [`WsClose`], JSON |
+//! | `ws`        | `TrafficId` + kind (0 open, 1 close, 2 tunnel end) | [`WsOpen`] / [`WsClose`] / [`TunnelEnd`], JSON |
 //! | `frames`    | `TrafficId` + seq            | [`FrameRecord`], [`codec`] binary, lz4 |
 //! | `deletions` | `TrafficId` + seq            | deletion time (u64 BE ms)     |
 //!
 //! Every key is written once and never rewritten (secondaries can read stale values of
 //! overwritten keys after a flush). Counts are derived from keys: a connection's frame
 //! count is its last seq minus its latest deletion watermark ([`Store::frame_count`],
-//! two seeks). Deleting frames writes a new watermark key plus a range delete.
+//! two seeks). Deleting frames writes a new watermark key plus a range delete. A
+//! connection relayed untouched is listed from its start: its traffic entry is written
+//! then, and its end (bytes, duration) later under its own `ws` key, merged on read.
 //! Range scans use iterate bounds (no prefix extractor is configured).
 
 pub mod codec;
@@ -37,7 +39,7 @@ mod writer;
 
 pub use codec::CodecError;
 pub use ids::{FrameId, IdParseError, TrafficId};
-pub use records::{FrameRecord, Record, TrafficEntry, WsClose, WsConnection, WsOpen};
+pub use records::{FrameRecord, Record, TrafficEntry, TunnelEnd, WsClose, WsConnection, WsOpen};
 pub use retention::{DeleteStats, RetentionHandle, RetentionReport, spawn_retention};
 pub use store::{
     CF_DELETIONS, CF_FRAMES, CF_TRAFFIC, CF_WS, COLUMN_FAMILIES, FrameFilter, Store, StoreOptions,

@@ -4,9 +4,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{FrameId, TrafficId};
 
-/// One HTTP exchange, written once when the exchange completes or fails.
-/// Stored as JSON in the `traffic` column family.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One HTTP exchange, written once when the exchange completes or fails; or one
+/// connection relayed untouched (`not_intercepted` says why), written once when it
+/// starts and completed by its [`TunnelEnd`] when it ends.
+/// Stored as JSON in the `traffic` column family. Fields added after the first
+/// version have serde defaults, so entries written by older agents still decode.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrafficEntry {
     pub id: TrafficId,
     pub timestamp_ms: u64,
@@ -14,7 +17,8 @@ pub struct TrafficEntry {
     pub conn_id: u64,
     pub method: String,
     pub url: String,
-    /// `"http"`, `"https"`, `"ws"` or `"wss"`.
+    /// `"http"`, `"https"`, `"ws"` or `"wss"` for HTTP exchanges; `"tls"` or `"tcp"`
+    /// for connections relayed untouched.
     pub protocol: String,
     pub host: String,
     pub path: String,
@@ -29,6 +33,58 @@ pub struct TrafficEntry {
     pub pid: Option<u32>,
     pub process: Option<String>,
     pub sni: Option<String>,
+    /// Why the connection was relayed untouched instead of intercepted (e.g.
+    /// `"server selected h2"`); `None` for intercepted traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_intercepted: Option<String>,
+    /// Application protocols (ALPN) the client offered in its ClientHello, in its order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alpn_offered: Vec<String>,
+    /// The application protocol the server selected, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpn_selected: Option<String>,
+    /// Bytes the client sent, for connections relayed untouched: filled in from the
+    /// [`TunnelEnd`] when reading (`None` while the connection is open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_from_client: Option<u64>,
+    /// Bytes the server sent, as `bytes_from_client`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_from_server: Option<u64>,
+}
+
+impl TrafficEntry {
+    /// Whether this is a connection relayed untouched (no HTTP exchange).
+    pub fn is_tunnel(&self) -> bool {
+        self.not_intercepted.is_some()
+    }
+
+    /// Completes a tunnel's entry with what its end record says.
+    pub fn apply_end(&mut self, end: &TunnelEnd) {
+        self.duration_ms = Some(end.duration_ms);
+        self.bytes_from_client = Some(end.bytes_from_client);
+        self.bytes_from_server = Some(end.bytes_from_server);
+        if self.error.is_none() {
+            self.error = end.error.clone();
+        }
+    }
+}
+
+/// A connection relayed untouched ended. Its [`TrafficEntry`] was written when it
+/// started (so it is listed while open); this is written once, under its own key, so
+/// no key is ever rewritten. JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TunnelEnd {
+    pub traffic: TrafficId,
+    /// When the connection ended.
+    pub timestamp_ms: u64,
+    pub duration_ms: f64,
+    pub bytes_from_client: u64,
+    pub bytes_from_server: u64,
+    /// How it ended: `"closed"`, `"client reset"`, `"server reset"`.
+    pub end: String,
+    /// Why relaying failed, if it did (e.g. the new upstream connection was refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One WebSocket frame. Stored in the `frames` column family with the compact binary
@@ -187,6 +243,7 @@ pub enum Record {
     WsOpen(WsOpen),
     WsClose(WsClose),
     Frame(FrameRecord),
+    TunnelEnd(TunnelEnd),
 }
 
 impl Record {
@@ -197,6 +254,7 @@ impl Record {
             Record::WsOpen(o) => o.traffic,
             Record::WsClose(c) => c.traffic,
             Record::Frame(f) => f.traffic,
+            Record::TunnelEnd(e) => e.traffic,
         }
     }
 }
@@ -222,5 +280,11 @@ impl From<WsClose> for Record {
 impl From<FrameRecord> for Record {
     fn from(v: FrameRecord) -> Record {
         Record::Frame(v)
+    }
+}
+
+impl From<TunnelEnd> for Record {
+    fn from(v: TunnelEnd) -> Record {
+        Record::TunnelEnd(v)
     }
 }

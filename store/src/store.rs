@@ -12,13 +12,14 @@ use rocksdb::{
     ReadOptions, WriteBatch, WriteOptions,
 };
 
-use crate::codec::{self, WS_CLOSE, WS_OPEN};
+use crate::codec::{self, TUNNEL_END, WS_CLOSE, WS_OPEN};
 use crate::ids::{FrameId, TrafficId};
-use crate::records::{FrameRecord, Record, TrafficEntry, WsClose, WsConnection, WsOpen};
+use crate::records::{FrameRecord, Record, TrafficEntry, TunnelEnd, WsClose, WsConnection, WsOpen};
 
 /// Column family of [`TrafficEntry`] records (key: `TrafficId`).
 pub const CF_TRAFFIC: &str = "traffic";
-/// Column family of [`WsOpen`] / [`WsClose`] records (key: `TrafficId` + kind).
+/// Column family of per-connection records: [`WsOpen`] / [`WsClose`] and
+/// [`TunnelEnd`] (key: `TrafficId` + kind).
 pub const CF_WS: &str = "ws";
 /// Column family of [`FrameRecord`]s (key: `TrafficId` + seq).
 pub const CF_FRAMES: &str = "frames";
@@ -473,21 +474,50 @@ impl Store {
         Ok(last.saturating_sub(self.deletion_watermark(traffic)?))
     }
 
-    /// One traffic entry.
+    /// One traffic entry (a connection relayed untouched completed by its end record).
     pub fn traffic(&self, id: TrafficId) -> Result<Option<TrafficEntry>> {
         let cf = self.cf(CF_TRAFFIC)?;
         match self.inner.db.get_pinned_cf(cf, codec::traffic_key(id))? {
             None => Ok(None),
-            Some(v) => Ok(Some(
-                serde_json::from_slice(&v)
-                    .with_context(|| format!("decoding traffic entry {id}"))?,
-            )),
+            Some(v) => {
+                let mut entry: TrafficEntry = serde_json::from_slice(&v)
+                    .with_context(|| format!("decoding traffic entry {id}"))?;
+                self.complete_tunnel(&mut entry)?;
+                Ok(Some(entry))
+            }
         }
+    }
+
+    /// The end record of the connection relayed untouched `traffic`, once it ended.
+    pub fn tunnel_end(&self, traffic: TrafficId) -> Result<Option<TunnelEnd>> {
+        let cf = self.cf(CF_WS)?;
+        match self
+            .inner
+            .db
+            .get_pinned_cf(cf, codec::ws_key(traffic, TUNNEL_END))?
+        {
+            None => Ok(None),
+            Some(v) => Ok(Some(serde_json::from_slice(&v).with_context(|| {
+                format!("decoding the end record of connection {traffic}")
+            })?)),
+        }
+    }
+
+    /// Fills in a tunnel's byte counts and duration from its end record (one point
+    /// get; nothing for HTTP exchanges).
+    fn complete_tunnel(&self, entry: &mut TrafficEntry) -> Result<()> {
+        if entry.is_tunnel()
+            && let Some(end) = self.tunnel_end(entry.id)?
+        {
+            entry.apply_end(&end);
+        }
+        Ok(())
     }
 
     /// Traffic entries matching `filter`, newest first: skips `offset` matches, returns
     /// at most `limit`, and counts all matches (a full scan of the `traffic` column
-    /// family).
+    /// family). Entries of connections relayed untouched are completed by their end
+    /// records (the filter sees them as first written).
     pub fn traffic_page(
         &self,
         offset: usize,
@@ -512,6 +542,9 @@ impl Store {
             it.prev();
         }
         it.status()?;
+        for entry in &mut page {
+            self.complete_tunnel(entry)?;
+        }
         Ok((page, total))
     }
 
@@ -558,6 +591,11 @@ impl Store {
                 CF_WS,
                 Key::new(&codec::ws_key(c.traffic, WS_CLOSE)),
                 serde_json::to_vec(c)?,
+            ),
+            Record::TunnelEnd(e) => (
+                CF_WS,
+                Key::new(&codec::ws_key(e.traffic, TUNNEL_END)),
+                serde_json::to_vec(e)?,
             ),
             Record::Frame(f) => (
                 CF_FRAMES,

@@ -96,6 +96,7 @@ fn entry(id: TrafficId, url: &str, status: Option<u16>) -> TrafficEntry {
         pid: Some(1234),
         process: Some("curl".into()),
         sni: Some("example.com".into()),
+        ..TrafficEntry::default()
     }
 }
 
@@ -338,6 +339,92 @@ fn traffic_and_ws_reads() {
     // JSON of the read model keeps ids as strings.
     let json = serde_json::to_value(&c).unwrap();
     assert_eq!(json["traffic"], ws.to_string());
+}
+
+#[test]
+fn tunnels_are_listed_while_open_and_completed_by_their_end() {
+    let dir = tmp();
+    let pdir = dir.path().join("primary");
+    let store = primary(&pdir);
+    let sec = Store::open_secondary(&pdir, &dir.path().join("secondary")).unwrap();
+    let id = TrafficId::new(T0, 1);
+    let start = TrafficEntry {
+        id,
+        timestamp_ms: T0,
+        protocol: "tls".into(),
+        url: "tls://h2.example.com:443".into(),
+        host: "h2.example.com".into(),
+        sni: Some("h2.example.com".into()),
+        not_intercepted: Some("server selected h2".into()),
+        alpn_offered: vec!["h2".into(), "http/1.1".into()],
+        alpn_selected: Some("h2".into()),
+        ..TrafficEntry::default()
+    };
+    store.write(&[Record::Traffic(start.clone())]).unwrap();
+    sec.catch_up().unwrap();
+    let open = sec.traffic(id).unwrap().unwrap();
+    assert_eq!(open, start, "listed while open, without counts");
+    assert_eq!(open.bytes_from_client, None);
+
+    let end = TunnelEnd {
+        traffic: id,
+        timestamp_ms: T0 + 2500,
+        duration_ms: 2500.0,
+        bytes_from_client: 517,
+        bytes_from_server: 9000,
+        end: "closed".into(),
+        error: None,
+    };
+    store.write(&[Record::TunnelEnd(end.clone())]).unwrap();
+    // Also through a flush: the entry's key was never rewritten.
+    store.flush().unwrap();
+    sec.catch_up().unwrap();
+    for read in [
+        sec.traffic(id).unwrap().unwrap(),
+        sec.traffic_page(0, 10, |_| true).unwrap().0.remove(0),
+    ] {
+        assert_eq!(read.bytes_from_client, Some(517));
+        assert_eq!(read.bytes_from_server, Some(9000));
+        assert_eq!(read.duration_ms, Some(2500.0));
+        assert_eq!(read.not_intercepted.as_deref(), Some("server selected h2"));
+    }
+    assert_eq!(sec.tunnel_end(id).unwrap(), Some(end));
+    // A WebSocket reader never mistakes the tunnel's end for a connection.
+    assert!(sec.ws_connection(id).unwrap().is_none());
+}
+
+#[test]
+fn traffic_entries_of_the_previous_version_still_decode() {
+    let dir = tmp();
+    let store = primary(dir.path());
+    let id = TrafficId::new(T0, 3);
+    // An entry as the previous agent wrote it: none of the fields added since.
+    let old = serde_json::json!({
+        "id": id, "timestamp_ms": T0, "conn_id": 1, "method": "GET",
+        "url": "https://example.com/", "protocol": "https", "host": "example.com",
+        "path": "/", "status": 200, "request_headers": [["host", "example.com"]],
+        "response_headers": [], "remote_address": "93.184.216.34:443",
+        "tls_version": "TLSv1.3", "duration_ms": 3.5, "error": null,
+        "client_address": "10.0.0.2:5000", "pid": 9, "process": "curl",
+        "sni": "example.com"
+    });
+    let cf = store.cf(CF_TRAFFIC).unwrap();
+    store
+        .inner
+        .db
+        .put_cf(
+            cf,
+            codec::traffic_key(id),
+            serde_json::to_vec(&old).unwrap(),
+        )
+        .unwrap();
+    let read = store.traffic(id).unwrap().unwrap();
+    assert_eq!(read.status, Some(200));
+    assert_eq!(read.not_intercepted, None);
+    assert!(read.alpn_offered.is_empty());
+    // And an entry written now omits the new fields when they are empty.
+    let json = serde_json::to_value(&read).unwrap();
+    assert!(json.get("not_intercepted").is_none() && json.get("alpn_offered").is_none());
 }
 
 #[test]
