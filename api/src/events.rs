@@ -7,6 +7,7 @@
 //! | `websocket:open`  | `{trafficId, url, timestamp, clientAddress, serverAddress, subprotocol, extensions, deflate}` |
 //! | `websocket:frame` | the frame, same JSON as `/api/websocket/frame/:id`         |
 //! | `websocket:close` | `{trafficId, code, reason, frameCount, closedByClient, timestamp, abnormal}` |
+//! | `traffic:end`     | a connection relayed untouched ended: `{trafficId, timestamp, duration, bytesFromClient, bytesFromServer, end, error}` |
 //!
 //! Clients authenticate like REST clients: `auth: {token}` in the Socket.IO
 //! handshake, `?token=` or `Authorization: Bearer`. Each client has a bounded
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::http::{HeaderValue, header::AUTHORIZATION};
-use frametap_store::{Record, WsClose, WsOpen};
+use frametap_store::{Record, TunnelEnd, WsClose, WsOpen};
 use serde::Serialize;
 use socketioxide::extract::{SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
@@ -107,6 +108,7 @@ impl LiveEvents {
                         .await
                 }
                 Record::WsClose(close) => self.emit("websocket:close", &close_event(close)).await,
+                Record::TunnelEnd(end) => self.emit("traffic:end", &end_event(end)).await,
             }
         }
         if !traffic.is_empty() {
@@ -138,6 +140,32 @@ fn open_event(open: &WsOpen) -> OpenEvent<'_> {
         subprotocol: open.subprotocol.as_deref(),
         extensions: open.extensions.as_deref(),
         deflate: open.deflate,
+    }
+}
+
+/// `traffic:end`: a connection relayed untouched (listed by `traffic:batch` when it
+/// started) ended.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EndEvent<'a> {
+    traffic_id: String,
+    timestamp: u64,
+    duration: Option<f64>,
+    bytes_from_client: u64,
+    bytes_from_server: u64,
+    end: &'a str,
+    error: Option<&'a str>,
+}
+
+fn end_event(end: &TunnelEnd) -> EndEvent<'_> {
+    EndEvent {
+        traffic_id: end.traffic.to_string(),
+        timestamp: end.timestamp_ms,
+        duration: Some(end.duration_ms).filter(|d| d.is_finite()),
+        bytes_from_client: end.bytes_from_client,
+        bytes_from_server: end.bytes_from_server,
+        end: &end.end,
+        error: end.error.as_deref(),
     }
 }
 

@@ -7,6 +7,12 @@
 //! What frametap does not record is written as HAR says to: sizes `-1`, no bodies.
 //! The HTTP version is not recorded either; entries say `HTTP/1.1` (what every
 //! WebSocket upgrade is).
+//!
+//! HAR describes HTTP exchanges, so traffic entries without an HTTP request are left
+//! out ([`has_http_exchange`]): connections relayed untouched (`tls`, `tcp`) and TLS
+//! handshakes that failed before the client sent a request. `log.comment` says how
+//! many were left out. An exchange frametap answered itself (a `502` when the
+//! upstream's certificate was refused) has its request and is exported.
 
 use std::net::SocketAddr;
 
@@ -230,6 +236,12 @@ pub fn har(entries: Vec<HarEntry>, comment: Option<String>) -> Har {
             comment,
         },
     }
+}
+
+/// Whether `entry` holds an HTTP request (and so belongs in a HAR): not a connection
+/// relayed untouched, not a handshake that failed before any request.
+pub fn has_http_exchange(entry: &TrafficEntry) -> bool {
+    !entry.is_tunnel() && !entry.method.is_empty()
 }
 
 /// Whether `entry` is a WebSocket connection (its upgrade succeeded).

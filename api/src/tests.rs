@@ -121,6 +121,7 @@ fn entry(id: TrafficId, method: &str, url: &str, status: Option<u16>) -> StoredE
         pid: Some(4242),
         process: Some("chat-app".into()),
         sni: Some(host.into()),
+        ..StoredEntry::default()
     }
 }
 
@@ -1393,6 +1394,11 @@ async fn traffic_entry_view_and_404() {
             "pid": 4242,
             "process": "chat-app",
             "sni": "chat.example.com",
+            "notIntercepted": null,
+            "alpnOffered": [],
+            "alpnSelected": null,
+            "bytesFromClient": null,
+            "bytesFromServer": null,
         })
     );
     // The list shows the same view.
@@ -1409,6 +1415,144 @@ async fn traffic_entry_view_and_404() {
         let reply = get(&app, &format!("/api/traffic/{id}")).await;
         assert_eq!(reply.status, StatusCode::NOT_FOUND, "{id:.40}");
         assert_eq!(reply.body, json!({"error": "Traffic entry not found"}));
+    }
+}
+
+/// A TLS connection relayed untouched because the server chose h2.
+const TUNNEL: TrafficId = TrafficId((1_709_136_005_000 << 16) | 1);
+/// A client that refused the frametap certificate: no request.
+const REFUSED: TrafficId = TrafficId((1_709_136_005_500 << 16) | 1);
+/// A request answered with 502 because the upstream's certificate was refused.
+const GATEWAY: TrafficId = TrafficId((1_709_136_006_000 << 16) | 1);
+
+/// Writes [`TUNNEL`] (still open), [`REFUSED`] and [`GATEWAY`].
+fn write_tls_outcomes(fx: &Fixture) {
+    let tunnel = StoredEntry {
+        id: TUNNEL,
+        timestamp_ms: TUNNEL.timestamp_ms(),
+        conn_id: 40,
+        url: "tls://h2.example.com:443".into(),
+        protocol: "tls".into(),
+        host: "h2.example.com".into(),
+        remote_address: "93.184.216.35:443".into(),
+        client_address: "10.0.0.2:50040".into(),
+        sni: Some("h2.example.com".into()),
+        not_intercepted: Some("server selected h2".into()),
+        alpn_offered: vec!["h2".into(), "http/1.1".into()],
+        alpn_selected: Some("h2".into()),
+        ..StoredEntry::default()
+    };
+    let refused = StoredEntry {
+        id: REFUSED,
+        timestamp_ms: REFUSED.timestamp_ms(),
+        protocol: "https".into(),
+        host: "pinned.example.com".into(),
+        error: Some(
+            "client TLS handshake failed: the client does not trust the frametap CA".into(),
+        ),
+        ..StoredEntry::default()
+    };
+    let gateway = StoredEntry {
+        status: Some(502),
+        error: Some("upstream TLS failed for private.example.com".into()),
+        ..entry(GATEWAY, "GET", "https://private.example.com/chat", None)
+    };
+    fx.primary
+        .write(&[tunnel.into(), refused.into(), gateway.into()])
+        .unwrap();
+    fx.catch_up();
+}
+
+#[tokio::test]
+async fn connections_relayed_untouched_are_listed_and_completed_at_their_end() {
+    let fx = Fixture::new();
+    write_tls_outcomes(&fx);
+    let app = fx.router();
+    let open = get(&app, &format!("/api/traffic/{TUNNEL}")).await;
+    assert_eq!(open.status, StatusCode::OK);
+    assert_eq!(open.body["protocol"], "tls");
+    assert_eq!(open.body["notIntercepted"], "server selected h2");
+    assert_eq!(open.body["alpnOffered"], json!(["h2", "http/1.1"]));
+    assert_eq!(open.body["alpnSelected"], "h2");
+    assert_eq!(open.body["status"], Value::Null);
+    assert_eq!(open.body["bytesFromClient"], Value::Null, "still open");
+    assert_eq!(open.body["duration"], Value::Null);
+
+    let listed = get(&app, "/api/traffic?protocol=tls,tcp").await;
+    assert_eq!(ids(&listed), [TUNNEL.to_string()]);
+    let listed = get(&app, "/api/traffic?search=h2.example").await;
+    assert_eq!(ids(&listed), [TUNNEL.to_string()]);
+
+    fx.primary
+        .write(&[Record::TunnelEnd(frametap_store::TunnelEnd {
+            traffic: TUNNEL,
+            timestamp_ms: TUNNEL.timestamp_ms() + 80,
+            duration_ms: 80.5,
+            bytes_from_client: 900,
+            bytes_from_server: 4200,
+            end: "closed".into(),
+            error: None,
+        })])
+        .unwrap();
+    fx.catch_up();
+    for view in [
+        get(&app, &format!("/api/traffic/{TUNNEL}")).await.body,
+        get(&app, "/api/traffic?protocol=tls").await.body["entries"][0].clone(),
+    ] {
+        assert_eq!(view["bytesFromClient"], 900);
+        assert_eq!(view["bytesFromServer"], 4200);
+        assert_eq!(view["duration"], 80.5);
+    }
+}
+
+#[tokio::test]
+async fn har_leaves_out_entries_without_an_http_exchange() {
+    let fx = Fixture::new();
+    write_tls_outcomes(&fx);
+    let app = fx.router();
+    let from = TUNNEL.timestamp_ms();
+    let har = get_har(
+        &app,
+        &format!("/api/har?from={from}"),
+        &format!("frametap-{from}-latest.har"),
+    )
+    .await;
+    let entries = har["log"]["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "only the 502 has a request: {entries:#?}");
+    let gateway = &entries[0];
+    assert_eq!(
+        gateway["request"]["url"],
+        "https://private.example.com/chat"
+    );
+    assert_eq!(gateway["response"]["status"], 502);
+    assert_eq!(gateway["response"]["statusText"], "Bad Gateway");
+    assert!(
+        gateway["comment"]
+            .as_str()
+            .unwrap()
+            .contains("upstream TLS failed")
+    );
+    let comment = har["log"]["comment"].as_str().unwrap();
+    assert!(
+        comment.contains("2 entries in the range without an HTTP exchange"),
+        "{comment}"
+    );
+    for (id, why) in [
+        (TUNNEL, "relayed untouched: server selected h2"),
+        (REFUSED, "does not trust the frametap CA"),
+    ] {
+        let har = get_har(
+            &app,
+            &format!("/api/har?trafficId={id}"),
+            &format!("frametap-{id}.har"),
+        )
+        .await;
+        assert_eq!(har["log"]["entries"], json!([]));
+        let comment = har["log"]["comment"].as_str().unwrap();
+        assert!(
+            comment.contains(why) && comment.contains("no HTTP exchange"),
+            "{comment}"
+        );
     }
 }
 

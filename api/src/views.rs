@@ -329,7 +329,9 @@ impl<'de> Deserialize<'de> for Headers {
     }
 }
 
-/// One HTTP exchange (for WebSockets: the upgrade request and its 101 response).
+/// One HTTP exchange (for WebSockets: the upgrade request and its 101 response), or
+/// one connection relayed untouched (protocol `tls` or `tcp`, `notIntercepted` says
+/// why; no method, path or status).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TrafficEntry {
@@ -344,7 +346,8 @@ pub struct TrafficEntry {
     /// Full URL.
     #[schema(example = "wss://chat.example.com/socket")]
     pub url: String,
-    /// `http`, `https`, `ws` or `wss`.
+    /// `http`, `https`, `ws` or `wss` for HTTP exchanges; `tls` or `tcp` for
+    /// connections relayed untouched.
     #[schema(example = "wss")]
     pub protocol: String,
     /// Host (from the URL).
@@ -365,7 +368,8 @@ pub struct TrafficEntry {
     /// TLS version towards the client, e.g. `TLSv1.3`; `null` for plaintext.
     #[schema(required = true)]
     pub tls_version: Option<String>,
-    /// Milliseconds from request start to response end; `null` if unfinished.
+    /// Milliseconds from request start to response end (for a connection relayed
+    /// untouched: from its start to its end); `null` if unfinished.
     #[schema(required = true)]
     pub duration: Option<f64>,
     /// Why the exchange failed.
@@ -382,6 +386,31 @@ pub struct TrafficEntry {
     /// TLS server name indication sent by the client.
     #[schema(required = true)]
     pub sni: Option<String>,
+    /// Why the connection was relayed untouched instead of intercepted, e.g. `server
+    /// selected h2`, `on the --passthrough list`, `neither TLS nor HTTP`; `null` for
+    /// intercepted traffic.
+    #[serde(default)]
+    #[schema(required = true, example = "server selected h2")]
+    pub not_intercepted: Option<String>,
+    /// Application protocols (ALPN) the client offered, in its order; empty without TLS
+    /// or ALPN.
+    #[serde(default)]
+    #[schema(example = json!(["h2", "http/1.1"]))]
+    pub alpn_offered: Vec<String>,
+    /// The application protocol the server selected, when known.
+    #[serde(default)]
+    #[schema(required = true, example = "h2")]
+    pub alpn_selected: Option<String>,
+    /// Bytes the client sent through a connection relayed untouched; `null` while it is
+    /// open and for HTTP exchanges.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub bytes_from_client: Option<u64>,
+    /// Bytes the server sent through a connection relayed untouched; `null` while it is
+    /// open and for HTTP exchanges.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub bytes_from_server: Option<u64>,
 }
 
 /// The JSON view of a stored traffic entry.
@@ -406,6 +435,11 @@ pub fn traffic_json(entry: &frametap_store::TrafficEntry) -> TrafficEntry {
         pid: entry.pid,
         process: entry.process.clone(),
         sni: entry.sni.clone(),
+        not_intercepted: entry.not_intercepted.clone(),
+        alpn_offered: entry.alpn_offered.clone(),
+        alpn_selected: entry.alpn_selected.clone(),
+        bytes_from_client: entry.bytes_from_client,
+        bytes_from_server: entry.bytes_from_server,
     }
 }
 

@@ -26,7 +26,10 @@ use super::websocket::{
 };
 use super::{PathText, follower};
 use crate::error::{ApiError, ErrorBody, excerpt};
-use crate::har::{Har, HarEntry, HarWebSocketMessage, har, har_entry, har_message, is_websocket};
+use crate::har::{
+    Har, HarEntry, HarWebSocketMessage, har, har_entry, har_message, has_http_exchange,
+    is_websocket,
+};
 use crate::messages::Reassembler;
 use crate::query::QueryParams;
 use crate::state::AppState;
@@ -115,6 +118,11 @@ impl HarSelection {
 /// Capped: a range exports its 10,000 oldest entries, and one HAR carries at most
 /// 100,000 messages and about 64 MiB of message content; `log.comment` and the entries'
 /// `comment` say what was left out (the messages endpoint pages through everything).
+///
+/// Only HTTP exchanges are exported: entries without a request (connections relayed
+/// untouched, protocol `tls` or `tcp`, and TLS handshakes that failed before the client
+/// sent a request) are left out, and `log.comment` counts them. Such an entry asked
+/// for by `trafficId` gives a HAR with no entries that says why.
 #[utoipa::path(
     get,
     path = "/api/har",
@@ -172,14 +180,32 @@ fn build_har(store: &Store, selection: HarSelection) -> anyhow::Result<Option<Ha
     let (entries, comment) = match selection {
         HarSelection::Traffic(id) => match store.traffic(id)? {
             None => return Ok(None),
+            Some(entry) if !has_http_exchange(&entry) => {
+                let why = entry
+                    .not_intercepted
+                    .as_deref()
+                    .map(|why| format!("relayed untouched: {why}"))
+                    .or_else(|| entry.error.clone())
+                    .unwrap_or_else(|| "no request was recorded".into());
+                let note = format!(
+                    "frametap: traffic entry {id} has no HTTP exchange ({why}); HAR holds HTTP \
+                     exchanges only (GET /api/traffic/{id} has the entry)."
+                );
+                return Ok(Some(har(Vec::new(), Some(note))));
+            }
             Some(entry) => (vec![entry], None),
         },
         HarSelection::Range { from, to } => {
             let to = to.unwrap_or(u64::MAX);
             // One pass over the table (newest first), keeping the oldest entries.
             let kept = RefCell::new(VecDeque::new());
+            let left_out = std::cell::Cell::new(0u64);
             let (_, total) = store.traffic_page(0, 0, |entry| {
-                let hit = (from..=to).contains(&entry.timestamp_ms);
+                let in_range = (from..=to).contains(&entry.timestamp_ms);
+                let hit = in_range && has_http_exchange(entry);
+                if in_range && !hit {
+                    left_out.set(left_out.get() + 1);
+                }
                 if hit {
                     let mut kept = kept.borrow_mut();
                     kept.push_back(entry.clone());
@@ -191,14 +217,23 @@ fn build_har(store: &Store, selection: HarSelection) -> anyhow::Result<Option<Ha
             })?;
             let mut entries: Vec<_> = kept.into_inner().into();
             entries.reverse();
-            let comment = (total > entries.len() as u64).then(|| {
-                format!(
+            let mut notes = Vec::new();
+            if total > entries.len() as u64 {
+                notes.push(format!(
                     "frametap: {total} entries started in the range; this export holds the \
                      {MAX_HAR_ENTRIES} oldest. The rest started at or after {}.",
                     entries.last().map_or(from, |e| e.timestamp_ms)
-                )
-            });
-            (entries, comment)
+                ));
+            }
+            if left_out.get() > 0 {
+                notes.push(format!(
+                    "frametap: {} entries in the range without an HTTP exchange (connections \
+                     relayed untouched, TLS handshakes that failed before a request) are left \
+                     out; GET /api/traffic lists them.",
+                    left_out.get()
+                ));
+            }
+            (entries, (!notes.is_empty()).then(|| notes.join(" ")))
         }
     };
     let mut har_entries: Vec<HarEntry> = Vec::with_capacity(entries.len());

@@ -16,7 +16,7 @@ pub(crate) const DEFAULT_TRAFFIC_LIMIT: u64 = 100;
 /// Largest allowed `limit` of a traffic page.
 pub(crate) const MAX_TRAFFIC_LIMIT: u64 = 1000;
 /// The values of `protocol` (and of a traffic entry's `protocol`).
-const PROTOCOLS: [&str; 4] = ["http", "https", "ws", "wss"];
+const PROTOCOLS: [&str; 6] = ["http", "https", "ws", "wss", "tls", "tcp"];
 
 /// Which traffic entries a list returns. `None` fields match everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,7 +50,7 @@ impl TrafficFilter {
                             .ok_or_else(|| {
                                 ApiError::BadRequest(format!(
                                     "query parameter `protocol` takes a comma-separated list of \
-                                     http, https, ws, wss; got {:?}",
+                                     http, https, ws, wss, tls, tcp; got {:?}",
                                     excerpt(item)
                                 ))
                             })
@@ -106,7 +106,8 @@ fn contains_ignoring_case(haystack: &str, needle_lower: &str) -> bool {
 
 /// List traffic entries.
 ///
-/// Newest first. `count` is the number of all entries matching the filters, not just
+/// HTTP exchanges and connections relayed untouched (protocol `tls` or `tcp`, with
+/// `notIntercepted` saying why; listed from their start). Newest first. `count` is the number of all entries matching the filters, not just
 /// the page. Scans the whole traffic table.
 #[utoipa::path(
     get,
@@ -116,7 +117,7 @@ fn contains_ignoring_case(haystack: &str, needle_lower: &str) -> bool {
     params(
         ("methods" = Option<String>, Query, description = "Comma-separated HTTP methods, case-insensitive, e.g. GET,POST"),
         ("search" = Option<String>, Query, description = "Case-insensitive substring of the URL, host or path"),
-        ("protocol" = Option<String>, Query, description = "Comma-separated protocols among http, https, ws, wss"),
+        ("protocol" = Option<String>, Query, description = "Comma-separated protocols among http, https, ws, wss (HTTP exchanges) and tls, tcp (connections relayed untouched)"),
         ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Most entries to return (1 to 1000, default 100)"),
         ("offset" = Option<u64>, Query, minimum = 0, description = "Matching entries to skip (default 0)"),
     ),
@@ -196,6 +197,8 @@ mod tests {
         assert_eq!(f.methods, Some(vec!["GET".to_string(), "POST".to_string()]));
         assert_eq!(f.protocols, Some(vec!["wss", "ws"]));
         assert_eq!(f.search.as_deref(), Some("chat"));
+        let f = parse("protocol=TLS,tcp").unwrap();
+        assert_eq!(f.protocols, Some(vec!["tls", "tcp"]));
         assert_eq!(parse("search=&methods=").unwrap(), TrafficFilter::default());
     }
 
