@@ -328,6 +328,7 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             payload_cap: usize::try_from(cfg.max_frame_payload).unwrap_or(usize::MAX),
             rules,
             live,
+            alpn: Default::default(),
         },
         recorder.clone(),
     ));

@@ -41,6 +41,8 @@ pub struct InterceptSettings {
     pub rules: Arc<crate::rules::RuleBook>,
     /// Open WebSocket connections, for injecting messages.
     pub live: Arc<crate::live::LiveConnections>,
+    /// What servers selected for clients offering more than http/1.1.
+    pub alpn: crate::intercept::alpn::AlpnCache,
 }
 
 /// What every connection task shares.
@@ -204,47 +206,48 @@ pub async fn handle_redirected(ctx: &ProxyContext, client: TcpStream, info: Conn
             relay::reset_on_close(&client);
             log_closed(
                 &info,
-                "tcp",
-                0,
-                0,
-                "upstream connect failed",
-                Some(&e.to_string()),
+                &intercept::Outcome {
+                    kind: "tcp",
+                    bytes_up: 0,
+                    bytes_down: 0,
+                    end: "upstream connect failed".into(),
+                    error: Some(e.to_string()),
+                    warn: false,
+                    not_intercepted: None,
+                },
             );
             return;
         }
     };
     let out = intercept::handle(ctx, client, upstream, &info).await;
-    log_closed(
-        &info,
-        out.kind,
-        out.bytes_up,
-        out.bytes_down,
-        &out.end,
-        out.error.as_deref(),
-    );
+    log_closed(&info, &out);
 }
 
-/// One line per connection: who, where to, what, how much, how long, how it ended.
-fn log_closed(
-    info: &ConnectionInfo,
-    kind: &str,
-    up: u64,
-    down: u64,
-    end: &str,
-    error: Option<&str>,
-) {
-    info!(
-        conn = info.id,
-        pid = info.original.tgid,
-        comm = info.original.comm(),
-        client = %info.client_addr,
-        original_dst = %info.destination(),
-        kind,
-        bytes_up = up,
-        bytes_down = down,
-        duration_ms = frametap_logging::millis(info.accepted_at.elapsed()),
-        end,
-        error,
-        "connection closed"
-    );
+/// One line per connection: who, where to, what, how much, how long, how it ended;
+/// a warning when something failed that the user can fix (a TLS handshake).
+fn log_closed(info: &ConnectionInfo, out: &intercept::Outcome) {
+    macro_rules! line {
+        ($level:ident) => {
+            $level!(
+                conn = info.id,
+                pid = info.original.tgid,
+                comm = info.original.comm(),
+                client = %info.client_addr,
+                original_dst = %info.destination(),
+                kind = out.kind,
+                bytes_up = out.bytes_up,
+                bytes_down = out.bytes_down,
+                duration_ms = frametap_logging::millis(info.accepted_at.elapsed()),
+                end = out.end.as_str(),
+                not_intercepted = out.not_intercepted.as_deref(),
+                error = out.error.as_deref(),
+                "connection closed"
+            )
+        };
+    }
+    if out.warn {
+        line!(warn);
+    } else {
+        line!(info);
+    }
 }

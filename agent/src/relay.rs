@@ -65,6 +65,34 @@ pub fn reset_on_close(socket: &impl std::os::fd::AsFd) {
     let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
 }
 
+/// Bytes a TCP socket has carried so far, as the kernel counts them (TCP_INFO):
+/// `(received, written)`, where written counts what this side wrote, whether it
+/// went out yet or still waits in the send queue. `None` where TCP_INFO lacks them.
+pub fn wire_bytes(socket: &impl std::os::fd::AsFd) -> Option<(u64, u64)> {
+    // SAFETY: an all-zero tcp_info is valid (plain integers).
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: the fd is borrowed for the call; info and len describe a buffer of
+    // exactly that size, which the kernel fills at most.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_fd().as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    // Kernels older than 4.19 fill less than tcpi_bytes_retrans.
+    let needed = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_retrans) + 8;
+    if rc != 0 || (len as usize) < needed {
+        return None;
+    }
+    let written = (info.tcpi_bytes_sent - info.tcpi_bytes_retrans.min(info.tcpi_bytes_sent))
+        + u64::from(info.tcpi_notsent_bytes);
+    Some((info.tcpi_bytes_received, written))
+}
+
 /// Bytes one pipe holds (F_SETPIPE_SZ); also the most one splice call moves.
 const PIPE_CAPACITY: usize = 1 << 20;
 /// Spare pipes kept per worker thread for the next connections.
@@ -385,6 +413,19 @@ mod tests {
         // already handed its pipe back.
         let spare = SPARE_PIPES.with(|p| p.borrow().len());
         assert!((1..=2).contains(&spare), "{spare} spare pipes");
+    }
+
+    #[tokio::test]
+    async fn wire_bytes_counts_what_a_socket_carried() {
+        let (mut a, mut b) = pair().await;
+        a.write_all(b"hello").await.unwrap();
+        let mut five = [0u8; 5];
+        b.read_exact(&mut five).await.unwrap();
+        b.write_all(b"hi").await.unwrap();
+        let mut two = [0u8; 2];
+        a.read_exact(&mut two).await.unwrap();
+        assert_eq!(wire_bytes(&a), Some((2, 5)));
+        assert_eq!(wire_bytes(&b), Some((5, 2)));
     }
 
     #[tokio::test]

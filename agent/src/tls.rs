@@ -209,6 +209,11 @@ impl LeafMinter {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The CA certificate file that captured applications must trust.
+    pub fn ca_cert_path(&self) -> &Path {
+        &self.ca.cert_path
+    }
+
     fn mint(&self, subject: &LeafSubject) -> anyhow::Result<CertifiedKey> {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
@@ -317,6 +322,14 @@ impl TlsContext {
         } else {
             &self.upstream
         })
+    }
+
+    /// Client config for the upstream leg offering exactly `alpn` (the client's own
+    /// list, to learn what the server picks for it).
+    pub fn upstream_config_offering(&self, alpn: &[Vec<u8>]) -> Arc<ClientConfig> {
+        let mut config = (*self.upstream).clone();
+        config.alpn_protocols = alpn.to_vec();
+        Arc::new(config)
     }
 
     /// Server config for the client leg, presenting a leaf for `subject`.

@@ -1,18 +1,22 @@
 //! Interception of one redirected connection, once the upstream socket is open.
 //!
 //! 1. Sniff the client's first bytes (the upstream may speak first instead: then
-//!    it is not HTTP and is relayed as is).
-//! 2. A TLS ClientHello: mint a leaf for its SNI, terminate TLS on the client leg,
-//!    open a verified TLS connection upstream with the same SNI, then go to 3.
-//!    Hosts on the passthrough list, and clients that offer ALPN without http/1.1,
-//!    are relayed untouched (recorded as a connection only).
+//!    it is not HTTP and is relayed untouched).
+//! 2. A TLS ClientHello: see [`https`]: intercept (mint a leaf for its SNI,
+//!    terminate TLS on the client leg, open a verified TLS connection upstream with
+//!    the same SNI, then 3), or relay untouched when interception would change what
+//!    the application gets (passthrough list, a server that selects h2).
 //! 3. HTTP/1.x: relay bytes while [`session::SessionState`] watches them and emits
 //!    traffic entries and WebSocket frames, which are recorded before the bytes that
 //!    complete them are forwarded. Bytes go out unchanged unless a rule changes a
 //!    WebSocket message; injected messages are written between messages.
-//! 4. Anything else: byte relay.
+//! 4. Anything else: relayed untouched ([`untouched`]), and listed as such.
+pub mod alpn;
+pub mod diagnose;
+pub mod https;
 pub mod prefixed;
 pub mod session;
+pub mod untouched;
 pub mod websocket;
 
 use std::{
@@ -27,23 +31,22 @@ use std::{
 
 use frametap_proto::tls_hello::{self, Sniff};
 use tokio::{
-    io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, BufReader, ReadBuf},
+    io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
 };
-use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tracing::debug;
 
 use self::{
     prefixed::Prefixed,
     session::{Ending, SessionMeta, SessionState, Side},
+    untouched::Untouched,
     websocket::Forward,
 };
 use crate::{
     live::{Injection, Registration},
     proxy::{ConnectionInfo, ProxyContext},
     recorder::now_ms,
-    relay::{self, RelayEnd},
-    tls::{LeafSubject, upstream_server_name},
+    relay,
 };
 
 /// How long to wait for the client's first bytes before treating the connection
@@ -62,6 +65,10 @@ pub struct Outcome {
     pub bytes_down: u64,
     pub end: String,
     pub error: Option<String>,
+    /// Logged as a warning: something failed that the user can fix (a TLS handshake).
+    pub warn: bool,
+    /// Why the connection was relayed untouched, when it was.
+    pub not_intercepted: Option<String>,
 }
 
 /// Hosts relayed without interception (certificate-pinned apps): exact names,
@@ -112,6 +119,7 @@ impl Passthrough {
 enum First {
     Tls(tls_hello::ClientHello),
     Http,
+    /// Not interpreted; why.
     Other(&'static str),
 }
 
@@ -134,41 +142,52 @@ fn classify(prefix: &[u8]) -> Option<First> {
         return match tls_hello::sniff(prefix) {
             Sniff::NeedMore => None,
             Sniff::Hello(h) => Some(First::Tls(h)),
-            Sniff::NotTls => Some(First::Other("not TLS")),
+            Sniff::NotTls => Some(First::Other("neither TLS nor HTTP")),
             Sniff::Malformed(_) => Some(First::Other("malformed TLS ClientHello")),
         };
     }
     match looks_like_http(prefix)? {
         true => Some(First::Http),
-        false => Some(First::Other("not HTTP")),
+        false => Some(First::Other("neither TLS nor HTTP")),
     }
 }
 
-/// Read the client's first bytes until they can be classified. None: the upstream
-/// spoke first, the client sent nothing in time, or closed.
-async fn sniff(client: &TcpStream, upstream: &TcpStream, prefix: &mut Vec<u8>) -> Option<First> {
+/// Read the client's first bytes until they can be classified; when they can't (the
+/// upstream spoke first, the client sent nothing in time, or closed), why.
+async fn sniff(client: &TcpStream, upstream: &TcpStream, prefix: &mut Vec<u8>) -> First {
     let deadline = tokio::time::Instant::now() + SNIFF_TIMEOUT;
     let mut buf = [0u8; 4096];
+    let closed = |prefix: &[u8]| {
+        First::Other(if prefix.is_empty() {
+            "the client closed before sending anything"
+        } else {
+            "the client closed before its first bytes could be classified"
+        })
+    };
     loop {
         tokio::select! {
             biased;
             r = client.readable() => {
-                r.ok()?;
+                if r.is_err() {
+                    return closed(prefix);
+                }
                 match client.try_read(&mut buf) {
-                    Ok(0) => return None,
+                    Ok(0) => return closed(prefix),
                     Ok(n) => prefix.extend_from_slice(&buf[..n]),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                    Err(_) => return None,
+                    Err(_) => return closed(prefix),
                 }
                 if let Some(first) = classify(prefix) {
-                    return Some(first);
+                    return first;
                 }
                 if prefix.len() > tls_hello::MAX_CLIENT_HELLO {
-                    return Some(First::Other("first bytes too long to classify"));
+                    return First::Other("first bytes too long to classify");
                 }
             }
-            _ = upstream.readable() => return None,
-            _ = tokio::time::sleep_until(deadline) => return None,
+            _ = upstream.readable() => return First::Other("the server spoke first"),
+            _ = tokio::time::sleep_until(deadline) => {
+                return First::Other("the client sent nothing for a second");
+            }
         }
     }
 }
@@ -180,22 +199,9 @@ pub async fn handle(
     info: &ConnectionInfo,
 ) -> Outcome {
     let mut prefix = Vec::new();
-    let first = sniff(&client, &upstream, &mut prefix).await;
-    let dst = info.destination();
-    match first {
-        Some(First::Tls(hello)) => {
-            let offers_alpn = !hello.alpn.is_empty();
-            let http11 = hello.alpn.iter().any(|p| p == b"http/1.1");
-            if ctx.intercept.passthrough.matches(hello.sni.as_deref(), dst) {
-                return raw(client, upstream, prefix, "tls passthrough").await;
-            }
-            if offers_alpn && !http11 {
-                // h2-only or another protocol over TLS: we only speak HTTP/1.1 inside.
-                return raw(client, upstream, prefix, "tls passthrough (alpn)").await;
-            }
-            intercept_tls(ctx, client, upstream, prefix, hello, info).await
-        }
-        Some(First::Http) => {
+    match sniff(&client, &upstream, &mut prefix).await {
+        First::Tls(hello) => https::handle(ctx, client, upstream, prefix, hello, info).await,
+        First::Http => {
             let meta = meta(info, false, None, None);
             let fds = (client.as_raw_fd(), upstream.as_raw_fd());
             session(
@@ -208,11 +214,10 @@ pub async fn handle(
             )
             .await
         }
-        Some(First::Other(why)) => {
-            debug!(conn = info.id, why, "relaying without interpretation");
-            raw(client, upstream, prefix, "tcp").await
+        First::Other(why) => {
+            debug!(conn = info.id, why, "relaying untouched");
+            untouched::relay(ctx, client, upstream, prefix, info, Untouched::tcp(why)).await
         }
-        None => raw(client, upstream, prefix, "tcp").await,
     }
 }
 
@@ -231,135 +236,8 @@ fn meta(
         server_address: info.destination().to_string(),
         pid: (info.original.tgid != 0).then_some(info.original.tgid),
         process: Some(info.original.comm()).filter(|c| !c.is_empty()),
-    }
-}
-
-async fn raw(
-    client: TcpStream,
-    upstream: TcpStream,
-    prefix: Vec<u8>,
-    kind: &'static str,
-) -> Outcome {
-    let mut upstream = upstream;
-    if !prefix.is_empty() && upstream.write_all(&prefix).await.is_err() {
-        relay::reset_on_close(&client);
-        return Outcome {
-            kind,
-            bytes_up: 0,
-            bytes_down: 0,
-            end: RelayEnd::ServerReset.to_string(),
-            error: None,
-        };
-    }
-    let out = relay::relay(client, upstream).await;
-    Outcome {
-        kind,
-        bytes_up: out.client_to_server + prefix.len() as u64,
-        bytes_down: out.server_to_client,
-        end: out.end.to_string(),
-        error: None,
-    }
-}
-
-async fn intercept_tls(
-    ctx: &ProxyContext,
-    client: TcpStream,
-    upstream: TcpStream,
-    prefix: Vec<u8>,
-    hello: tls_hello::ClientHello,
-    info: &ConnectionInfo,
-) -> Outcome {
-    // ALPN is offered upstream only when the client offered it (http/1.1 is then among them).
-    let offers_alpn = !hello.alpn.is_empty();
-    let tls = &ctx.intercept.tls;
-    let dst = info.destination();
-    let subject = match &hello.sni {
-        Some(name) => LeafSubject::Dns(name.clone()),
-        None => LeafSubject::Ip(dst.ip()),
-    };
-    let fds = (client.as_raw_fd(), upstream.as_raw_fd());
-    // Only used to shape the record of a failed handshake.
-    let state = SessionState::new(
-        meta(info, true, hello.sni.clone(), None),
-        ctx.recorder.ids.clone(),
-        ctx.intercept.payload_cap,
-        ctx.intercept.rules.clone(),
-    );
-    let (server_config, server_name) = match (
-        tls.client_leg_config(&subject, offers_alpn),
-        upstream_server_name(&subject),
-    ) {
-        (Ok(c), Ok(n)) => (c, n),
-        (Err(e), _) | (_, Err(e)) => {
-            let error = format!("cannot mint a certificate for {}: {e:#}", subject.label());
-            ctx.recorder
-                .persist(vec![state.failure_entry(now_ms(), error.clone())])
-                .await;
-            let mut out = raw(client, upstream, prefix, "tls passthrough (no leaf)").await;
-            out.error = Some(error);
-            return out;
-        }
-    };
-    // Both handshakes at once: the client leg's does not wait for the server's.
-    let client_leg = TlsAcceptor::from(server_config).accept(Prefixed::new(
-        prefix,
-        BufReader::with_capacity(TLS_SOCKET_BUFFER, client),
-    ));
-    let server_leg = TlsConnector::from(tls.upstream_config(offers_alpn)).connect(
-        server_name,
-        BufReader::with_capacity(TLS_SOCKET_BUFFER, upstream),
-    );
-    let (client_tls, server_tls) = tokio::join!(client_leg, server_leg);
-    match (client_tls, server_tls) {
-        (Ok(client_tls), Ok(server_tls)) => {
-            let version = client_tls
-                .get_ref()
-                .1
-                .protocol_version()
-                .and_then(|v| v.as_str())
-                .map(|v| v.replace("TLSv1_", "TLSv1.").replace("TLSv1.0", "TLSv1"));
-            let sni = hello.sni.clone();
-            let meta = meta(info, true, sni, version);
-            session(ctx, client_tls, server_tls, fds, meta, "https").await
-        }
-        (Ok(mut client_tls), Err(e)) => {
-            // The client trusts us but the server failed verification (or the
-            // handshake): answer like a gateway, and record why.
-            let error = format!("upstream TLS failed: {e}");
-            let body = format!("frametap: {error}\n");
-            let response = format!(
-                "HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = client_tls.write_all(response.as_bytes()).await;
-            let _ = client_tls.shutdown().await;
-            handshake_failed(ctx, &state, "upstream TLS failed", error).await
-        }
-        (Err(e), server) => {
-            // Usually: the client does not trust the frametap CA.
-            drop(server);
-            let error = format!("client TLS handshake failed: {e}");
-            handshake_failed(ctx, &state, "client TLS failed", error).await
-        }
-    }
-}
-
-/// Record why a TLS connection never got to HTTP, and say so in the log line.
-async fn handshake_failed(
-    ctx: &ProxyContext,
-    state: &SessionState,
-    end: &str,
-    error: String,
-) -> Outcome {
-    ctx.recorder
-        .persist(vec![state.failure_entry(now_ms(), error.clone())])
-        .await;
-    Outcome {
-        kind: "https",
-        bytes_up: 0,
-        bytes_down: 0,
-        end: end.into(),
-        error: Some(error),
+        alpn_offered: Vec::new(),
+        alpn_selected: None,
     }
 }
 
@@ -454,6 +332,8 @@ where
             Ending::Reset(Side::Server) => "server reset".into(),
         },
         error: None,
+        warn: false,
+        not_intercepted: None,
     }
 }
 

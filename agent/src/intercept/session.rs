@@ -32,6 +32,9 @@ pub struct SessionMeta {
     pub server_address: String,
     pub pid: Option<u32>,
     pub process: Option<String>,
+    /// ALPN the client offered, and what the server selected (TLS only).
+    pub alpn_offered: Vec<String>,
+    pub alpn_selected: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -390,6 +393,9 @@ impl SessionState {
             pid: self.meta.pid,
             process: self.meta.process.clone(),
             sni: self.meta.sni.clone(),
+            alpn_offered: self.meta.alpn_offered.clone(),
+            alpn_selected: self.meta.alpn_selected.clone(),
+            ..TrafficEntry::default()
         }
     }
 
@@ -419,12 +425,44 @@ impl SessionState {
             pid: self.meta.pid,
             process: self.meta.process.clone(),
             sni: self.meta.sni.clone(),
+            alpn_offered: self.meta.alpn_offered.clone(),
+            alpn_selected: self.meta.alpn_selected.clone(),
+            ..TrafficEntry::default()
         }
     }
 
     /// A record for a connection that failed before any HTTP (e.g. TLS refused).
     pub fn failure_entry(&self, now_ms: u64, error: String) -> Record {
         Record::Traffic(self.bare_entry(now_ms, error))
+    }
+
+    /// A record for a request frametap answered itself (`response`, e.g. a 502 when
+    /// the upstream's certificate was refused), with why. A WebSocket upgrade request
+    /// is listed as `ws`/`wss`, what the client asked for.
+    pub fn answered_entry(
+        &self,
+        request: RequestHead,
+        started_ms: u64,
+        started: Instant,
+        response: ResponseHead,
+        error: String,
+    ) -> Record {
+        let websocket = request
+            .header("upgrade")
+            .is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+        let protocol = match (websocket, self.meta.tls) {
+            (false, _) => "",
+            (true, true) => "wss",
+            (true, false) => "ws",
+        };
+        let exchange = Exchange {
+            id: self.ids.next(),
+            started_ms,
+            started,
+            request,
+            response: Some(response),
+        };
+        Record::Traffic(self.entry(exchange, protocol, Some(error)))
     }
 }
 
@@ -446,6 +484,7 @@ mod tests {
                 server_address: "10.0.0.2:443".into(),
                 pid: Some(42),
                 process: Some("app".into()),
+                ..SessionMeta::default()
             },
             Arc::new(TrafficIds::default()),
             1 << 20,
@@ -590,6 +629,53 @@ mod tests {
             "{t:?}"
         );
         assert!(s.on_bytes(Side::Client, b"anything at all", 3).0.is_empty());
+    }
+
+    #[test]
+    fn a_request_frametap_answered_is_recorded_with_what_was_asked() {
+        let s = state();
+        let mut http = frametap_proto::http1::Http1Conn::new();
+        let mut events = Vec::new();
+        http.push_client(UPGRADE, &mut events);
+        let Some(HttpEvent::RequestHead(request)) = events.into_iter().next() else {
+            panic!("no head")
+        };
+        let response = ResponseHead {
+            status: 502,
+            reason: "Bad Gateway".into(),
+            version: 1,
+            headers: vec![frametap_proto::http1::Header {
+                name: "content-type".into(),
+                value: "text/plain".into(),
+            }],
+            head_len: 0,
+        };
+        let Record::Traffic(t) = s.answered_entry(
+            request,
+            5,
+            Instant::now(),
+            response,
+            "upstream TLS failed".into(),
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            (t.method.as_str(), t.url.as_str(), t.path.as_str()),
+            ("GET", "wss://chat.test/chat?room=1", "/chat?room=1")
+        );
+        assert_eq!((t.protocol.as_str(), t.status), ("wss", Some(502)));
+        assert_eq!(t.host, "chat.test");
+        assert!(
+            t.request_headers
+                .iter()
+                .any(|(k, _)| k == "Sec-WebSocket-Key")
+        );
+        assert_eq!(
+            t.response_headers,
+            [("content-type".into(), "text/plain".into())]
+        );
+        assert_eq!(t.error.as_deref(), Some("upstream TLS failed"));
+        assert_eq!(t.timestamp_ms, 5);
     }
 
     #[test]
