@@ -5,7 +5,8 @@ server:    TLS WebSocket echo server (no compression, no keepalive pings).
 echo:      keep --inflight messages of --size bytes in flight for --seconds and
            report {"messages_per_s", "mb_per_s", "messages", "machine_busy"} as JSON
            (machine_busy: share of all CPUs not idle during the timed window).
-handshake: --count sequential TLS handshakes (TCP connect + TLS, then close);
+handshake: --count sequential TLS handshakes (TCP connect + TLS, then close),
+           offering --alpn (with --unique-alpn, plus an id of its own each time);
            report {"micros": [...]}.
 stamped:   --count messages "t:<time.time_ns()> ..." of --size bytes, one at a time
            (each after the previous echo) every --interval seconds, for a listener
@@ -25,6 +26,8 @@ from websockets.asyncio.server import serve
 async def server(args):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(args.cert, args.key)
+    # An HTTP/1.1 server: it selects http/1.1 when a client offers it (with h2).
+    ctx.set_alpn_protocols(["http/1.1"])
 
     async def handler(ws):
         async for msg in ws:
@@ -95,8 +98,14 @@ async def stamped(args):
 def handshake(args):
     ctx = ssl.create_default_context(cafile=args.cafile)
     host, port = args.connect.rsplit(":", 1)
+    alpn = [p for p in args.alpn.split(",") if p]
     samples = []
-    for _ in range(args.count):
+    for i in range(args.count):
+        if alpn:
+            # A protocol id of its own per connection makes every offer new to the
+            # agent (a cold start); the server ignores ids it does not know.
+            extra = [f"x-{time.time_ns()}-{i}"] if args.unique_alpn else []
+            ctx.set_alpn_protocols(alpn + extra)
         start = time.perf_counter()
         raw = socket.create_connection((host, int(port)))
         tls = ctx.wrap_socket(raw, server_hostname=args.host)
@@ -122,6 +131,9 @@ def main():
         c.add_argument("--seconds", type=float, default=5)
         c.add_argument("--count", type=int, default=200)
         c.add_argument("--interval", type=float, default=0.005)
+        c.add_argument("--alpn", default="", help="handshake: ALPN ids to offer, comma-separated")
+        c.add_argument("--unique-alpn", action="store_true",
+                       help="handshake: add an ALPN id of its own to each connection's offer")
     args = p.parse_args()
     if args.mode == "server":
         asyncio.run(server(args))

@@ -70,3 +70,79 @@ pub fn probe(lab: &Lab, cgroup: Option<&TestCgroup>, addr: &str, send: &str) -> 
     );
     serde_json::from_slice(&out.stdout).expect("probe prints JSON")
 }
+
+/// A TLS server from Node's own `http2` or `https` module (tests/peers/tls_server.js)
+/// in the upstream namespace: `h2-only` (allowHTTP1: false) or `http1`.
+pub struct NodeTlsServer {
+    pub process: Spawned,
+    _dir: tempfile::TempDir,
+}
+
+impl NodeTlsServer {
+    pub fn start(lab: &Lab, mode: &str, addr: &str, port: u16, pki: &crate::pki::TestPki) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ready = dir.path().join("ready");
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/tls_server.js");
+        let mut cmd = lab.upstream.command("node");
+        cmd.arg(script)
+            .args([mode, addr, &port.to_string()])
+            .arg(&pki.cert)
+            .arg(&pki.key)
+            .arg(&ready)
+            .stdout(Stdio::null());
+        let process = Spawned::spawn("node tls_server.js", cmd);
+        crate::wait_for(Duration::from_secs(10), || ready.exists().then_some(()))
+            .unwrap_or_else(|| panic!("node {mode} server on {addr}:{port} did not start (is nodejs installed? cargo xtask setup)"));
+        Self { process, _dir: dir }
+    }
+}
+
+/// What one `curl` run saw.
+#[derive(Debug)]
+pub struct CurlRun {
+    pub success: bool,
+    pub status: String,
+    /// The HTTP version curl used (`1.1`, `2`).
+    pub http_version: String,
+    pub body: String,
+    pub stderr: String,
+}
+
+/// `curl https://{host}:{port}{path}`, resolving `host` to `addr` and trusting
+/// `cafile`. curl offers ALPN `h2, http/1.1` unless `extra` says otherwise.
+pub struct Curl<'a> {
+    pub host: &'a str,
+    pub addr: &'a str,
+    pub port: u16,
+    pub cafile: &'a std::path::Path,
+    pub extra: &'a [&'a str],
+}
+
+impl Curl<'_> {
+    /// One GET from the client namespace, inside `cgroup` (captured) or not.
+    pub fn get(&self, lab: &Lab, cgroup: Option<&TestCgroup>, path: &str) -> CurlRun {
+        let body = tempfile::NamedTempFile::new().expect("temp file");
+        let mut cmd = lab.client_command(cgroup, "curl");
+        cmd.args(["-sS", "--max-time", "20", "--resolve"])
+            .arg(format!("{}:{}:{}", self.host, self.port, self.addr))
+            .arg("--cacert")
+            .arg(self.cafile)
+            .arg("-o")
+            .arg(body.path())
+            .args(["-w", "%{http_code} %{http_version}"])
+            .args(self.extra)
+            .arg(format!("https://{}:{}{path}", self.host, self.port))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let out = Spawned::spawn("curl", cmd).output();
+        let written = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (status, http_version) = written.split_once(' ').unwrap_or((&written, ""));
+        CurlRun {
+            success: out.status.success(),
+            status: status.to_string(),
+            http_version: http_version.to_string(),
+            body: std::fs::read_to_string(body.path()).unwrap_or_default(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}

@@ -410,10 +410,18 @@ fn untrusted_upstream_certificate_is_refused_and_recorded() {
     let error = failed[0].error.as_deref().unwrap();
     // Both test CAs share a name, so rustls may say BadSignature instead of UnknownIssuer.
     assert!(
-        error.contains("upstream TLS failed: invalid peer certificate"),
+        error.contains(&format!(
+            "upstream TLS failed for {HOST} ({UPSTREAM_V4}:8443)"
+        )) && (error.contains("UnknownIssuer") || error.contains("BadSignature")),
         "{error}"
     );
     assert_eq!(failed[0].sni.as_deref(), Some(HOST));
+    // What the client asked for is recorded, with the answer it got.
+    assert_eq!(failed[0].method, "GET");
+    assert_eq!(failed[0].path, "/chat");
+    assert_eq!(failed[0].protocol, "wss");
+    assert_eq!(failed[0].url, format!("wss://{HOST}:8443/chat"));
+    assert_eq!(failed[0].status, Some(502));
 }
 
 #[test]

@@ -74,6 +74,8 @@ const DEBIAN: &[(Need, &str)] = &[
         Need::File("/etc/ssl/certs/ca-certificates.crt"),
         "ca-certificates",
     ),
+    // Node's http2 and https modules are the TLS test servers (tests/peers/tls_server.js).
+    (Need::Command("node"), "nodejs"),
     // bindgen (librocksdb-sys) loads `libclang.so` at build time; clang-sys finds it in
     // /usr/lib/llvm-N/lib. `libclang-cpp.so.N` (often preinstalled) is not it.
     (

@@ -45,6 +45,7 @@ fn traffic_entry(id: TrafficId) -> TrafficEntry {
         pid: Some(1),
         process: Some("bench".into()),
         sni: Some("bench.frametap.test".into()),
+        ..TrafficEntry::default()
     }
 }
 

@@ -599,6 +599,52 @@ fn websocket_section(
     }
     let (hd, hf) = (percentile(&mut hs[0], 0.5), percentile(&mut hs[1], 0.5));
 
+    eprintln!("tls handshakes offering h2, http/1.1 to an HTTP/1.1 server");
+    // Cold: an offer the agent has not seen, so it asks the server before answering
+    // the client. Cached: the server's choice is known, both handshakes run at once.
+    let offer = |cold: bool| {
+        let mut a = vec![
+            "--count".to_string(),
+            "100".into(),
+            "--alpn".into(),
+            "h2,http/1.1".into(),
+        ];
+        if cold {
+            a.push("--unique-alpn".into());
+        }
+        a
+    };
+    // The agent learns this server's choice for the plain offer.
+    ws_client(
+        lab,
+        &sides[1],
+        "handshake",
+        &[
+            "--count".into(),
+            "5".into(),
+            "--alpn".into(),
+            "h2,http/1.1".into(),
+        ],
+    )?;
+    // [direct, frametap] x [cached, cold]
+    let mut alpn_hs = [[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
+    for round in 0..2 {
+        for cold in [false, true] {
+            for i in [round % 2, 1 - round % 2] {
+                let v = ws_client(lab, &sides[i], "handshake", &offer(cold))?;
+                alpn_hs[i][usize::from(cold)].extend(floats(&v, "micros"));
+            }
+        }
+    }
+    let mut median =
+        |side: usize, cold: bool| percentile(&mut alpn_hs[side][usize::from(cold)], 0.5);
+    let (ad, af, adc, afc) = (
+        median(0, false),
+        median(1, false),
+        median(0, true),
+        median(1, true),
+    );
+
     eprintln!("sustained recording: 8 connections");
     let clients: Vec<WsSide<'_>> = (0..8)
         .map(|_| WsSide {
@@ -640,7 +686,9 @@ fn websocket_section(
          |---|---|---|\n{cpu_rows}\n\
          | TLS handshake (TCP connect + TLS 1.3), median of 400 | direct | through frametap (cached leaf) | ratio |\n\
          |---|---|---|---|\n\
-         | | {hd:.0} µs | {hf:.0} µs | {hr:.2}× |\n\n\
+         | | {hd:.0} µs | {hf:.0} µs | {hr:.2}× |\n\
+         | offering h2, http/1.1 to an HTTP/1.1 server, server's choice known (median of 200) | {ad:.0} µs | {af:.0} µs | {ar:.2}× |\n\
+         | offering h2, http/1.1, a new offer each time: the agent asks the server first (median of 200) | {adc:.0} µs | {afc:.0} µs | {arc:.2}× |\n\n\
          Sustained recording, 8 connections through frametap at 100 B: {mps:.0} messages/s echoed, \
          {fps:.0} frames/s recorded (both directions).\n\n\
          Reading these numbers: with 64 messages in flight the direct run keeps both cores \
@@ -656,6 +704,8 @@ fn websocket_section(
          handshake through frametap ≤ 2× direct.\n",
         secs = args.ws_seconds,
         hr = hf / hd,
+        ar = af / ad,
+        arc = afc / adc,
         mps = messages_per_s,
         fps = messages_per_s * 2.0,
     ))
