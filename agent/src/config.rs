@@ -771,6 +771,45 @@ mod tests {
     }
 
     #[test]
+    fn rule_directions_read_in_either_vocabulary() {
+        use frametap_control::InjectDirection;
+        let file: FileConfig = toml::from_str(
+            r#"
+            [[rules]]
+            direction = "to-server"
+            action = { kind = "drop" }
+            [[rules]]
+            direction = "client-to-server"
+            action = { kind = "drop" }
+            [[rules]]
+            direction = "to-client"
+            action = { kind = "drop" }
+            [[rules]]
+            direction = "server-to-client"
+            action = { kind = "drop" }
+            "#,
+        )
+        .unwrap();
+        let c = ServeConfig::resolve(CliServe::default(), file).unwrap();
+        let directions: Vec<_> = c.rules.iter().map(|r| r.direction).collect();
+        use InjectDirection::{ToClient, ToServer};
+        assert_eq!(
+            directions,
+            [
+                Some(ToServer),
+                Some(ToServer),
+                Some(ToClient),
+                Some(ToClient)
+            ]
+        );
+        let err = toml::from_str::<FileConfig>(
+            "[[rules]]\ndirection = \"upstream\"\naction = { kind = \"drop\" }\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("to-server"), "{err}");
+    }
+
+    #[test]
     fn interception_settings_from_file() {
         let file: ServeOptions = toml::from_str(
             r#"

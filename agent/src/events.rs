@@ -4,6 +4,12 @@
 //! Publishing never waits: each subscriber has a bounded queue, and a subscriber
 //! that falls behind loses records (counted, and told how many) instead of slowing
 //! the relay. With no subscriber, publishing costs one atomic load.
+//!
+//! A connection's records go out in capture order ([`LiveOrder`]): frames by
+//! sequence number, although a frame can be persisted after later ones (a rule holds
+//! a message until its last fragment, an injected message waits for the message
+//! under way, and the two directions persist on their own).
+use std::collections::BTreeMap;
 use std::sync::{
     Arc, Mutex,
     atomic::{AtomicU64, AtomicUsize, Ordering},
@@ -87,10 +93,112 @@ impl EventBus {
     }
 }
 
+/// A persisted record's place in its connection's live order, and its copy for
+/// subscribers (`None` when nobody listened as it was persisted: only its place
+/// counts then).
+#[derive(Debug)]
+pub enum Slot {
+    /// A frame, by sequence number.
+    Frame(u64, Option<Record>),
+    /// The connection's end: whatever still waits goes out before it.
+    Close(Option<Record>),
+    /// Anything else (traffic entries, the open record): goes out at once.
+    Other(Option<Record>),
+}
+
+impl Slot {
+    /// The slot of `record`, with a copy of it if `copy`.
+    pub fn of(record: &Record, copy: bool) -> Slot {
+        let copy = copy.then(|| record.clone());
+        match record {
+            Record::Frame(f) => Slot::Frame(f.seq, copy),
+            Record::WsClose(_) => Slot::Close(copy),
+            Record::Traffic(_) | Record::WsOpen(_) => Slot::Other(copy),
+        }
+    }
+}
+
+/// One connection's records in the order subscribers get them: frames in sequence
+/// order, each only once every frame before it went out, the close record last.
+/// Sans-IO: persisted records in, records to publish out.
+///
+/// Every sequence number the session gives out is recorded (frames that never went
+/// out are recorded as dropped), so a gap always fills, at the latest when the
+/// connection ends. A message held for very long would hold back the other
+/// direction's frames without bound, so past [`LiveOrder::MAX_WAITING`] frames the
+/// gap is skipped: the late frame then goes out when it comes.
+#[derive(Debug)]
+pub struct LiveOrder {
+    /// The sequence number subscribers get next.
+    next: u64,
+    /// Persisted frames waiting for an earlier one.
+    waiting: BTreeMap<u64, Option<Record>>,
+}
+
+impl Default for LiveOrder {
+    fn default() -> Self {
+        Self {
+            next: 1,
+            waiting: BTreeMap::new(),
+        }
+    }
+}
+
+impl LiveOrder {
+    /// Frames that may wait behind a missing one before it is skipped.
+    pub const MAX_WAITING: usize = 4096;
+
+    /// Takes the slots of records just persisted, in the order they were persisted;
+    /// returns the records subscribers may have now, in order.
+    pub fn release(&mut self, slots: Vec<Slot>) -> Vec<Record> {
+        let mut out = Vec::new();
+        for slot in slots {
+            match slot {
+                Slot::Other(record) => out.extend(record),
+                // Late (its gap was skipped), or not numbered by this order: at once.
+                Slot::Frame(seq, record) if seq < self.next => out.extend(record),
+                Slot::Frame(seq, record) if seq == self.next && self.waiting.is_empty() => {
+                    self.next += 1;
+                    out.extend(record);
+                }
+                Slot::Frame(seq, record) => {
+                    self.waiting.insert(seq, record);
+                    self.drain(&mut out);
+                    if self.waiting.len() > Self::MAX_WAITING {
+                        self.flush(&mut out);
+                    }
+                }
+                Slot::Close(record) => {
+                    self.flush(&mut out);
+                    out.extend(record);
+                }
+            }
+        }
+        out
+    }
+
+    /// Everything that follows on without a gap.
+    fn drain(&mut self, out: &mut Vec<Record>) {
+        while let Some(record) = self.waiting.remove(&self.next) {
+            self.next += 1;
+            out.extend(record);
+        }
+    }
+
+    /// Everything waiting, gaps skipped.
+    fn flush(&mut self, out: &mut Vec<Record>) {
+        let waiting = std::mem::take(&mut self.waiting);
+        if let Some(&last) = waiting.keys().next_back() {
+            self.next = last + 1;
+        }
+        out.extend(waiting.into_values().flatten());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use frametap_store::{TrafficId, WsClose};
+    use frametap_store::{FrameRecord, TrafficId, WsClose};
 
     fn close(n: u64) -> Record {
         Record::WsClose(WsClose {
@@ -104,7 +212,88 @@ mod tests {
             bytes_from_client: 0,
             bytes_from_server: 0,
             abnormal: None,
+            frames_from_frametap: Some(0),
         })
+    }
+
+    fn frame(seq: u64) -> Record {
+        Record::Frame(FrameRecord {
+            traffic: TrafficId(1),
+            seq,
+            timestamp_ms: seq,
+            from_client: seq % 2 == 0,
+            opcode: 1,
+            fin: true,
+            rsv: 0,
+            masked: false,
+            compressed: false,
+            wire_len: 0,
+            payload_len: 0,
+            truncated: false,
+            payload: Vec::new(),
+            close_code: None,
+            close_reason: None,
+            injected: false,
+            dropped: false,
+            binary_message: false,
+            modified: false,
+        })
+    }
+
+    fn seqs(records: &[Record]) -> Vec<u64> {
+        records
+            .iter()
+            .map(|r| match r {
+                Record::Frame(f) => f.seq,
+                Record::WsClose(_) => 0,
+                _ => u64::MAX,
+            })
+            .collect()
+    }
+
+    fn slots(records: &[Record]) -> Vec<Slot> {
+        records.iter().map(|r| Slot::of(r, true)).collect()
+    }
+
+    #[test]
+    fn frames_go_out_in_sequence_whatever_order_they_were_persisted_in() {
+        let mut order = LiveOrder::default();
+        assert_eq!(seqs(&order.release(slots(&[frame(1)]))), [1]);
+        // 2 and 3 are held (a rule waits for the message's last fragment) while the
+        // other direction's 4 and 5 are persisted: they wait for them.
+        assert!(order.release(slots(&[frame(4), frame(5)])).is_empty());
+        assert_eq!(seqs(&order.release(slots(&[frame(2)]))), [2]);
+        assert_eq!(
+            seqs(&order.release(slots(&[frame(3), frame(6)]))),
+            [3, 4, 5, 6]
+        );
+        // Persisted while nobody listened: their places count, nothing goes out.
+        let unheard = [frame(8), frame(7)]
+            .iter()
+            .map(|r| Slot::of(r, false))
+            .collect();
+        assert!(order.release(unheard).is_empty());
+        assert_eq!(seqs(&order.release(slots(&[frame(9)]))), [9]);
+        // The end: what waits goes out before the close record, gaps or not.
+        assert!(order.release(slots(&[frame(12), frame(11)])).is_empty());
+        assert_eq!(seqs(&order.release(slots(&[close(1)]))), [11, 12, 0]);
+        // A frame whose gap was skipped goes out when it comes.
+        assert_eq!(seqs(&order.release(slots(&[frame(10)]))), [10]);
+    }
+
+    #[test]
+    fn a_gap_that_holds_back_too_much_is_skipped() {
+        let mut order = LiveOrder::default();
+        let later: Vec<Record> = (2..=LiveOrder::MAX_WAITING as u64 + 1).map(frame).collect();
+        assert!(order.release(slots(&later)).is_empty());
+        let released = order.release(slots(&[frame(LiveOrder::MAX_WAITING as u64 + 2)]));
+        assert_eq!(
+            seqs(&released),
+            (2..=LiveOrder::MAX_WAITING as u64 + 2).collect::<Vec<_>>()
+        );
+        assert_eq!(seqs(&order.release(slots(&[frame(1)]))), [1]);
+        let next = LiveOrder::MAX_WAITING as u64 + 3;
+        assert_eq!(seqs(&order.release(slots(&[frame(next)]))), [next]);
     }
 
     #[test]

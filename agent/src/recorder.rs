@@ -2,13 +2,26 @@
 //! frame is durable before the peer can have it. Recording never stops traffic: a
 //! failed write is counted and logged (by the writer) and the relay carries on.
 use std::sync::{
-    Arc,
+    Arc, Mutex,
     atomic::{AtomicU64, Ordering},
 };
 
 use frametap_store::{Record, TrafficId, Writer, WrittenNow};
 
-use crate::events::{Batch, EventBus};
+use crate::events::{Batch, EventBus, LiveOrder, Slot};
+
+/// A connection's live order, shared by its two directions and the persists in flight.
+pub type SharedOrder = Arc<Mutex<LiveOrder>>;
+
+/// What subscribers get of records being persisted.
+enum Live {
+    /// Nothing: nobody listens, and no order to keep.
+    Nothing,
+    /// These bytes, as soon as the records are persisted.
+    Batch(Arc<Batch>),
+    /// The records' places (and copies) in their connection's order.
+    Ordered(Vec<Slot>),
+}
 
 /// Monotonic traffic ids: (unix ms << 16) | counter, never repeating within a run.
 #[derive(Default)]
@@ -61,44 +74,57 @@ impl Recorder {
     }
 
     /// Persists `records` on this thread when the store takes them without waiting
-    /// (the usual case: no queue, no thread switch), then publishes them. Gives them
-    /// back, unwritten, when the store is busy: pass them to [`Recorder::persist`].
-    pub fn persist_now(&self, records: Vec<Record>) -> Option<Vec<Record>> {
-        self.try_now(records).err().map(|(records, _)| records)
+    /// (the usual case: no queue, no thread switch), then publishes them (in
+    /// `order`, a connection's, when given). Gives them back, unwritten, when the
+    /// store is busy: pass them to [`Recorder::persist`].
+    pub fn persist_now(
+        &self,
+        records: Vec<Record>,
+        order: Option<&SharedOrder>,
+    ) -> Option<Vec<Record>> {
+        self.try_now(records, order)
+            .err()
+            .map(|(records, _)| records)
     }
 
     /// Persist `records` and wait until they reached the WAL (or failed to), then
-    /// publish them to live subscribers. Never blocks the thread: when the store is
-    /// busy the records wait in the writer's queue.
-    pub async fn persist(&self, records: Vec<Record>) {
-        let Err((records, live)) = self.try_now(records) else {
+    /// publish them to live subscribers (in `order` when given). Never blocks the
+    /// thread: when the store is busy the records wait in the writer's queue.
+    pub async fn persist(&self, records: Vec<Record>, order: Option<SharedOrder>) {
+        let Err((records, live)) = self.try_now(records, order.as_ref()) else {
             return;
         };
         let n = records.len() as u64;
         let written = self.writer.submit(records).await.is_ok();
-        self.finish(n, written, live);
+        self.finish(n, written, live, order.as_ref());
     }
 
-    fn try_now(&self, records: Vec<Record>) -> Result<(), (Vec<Record>, Option<Arc<Batch>>)> {
+    fn try_now(
+        &self,
+        records: Vec<Record>,
+        order: Option<&SharedOrder>,
+    ) -> Result<(), (Vec<Record>, Live)> {
         if records.is_empty() {
             return Ok(());
         }
-        // Encoded before the writer takes the records; only when somebody listens.
-        let live = self
-            .events
-            .has_subscribers()
-            .then(|| EventBus::encode(&records));
+        // Taken before the writer takes the records; copies only when somebody listens.
+        let listening = self.events.has_subscribers();
+        let live = match order {
+            Some(_) => Live::Ordered(records.iter().map(|r| Slot::of(r, listening)).collect()),
+            None if listening => Live::Batch(EventBus::encode(&records)),
+            None => Live::Nothing,
+        };
         let n = records.len() as u64;
         match self.writer.write_now(records) {
             WrittenNow::Busy(records) => Err((records, live)),
             WrittenNow::Done(result) => {
-                self.finish(n, result.is_ok(), live);
+                self.finish(n, result.is_ok(), live, order);
                 Ok(())
             }
         }
     }
 
-    fn finish(&self, records: u64, written: bool, live: Option<Arc<Batch>>) {
+    fn finish(&self, records: u64, written: bool, live: Live, order: Option<&SharedOrder>) {
         self.stats
             .records_submitted
             .fetch_add(records, Ordering::Relaxed);
@@ -107,8 +133,18 @@ impl Recorder {
                 .records_failed
                 .fetch_add(records, Ordering::Relaxed);
         }
-        if let Some(batch) = live {
-            self.events.publish(batch);
+        match (live, order) {
+            (Live::Batch(batch), _) => self.events.publish(batch),
+            (Live::Ordered(slots), Some(order)) => {
+                let ready = order
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .release(slots);
+                if !ready.is_empty() && self.events.has_subscribers() {
+                    self.events.publish(EventBus::encode(&ready));
+                }
+            }
+            (Live::Ordered(_) | Live::Nothing, _) => {}
         }
     }
 }

@@ -138,6 +138,8 @@ impl AgentLink {
             }
         }
         self.subscribed.store(true, Ordering::Relaxed);
+        // A new stream may start in the middle of connections.
+        events.records_lost();
         info!("receiving live records from the agent");
         // Drops the agent reports are per subscription; keep the earlier ones.
         let base = self.dropped.load(Ordering::Relaxed);
@@ -151,6 +153,7 @@ impl AgentLink {
                 }
                 Ok(Some(Message::Dropped(n))) => {
                     self.dropped.store(base + n, Ordering::Relaxed);
+                    events.records_lost();
                     warn!(dropped = n, "the API fell behind the agent's live records");
                 }
                 Ok(Some(other)) => warn!(?other, "unexpected message on the live record stream"),

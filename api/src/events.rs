@@ -1,22 +1,30 @@
 //! Live events over Socket.IO, on the API's port: what the agent persisted, as it
 //! persisted it (fed by [`crate::agent_link`], never by polling the store).
 //!
-//! | event             | payload                                                    |
-//! |-------------------|------------------------------------------------------------|
-//! | `traffic:batch`   | array of traffic entries (same JSON as `/api/traffic`)     |
-//! | `websocket:open`  | `{trafficId, url, timestamp, clientAddress, serverAddress, subprotocol, extensions, deflate}` |
-//! | `websocket:frame` | the frame, same JSON as `/api/websocket/frame/:id`         |
-//! | `websocket:close` | `{trafficId, code, reason, frameCount, closedByClient, timestamp, abnormal}` |
-//! | `traffic:end`     | a connection relayed untouched ended: `{trafficId, timestamp, duration, bytesFromClient, bytesFromServer, end, error}` |
+//! | event               | payload                                                                |
+//! |---------------------|------------------------------------------------------------------------|
+//! | `traffic:batch`     | array of traffic entries (same JSON as `/api/traffic`)                 |
+//! | `websocket:open`    | [`crate::views::WebSocketOpened`]                                      |
+//! | `websocket:frame`   | the frame, same JSON as `/api/websocket/frame/:id`                     |
+//! | `websocket:message` | the message, same JSON as `/api/websocket/:id/messages`, once complete |
+//! | `websocket:close`   | [`crate::views::WebSocketClosed`]: close code and reason, frame counts |
+//! | `traffic:end`       | [`crate::views::TunnelEnded`]: a connection relayed untouched ended    |
+//!
+//! Order: the agent hands over each connection's records in capture order (frames by
+//! `seq`), and they are emitted in that order: a connection's traffic entry (in a
+//! `traffic:batch`) before its `websocket:open`, then its frames by `seq`, each
+//! `websocket:message` right after the frame that completes it, `websocket:close`
+//! last. [`LiveRelay`] turns records into events (sans-IO); [`LiveEvents`] emits them.
 //!
 //! Clients authenticate like REST clients: `auth: {token}` in the Socket.IO
 //! handshake, `?token=` or `Authorization: Bearer`. Each client has a bounded
 //! buffer; events for a client that cannot keep up are dropped and counted.
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderValue, header::AUTHORIZATION};
-use frametap_store::{Record, TunnelEnd, WsClose, WsOpen};
+use frametap_store::{Record, TrafficId};
 use serde::Serialize;
 use socketioxide::extract::{SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
@@ -25,7 +33,9 @@ use socketioxide::{BroadcastError, SocketIo};
 use tracing::debug;
 
 use crate::auth::AuthConfig;
-use crate::views;
+use crate::messages::Reassembler;
+use crate::state::StoreSource;
+use crate::views::{self, Frame, WebSocketClosed, WebSocketMessage, WebSocketOpened};
 
 /// Packets a Socket.IO client may have queued before its events are dropped.
 pub const CLIENT_BUFFER: usize = 16 * 1024;
@@ -39,41 +49,155 @@ pub struct EventStats {
     pub dropped: AtomicU64,
 }
 
+/// One event to emit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// `traffic:batch`.
+    Traffic(Vec<views::TrafficEntry>),
+    /// `websocket:open`.
+    Open(WebSocketOpened),
+    /// `websocket:frame`.
+    Frame(Frame),
+    /// `websocket:message`.
+    Message(WebSocketMessage),
+    /// `websocket:close`.
+    Close(WebSocketClosed),
+    /// `traffic:end`.
+    End(views::TunnelEnded),
+}
+
+impl Event {
+    /// The Socket.IO event name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Traffic(_) => "traffic:batch",
+            Event::Open(_) => "websocket:open",
+            Event::Frame(_) => "websocket:frame",
+            Event::Message(_) => "websocket:message",
+            Event::Close(_) => "websocket:close",
+            Event::End(_) => "traffic:end",
+        }
+    }
+}
+
+/// What the relay keeps of an open connection: the message being reassembled in
+/// each direction (index: `from_client`).
+struct LiveConnection {
+    messages: [Reassembler; 2],
+}
+
+impl LiveConnection {
+    /// `joined`: the relay started listening after the connection's first frame, so
+    /// continuations before a direction's first data frame belong to messages it
+    /// never saw the start of, and are skipped rather than shown as fragments.
+    fn new(joined: bool) -> LiveConnection {
+        let reassembler = || {
+            let r = Reassembler::default();
+            if joined { r.after_cursor() } else { r }
+        };
+        LiveConnection {
+            messages: [reassembler(), reassembler()],
+        }
+    }
+}
+
+/// Records in, events out, in order (see the module docs). Sans-IO: the frame counts
+/// of `websocket:close` need the frames deleted before the close, which the caller
+/// looks up.
+#[derive(Default)]
+pub struct LiveRelay {
+    connections: HashMap<TrafficId, LiveConnection>,
+}
+
+impl LiveRelay {
+    /// The events of `records` (persisted by the agent, in order). `deleted` says how
+    /// many frames of a connection were deleted (0 if unknown).
+    pub fn on_records(
+        &mut self,
+        records: Vec<Record>,
+        deleted: impl Fn(TrafficId) -> u64,
+    ) -> Vec<Event> {
+        let mut events = Vec::new();
+        let mut traffic = Vec::new();
+        for record in records {
+            if let Record::Traffic(entry) = &record {
+                traffic.push(views::traffic_json(entry));
+                continue;
+            }
+            // Entries go out before whatever follows them, e.g. their connection's open.
+            if !traffic.is_empty() {
+                events.push(Event::Traffic(std::mem::take(&mut traffic)));
+            }
+            match record {
+                Record::Traffic(_) => {}
+                Record::WsOpen(open) => {
+                    self.connections
+                        .insert(open.traffic, LiveConnection::new(false));
+                    events.push(Event::Open(views::opened_json(&open)));
+                }
+                Record::Frame(frame) => {
+                    events.push(Event::Frame(views::frame_json(&frame)));
+                    let connection = self
+                        .connections
+                        .entry(frame.traffic)
+                        .or_insert_with(|| LiveConnection::new(frame.seq > 1));
+                    let messages = &mut connection.messages[usize::from(frame.from_client)];
+                    messages.push(&frame);
+                    while let Some(message) = messages.next_message() {
+                        events.push(Event::Message(views::message_json(&message)));
+                    }
+                }
+                Record::WsClose(close) => {
+                    // What is still open ends here, as the messages endpoint shows it.
+                    if let Some(mut connection) = self.connections.remove(&close.traffic) {
+                        for messages in &mut connection.messages {
+                            messages.finish();
+                            while let Some(message) = messages.next_message() {
+                                events.push(Event::Message(views::message_json(&message)));
+                            }
+                        }
+                    }
+                    let gone = deleted(close.traffic);
+                    events.push(Event::Close(views::closed_json(&close, gone)));
+                }
+                Record::TunnelEnd(end) => events.push(Event::End(views::ended_json(&end))),
+            }
+        }
+        if !traffic.is_empty() {
+            events.push(Event::Traffic(traffic));
+        }
+        events
+    }
+
+    /// Records were lost on the way (the agent dropped some for us, or the stream
+    /// restarted): what is being reassembled may miss frames, so start afresh.
+    pub fn reset(&mut self) {
+        self.connections.clear();
+    }
+
+    /// Connections with messages being reassembled.
+    pub fn open_connections(&self) -> usize {
+        self.connections.len()
+    }
+}
+
 /// The Socket.IO side of the API.
 #[derive(Clone)]
 pub struct LiveEvents {
     io: SocketIo,
+    relay: Arc<Mutex<LiveRelay>>,
+    /// Where deleted frames are counted, for `websocket:close`.
+    store: Option<Arc<dyn StoreSource>>,
     pub stats: Arc<EventStats>,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct OpenEvent<'a> {
-    traffic_id: String,
-    url: &'a str,
-    timestamp: u64,
-    client_address: &'a str,
-    server_address: &'a str,
-    subprotocol: Option<&'a str>,
-    extensions: Option<&'a str>,
-    deflate: bool,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct CloseEvent<'a> {
-    traffic_id: String,
-    code: Option<u16>,
-    reason: Option<&'a str>,
-    frame_count: u64,
-    closed_by_client: Option<bool>,
-    timestamp: u64,
-    abnormal: Option<&'a str>,
-}
-
 impl LiveEvents {
-    /// The tower layer to put on the router, and the handle that emits.
-    pub fn new(auth: AuthConfig) -> (SocketIoLayer, LiveEvents) {
+    /// The tower layer to put on the router, and the handle that emits. `store`
+    /// answers how many frames of a closing connection were deleted.
+    pub fn new(
+        auth: AuthConfig,
+        store: Option<Arc<dyn StoreSource>>,
+    ) -> (SocketIoLayer, LiveEvents) {
         let (layer, io) = SocketIo::builder()
             .max_buffer_size(CLIENT_BUFFER)
             .build_layer();
@@ -91,29 +215,43 @@ impl LiveEvents {
         );
         let events = LiveEvents {
             io,
+            relay: Arc::default(),
+            store,
             stats: Arc::default(),
         };
         (layer, events)
     }
 
-    /// Emits `records` (persisted by the agent, in order) to every client.
+    /// Emits the events of `records` (persisted by the agent, in order) to every client.
     pub async fn publish(&self, records: Vec<Record>) {
-        let mut traffic = Vec::new();
-        for record in &records {
-            match record {
-                Record::Traffic(entry) => traffic.push(views::traffic_json(entry)),
-                Record::WsOpen(open) => self.emit("websocket:open", &open_event(open)).await,
-                Record::Frame(frame) => {
-                    self.emit("websocket:frame", &views::frame_json(frame))
-                        .await
-                }
-                Record::WsClose(close) => self.emit("websocket:close", &close_event(close)).await,
-                Record::TunnelEnd(end) => self.emit("traffic:end", &end_event(end)).await,
+        // Only asked when a connection closes.
+        let deleted = |traffic| {
+            self.store
+                .as_ref()
+                .and_then(|source| source.store().ok())
+                .and_then(|store| store.frame_totals(traffic).ok())
+                .map_or(0, |totals| totals.deleted)
+        };
+        let events = self
+            .relay
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .on_records(records, deleted);
+        for event in &events {
+            match event {
+                Event::Traffic(entries) => self.emit(event.name(), entries).await,
+                Event::Open(open) => self.emit(event.name(), open).await,
+                Event::Frame(frame) => self.emit(event.name(), frame).await,
+                Event::Message(message) => self.emit(event.name(), message).await,
+                Event::Close(close) => self.emit(event.name(), close).await,
+                Event::End(end) => self.emit(event.name(), end).await,
             }
         }
-        if !traffic.is_empty() {
-            self.emit("traffic:batch", &traffic).await;
-        }
+    }
+
+    /// Records were lost on the way: see [`LiveRelay::reset`].
+    pub fn records_lost(&self) {
+        self.relay.lock().unwrap_or_else(|p| p.into_inner()).reset();
     }
 
     async fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) {
@@ -127,57 +265,6 @@ impl LiveEvents {
             }
             Err(e) => debug!(error = %e, event, "cannot emit"),
         }
-    }
-}
-
-fn open_event(open: &WsOpen) -> OpenEvent<'_> {
-    OpenEvent {
-        traffic_id: open.traffic.to_string(),
-        url: &open.url,
-        timestamp: open.timestamp_ms,
-        client_address: &open.client_address,
-        server_address: &open.server_address,
-        subprotocol: open.subprotocol.as_deref(),
-        extensions: open.extensions.as_deref(),
-        deflate: open.deflate,
-    }
-}
-
-/// `traffic:end`: a connection relayed untouched (listed by `traffic:batch` when it
-/// started) ended.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct EndEvent<'a> {
-    traffic_id: String,
-    timestamp: u64,
-    duration: Option<f64>,
-    bytes_from_client: u64,
-    bytes_from_server: u64,
-    end: &'a str,
-    error: Option<&'a str>,
-}
-
-fn end_event(end: &TunnelEnd) -> EndEvent<'_> {
-    EndEvent {
-        traffic_id: end.traffic.to_string(),
-        timestamp: end.timestamp_ms,
-        duration: Some(end.duration_ms).filter(|d| d.is_finite()),
-        bytes_from_client: end.bytes_from_client,
-        bytes_from_server: end.bytes_from_server,
-        end: &end.end,
-        error: end.error.as_deref(),
-    }
-}
-
-fn close_event(close: &WsClose) -> CloseEvent<'_> {
-    CloseEvent {
-        traffic_id: close.traffic.to_string(),
-        code: close.close_code,
-        reason: close.close_reason.as_deref(),
-        frame_count: close.frames_from_client + close.frames_from_server,
-        closed_by_client: close.closed_by.as_deref().map(|who| who == "client"),
-        timestamp: close.timestamp_ms,
-        abnormal: close.abnormal.as_deref(),
     }
 }
 

@@ -47,11 +47,19 @@ impl HealthSource for ApiHealth {
                     .map(|(ours, theirs)| theirs.saturating_sub(ours)),
                 error: store_error,
             },
-            events: EventsHealth {
-                connected: self.agent.subscribed.load(Ordering::Relaxed),
-                received: self.agent.received.load(Ordering::Relaxed),
-                dropped: self.agent.dropped.load(Ordering::Relaxed)
-                    + self.events.dropped.load(Ordering::Relaxed),
+            events: {
+                let records_received = self.agent.received.load(Ordering::Relaxed);
+                let records_dropped = self.agent.dropped.load(Ordering::Relaxed);
+                let deliveries_dropped = self.events.dropped.load(Ordering::Relaxed);
+                EventsHealth {
+                    connected: self.agent.subscribed.load(Ordering::Relaxed),
+                    received: records_received,
+                    dropped: records_dropped + deliveries_dropped,
+                    records_received,
+                    records_dropped,
+                    events_emitted: self.events.emitted.load(Ordering::Relaxed),
+                    deliveries_dropped,
+                }
             },
         }
     }

@@ -25,7 +25,8 @@
 //! injection shapes), [`messages`] (sans-IO message reassembly), [`har`] (HAR
 //! building), `rest` (handlers), [`openapi`]; and for the binary: [`follower`] (the
 //! RocksDB secondary, caught up continually), [`agent_link`] (the agent's control
-//! socket), [`events`] (Socket.IO), [`health`].
+//! socket), [`events`] (Socket.IO: records in capture order to events, messages
+//! reassembled live), [`health`].
 
 pub mod agent_link;
 pub mod agent_views;
@@ -52,8 +53,8 @@ pub use state::{
     EventsHealth, Health, HealthSource, HealthStatus, StoreHealth, StoreSource,
 };
 pub use views::{
-    Frame, TrafficEntry, WebSocketConnection, WebSocketMessage, connection_json, frame_json,
-    message_json, traffic_json,
+    Frame, FrameCounts, TrafficEntry, WebSocketClosed, WebSocketConnection, WebSocketMessage,
+    WebSocketOpened, connection_json, frame_json, message_json, traffic_json,
 };
 
 /// The REST API: every `/api` route behind the token check, JSON 404 for unknown paths

@@ -101,7 +101,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         }
     });
     tokio::spawn(Arc::clone(&agent).poll_status());
-    let (socketio_layer, events) = LiveEvents::new(auth.clone());
+    let (socketio_layer, events) = LiveEvents::new(auth.clone(), Some(follower.clone()));
     let nudged = Arc::clone(&follower);
     tokio::spawn(Arc::clone(&agent).follow_records(events.clone(), move || nudged.nudge()));
 

@@ -9,6 +9,10 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{OpenApi, SecurityRequirement};
 
 use crate::error::ErrorBody;
+use crate::views::{
+    DirectionParam, Frame, TrafficEntry, TunnelEnded, WebSocketClosed, WebSocketMessage,
+    WebSocketOpened,
+};
 
 /// Name of the `Authorization: Bearer` security scheme in the document.
 pub const BEARER_SCHEME: &str = "bearerToken";
@@ -21,10 +25,30 @@ pub const QUERY_TOKEN_SCHEME: &str = "queryToken";
         title = "frametap API",
         description = "Captured HTTP traffic and WebSocket frames recorded by frametap-agent. \
                        Every route needs the API token (in <data-dir>/api-token, printed by \
-                       frametap-api at start) unless authentication is disabled.",
+                       frametap-api at start) unless authentication is disabled.\n\n\
+                       Live events: Socket.IO on the same port (`auth: {token}`), in capture \
+                       order per connection: `traffic:batch` (array of TrafficEntry; a \
+                       connection's entry comes before its `websocket:open`), \
+                       `websocket:open` (WebSocketOpened), `websocket:frame` (Frame, by \
+                       `seq`), `websocket:message` (WebSocketMessage, as the messages \
+                       endpoint returns it, right after the frame that completes it), \
+                       `websocket:close` (WebSocketClosed, last; its counts are the \
+                       connection's then), `traffic:end` (TunnelEnded: a connection relayed \
+                       untouched ended). A client that cannot keep up loses events \
+                       (counted in /api/health).",
     ),
     modifiers(&Security),
-    components(schemas(ErrorBody)),
+    components(schemas(
+        ErrorBody,
+        // Only used by query parameters, whose schemas are not collected by themselves.
+        DirectionParam,
+        TrafficEntry,
+        WebSocketOpened,
+        Frame,
+        WebSocketMessage,
+        WebSocketClosed,
+        TunnelEnded
+    )),
     tags(
         (name = "websocket", description = "WebSocket connections and their frames"),
         (name = "traffic", description = "Captured HTTP exchanges"),

@@ -179,10 +179,24 @@ pub struct StoreHealth {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventsHealth {
-    /// Subscribed to the agent's event stream.
+    /// Subscribed to the agent's record stream.
     pub connected: bool,
-    /// Events received from the agent since start.
+    /// Same as `recordsReceived` (kept for compatibility).
     pub received: u64,
-    /// Events dropped (slow consumers, agent-side overflow) since start.
+    /// `recordsDropped + deliveriesDropped` (kept for compatibility: records and
+    /// event deliveries are not the same unit).
     pub dropped: u64,
+    /// Records (traffic entries, frames, connection opens and closes) received from
+    /// the agent since start.
+    pub records_received: u64,
+    /// Records the agent dropped for this API because it fell behind, since start:
+    /// their events were never emitted.
+    pub records_dropped: u64,
+    /// Events emitted to Socket.IO since start, once each whatever the number of
+    /// clients (a `traffic:batch` carries many records, a `websocket:message`
+    /// none of its own).
+    pub events_emitted: u64,
+    /// Event deliveries dropped since start because a client's buffer was full
+    /// (one per event and client).
+    pub deliveries_dropped: u64,
 }

@@ -13,20 +13,26 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use frametap_store::{FrameId, FrameRecord, WsConnection};
+use frametap_store::{
+    FrameId, FrameRecord, FrameTotals, TunnelEnd, WsClose, WsConnection, WsOpen,
+};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use utoipa::ToSchema;
 
 use crate::messages::AssembledMessage;
 
-/// Who sent a frame.
+/// Who sent a frame. Written as the seed names it (`client-to-server`,
+/// `server-to-client`); on input the rules' names `to-server` and `to-client` are
+/// accepted too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Direction {
     /// From the client (browser, app) to the server.
+    #[serde(alias = "to-server")]
     ClientToServer,
     /// From the server to the client.
+    #[serde(alias = "to-client")]
     ServerToClient,
 }
 
@@ -48,11 +54,12 @@ impl Direction {
         }
     }
 
-    /// Parses the JSON / query-string form.
+    /// Parses the JSON / query-string form, in either vocabulary (see
+    /// [`DirectionParam`]).
     pub fn parse(s: &str) -> Option<Direction> {
         match s {
-            "client-to-server" => Some(Direction::ClientToServer),
-            "server-to-client" => Some(Direction::ServerToClient),
+            "client-to-server" | "to-server" => Some(Direction::ClientToServer),
+            "server-to-client" | "to-client" => Some(Direction::ServerToClient),
             _ => None,
         }
     }
@@ -62,6 +69,36 @@ impl Direction {
         self == Direction::ClientToServer
     }
 }
+
+/// The `direction` query parameter's schema: both vocabularies (serde aliases are
+/// invisible to the `ToSchema` derive, and answers use only the seed's names).
+pub struct DirectionParam;
+
+impl DirectionParam {
+    /// Every spelling accepted, the seed's first.
+    pub const SPELLINGS: [&'static str; 4] = [
+        "client-to-server",
+        "server-to-client",
+        "to-server",
+        "to-client",
+    ];
+}
+
+impl utoipa::PartialSchema for DirectionParam {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(DirectionParam::SPELLINGS))
+            .description(Some(
+                "Who sent it: `client-to-server` (also written `to-server`) or \
+                 `server-to-client` (also written `to-client`).",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for DirectionParam {}
 
 /// One captured WebSocket frame (the seed's WebSocketFrame, plus extra keys).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -449,11 +486,18 @@ impl From<&frametap_store::TrafficEntry> for TrafficEntry {
     }
 }
 
-/// One WebSocket connection. Close fields are named as mitmproxy's `WebSocketData`.
+/// One WebSocket connection. Fields are camelCase, like the rest of the API; the four
+/// close fields of mitmproxy's `WebSocketData` are also given under mitmproxy's own
+/// names (`timestamp_end`, `closed_by_client`, `close_code`, `close_reason`), which
+/// are the contract for mitmproxy users.
+///
+/// Frame counts say what they count (see the README's table): once the connection
+/// has closed, `framesFromClient + framesFromServer + framesFromFrametap =
+/// recordedFrameCount = storedFrameCount + deletedFrameCount`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct WebSocketConnection {
     /// Id of the connection's traffic entry.
-    #[serde(rename = "trafficId")]
     #[schema(example = "0191a2b3c4d50001", pattern = "^[0-9a-f]{16}$")]
     pub traffic_id: String,
     /// The `ws://` or `wss://` URL.
@@ -465,16 +509,32 @@ pub struct WebSocketConnection {
     /// When the connection ended, Unix milliseconds; `null` while open.
     #[schema(required = true)]
     pub timestamp_end: Option<u64>,
+    /// Same as `timestamp_end` (mitmproxy's name).
+    #[serde(rename = "timestamp_end")]
+    #[schema(required = true)]
+    pub mitmproxy_timestamp_end: Option<u64>,
     /// Who sent the first close frame: `true` the client, `false` the server; `null`
-    /// while open or if nobody sent one.
+    /// while open, if nobody sent one, or if frametap did (a close rule).
     #[schema(required = true)]
     pub closed_by_client: Option<bool>,
+    /// Same as `closedByClient` (mitmproxy's name).
+    #[serde(rename = "closed_by_client")]
+    #[schema(required = true)]
+    pub mitmproxy_closed_by_client: Option<bool>,
     /// Status code of the first close frame.
     #[schema(required = true)]
     pub close_code: Option<u16>,
+    /// Same as `closeCode` (mitmproxy's name).
+    #[serde(rename = "close_code")]
+    #[schema(required = true)]
+    pub mitmproxy_close_code: Option<u16>,
     /// Reason of the first close frame.
     #[schema(required = true)]
     pub close_reason: Option<String>,
+    /// Same as `closeReason` (mitmproxy's name).
+    #[serde(rename = "close_reason")]
+    #[schema(required = true)]
+    pub mitmproxy_close_reason: Option<String>,
     /// Negotiated subprotocol (`Sec-WebSocket-Protocol`).
     #[schema(required = true)]
     pub subprotocol: Option<String>,
@@ -484,28 +544,20 @@ pub struct WebSocketConnection {
     /// permessage-deflate negotiated.
     pub deflate: bool,
     /// The client's address (`ip:port`).
-    #[serde(rename = "clientAddress")]
     pub client_address: String,
     /// The server's address (`ip:port`).
-    #[serde(rename = "serverAddress")]
     pub server_address: String,
-    /// Frames stored now (deleted frames excluded).
-    #[serde(rename = "frameCount")]
+    /// Frames stored now: the same number as `GET .../count` (0 right after `DELETE
+    /// .../frames`). Kept under this name for compatibility; `storedFrameCount` says
+    /// the same.
     pub frame_count: u64,
-    /// Frames the client sent; `null` while open.
-    #[serde(rename = "framesFromClient")]
-    #[schema(required = true)]
-    pub frames_from_client: Option<u64>,
-    /// Frames the server sent; `null` while open.
-    #[serde(rename = "framesFromServer")]
-    #[schema(required = true)]
-    pub frames_from_server: Option<u64>,
+    /// How the connection's frames add up.
+    #[serde(flatten)]
+    pub counts: FrameCounts,
     /// Bytes the client sent on the wire as frames (headers included); `null` while open.
-    #[serde(rename = "bytesFromClient")]
     #[schema(required = true)]
     pub bytes_from_client: Option<u64>,
     /// Bytes the server sent on the wire as frames (headers included); `null` while open.
-    #[serde(rename = "bytesFromServer")]
     #[schema(required = true)]
     pub bytes_from_server: Option<u64>,
     /// Why the connection ended abnormally (e.g. `client reset`, `idle timeout`).
@@ -513,34 +565,258 @@ pub struct WebSocketConnection {
     pub abnormal: Option<String>,
 }
 
-/// The JSON view of a stored connection; `frame_count` is [`frametap_store::Store::frame_count`].
-pub fn connection_json(connection: &WsConnection, frame_count: u64) -> WebSocketConnection {
+/// A connection's frame counts, each named by what it counts. Frames are numbered
+/// from 1 without gaps and a deletion removes the oldest, so `recordedFrameCount =
+/// storedFrameCount + deletedFrameCount`, and once the connection has closed
+/// `recordedFrameCount = framesFromClient + framesFromServer + framesFromFrametap`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FrameCounts {
+    /// Frames stored now, as `GET .../count` says.
+    pub stored_frame_count: u64,
+    /// Frames recorded since the connection opened, deleted ones included: every
+    /// frame either peer sent (forwarded or dropped) and every frame frametap wrote.
+    pub recorded_frame_count: u64,
+    /// Frames deleted since they were recorded (`DELETE .../frames`, or retention).
+    pub deleted_frame_count: u64,
+    /// Frames the client sent on the wire, forwarded or dropped by a rule; `null`
+    /// while open.
+    #[schema(required = true)]
+    pub frames_from_client: Option<u64>,
+    /// Frames the server sent on the wire, forwarded or dropped by a rule; `null`
+    /// while open.
+    #[schema(required = true)]
+    pub frames_from_server: Option<u64>,
+    /// Frames frametap wrote itself: injected messages, a replace rule's
+    /// replacements, a close rule's close frames; `null` while open (and for
+    /// connections recorded by agents older than this count).
+    #[schema(required = true)]
+    pub frames_from_frametap: Option<u64>,
+}
+
+impl FrameCounts {
+    /// The counts of a connection: `totals` from the store, the per-sender counts
+    /// from its close record (when it has closed).
+    pub fn new(totals: FrameTotals, close: Option<&WsClose>) -> FrameCounts {
+        FrameCounts {
+            stored_frame_count: totals.stored,
+            recorded_frame_count: totals.recorded,
+            deleted_frame_count: totals.deleted,
+            frames_from_client: close.map(|c| c.frames_from_client),
+            frames_from_server: close.map(|c| c.frames_from_server),
+            frames_from_frametap: close.and_then(|c| c.frames_from_frametap),
+        }
+    }
+
+    /// The counts as the close record gives them (the agent numbered every frame
+    /// the record counts), less what was deleted since: for the `websocket:close`
+    /// event, which cannot wait for the store to catch up.
+    pub fn at_close(close: &WsClose, deleted: u64) -> FrameCounts {
+        let recorded = close.frames_from_client
+            + close.frames_from_server
+            + close.frames_from_frametap.unwrap_or(0);
+        let recorded = recorded.max(deleted);
+        FrameCounts::new(
+            FrameTotals {
+                recorded,
+                deleted,
+                stored: recorded - deleted,
+            },
+            Some(close),
+        )
+    }
+}
+
+/// The JSON view of a stored connection; `totals` are
+/// [`frametap_store::Store::frame_totals`].
+pub fn connection_json(connection: &WsConnection, totals: FrameTotals) -> WebSocketConnection {
     // The close record's totals exist only once the connection ended.
-    let total = |n: u64| (!connection.open).then_some(n);
+    let close = (!connection.open).then(|| WsClose {
+        traffic: connection.traffic,
+        timestamp_ms: connection.end_timestamp_ms.unwrap_or(0),
+        closed_by: connection.closed_by.clone(),
+        close_code: connection.close_code,
+        close_reason: connection.close_reason.clone(),
+        frames_from_client: connection.frames_from_client,
+        frames_from_server: connection.frames_from_server,
+        bytes_from_client: connection.bytes_from_client,
+        bytes_from_server: connection.bytes_from_server,
+        abnormal: connection.abnormal.clone(),
+        frames_from_frametap: connection.frames_from_frametap,
+    });
+    let closed_by_client = closed_by_client(connection.closed_by.as_deref());
     WebSocketConnection {
         traffic_id: connection.traffic.to_string(),
         url: connection.url.clone(),
         open: connection.open,
         timestamp: connection.timestamp_ms,
         timestamp_end: connection.end_timestamp_ms,
-        closed_by_client: match connection.closed_by.as_deref() {
-            Some("client") => Some(true),
-            Some("server") => Some(false),
-            _ => None,
-        },
+        mitmproxy_timestamp_end: connection.end_timestamp_ms,
+        closed_by_client,
+        mitmproxy_closed_by_client: closed_by_client,
         close_code: connection.close_code,
+        mitmproxy_close_code: connection.close_code,
         close_reason: connection.close_reason.clone(),
+        mitmproxy_close_reason: connection.close_reason.clone(),
         subprotocol: connection.subprotocol.clone(),
         extensions: connection.extensions.clone(),
         deflate: connection.deflate,
         client_address: connection.client_address.clone(),
         server_address: connection.server_address.clone(),
-        frame_count,
-        frames_from_client: total(connection.frames_from_client),
-        frames_from_server: total(connection.frames_from_server),
-        bytes_from_client: total(connection.bytes_from_client),
-        bytes_from_server: total(connection.bytes_from_server),
+        frame_count: totals.stored,
+        counts: FrameCounts::new(totals, close.as_ref()),
+        bytes_from_client: close.as_ref().map(|c| c.bytes_from_client),
+        bytes_from_server: close.as_ref().map(|c| c.bytes_from_server),
         abnormal: connection.abnormal.clone(),
+    }
+}
+
+/// `closed_by` as mitmproxy's `closed_by_client`: `None` when nobody (or frametap)
+/// closed.
+fn closed_by_client(closed_by: Option<&str>) -> Option<bool> {
+    match closed_by {
+        Some("client") => Some(true),
+        Some("server") => Some(false),
+        _ => None,
+    }
+}
+
+/// The `websocket:open` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebSocketOpened {
+    /// Id of the connection's traffic entry (sent before, in `traffic:batch`).
+    #[schema(example = "0191a2b3c4d50001", pattern = "^[0-9a-f]{16}$")]
+    pub traffic_id: String,
+    /// The `ws://` or `wss://` URL.
+    pub url: String,
+    /// When the connection opened (101 response), Unix milliseconds.
+    pub timestamp: u64,
+    /// The client's address (`ip:port`).
+    pub client_address: String,
+    /// The server's address (`ip:port`).
+    pub server_address: String,
+    /// Negotiated subprotocol.
+    #[schema(required = true)]
+    pub subprotocol: Option<String>,
+    /// Negotiated extensions.
+    #[schema(required = true)]
+    pub extensions: Option<String>,
+    /// permessage-deflate negotiated.
+    pub deflate: bool,
+}
+
+/// The `websocket:open` event of a connection's open record.
+pub fn opened_json(open: &WsOpen) -> WebSocketOpened {
+    WebSocketOpened {
+        traffic_id: open.traffic.to_string(),
+        url: open.url.clone(),
+        timestamp: open.timestamp_ms,
+        client_address: open.client_address.clone(),
+        server_address: open.server_address.clone(),
+        subprotocol: open.subprotocol.clone(),
+        extensions: open.extensions.clone(),
+        deflate: open.deflate,
+    }
+}
+
+/// The `websocket:close` event: how the connection ended, with the same counts and
+/// close fields as its connection view (`GET /api/websocket/{trafficId}`) then.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebSocketClosed {
+    /// Id of the connection's traffic entry.
+    #[schema(example = "0191a2b3c4d50001", pattern = "^[0-9a-f]{16}$")]
+    pub traffic_id: String,
+    /// Status code of the first close frame (the seed's name; also `closeCode`).
+    #[schema(required = true)]
+    pub code: Option<u16>,
+    /// Reason of the first close frame (the seed's name; also `closeReason`).
+    #[schema(required = true)]
+    pub reason: Option<String>,
+    /// Status code of the first close frame.
+    #[schema(required = true)]
+    pub close_code: Option<u16>,
+    /// Reason of the first close frame.
+    #[schema(required = true)]
+    pub close_reason: Option<String>,
+    /// `true` the client sent the first close frame, `false` the server; `null` if
+    /// nobody did or frametap did (a close rule).
+    #[schema(required = true)]
+    pub closed_by_client: Option<bool>,
+    /// When the connection ended, Unix milliseconds (also `timestampEnd`).
+    pub timestamp: u64,
+    /// When the connection ended, Unix milliseconds.
+    pub timestamp_end: u64,
+    /// Why the connection ended abnormally.
+    #[schema(required = true)]
+    pub abnormal: Option<String>,
+    /// Frames stored for the connection: what `GET .../count` says at this moment.
+    pub frame_count: u64,
+    /// How the connection's frames add up.
+    #[serde(flatten)]
+    pub counts: FrameCounts,
+    /// Bytes the client sent on the wire as frames (headers included).
+    pub bytes_from_client: u64,
+    /// Bytes the server sent on the wire as frames (headers included).
+    pub bytes_from_server: u64,
+}
+
+/// The `websocket:close` event of a close record; `deleted` frames of the connection
+/// were deleted before it ended.
+pub fn closed_json(close: &WsClose, deleted: u64) -> WebSocketClosed {
+    let counts = FrameCounts::at_close(close, deleted);
+    WebSocketClosed {
+        traffic_id: close.traffic.to_string(),
+        code: close.close_code,
+        reason: close.close_reason.clone(),
+        close_code: close.close_code,
+        close_reason: close.close_reason.clone(),
+        closed_by_client: closed_by_client(close.closed_by.as_deref()),
+        timestamp: close.timestamp_ms,
+        timestamp_end: close.timestamp_ms,
+        abnormal: close.abnormal.clone(),
+        frame_count: counts.stored_frame_count,
+        counts,
+        bytes_from_client: close.bytes_from_client,
+        bytes_from_server: close.bytes_from_server,
+    }
+}
+
+/// The `traffic:end` event: a connection relayed untouched (listed by `traffic:batch`
+/// when it started) ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TunnelEnded {
+    /// Id of the connection's traffic entry.
+    #[schema(example = "0191a2b3c4d50001", pattern = "^[0-9a-f]{16}$")]
+    pub traffic_id: String,
+    /// When the connection ended, Unix milliseconds.
+    pub timestamp: u64,
+    /// How long it was open, milliseconds.
+    #[schema(required = true)]
+    pub duration: Option<f64>,
+    /// Bytes the client sent.
+    pub bytes_from_client: u64,
+    /// Bytes the server sent.
+    pub bytes_from_server: u64,
+    /// How it ended (`closed`, `client reset`, ...).
+    pub end: String,
+    /// What went wrong, if anything.
+    #[schema(required = true)]
+    pub error: Option<String>,
+}
+
+/// The `traffic:end` event of an untouched connection's end record.
+pub fn ended_json(end: &TunnelEnd) -> TunnelEnded {
+    TunnelEnded {
+        traffic_id: end.traffic.to_string(),
+        timestamp: end.timestamp_ms,
+        duration: Some(end.duration_ms).filter(|d| d.is_finite()),
+        bytes_from_client: end.bytes_from_client,
+        bytes_from_server: end.bytes_from_server,
+        end: end.end.clone(),
+        error: end.error.clone(),
     }
 }
 

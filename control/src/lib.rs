@@ -61,16 +61,57 @@ pub enum Request {
 }
 
 /// Which peer receives a message: the direction a rule matches, or where an injected
-/// message goes.
+/// message goes. Written `to-client` / `to-server`; the frames' names for the same
+/// directions, `server-to-client` / `client-to-server`, are accepted as well.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum InjectDirection {
     /// Towards the client (sent by the server).
+    #[serde(alias = "server-to-client")]
     ToClient,
     /// Towards the server (sent by the client).
+    #[serde(alias = "client-to-server")]
     ToServer,
 }
+
+impl InjectDirection {
+    /// Every spelling accepted on input: the canonical one first, then the frames'.
+    pub const SPELLINGS: [&'static str; 4] = [
+        "to-client",
+        "to-server",
+        "server-to-client",
+        "client-to-server",
+    ];
+
+    /// The canonical name, as rules and `/send` answers write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InjectDirection::ToClient => "to-client",
+            InjectDirection::ToServer => "to-server",
+        }
+    }
+}
+
+/// The schema lists both vocabularies: serde aliases are invisible to the derive.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for InjectDirection {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(InjectDirection::SPELLINGS))
+            .description(Some(
+                "Which peer receives the message: `to-client` (sent by the server) or \
+                 `to-server` (sent by the client). The frames' names `server-to-client` and \
+                 `client-to-server` are accepted too; answers always use `to-client` / \
+                 `to-server`.",
+            ))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for InjectDirection {}
 
 /// A message rule, as written in the agent's config file and over the API.
 /// Every condition given must hold; absent conditions match anything. Rules are
@@ -570,6 +611,25 @@ mod tests {
             }
         );
         assert!(serde_json::from_str::<Rule>(r#"{"action":{"kind":"drop"},"hots":"x"}"#).is_err());
+        // Both vocabularies for directions; rules are written back in their own.
+        for (spelling, direction) in [
+            ("to-client", InjectDirection::ToClient),
+            ("server-to-client", InjectDirection::ToClient),
+            ("to-server", InjectDirection::ToServer),
+            ("client-to-server", InjectDirection::ToServer),
+        ] {
+            let rule: Rule = serde_json::from_str(&format!(
+                r#"{{"direction":"{spelling}","action":{{"kind":"drop"}}}}"#
+            ))
+            .unwrap();
+            assert_eq!(rule.direction, Some(direction), "{spelling}");
+            let written = serde_json::to_value(&rule).unwrap();
+            assert_eq!(written["direction"], direction.as_str());
+        }
+        assert!(
+            serde_json::from_str::<Rule>(r#"{"direction":"upstream","action":{"kind":"drop"}}"#)
+                .is_err()
+        );
         assert!(serde_json::from_str::<Rule>(r#"{"action":{"kind":"explode"}}"#).is_err());
     }
 

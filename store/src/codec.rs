@@ -545,6 +545,7 @@ mod tests {
             bytes_from_client: 30,
             bytes_from_server: 40,
             abnormal: None,
+            frames_from_frametap: Some(2),
         };
         let end = crate::records::TunnelEnd {
             traffic,
@@ -557,11 +558,23 @@ mod tests {
         };
         for record in [
             Record::Frame(frame),
-            Record::WsClose(close),
+            Record::WsClose(close.clone()),
             Record::TunnelEnd(end),
         ] {
             assert_eq!(decode_record(&encode_record(&record)).unwrap(), record);
         }
+        // A close record of an agent from before `frames_from_frametap` still reads.
+        let mut old = serde_json::to_value(&close).unwrap();
+        old.as_object_mut().unwrap().remove("frames_from_frametap");
+        let mut bytes = vec![RECORD_WS_CLOSE];
+        bytes.extend_from_slice(old.to_string().as_bytes());
+        assert_eq!(
+            decode_record(&bytes).unwrap(),
+            Record::WsClose(crate::records::WsClose {
+                frames_from_frametap: None,
+                ..close
+            })
+        );
         assert_eq!(decode_record(&[]), Err(CodecError::Empty));
         assert_eq!(
             decode_record(&[9, 1]),

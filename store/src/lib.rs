@@ -42,8 +42,8 @@ pub use ids::{FrameId, IdParseError, TrafficId};
 pub use records::{FrameRecord, Record, TrafficEntry, TunnelEnd, WsClose, WsConnection, WsOpen};
 pub use retention::{DeleteStats, RetentionHandle, RetentionReport, spawn_retention};
 pub use store::{
-    CF_DELETIONS, CF_FRAMES, CF_TRAFFIC, CF_WS, COLUMN_FAMILIES, FrameFilter, Store, StoreOptions,
-    now_ms,
+    CF_DELETIONS, CF_FRAMES, CF_TRAFFIC, CF_WS, COLUMN_FAMILIES, FrameFilter, FrameTotals, Store,
+    StoreOptions, now_ms,
 };
 pub use writer::{MAX_BATCH_BYTES, MAX_BATCH_RECORDS, WriteError, Writer, WriterStats, WrittenNow};
 

@@ -158,12 +158,19 @@ pub struct WsClose {
     pub closed_by: Option<String>,
     pub close_code: Option<u16>,
     pub close_reason: Option<String>,
+    /// Frames the client sent (forwarded or dropped), as parsed on the wire.
     pub frames_from_client: u64,
+    /// Frames the server sent (forwarded or dropped), as parsed on the wire.
     pub frames_from_server: u64,
     pub bytes_from_client: u64,
     pub bytes_from_server: u64,
     /// Why the connection ended abnormally, e.g. `"client reset"`, `"idle timeout"`.
     pub abnormal: Option<String>,
+    /// Frames frametap wrote itself (injected messages, replacements, a close rule's
+    /// close frames). With the two counts above: every frame recorded for the
+    /// connection. `None` in records of agents from before this field.
+    #[serde(default)]
+    pub frames_from_frametap: Option<u64>,
 }
 
 /// Read model of a WebSocket connection: its [`WsOpen`] plus, once it ended, its
@@ -192,6 +199,8 @@ pub struct WsConnection {
     pub bytes_from_client: u64,
     pub bytes_from_server: u64,
     pub abnormal: Option<String>,
+    /// [`WsClose::frames_from_frametap`].
+    pub frames_from_frametap: Option<u64>,
 }
 
 impl WsConnection {
@@ -216,6 +225,7 @@ impl WsConnection {
             bytes_from_client: 0,
             bytes_from_server: 0,
             abnormal: None,
+            frames_from_frametap: None,
         };
         if let Some(close) = close {
             c.open = false;
@@ -228,6 +238,7 @@ impl WsConnection {
             c.bytes_from_client = close.bytes_from_client;
             c.bytes_from_server = close.bytes_from_server;
             c.abnormal = close.abnormal;
+            c.frames_from_frametap = close.frames_from_frametap;
         }
         c
     }

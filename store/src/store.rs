@@ -57,6 +57,18 @@ impl Default for StoreOptions {
     }
 }
 
+/// A connection's frame counts ([`Store::frame_totals`]). Frames are numbered from 1
+/// with no gaps and deletions remove a prefix, so `recorded = deleted + stored`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrameTotals {
+    /// Frames recorded since the connection opened: the last sequence number.
+    pub recorded: u64,
+    /// Frames deleted since (`DELETE .../frames`, or trimmed by retention).
+    pub deleted: u64,
+    /// Frames stored now: what `/count` says.
+    pub stored: u64,
+}
+
 /// Which frames [`Store::frames`] returns. `None` fields match everything.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FrameFilter {
@@ -467,11 +479,19 @@ impl Store {
     /// minus the latest deletion watermark (two reverse seeks, no scan). Relies on seqs
     /// being contiguous from 1 and deletions always removing a prefix.
     pub fn frame_count(&self, traffic: TrafficId) -> Result<u64> {
+        Ok(self.frame_totals(traffic)?.stored)
+    }
+
+    /// Frames of `traffic` recorded, deleted since (`DELETE` or retention) and stored
+    /// now, in O(1) like [`Store::frame_count`].
+    pub fn frame_totals(&self, traffic: TrafficId) -> Result<FrameTotals> {
         let last = self.last_seq(CF_FRAMES, traffic)?.unwrap_or(0);
-        if last == 0 {
-            return Ok(0);
-        }
-        Ok(last.saturating_sub(self.deletion_watermark(traffic)?))
+        let deleted = self.deletion_watermark(traffic)?;
+        Ok(FrameTotals {
+            recorded: last.max(deleted),
+            deleted,
+            stored: last.saturating_sub(deleted),
+        })
     }
 
     /// One traffic entry (a connection relayed untouched completed by its end record).

@@ -125,6 +125,7 @@ fn ws_close(traffic: TrafficId, ts: u64) -> WsClose {
         bytes_from_client: 30,
         bytes_from_server: 40,
         abnormal: None,
+        frames_from_frametap: Some(1),
     }
 }
 
@@ -231,8 +232,26 @@ fn frame_count_and_deletion() {
     assert_eq!(store.frame_count(t).unwrap(), 50);
     assert_eq!(store.frame_count(other).unwrap(), 7);
 
+    assert_eq!(
+        store.frame_totals(t).unwrap(),
+        FrameTotals {
+            recorded: 50,
+            deleted: 0,
+            stored: 50
+        }
+    );
+
     assert_eq!(store.delete_frames(t).unwrap(), 50);
     assert_eq!(store.frame_count(t).unwrap(), 0);
+    // Deleted, but still counted as recorded.
+    assert_eq!(
+        store.frame_totals(t).unwrap(),
+        FrameTotals {
+            recorded: 50,
+            deleted: 50,
+            stored: 0
+        }
+    );
     assert!(store.frame(&FrameId::new(t, 1)).unwrap().is_none());
     assert!(store.frame(&FrameId::new(t, 50)).unwrap().is_none());
     assert!(all_frames(&store, t).is_empty());
@@ -245,6 +264,14 @@ fn frame_count_and_deletion() {
     // The connection keeps recording: only the new frames count.
     store.write(&frames(t, 51..=60, T0)).unwrap();
     assert_eq!(store.frame_count(t).unwrap(), 10);
+    assert_eq!(
+        store.frame_totals(t).unwrap(),
+        FrameTotals {
+            recorded: 60,
+            deleted: 50,
+            stored: 10
+        }
+    );
     assert_eq!(seqs(&all_frames(&store, t)), (51..=60).collect::<Vec<_>>());
     assert_eq!(
         seqs(

@@ -10,11 +10,17 @@ when the server refuses the connection.
 print one summary line: events, seconds, events/s, and the latency of frames whose
 payload is "t:<time.time_ns() of the sender>" (wire-to-event, same host clock).
 
+--ordered: print events in the order the server sent them. The default client
+(python-socketio's threaded one) runs each event handler on a thread of its own, so
+it may print them in any order; --ordered uses its asyncio client instead, which
+starts one task per event in arrival order, and the handler never awaits.
+
 --raw (with --bench): count `websocket:frame` events on a bare Engine.IO WebSocket
 (websocket-client, no Socket.IO client library, no JSON decoding), so that the
 measured rate is the server's rather than a Python client's.
 """
 import argparse
+import asyncio
 import base64
 import json
 import sys
@@ -31,9 +37,13 @@ def main():
     p.add_argument("--bench", type=int)
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--raw", action="store_true")
+    p.add_argument("--ordered", action="store_true")
     args = p.parse_args()
     if args.raw:
         raw_rate(args)
+        return
+    if args.ordered:
+        asyncio.run(ordered(args))
         return
 
     sio = socketio.Client(reconnection=False)
@@ -100,6 +110,35 @@ def main():
         "latency_ms_p99": pct(0.99),
         "latency_samples": len(lat),
     })
+
+
+async def ordered(args):
+    sio = socketio.AsyncClient(reconnection=False)
+
+    def emit(obj):
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    @sio.on("*")
+    def any_event(event, data):
+        # Not a coroutine: it runs to the end before the next event's task starts.
+        emit({"event": event, "data": data, "t": time.time()})
+
+    @sio.event
+    def connect():
+        emit({"event": "connected"})
+
+    @sio.event
+    def connect_error(data):
+        emit({"event": "connect_error", "data": data})
+
+    auth = {"token": args.token} if args.token else None
+    try:
+        await sio.connect(args.url, auth=auth, transports=["websocket"], wait_timeout=10)
+    except socketio.exceptions.ConnectionError as e:
+        emit({"event": "connect_failed", "data": str(e)})
+        sys.exit(2)
+    await sio.wait()
 
 
 def raw_rate(args):

@@ -8,6 +8,7 @@ server: echo server. Every message is echoed back unchanged (as one frame). A te
         Each received message is logged to --log as a JSON line.
 client: runs a script (JSON list of steps: text, binary, fragments, big, many,
         ping, recv (wait for one more message), send (no reply expected),
+        fragments_around_recv (a message left open while one is received),
         send_expect_close, close, ...) and prints one JSON line per event:
         {"echo": i, "type": "text"|"binary", "data": base64} for each reply, and
         {"closed": {"code": .., "reason": ..}} at the end.
@@ -99,6 +100,19 @@ async def run_client(args):
                 await expect_reply(ws)
             elif op == "binary_fragments":
                 await ws.send([base64.b64decode(p) for p in step["parts"]])
+                await expect_reply(ws)
+            elif op == "fragments_around_recv":
+                # The first part, then one message received while this one is still
+                # open (e.g. the echo of a "send" before), then the other parts.
+                parts = step["parts"]
+
+                async def chunks():
+                    yield parts[0]
+                    await expect_reply(ws)
+                    for part in parts[1:]:
+                        yield part
+
+                await ws.send(chunks())
                 await expect_reply(ws)
             elif op == "big":
                 size = step["size"]

@@ -190,10 +190,24 @@ pub struct SioListener {
 
 impl SioListener {
     /// Connects to `api` with `token` and waits for the outcome: `Ok` once
-    /// connected, `Err(message)` if the server refused.
+    /// connected, `Err(message)` if the server refused. Events may be printed out of
+    /// order (python-socketio's threaded client): see [`SioListener::connect_ordered`].
     pub fn connect(api: &Api, token: Option<&str>) -> Result<SioListener, String> {
+        Self::start(api, token, false)
+    }
+
+    /// Like [`SioListener::connect`], with events printed in the order the server
+    /// sent them (python-socketio's asyncio client).
+    pub fn connect_ordered(api: &Api, token: Option<&str>) -> Result<SioListener, String> {
+        Self::start(api, token, true)
+    }
+
+    fn start(api: &Api, token: Option<&str>, ordered: bool) -> Result<SioListener, String> {
         let mut cmd = Command::new("python3");
         cmd.arg(sio_script()).args(["--url", &api.base()]);
+        if ordered {
+            cmd.arg("--ordered");
+        }
         if let Some(t) = token {
             cmd.args(["--token", t]);
         }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use frametap_e2e::{
     Agent, Lab, TestCgroup,
-    api::Api,
+    api::{Api, SioListener},
     netns::UPSTREAM_V4,
     pki::TestPki,
     require_root, serial,
@@ -444,4 +444,247 @@ fn a_close_rule_closes_both_sides() {
     });
     assert_eq!(ws["close_code"], 4003, "{ws}");
     assert_eq!(ws["close_reason"], "closed by rule", "{ws}");
+}
+
+/// Starts the agent, the API and the echo server, for the tests below.
+fn rig(name: &str) -> (Lab, TestCgroup, WsServer, Agent, Api, std::path::PathBuf) {
+    let lab = Lab::new();
+    let cg = TestCgroup::new(name);
+    let pki = TestPki::new(&[HOST, UPSTREAM_V4]);
+    let server = WsServer::start(&lab, UPSTREAM_V4, 8443, Some(&pki), false);
+    let data_dir = tempfile::tempdir().unwrap();
+    let dir = data_dir.path().to_path_buf();
+    let agent = start_agent(&lab, &cg, &pki, data_dir);
+    let api = Api::start(&dir);
+    api.wait_get("/api/health", |h| {
+        h["agent"]["up"] == true && h["events"]["connected"] == true
+    });
+    (lab, cg, server, agent, api, dir)
+}
+
+fn plain_client(dir: &std::path::Path) -> (String, std::path::PathBuf) {
+    (format!("{UPSTREAM_V4}:8443"), dir.join("ca.pem"))
+}
+
+/// Whether a live event belongs to connection `traffic`.
+fn belongs(event: &Value, traffic: &str) -> bool {
+    match event["event"].as_str() {
+        Some("traffic:batch") => event["data"]
+            .as_array()
+            .is_some_and(|entries| entries.iter().any(|t| t["id"] == traffic)),
+        _ => event["data"]["trafficId"] == traffic,
+    }
+}
+
+/// While a rule holds a message until its last fragment, the other direction's
+/// frames are recorded first; the live events still come in `seq` order, the traffic
+/// entry before the open, and each message right after its last frame, as the
+/// messages endpoint gives it. Watched with python-socketio's asyncio client, which
+/// prints events in the order they arrive.
+#[test]
+fn live_events_keep_capture_order_while_a_rule_holds_messages() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let (lab, cg, _server, _agent, api, dir) = rig("rules-order");
+    // Any rule that applies to the connection makes it hold every message.
+    add_rule(
+        &api,
+        json!({"path": "/order", "contains": "never sent", "action": {"kind": "drop"}}),
+    );
+    let mut live = SioListener::connect_ordered(&api, Some(&api.token)).expect("Socket.IO");
+    let (connect, ca) = plain_client(&dir);
+    let opts = ClientOptions {
+        connect: &connect,
+        host: HOST,
+        cafile: Some(&ca),
+        deflate: false,
+    };
+    // "B1", "B2" stay one open message while the echo of "A" comes back.
+    let script = json!([
+        {"op": "send", "data": "A"},
+        {"op": "fragments_around_recv", "parts": ["B1", "B2"]},
+        {"op": "close", "code": 1000, "reason": "bye"},
+    ]);
+    let out = spawn_client_at(&lab, &cg, &opts, &script, "/order").output();
+    assert!(
+        out.status.success(),
+        "client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let traffic = connection(&api, "/order");
+    let events = live.collect_until(|ev| {
+        ev.iter()
+            .any(|e| e["event"] == "websocket:close" && e["data"]["trafficId"] == traffic)
+    });
+    let mine: Vec<&Value> = events.iter().filter(|e| belongs(e, &traffic)).collect();
+    let names: Vec<&str> = mine.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(names[..2], ["traffic:batch", "websocket:open"], "{names:?}");
+    assert_eq!(names.last(), Some(&"websocket:close"), "{names:?}");
+
+    // Frames in seq order, every one of them.
+    let frame_seqs: Vec<u64> = mine
+        .iter()
+        .filter(|e| e["event"] == "websocket:frame")
+        .map(|e| e["data"]["seq"].as_u64().unwrap())
+        .collect();
+    let count = api.get(&format!("/api/websocket/{traffic}/count"))["count"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(frame_seqs, (1..=count).collect::<Vec<_>>());
+
+    // The hold did reorder the recording: the echo of "A" was recorded while the
+    // message "B1B2" was held, between its first and its last frame.
+    let all = wait_messages(&api, &traffic, 4);
+    let held = all
+        .iter()
+        .find(|m| m["fromClient"] == true && content(m) == "B1B2")
+        .unwrap_or_else(|| panic!("{all:#?}"));
+    let echo_a = all
+        .iter()
+        .find(|m| m["fromClient"] == false && content(m) == "A")
+        .unwrap();
+    let seq = |id: &Value| {
+        u64::from_str_radix(id.as_str().unwrap().rsplit('-').next().unwrap(), 16).unwrap()
+    };
+    assert!(
+        seq(&held["id"]) < seq(&echo_a["id"]) && seq(&echo_a["id"]) < seq(&held["lastFrameId"]),
+        "the echo of A came while B was held: {all:#?}"
+    );
+
+    // Messages: right after their last frame, the same JSON as over REST.
+    let mut last_frame = None;
+    let mut live_messages = Vec::new();
+    for event in &mine {
+        match event["event"].as_str() {
+            Some("websocket:frame") => last_frame = Some(event["data"]["id"].clone()),
+            Some("websocket:message") => {
+                assert_eq!(
+                    Some(&event["data"]["lastFrameId"]),
+                    last_frame.as_ref(),
+                    "{event}"
+                );
+                live_messages.push(event["data"].clone());
+            }
+            _ => {}
+        }
+    }
+    let by_id = |mut v: Vec<Value>| {
+        v.sort_by_key(|m| m["id"].as_str().unwrap().to_owned());
+        v
+    };
+    assert_eq!(by_id(live_messages), by_id(all));
+    let close = mine.last().unwrap();
+    assert_eq!(close["data"]["frameCount"], count);
+}
+
+/// The user's three disagreements, under a replace rule and an injected message: the
+/// connection view, `/count` and the `websocket:close` event agree, each count says
+/// what it counts, and they add up, before and after DELETE. Directions are written
+/// in the frames' vocabulary where the rules' is usual, and the other way round.
+#[test]
+fn counts_agree_under_rules_injection_and_delete() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let (lab, cg, _server, _agent, api, dir) = rig("rules-counts");
+    add_rule(
+        &api,
+        json!({"path": "/counts", "direction": "client-to-server",
+               "action": {"kind": "replace", "pattern": "secret", "replacement": "XXXX"}}),
+    );
+    let mut live = SioListener::connect(&api, Some(&api.token)).expect("Socket.IO");
+    let (connect, ca) = plain_client(&dir);
+    let opts = ClientOptions {
+        connect: &connect,
+        host: HOST,
+        cafile: Some(&ca),
+        deflate: false,
+    };
+    let script = json!([
+        {"op": "text", "data": "my secret"},
+        {"op": "recv"},
+        {"op": "close", "code": 1000, "reason": "done"},
+    ]);
+    let mut client = spawn_client_at(&lab, &cg, &opts, &script, "/counts");
+    assert_eq!(texts(&read_echoes(&mut client, 1)), ["my XXXX"]);
+    let traffic = connection(&api, "/counts");
+    inject(&api, &traffic, "server-to-client", "notice");
+    let out = client.output();
+    assert!(
+        out.status.success(),
+        "client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events = live.collect_until(|ev| {
+        ev.iter()
+            .any(|e| e["event"] == "websocket:close" && e["data"]["trafficId"] == traffic)
+    });
+    let closed = events
+        .iter()
+        .find(|e| e["event"] == "websocket:close" && e["data"]["trafficId"] == traffic)
+        .map(|e| e["data"].clone())
+        .unwrap();
+
+    let count_path = format!("/api/websocket/{traffic}/count");
+    api.wait_get(&count_path, |c| c["count"] == closed["frameCount"]);
+    let view = api.wait_get(&format!("/api/websocket/{traffic}"), |c| c["open"] == false);
+    let keys = [
+        "frameCount",
+        "storedFrameCount",
+        "recordedFrameCount",
+        "deletedFrameCount",
+        "framesFromClient",
+        "framesFromServer",
+        "framesFromFrametap",
+    ];
+    for key in keys {
+        assert_eq!(closed[key], view[key], "{key}: {closed} vs {view}");
+    }
+    assert_eq!(
+        view["framesFromFrametap"], 2,
+        "the replacement and the injected message: {view}"
+    );
+    assert_eq!(view["deletedFrameCount"], 0);
+    add_up(&view);
+    // The query takes the rules' names for directions too.
+    assert_eq!(
+        api.get(&format!(
+            "/api/websocket/{traffic}/frames?direction=to-server"
+        )),
+        api.get(&format!(
+            "/api/websocket/{traffic}/frames?direction=client-to-server"
+        ))
+    );
+
+    let deleted = api.request("DELETE", &format!("/api/websocket/{traffic}/frames"));
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    assert_eq!(api.get(&count_path), json!({"count": 0}));
+    let after = api.get(&format!("/api/websocket/{traffic}"));
+    assert_eq!(after["frameCount"], 0, "{after}");
+    assert_eq!(after["deletedFrameCount"], view["recordedFrameCount"]);
+    assert_eq!(after["framesFromClient"], view["framesFromClient"]);
+    add_up(&after);
+}
+
+/// The counts' rule: stored + deleted = recorded = client + server + frametap.
+fn add_up(view: &Value) {
+    let n = |key: &str| {
+        view[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key}: {view}"))
+    };
+    assert_eq!(n("frameCount"), n("storedFrameCount"));
+    assert_eq!(
+        n("storedFrameCount") + n("deletedFrameCount"),
+        n("recordedFrameCount"),
+        "{view}"
+    );
+    assert_eq!(
+        n("framesFromClient") + n("framesFromServer") + n("framesFromFrametap"),
+        n("recordedFrameCount"),
+        "{view}"
+    );
 }

@@ -89,6 +89,8 @@ const PYTHON: &[(Need, &str)] = &[
     (Need::PythonModule("websockets"), "websockets==17.4"),
     // A Socket.IO client we did not write, for the live-event tests.
     (Need::PythonModule("socketio"), "python-socketio==5.14.3"),
+    // Its asyncio client's transport: events printed in the order they came.
+    (Need::PythonModule("aiohttp"), "aiohttp==3.14.5"),
     (Need::PythonModule("websocket"), "websocket-client==1.9.2"),
     (Need::PythonModule("requests"), "requests==2.34.2"),
     // An independent HAR reader, to re-import what the API exports.

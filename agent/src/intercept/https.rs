@@ -408,7 +408,7 @@ async fn answer_gateway_error(
         ),
         None => state.failure_entry(now_ms(), error.clone()),
     };
-    ctx.recorder.persist(vec![record]).await;
+    ctx.recorder.persist(vec![record], None).await;
     let (up, down) = wire_bytes(client_tls.get_ref().0.get_ref().get_ref()).unwrap_or((0, 0));
     Outcome {
         kind: "https",
@@ -477,7 +477,7 @@ async fn client_failed(
     let (up, down) = wire_bytes(io.get_ref().get_ref()).unwrap_or((0, 0));
     drop(io);
     ctx.recorder
-        .persist(vec![state.failure_entry(now_ms(), failure.text.clone())])
+        .persist(vec![state.failure_entry(now_ms(), failure.text.clone())], None)
         .await;
     Outcome {
         kind: "https",

@@ -24,7 +24,7 @@ use std::{
     net::SocketAddr,
     os::fd::{AsRawFd as _, RawFd},
     pin::Pin,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     task::{Context, Poll, ready},
     time::Duration,
 };
@@ -45,7 +45,7 @@ use self::{
 use crate::{
     live::{Injection, Registration},
     proxy::{ConnectionInfo, ProxyContext},
-    recorder::now_ms,
+    recorder::{Recorder, SharedOrder, now_ms},
     relay,
 };
 
@@ -267,6 +267,12 @@ where
     ));
     let mut up = Direction::new(Side::Client, fds.1, fds.0);
     let mut down = Direction::new(Side::Server, fds.0, fds.1);
+    // Both directions' records reach live subscribers in capture order.
+    let order = SharedOrder::default();
+    let recording = Recording {
+        recorder: &ctx.recorder,
+        order: &order,
+    };
     // Present once the connection is a WebSocket: messages the API sends into it.
     let mut injections: Option<(Registration, tokio::sync::mpsc::Receiver<Injection>)> = None;
     let ending = std::future::poll_fn(|cx| {
@@ -282,12 +288,12 @@ where
             }
         }
         if up.result.is_none()
-            && let Poll::Ready(r) = up.poll(cx, &mut client, &mut server, &state, &ctx.recorder)
+            && let Poll::Ready(r) = up.poll(cx, &mut client, &mut server, &state, &recording)
         {
             up.result = Some(r);
         }
         if down.result.is_none()
-            && let Poll::Ready(r) = down.poll(cx, &mut server, &mut client, &state, &ctx.recorder)
+            && let Poll::Ready(r) = down.poll(cx, &mut server, &mut client, &state, &recording)
         {
             down.result = Some(r);
         }
@@ -321,7 +327,7 @@ where
     drop(injections);
     let was_websocket = lock(&state).websocket().is_some();
     let records = lock(&state).on_end(&ending, now_ms());
-    ctx.recorder.persist(records).await;
+    ctx.recorder.persist(records, Some(order)).await;
     Outcome {
         kind: if was_websocket { "websocket" } else { kind },
         bytes_up: up.moved,
@@ -354,6 +360,12 @@ fn reset_fd(fd: RawFd) {
 }
 
 type Persisting = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Where a session's records go: the store, then live subscribers in `order`.
+struct Recording<'a> {
+    recorder: &'a Recorder,
+    order: &'a SharedOrder,
+}
 
 enum Step {
     Read,
@@ -404,19 +416,18 @@ impl Direction {
         }
     }
 
-    fn persist_then_write(
-        &mut self,
-        records: Vec<frametap_store::Record>,
-        recorder: &crate::recorder::Recorder,
-    ) {
+    fn persist_then_write(&mut self, records: Vec<frametap_store::Record>, rec: &Recording<'_>) {
         // Recorded before forwarded: once the peer has a frame, so does the store.
         // Usually written right here; a busy store hands the records back to wait in
         // the writer's queue without blocking this thread.
-        self.step = match recorder.persist_now(records) {
+        self.step = match rec.recorder.persist_now(records, Some(rec.order)) {
             None => Step::Write,
             Some(records) => {
-                let recorder = recorder.clone();
-                Step::Persist(Box::pin(async move { recorder.persist(records).await }))
+                let recorder = rec.recorder.clone();
+                let order = Arc::clone(rec.order);
+                Step::Persist(Box::pin(async move {
+                    recorder.persist(records, Some(order)).await
+                }))
             }
         };
     }
@@ -427,7 +438,7 @@ impl Direction {
         from: &mut R,
         to: &mut W,
         state: &Mutex<SessionState>,
-        recorder: &crate::recorder::Recorder,
+        recording: &Recording<'_>,
     ) -> Poll<PumpEnd>
     where
         R: AsyncRead + Unpin,
@@ -440,7 +451,7 @@ impl Direction {
                     if let Some(outbox) = lock(state).take_outbox(self.other()) {
                         (self.len, self.pos) = (outbox.bytes.len(), 0);
                         self.replacement = Some(outbox.bytes);
-                        self.persist_then_write(outbox.records, recorder);
+                        self.persist_then_write(outbox.records, recording);
                         continue;
                     }
                     let mut read = ReadBuf::new(&mut self.buf);
@@ -466,7 +477,7 @@ impl Direction {
                             self.replacement = Some(bytes);
                         }
                     }
-                    self.persist_then_write(records, recorder);
+                    self.persist_then_write(records, recording);
                 }
                 Step::Persist(persisting) => {
                     ready!(persisting.as_mut().poll(cx));

@@ -253,6 +253,8 @@ impl SessionState {
         let foreign = !negotiated.others.is_empty() || error.is_some();
         let deflate = negotiated.deflate;
         let entry = self.entry(x, if self.meta.tls { "wss" } else { "ws" }, None);
+        // The entry first: live subscribers get it before they hear the connection opened.
+        records.push(Record::Traffic(entry.clone()));
         records.push(Record::WsOpen(WsOpen {
             traffic: entry.id,
             timestamp_ms: now_ms,
@@ -276,7 +278,6 @@ impl SessionState {
             payload_cap: self.payload_cap,
             rules: self.rules.clone(),
         }));
-        records.push(Record::Traffic(entry));
         // These bytes go out with the HTTP read that carried them: recorded, not gated.
         let held = std::mem::take(&mut self.held_client);
         ws.feed_direct(Side::Client, &held, now_ms, records);
@@ -302,7 +303,9 @@ impl SessionState {
             let entry = self.entry(x, "", Some(why.clone()));
             records.push(Record::Traffic(entry));
         }
-        if let Mode::WebSocket(ws) = &self.mode {
+        if let Mode::WebSocket(ws) = &mut self.mode {
+            // Before the counts: what never went out is recorded as dropped.
+            ws.finish(&mut records);
             let abnormal = match ending {
                 Ending::Reset(side) => Some(format!("{} reset", side.name())),
                 Ending::Closed if ws.mid_message() => {
@@ -330,6 +333,7 @@ impl SessionState {
                 bytes_from_client,
                 bytes_from_server,
                 abnormal,
+                frames_from_frametap: Some(ws.frametap_frames()),
             }));
         }
         self.mode = Mode::Opaque;
@@ -513,7 +517,8 @@ mod tests {
         let mut bytes = SWITCHED.to_vec();
         bytes.extend(encode_frame(true, false, 1, None, b"welcome"));
         let records = s.on_bytes(Side::Server, &bytes, 2).0;
-        let Record::Traffic(entry) = &records[1] else {
+        // The entry before the open record: live subscribers see it first.
+        let Record::Traffic(entry) = &records[0] else {
             panic!("{records:?}")
         };
         assert_eq!(entry.protocol, "wss");
@@ -521,7 +526,7 @@ mod tests {
         assert_eq!(entry.url, "wss://chat.test/chat?room=1");
         assert_eq!(entry.path, "/chat?room=1");
         assert_eq!(entry.pid, Some(42));
-        assert!(matches!(&records[0], Record::WsOpen(o) if o.traffic == entry.id && !o.deflate));
+        assert!(matches!(&records[1], Record::WsOpen(o) if o.traffic == entry.id && !o.deflate));
         let f = frames(&records);
         assert_eq!(f.len(), 1);
         assert_eq!(
@@ -556,7 +561,63 @@ mod tests {
             (Some(1001), Some("going away"))
         );
         assert_eq!((c.frames_from_client, c.frames_from_server), (2, 2));
+        assert_eq!(c.frames_from_frametap, Some(0));
         assert_eq!(c.abnormal, None);
+    }
+
+    /// Every sequence number given out ends up in a record, exactly once, and the
+    /// close record's counts add up to them: frames of the client, of the server, and
+    /// frametap's own (a replacement, injections), including what never went out.
+    #[test]
+    fn every_numbered_frame_is_recorded_and_counted() {
+        let rule: frametap_control::Rule = serde_json::from_str(
+            r#"{"direction":"to-server","action":{"kind":"replace","pattern":"secret","replacement":"XXXX"}}"#,
+        )
+        .unwrap();
+        let mut s = SessionState::new(
+            state().meta,
+            Arc::new(TrafficIds::default()),
+            64,
+            Arc::new(RuleBook::new(vec![rule]).unwrap()),
+        );
+        let mut all = Vec::new();
+        s.on_bytes(Side::Client, UPGRADE, 1);
+        all.extend(s.on_bytes(Side::Server, SWITCHED, 2).0);
+        let mask = Some([1, 2, 3, 4]);
+        // 1 (dropped) and 2 (its replacement).
+        let secret = encode_frame(true, false, 1, mask, b"my secret");
+        all.extend(s.on_bytes(Side::Client, &secret, 3).0);
+        // 3.
+        let hi = encode_frame(true, false, 1, None, b"hi");
+        all.extend(s.on_bytes(Side::Server, &hi, 4).0);
+        // 4: between messages, written at once.
+        assert_eq!(s.inject(Side::Client, b"inj1", false, 5), Ok(4));
+        all.extend(s.take_outbox(Side::Client).unwrap().records);
+        // 5: a first fragment over the hold limit streams through unexamined...
+        let long = encode_frame(false, false, 1, mask, &[b'x'; 100]);
+        all.extend(s.on_bytes(Side::Client, &long, 6).0);
+        // ... so 6, for the server, waits for that message to end (it never does).
+        assert_eq!(s.inject(Side::Server, b"inj2", false, 7), Ok(6));
+        // 7: held until its message is complete (it never is).
+        let start = encode_frame(false, false, 1, None, b"abc");
+        all.extend(s.on_bytes(Side::Server, &start, 8).0);
+        // 8: for the client, never taken by a writer before the end.
+        assert_eq!(s.inject(Side::Client, b"inj3", false, 9), Ok(8));
+        let end = s.on_end(&Ending::Reset(Side::Client), 10);
+        all.extend(end.iter().cloned());
+
+        let f = frames(&all);
+        let seqs: Vec<u64> = f.iter().map(|f| f.seq).collect();
+        let mut sorted = seqs.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (1..=8).collect::<Vec<_>>(), "{seqs:?}");
+        let dropped: Vec<u64> = f.iter().filter(|f| f.dropped).map(|f| f.seq).collect();
+        assert_eq!(dropped, [1, 6, 7, 8]);
+        let Some(Record::WsClose(c)) = end.last() else {
+            panic!("{end:?}")
+        };
+        assert_eq!((c.frames_from_client, c.frames_from_server), (2, 2));
+        assert_eq!(c.frames_from_frametap, Some(4));
     }
 
     #[test]

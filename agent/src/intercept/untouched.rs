@@ -88,7 +88,7 @@ pub async fn relay(
     // The prefix goes out before the record is written: the server is already at
     // work while the store takes the entry.
     let sent = prefix.is_empty() || upstream.write_all(&prefix).await.is_ok();
-    ctx.recorder.persist(vec![Record::Traffic(entry)]).await;
+    ctx.recorder.persist(vec![Record::Traffic(entry)], None).await;
     let (up, down, end, error) = if sent {
         let out = relay::relay(client, upstream).await;
         (
@@ -126,7 +126,7 @@ pub async fn refused(
     drop(client);
     let entry = untouched.start_entry(ctx, info);
     let id = entry.id;
-    ctx.recorder.persist(vec![Record::Traffic(entry)]).await;
+    ctx.recorder.persist(vec![Record::Traffic(entry)], None).await;
     finish(
         ctx,
         info,
@@ -160,7 +160,7 @@ async fn finish(
             bytes_from_server: bytes_down,
             end: end.to_string(),
             error: error.clone(),
-        })])
+        })], None)
         .await;
     Outcome {
         kind: untouched.protocol,

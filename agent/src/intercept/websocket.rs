@@ -329,6 +329,29 @@ impl WsSession {
         let parser = &self.streams[side as usize].parser;
         (parser.frames(), parser.wire_bytes())
     }
+
+    /// Frames frametap wrote itself: injected messages, replacements, and the close
+    /// frames of a close rule. Every sequence number goes to a frame a peer sent or
+    /// to one of these.
+    pub fn frametap_frames(&self) -> u64 {
+        let given_out = self.shared.next_seq - 1;
+        let from_peers: u64 = self.streams.iter().map(|s| s.parser.frames()).sum();
+        given_out.saturating_sub(from_peers)
+    }
+
+    /// The connection is over: what was held or waiting to be written never went
+    /// out, and is recorded so (`dropped`), so that every frame numbered is recorded.
+    pub fn finish(&mut self, records: &mut Vec<Record>) {
+        for stream in &mut self.streams {
+            stream.abandon(records);
+        }
+        for outbox in &mut self.shared.outbox {
+            records.extend(std::mem::take(outbox).records.into_iter().map(|r| match r {
+                Record::Frame(f) => Record::Frame(FrameRecord { dropped: true, ..f }),
+                other => other,
+            }));
+        }
+    }
 }
 
 impl Shared {
@@ -686,7 +709,9 @@ impl Stream {
         self.released += n as u64;
     }
 
-    /// Closing: whatever is held is recorded as dropped and never sent.
+    /// Closing: whatever is held is recorded as dropped and never sent, and so are
+    /// injected messages still waiting (their sequence numbers were given out, so
+    /// their records keep the connection's numbering whole).
     fn abandon(&mut self, records: &mut Vec<Record>) {
         records.extend(
             self.held_records
@@ -696,7 +721,11 @@ impl Stream {
         self.released += self.held.len() as u64;
         self.held.clear();
         self.control_spans.clear();
-        self.pending.clear();
+        records.extend(
+            self.pending
+                .drain(..)
+                .map(|(_, r)| Record::Frame(FrameRecord { dropped: true, ..r })),
+        );
     }
 
     /// The message outgrew the hold limit: send what is held, then stream the rest.

@@ -33,7 +33,7 @@ use crate::har::{
 use crate::messages::Reassembler;
 use crate::query::QueryParams;
 use crate::state::AppState;
-use crate::views::{Direction, Frame, frame_json};
+use crate::views::{Direction, DirectionParam, Frame, frame_json};
 
 /// Most entries in a HAR of a time range: the oldest ones in the range are kept.
 pub(crate) const MAX_HAR_ENTRIES: usize = 10_000;
@@ -329,7 +329,7 @@ fn websocket_messages(
     params(
         ("trafficId" = String, Path, description = "Traffic entry id of the WebSocket connection (16 hex digits)"),
         ("after" = Option<String>, Query, description = "Start after this frame id (of the same connection)"),
-        ("direction" = Option<Direction>, Query, description = "Only frames sent in this direction"),
+        ("direction" = Option<DirectionParam>, Query, description = "Only frames sent in this direction: `client-to-server` (or `to-server`), `server-to-client` (or `to-client`)"),
         ("opcode" = Option<u8>, Query, maximum = 10, description = "Only frames with this opcode: 0, 1, 2, 8, 9 or 10"),
     ),
     responses(

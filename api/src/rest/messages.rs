@@ -15,7 +15,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::messages::Reassembler;
 use crate::query::QueryParams;
 use crate::state::AppState;
-use crate::views::{Direction, WebSocketMessage, message_json};
+use crate::views::{Direction, DirectionParam, WebSocketMessage, message_json};
 
 /// Frames read from the store per step while filling a page of messages.
 const READ_STEP: usize = 128;
@@ -43,7 +43,7 @@ const READ_STEP: usize = 128;
         ("trafficId" = String, Path, description = "Traffic entry id of the WebSocket connection (16 hex digits)"),
         ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Most messages to return (1 to 1000, default 100)"),
         ("after" = Option<String>, Query, description = "Cursor: return the messages whose first frame comes after this frame (a message id of the same connection)"),
-        ("direction" = Option<Direction>, Query, description = "Only messages sent in this direction"),
+        ("direction" = Option<DirectionParam>, Query, description = "Only messages sent in this direction: `client-to-server` (or `to-server`), `server-to-client` (or `to-client`)"),
     ),
     responses(
         (status = 200, description = "Messages, oldest first", body = Vec<WebSocketMessage>,

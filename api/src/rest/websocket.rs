@@ -20,7 +20,8 @@ use crate::error::{ApiError, ErrorBody, excerpt};
 use crate::query::QueryParams;
 use crate::state::AppState;
 use crate::views::{
-    DeleteResult, Direction, Frame, FrameCount, WebSocketConnection, connection_json, frame_json,
+    DeleteResult, Direction, DirectionParam, Frame, FrameCount, WebSocketConnection,
+    connection_json, frame_json,
 };
 
 /// Frames per page when `limit` is not given.
@@ -110,14 +111,16 @@ pub(super) fn check_cursor(after: Option<FrameId>, traffic: TrafficId) -> Result
     }
 }
 
-/// `direction`: `client-to-server` or `server-to-client`.
+/// `direction`: `client-to-server` or `server-to-client`, or the rules' names for
+/// them, `to-server` and `to-client`.
 pub(super) fn direction_param(params: &QueryParams) -> Result<Option<Direction>, ApiError> {
     let Some(raw) = params.single("direction")? else {
         return Ok(None);
     };
     Direction::parse(raw).map(Some).ok_or_else(|| {
         ApiError::BadRequest(format!(
-            "query parameter `direction` must be client-to-server or server-to-client, got {:?}",
+            "query parameter `direction` must be client-to-server (or to-server) or \
+             server-to-client (or to-client), got {:?}",
             excerpt(raw)
         ))
     })
@@ -166,7 +169,7 @@ pub(super) fn with_next_link(mut response: Response, next: Option<String>) -> Re
         ("trafficId" = String, Path, description = "Traffic entry id of the WebSocket connection (16 hex digits)"),
         ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Most frames to return (1 to 1000, default 100)"),
         ("after" = Option<String>, Query, description = "Cursor: return the frames after this frame id (of the same connection)"),
-        ("direction" = Option<Direction>, Query, description = "Only frames sent in this direction"),
+        ("direction" = Option<DirectionParam>, Query, description = "Only frames sent in this direction: `client-to-server` (or `to-server`), `server-to-client` (or `to-client`)"),
         ("opcode" = Option<u8>, Query, maximum = 10, description = "Only frames with this opcode: 0, 1, 2, 8, 9 or 10"),
     ),
     responses(
@@ -374,9 +377,13 @@ pub(super) async fn refresh(state: &AppState) -> Result<(), ApiError> {
 
 /// Get a WebSocket connection.
 ///
-/// Its URL, negotiation, addresses, live frame count and, once it ended, who closed it
-/// and how (mitmproxy's `WebSocketData` names: `closed_by_client`, `close_code`,
-/// `close_reason`, `timestamp_end`).
+/// Its URL, negotiation, addresses, frame counts and, once it ended, who closed it
+/// and how. Fields are camelCase; mitmproxy's `WebSocketData` names for the close
+/// fields (`closed_by_client`, `close_code`, `close_reason`, `timestamp_end`) are
+/// given too. Each frame count says what it counts: `frameCount` and
+/// `storedFrameCount` are what `/count` says (frames stored now), `recordedFrameCount`
+/// includes deleted frames, and once closed `framesFromClient + framesFromServer +
+/// framesFromFrametap = recordedFrameCount`.
 #[utoipa::path(
     get,
     path = "/api/websocket/{trafficId}",
@@ -403,8 +410,8 @@ pub(crate) async fn get_connection(
         .ws_connection(traffic)
         .map_err(read)?
         .ok_or_else(not_found)?;
-    let count = store.frame_count(traffic).map_err(read)?;
-    Ok(Json(connection_json(&connection, count)))
+    let totals = store.frame_totals(traffic).map_err(read)?;
+    Ok(Json(connection_json(&connection, totals)))
 }
 
 #[cfg(test)]
@@ -427,6 +434,22 @@ mod tests {
                 from_client: Some(false),
                 opcode: Some(10)
             }
+        );
+        // The rules' names for the directions work too; links use the seed's.
+        assert_eq!(
+            parse("direction=to-client").unwrap(),
+            parse("direction=server-to-client").unwrap()
+        );
+        assert_eq!(
+            parse("direction=to-server").unwrap().filter().from_client,
+            Some(true)
+        );
+        assert_eq!(
+            parse("direction=client-to-server")
+                .unwrap()
+                .filter()
+                .from_client,
+            Some(true)
         );
         assert_eq!(
             q.next_page(TrafficId(1), "0000000000000001-00000005"),
