@@ -221,7 +221,7 @@ mod tests {
             traffic: TrafficId(1),
             seq,
             timestamp_ms: seq,
-            from_client: seq % 2 == 0,
+            from_client: seq.is_multiple_of(2),
             opcode: 1,
             fin: true,
             rsv: 0,

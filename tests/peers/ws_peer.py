@@ -102,12 +102,15 @@ async def run_client(args):
                 await ws.send([base64.b64decode(p) for p in step["parts"]])
                 await expect_reply(ws)
             elif op == "fragments_around_recv":
-                # The first part, then one message received while this one is still
-                # open (e.g. the echo of a "send" before), then the other parts.
+                # The first part, then (with "ping") a ping inside the message, then
+                # one message received while this one is still open (e.g. the echo
+                # of a "send" before), then the other parts.
                 parts = step["parts"]
 
                 async def chunks():
                     yield parts[0]
+                    if "ping" in step:
+                        await ws.ping(step["ping"].encode())
                     await expect_reply(ws)
                     for part in parts[1:]:
                         yield part
