@@ -773,7 +773,7 @@ mod tests {
     #[test]
     fn rule_directions_read_in_either_vocabulary() {
         use frametap_control::InjectDirection;
-        let file: FileConfig = toml::from_str(
+        let file: ServeOptions = toml::from_str(
             r#"
             [[rules]]
             direction = "to-server"
@@ -790,7 +790,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        let c = ServeConfig::resolve(CliServe::default(), file).unwrap();
+        let c = ServeConfig::resolve(ServeOptions::default(), file).unwrap();
         let directions: Vec<_> = c.rules.iter().map(|r| r.direction).collect();
         use InjectDirection::{ToClient, ToServer};
         assert_eq!(
@@ -802,7 +802,7 @@ mod tests {
                 Some(ToClient)
             ]
         );
-        let err = toml::from_str::<FileConfig>(
+        let err = toml::from_str::<ServeOptions>(
             "[[rules]]\ndirection = \"upstream\"\naction = { kind = \"drop\" }\n",
         )
         .unwrap_err();
