@@ -180,6 +180,12 @@ pub struct ServeOptions {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     #[serde(default, deserialize_with = "de::size")]
     pub max_frame_payload: Option<u64>,
+    /// Most bytes stored of each HTTP request and response body, as they stream
+    /// through (the true size is always recorded, with a truncated flag). 0 turns
+    /// body recording off. Default: 1MiB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_or_zero)]
+    #[serde(default, deserialize_with = "de::size_or_zero")]
+    pub max_body_size: Option<u64>,
     /// Delete recorded traffic older than this (e.g. 7d, 12h; a bare number is
     /// seconds). Default: keep.
     #[arg(long, value_name = "AGE", value_parser = parse_duration)]
@@ -294,6 +300,10 @@ mod de {
         parsed(d, super::parse_size)
     }
 
+    pub fn size_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        parsed(d, super::parse_size_or_zero)
+    }
+
     pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         parsed(d, super::parse_duration)
     }
@@ -310,6 +320,7 @@ impl<'de> Deserialize<'de> for PortList {
 
 pub const DEFAULT_CA_NAME: &str = "frametap CA";
 pub const DEFAULT_MAX_FRAME_PAYLOAD: u64 = 1024 * 1024;
+pub const DEFAULT_MAX_BODY_SIZE: u64 = 1024 * 1024;
 
 /// "90s", "30m", "12h", "7d" (a bare number is seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -333,6 +344,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// "1048576", "512KiB", "100MiB", "10GiB", "500MB", "2GB".
 pub fn parse_size(s: &str) -> Result<u64, String> {
+    match parse_size_or_zero(s)? {
+        0 => Err(format!("{:?} is zero or too large", s.trim())),
+        n => Ok(n),
+    }
+}
+
+/// [`parse_size`], where zero (`0`, `0MiB`) is allowed: it means "off".
+pub fn parse_size_or_zero(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num
@@ -355,7 +374,6 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         }
     };
     n.checked_mul(factor)
-        .filter(|&v| v > 0)
         .ok_or_else(|| format!("{s:?} is zero or too large"))
 }
 
@@ -388,6 +406,8 @@ pub struct ServeConfig {
     pub passthrough: Vec<String>,
     pub ca_name: String,
     pub max_frame_payload: u64,
+    /// Bytes of each HTTP request and response body stored; 0: none.
+    pub max_body_size: u64,
     #[serde(serialize_with = "ser::opt_seconds")]
     pub retention_max_age: Option<Duration>,
     pub retention_max_size: Option<u64>,
@@ -510,6 +530,10 @@ impl ServeConfig {
                 .max_frame_payload
                 .or(file.max_frame_payload)
                 .unwrap_or(DEFAULT_MAX_FRAME_PAYLOAD),
+            max_body_size: cli
+                .max_body_size
+                .or(file.max_body_size)
+                .unwrap_or(DEFAULT_MAX_BODY_SIZE),
             retention_max_age: cli.retention_max_age.or(file.retention_max_age),
             retention_max_size: cli.retention_max_size.or(file.retention_max_size),
             rules,
@@ -740,6 +764,12 @@ mod tests {
         assert!(parse_size("0").is_err());
         assert!(parse_size("5 parsecs").is_err());
         assert!(parse_size("99999999999TiB").is_err());
+        assert_eq!(parse_size_or_zero("0").unwrap(), 0);
+        assert_eq!(parse_size_or_zero("0MiB").unwrap(), 0);
+        assert_eq!(parse_size_or_zero("64KiB").unwrap(), 64 << 10);
+        assert!(parse_size_or_zero("0 parsecs").is_err());
+        assert!(parse_size_or_zero("").is_err());
+        assert!(parse_size_or_zero("-1").is_err());
     }
 
     #[test]
@@ -828,6 +858,7 @@ mod tests {
         );
         assert_eq!(c.passthrough, vec!["*.bank.test"]);
         assert_eq!(c.max_frame_payload, 64 * 1024);
+        assert_eq!(c.max_body_size, DEFAULT_MAX_BODY_SIZE);
         assert_eq!(c.retention_max_age, Some(Duration::from_secs(7 * 86_400)));
         assert_eq!(c.retention_max_size, Some(10 << 30));
         assert!(!c.insecure_upstream);

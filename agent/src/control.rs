@@ -1,6 +1,8 @@
 //! The control socket server (`<data-dir>/control.sock`, mode 0600): the API process
-//! asks here for status, frame deletion and the live record stream. The protocol is
-//! in `frametap-control`; this is the agent's thin async side of it.
+//! asks here for status, deletions, rules, injected messages and the live record
+//! stream. The protocol is in `frametap-control`; this is the agent's thin async
+//! side of it. Every change to the rules is also recorded in the store
+//! ([`record_rules`]), so the API knows them while the agent is down.
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,9 +13,10 @@ use anyhow::{Context, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use frametap_control::{
-    AgentStatus, InjectDirection, Message, Refusal, Reply, Request, read_message, write_message,
+    AgentStatus, DeleteTarget, InjectDirection, Message, Refusal, Reply, Request, RuleSnapshot,
+    read_message, write_message,
 };
-use frametap_store::{Store, TrafficId};
+use frametap_store::{DeleteStats, Store, TrafficFilter, TrafficId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, info, warn};
@@ -93,6 +96,78 @@ pub struct ControlContext {
     pub recorder: Recorder,
     pub rules: Arc<RuleBook>,
     pub live: Arc<LiveConnections>,
+    /// Serialises rule changes, so the snapshots reach the store in order.
+    pub rule_changes: tokio::sync::Mutex<()>,
+}
+
+/// Writes the rules now in force to the store (a new version; see
+/// [`frametap_store::Store::record_rules`]).
+pub fn record_rules(store: &Store, rules: &RuleBook) -> anyhow::Result<()> {
+    let snapshot = RuleSnapshot {
+        recorded_at_ms: frametap_store::now_ms(),
+        agent_pid: std::process::id(),
+        rules: rules.list(),
+    };
+    let json = serde_json::to_vec(&snapshot).context("encoding the rules")?;
+    store
+        .record_rules(&json)
+        .context("recording the rules in the store")?;
+    Ok(())
+}
+
+/// After a rule change: the new set goes to the store. The change stands either way
+/// (the agent holds the rules); a failure is logged, and the API shows the previous
+/// set while the agent is down.
+async fn persist_rules(ctx: &ControlContext) {
+    let (store, rules) = (ctx.store.clone(), Arc::clone(&ctx.rules));
+    match tokio::task::spawn_blocking(move || record_rules(&store, &rules)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %format!("{e:#}"), "rules changed but not recorded"),
+        Err(e) => warn!(error = %e, "rules changed but not recorded"),
+    }
+}
+
+/// Deletes the traffic entries `target` names, off the async thread.
+async fn delete_traffic(ctx: &ControlContext, target: DeleteTarget) -> Reply {
+    let store = ctx.store.clone();
+    let one = match &target {
+        DeleteTarget::One { id } => match id.parse::<TrafficId>() {
+            Ok(id) => Some(id),
+            Err(e) => {
+                return Reply::Refused {
+                    reason: Refusal::NotFound,
+                    message: format!("bad traffic id {id:?}: {e}"),
+                };
+            }
+        },
+        _ => None,
+    };
+    let work = move || -> anyhow::Result<DeleteStats> {
+        match (one, target) {
+            (Some(id), _) => store.delete_traffic(&[id]),
+            (None, DeleteTarget::Matching { filter }) => store.delete_traffic_matching(&filter),
+            (None, _) => store.delete_traffic_matching(&TrafficFilter::default()),
+        }
+    };
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(stats)) if one.is_some() && stats.traffic == 0 => Reply::Refused {
+            reason: Refusal::NotFound,
+            message: "Traffic entry not found".into(),
+        },
+        Ok(Ok(stats)) => {
+            info!(
+                entries = stats.traffic,
+                frames = stats.frames,
+                "traffic entries deleted"
+            );
+            Reply::TrafficDeleted {
+                entries: stats.traffic,
+                frames: stats.frames,
+            }
+        }
+        Ok(Err(e)) => Reply::Error(format!("deleting traffic: {e:#}")),
+        Err(e) => Reply::Error(format!("deleting traffic: {e}")),
+    }
 }
 
 async fn handle(mut stream: UnixStream, ctx: Arc<ControlContext>) {
@@ -128,14 +203,20 @@ async fn handle(mut stream: UnixStream, ctx: Arc<ControlContext>) {
             };
             let _ = reply(&mut stream, answer).await;
         }
+        Request::DeleteTraffic { target } => {
+            let answer = delete_traffic(&ctx, target).await;
+            let _ = reply(&mut stream, answer).await;
+        }
         Request::Subscribe => stream_records(stream, &ctx).await,
         Request::ListRules => {
             let _ = reply(&mut stream, Reply::Rules(ctx.rules.list())).await;
         }
         Request::AddRule { rule } => {
+            let _serial = ctx.rule_changes.lock().await;
             let answer = match ctx.rules.add(rule) {
                 Ok(rule) => {
                     info!(rule = %serde_json::to_string(&rule).unwrap_or_default(), "rule added");
+                    persist_rules(&ctx).await;
                     Reply::RuleAdded(rule)
                 }
                 Err((reason, message)) => Reply::Refused { reason, message },
@@ -143,8 +224,10 @@ async fn handle(mut stream: UnixStream, ctx: Arc<ControlContext>) {
             let _ = reply(&mut stream, answer).await;
         }
         Request::DeleteRule { id } => {
+            let _serial = ctx.rule_changes.lock().await;
             let answer = if ctx.rules.delete(&id) {
                 info!(%id, "rule deleted");
+                persist_rules(&ctx).await;
                 Reply::RuleDeleted
             } else {
                 Reply::Refused {

@@ -1,5 +1,6 @@
 //! The live record stream: every record the recorder persisted, fanned out to the
-//! control socket's subscribers (the API process).
+//! control socket's subscribers (the API process). Body chunks are left out: they
+//! are no live event, and the API reads them from the store.
 //!
 //! Publishing never waits: each subscriber has a bounded queue, and a subscriber
 //! that falls behind loses records (counted, and told how many) instead of slowing
@@ -63,12 +64,17 @@ impl EventBus {
         Subscription { batches, dropped }
     }
 
-    /// Encodes `records` once for every subscriber. Call it only when
-    /// [`Self::has_subscribers`] (encoding is the expensive part).
-    pub fn encode(records: &[Record]) -> Arc<Batch> {
-        Arc::new(Batch {
-            records: records.len() as u64,
-            bytes: frametap_control::encode_records(records),
+    /// Encodes `records` once for every subscriber; `None` when none of them is
+    /// streamed. Call it only when [`Self::has_subscribers`] (encoding is the
+    /// expensive part).
+    pub fn encode(records: &[Record]) -> Option<Arc<Batch>> {
+        let streamed = || records.iter().filter(|r| !matches!(r, Record::Body(_)));
+        let count = streamed().count() as u64;
+        (count > 0).then(|| {
+            Arc::new(Batch {
+                records: count,
+                bytes: frametap_control::encode_records(streamed()),
+            })
         })
     }
 
@@ -113,7 +119,9 @@ impl Slot {
         match record {
             Record::Frame(f) => Slot::Frame(f.seq, copy),
             Record::WsClose(_) => Slot::Close(copy),
-            Record::Traffic(_) | Record::WsOpen(_) => Slot::Other(copy),
+            Record::Traffic(_) | Record::WsOpen(_) | Record::TunnelEnd(_) => Slot::Other(copy),
+            // Not streamed: see [`EventBus::encode`].
+            Record::Body(_) => Slot::Other(None),
         }
     }
 }
@@ -305,7 +313,7 @@ mod tests {
         assert!(bus.has_subscribers());
         let total = EventBus::QUEUE as u64 + 10;
         for n in 0..total {
-            bus.publish(EventBus::encode(&[close(n), close(n)]));
+            bus.publish(EventBus::encode(&[close(n), close(n)]).unwrap());
             // The fast one keeps up.
             assert!(fast.batches.try_recv().is_ok());
         }
@@ -319,7 +327,21 @@ mod tests {
         assert_eq!(bus.dropped.load(Ordering::Relaxed), 20);
         drop(slow);
         drop(fast);
-        bus.publish(EventBus::encode(&[close(0)]));
+        bus.publish(EventBus::encode(&[close(0)]).unwrap());
         assert!(!bus.has_subscribers());
+    }
+
+    #[test]
+    fn body_chunks_are_not_streamed() {
+        let body = Record::Body(frametap_store::BodyChunk {
+            traffic: TrafficId(1),
+            of: frametap_store::BodyOf::Response,
+            seq: 0,
+            data: vec![0; 1000],
+        });
+        assert!(EventBus::encode(std::slice::from_ref(&body)).is_none());
+        let batch = EventBus::encode(&[body, close(1)]).unwrap();
+        assert_eq!(batch.records, 1);
+        assert_eq!(batch.bytes, frametap_control::encode_records(&[close(1)]));
     }
 }

@@ -247,12 +247,15 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let recorder = Recorder::new(writer.clone());
     let control = ControlSocket::bind(&cfg.data_dir)?;
     let rules = Arc::new(RuleBook::new(cfg.rules.clone()).map_err(anyhow::Error::msg)?);
+    // The API shows these while the agent is down.
+    frametap_agent::control::record_rules(&store, &rules)?;
     let live = Arc::new(LiveConnections::default());
     let control_ctx = Arc::new(ControlContext {
         store: store.clone(),
         recorder: recorder.clone(),
         rules: Arc::clone(&rules),
         live: Arc::clone(&live),
+        rule_changes: tokio::sync::Mutex::default(),
     });
 
     let mut agent = capture_common::AgentConfig::new(
@@ -326,6 +329,7 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             tls,
             passthrough,
             payload_cap: usize::try_from(cfg.max_frame_payload).unwrap_or(usize::MAX),
+            body_cap: cfg.max_body_size,
             rules,
             live,
             alpn: Default::default(),

@@ -37,6 +37,9 @@ pub struct InterceptSettings {
     /// Most payload bytes stored per frame; the rest is counted only. Also the
     /// most a message rule holds back before letting a message through unexamined.
     pub payload_cap: usize,
+    /// Most bytes stored of each HTTP request and response body (0: none); the
+    /// rest is counted only.
+    pub body_cap: u64,
     /// Message rules (drop, replace, close).
     pub rules: Arc<crate::rules::RuleBook>,
     /// Open WebSocket connections, for injecting messages.

@@ -111,7 +111,7 @@ impl Recorder {
         let listening = self.events.has_subscribers();
         let live = match order {
             Some(_) => Live::Ordered(records.iter().map(|r| Slot::of(r, listening)).collect()),
-            None if listening => Live::Batch(EventBus::encode(&records)),
+            None if listening => EventBus::encode(&records).map_or(Live::Nothing, Live::Batch),
             None => Live::Nothing,
         };
         let n = records.len() as u64;
@@ -140,8 +140,11 @@ impl Recorder {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .release(slots);
-                if !ready.is_empty() && self.events.has_subscribers() {
-                    self.events.publish(EventBus::encode(&ready));
+                if !ready.is_empty()
+                    && self.events.has_subscribers()
+                    && let Some(batch) = EventBus::encode(&ready)
+                {
+                    self.events.publish(batch);
                 }
             }
             (Live::Ordered(_) | Live::Nothing, _) => {}

@@ -1,5 +1,5 @@
-//! The API's side of the agent's control socket: writes (frame deletion, rules,
-//! injected messages) as one-shot requests, the agent's status for `/api/health`,
+//! The API's side of the agent's control socket: writes (frame and traffic deletion,
+//! rules, injected messages) as one-shot requests, the agent's status for `/api/health`,
 //! and the live record subscription that feeds Socket.IO. Everything reconnects by itself, so the API
 //! and the agent start and restart in any order.
 use std::path::{Path, PathBuf};
@@ -10,13 +10,13 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use frametap_control::{
-    AgentStatus, InjectDirection, Message, ProtocolError, Reply, Request, Rule,
+    AgentStatus, DeleteTarget, InjectDirection, Message, ProtocolError, Reply, Request, Rule,
 };
 use frametap_store::TrafficId;
 use tracing::{info, warn};
 
 use crate::events::LiveEvents;
-use crate::state::{AgentControl, AgentFuture, ControlError};
+use crate::state::{AgentControl, AgentFuture, ControlError, TrafficDeletion};
 
 /// A request the agent does not answer within this is given up on.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -188,6 +188,15 @@ impl AgentControl for AgentLink {
             {
                 Reply::Deleted { frames } => Ok(frames),
                 other => Err(unexpected(other, "a delete request")),
+            }
+        })
+    }
+
+    fn delete_traffic(&self, target: DeleteTarget) -> AgentFuture<'_, TrafficDeletion> {
+        Box::pin(async move {
+            match self.call(Request::DeleteTraffic { target }).await? {
+                Reply::TrafficDeleted { entries, frames } => Ok(TrafficDeletion { entries, frames }),
+                other => Err(unexpected(other, "a traffic deletion")),
             }
         })
     }

@@ -9,9 +9,17 @@ use utoipa::ToSchema;
 
 /// `GET /api/rules`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct RuleList {
     /// The rules in force, in the order they are tried.
     pub rules: Vec<Rule>,
+    /// `true`: the running agent's rules. `false`: the agent is not running; these
+    /// are the rules it had when it last recorded them (at its start or its last
+    /// rule change), which it starts with again unless its config file changed.
+    pub live: bool,
+    /// When the agent recorded these rules, Unix milliseconds; `null` when `live`.
+    #[schema(required = true)]
+    pub recorded_at: Option<u64>,
 }
 
 /// `DELETE /api/rules/{id}`.

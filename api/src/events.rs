@@ -161,6 +161,8 @@ impl LiveRelay {
                     events.push(Event::Close(views::closed_json(&close, gone)));
                 }
                 Record::TunnelEnd(end) => events.push(Event::End(views::ended_json(&end))),
+                // Not a live event (the agent does not stream them anyway).
+                Record::Body(_) => {}
             }
         }
         if !traffic.is_empty() {

@@ -4,9 +4,12 @@
 //! (protocol `ws`/`wss`, status 101) has `_resourceType: "websocket"` and
 //! `_webSocketMessages: [{type: "send" | "receive", time, opcode, data}]`.
 //!
-//! What frametap does not record is written as HAR says to: sizes `-1`, no bodies.
-//! The HTTP version is not recorded either; entries say `HTTP/1.1` (what every
-//! WebSocket upgrade is).
+//! Bodies are the recorded ones (`postData.text`, `content.text`), with their
+//! Content-Encoding undone where the API can (gzip, deflate, br), as text when they
+//! are UTF-8 and as base64 (`encoding: "base64"`) otherwise; a body the agent stored
+//! only a prefix of says so in the entry's `comment`. What frametap does not record
+//! is written as HAR says to: sizes `-1`, no `text`. The HTTP version is not
+//! recorded either; entries say `HTTP/1.1` (what every WebSocket upgrade is).
 //!
 //! HAR describes HTTP exchanges, so traffic entries without an HTTP request are left
 //! out ([`has_http_exchange`]): connections relayed untouched (`tls`, `tcp`) and TLS
@@ -19,10 +22,11 @@ use std::net::SocketAddr;
 use axum::http::StatusCode;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use frametap_store::TrafficEntry;
+use frametap_store::{BodyInfo, TrafficEntry};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::content;
 use crate::messages::AssembledMessage;
 
 /// A HAR file.
@@ -120,10 +124,28 @@ pub struct HarRequest {
     pub headers: Vec<HarHeader>,
     /// The URL's query, decoded.
     pub query_string: Vec<HarHeader>,
+    /// The recorded request body, when the request had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_data: Option<HarPostData>,
     /// `-1`: not recorded.
     pub headers_size: i64,
-    /// `-1`: not recorded.
+    /// Bytes of the request body as sent; `-1` when not recorded.
     pub body_size: i64,
+}
+
+/// The HAR `request.postData`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HarPostData {
+    /// `Content-Type` of the request, else `x-unknown`.
+    pub mime_type: String,
+    /// The body (Content-Encoding undone where possible): the text itself, or
+    /// base64 when `encoding` says so. Only a prefix when the entry's `comment` says
+    /// it was truncated.
+    pub text: String,
+    /// `base64` when `text` is base64 (the body is not UTF-8 text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
 }
 
 /// The HAR `response`.
@@ -155,10 +177,81 @@ pub struct HarResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HarContent {
-    /// `Content-Length`, else 0.
+    /// Bytes of the content: decoded when `text` is decoded, as sent otherwise;
+    /// without a recorded body, `Content-Length`, else 0.
     pub size: i64,
+    /// Bytes saved by the Content-Encoding (`size` minus the body's size as sent),
+    /// when the whole body was decoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<i64>,
     /// `Content-Type`, else `x-unknown`.
     pub mime_type: String,
+    /// The recorded body (Content-Encoding undone where possible): the text itself,
+    /// or base64 when `encoding` says so; absent when none was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// `base64` when `text` is base64 (the body is not UTF-8 text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
+}
+
+/// A recorded body, as HAR carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HarBody {
+    /// The content: the text itself, or base64 when `base64`.
+    pub text: String,
+    pub base64: bool,
+    /// Bytes of content in `text` (before base64).
+    pub content_len: u64,
+    /// The Content-Encoding was undone.
+    pub decoded: bool,
+    /// `text` holds only a prefix of the body.
+    pub truncated: bool,
+    /// What the agent recorded of the body.
+    pub info: BodyInfo,
+}
+
+/// The HAR view of a recorded body: `stored` is what the store holds of it (at most
+/// `limit` bytes of content are kept), `content_encoding` its header.
+pub fn har_body(info: BodyInfo, stored: &[u8], content_encoding: Option<&str>, limit: usize) -> HarBody {
+    let decoded = match content::codings(content_encoding) {
+        Ok(codings) if !codings.is_empty() => content::decode(stored, &codings, limit),
+        _ => None,
+    };
+    let (content, decoded, cut) = match decoded {
+        Some((content, cut)) => (content, true, cut),
+        None => {
+            let end = stored.len().min(limit);
+            (stored[..end].to_vec(), false, stored.len() > limit)
+        }
+    };
+    let truncated = cut || info.truncated() || (stored.len() as u64) < info.stored;
+    let (text, base64) = match std::str::from_utf8(&content) {
+        Ok(text) => (text.to_owned(), false),
+        // A cut in the middle of a character still shows as text.
+        Err(e) if truncated && e.error_len().is_none() => (
+            std::str::from_utf8(&content[..e.valid_up_to()])
+                .expect("valid up to here")
+                .to_owned(),
+            false,
+        ),
+        Err(_) => (BASE64.encode(&content), true),
+    };
+    HarBody {
+        text,
+        base64,
+        content_len: content.len() as u64,
+        decoded,
+        truncated,
+        info,
+    }
+}
+
+/// The recorded bodies of an exchange, for [`har_entry`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HarBodies {
+    pub request: Option<HarBody>,
+    pub response: Option<HarBody>,
 }
 
 /// A header or query parameter.
@@ -249,8 +342,13 @@ pub fn is_websocket(entry: &TrafficEntry) -> bool {
     matches!(entry.protocol.as_str(), "ws" | "wss") && entry.status == Some(101)
 }
 
-/// The HAR entry of a stored exchange; `messages` for a WebSocket connection.
-pub fn har_entry(entry: &TrafficEntry, messages: Option<Vec<HarWebSocketMessage>>) -> HarEntry {
+/// The HAR entry of a stored exchange; `messages` for a WebSocket connection,
+/// `bodies` as recorded.
+pub fn har_entry(
+    entry: &TrafficEntry,
+    messages: Option<Vec<HarWebSocketMessage>>,
+    bodies: HarBodies,
+) -> HarEntry {
     let time = entry
         .duration_ms
         .filter(|d| d.is_finite() && *d >= 0.0)
@@ -266,6 +364,37 @@ pub fn har_entry(entry: &TrafficEntry, messages: Option<Vec<HarWebSocketMessage>
         .filter(|n| *n >= 0);
     let status = entry.status.unwrap_or(0);
     let websocket = is_websocket(entry);
+    let mime_type = |headers: &[(String, String)]| {
+        header(headers, "content-type").unwrap_or_else(|| "x-unknown".into())
+    };
+    let encoding = |body: &HarBody| body.base64.then(|| "base64".to_owned());
+    let post_data = bodies
+        .request
+        .as_ref()
+        .filter(|body| body.info.size > 0)
+        .map(|body| HarPostData {
+            mime_type: mime_type(&entry.request_headers),
+            text: body.text.clone(),
+            encoding: encoding(body),
+        });
+    let response = bodies.response.as_ref();
+    let content_size = match response {
+        Some(body) if body.decoded => body.content_len as i64,
+        Some(body) => body.info.size as i64,
+        None => content_length.unwrap_or(0),
+    };
+    let mut notes: Vec<String> = entry.error.iter().cloned().collect();
+    for (name, body) in [("request", &bodies.request), ("response", &bodies.response)] {
+        if let Some(body) = body
+            && body.truncated
+        {
+            notes.push(format!(
+                "frametap: the {name} body's text is only its beginning ({} of {} bytes \
+                 as sent were stored)",
+                body.info.stored, body.info.size
+            ));
+        }
+    }
     HarEntry {
         started_date_time: iso8601(entry.timestamp_ms),
         time,
@@ -276,8 +405,9 @@ pub fn har_entry(entry: &TrafficEntry, messages: Option<Vec<HarWebSocketMessage>
             cookies: request_cookies(&entry.request_headers),
             headers: har_headers(&entry.request_headers),
             query_string: query_string(&entry.url),
+            post_data,
             headers_size: -1,
-            body_size: -1,
+            body_size: entry.request_body.map_or(-1, |b| b.size as i64),
         },
         response: HarResponse {
             status,
@@ -290,13 +420,20 @@ pub fn har_entry(entry: &TrafficEntry, messages: Option<Vec<HarWebSocketMessage>
             cookies: response_cookies(&entry.response_headers),
             headers: har_headers(&entry.response_headers),
             content: HarContent {
-                size: content_length.unwrap_or(0),
-                mime_type: header(&entry.response_headers, "content-type")
-                    .unwrap_or_else(|| "x-unknown".into()),
+                size: content_size,
+                compression: response
+                    .filter(|body| body.decoded && !body.truncated)
+                    .map(|body| body.content_len as i64 - body.info.size as i64),
+                mime_type: mime_type(&entry.response_headers),
+                text: response.map(|body| body.text.clone()),
+                encoding: response.and_then(encoding),
             },
             redirect_url: header(&entry.response_headers, "location").unwrap_or_default(),
             headers_size: -1,
-            body_size: content_length.unwrap_or(if status == 101 { 0 } else { -1 }),
+            body_size: match entry.response_body {
+                Some(body) => body.size as i64,
+                None => content_length.unwrap_or(if status == 101 { 0 } else { -1 }),
+            },
         },
         cache: HarCache {},
         timings: HarTimings {
@@ -310,7 +447,7 @@ pub fn har_entry(entry: &TrafficEntry, messages: Option<Vec<HarWebSocketMessage>
             .ok()
             .map(|a| a.ip().to_string()),
         connection: Some(entry.conn_id.to_string()),
-        comment: entry.error.clone(),
+        comment: (!notes.is_empty()).then(|| notes.join("; ")),
         resource_type: websocket.then(|| "websocket".into()),
         web_socket_messages: if websocket {
             Some(messages.unwrap_or_default())
@@ -430,6 +567,31 @@ mod tests {
         assert_eq!(iso8601(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
         assert_eq!(iso8601(1_709_251_199_000), "2024-02-29T23:59:59.000Z");
         assert_eq!(iso8601(1_709_251_200_000), "2024-03-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn bodies_are_text_or_base64_and_say_when_cut() {
+        let info = |size, stored| BodyInfo { size, stored };
+        let json = har_body(info(11, 11), b"{\"a\":\"b\"}x", None, usize::MAX);
+        assert_eq!((json.text.as_str(), json.base64, json.truncated), ("{\"a\":\"b\"}x", false, false));
+        let binary = har_body(info(3, 3), &[0xff, 0, 1], None, usize::MAX);
+        assert_eq!((binary.text.as_str(), binary.base64), ("/wAB", true));
+        // "é" is two bytes; the agent kept only the first.
+        let cut = har_body(info(10, 3), b"ab\xc3", None, usize::MAX);
+        assert_eq!((cut.text.as_str(), cut.base64, cut.truncated), ("ab", false, true));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, b"hello hello hello hello").unwrap();
+        let gz = gz.finish().unwrap();
+        let size = gz.len() as u64;
+        let decoded = har_body(info(size, size), &gz, Some("gzip"), usize::MAX);
+        assert_eq!(decoded.text, "hello hello hello hello");
+        assert!(decoded.decoded && !decoded.truncated);
+        // Not what it claims: shown as sent.
+        let liar = har_body(info(5, 5), b"plain", Some("gzip"), usize::MAX);
+        assert_eq!((liar.text.as_str(), liar.decoded), ("plain", false));
+        // The export's budget cuts too.
+        let budget = har_body(info(6, 6), b"abcdef", None, 4);
+        assert_eq!((budget.text.as_str(), budget.truncated), ("abcd", true));
     }
 
     #[test]

@@ -14,8 +14,12 @@
 //! - exports: `GET /api/har?trafficId=` or `?from=&to=` (HAR 1.2 with Chrome's
 //!   WebSocket fields, [`har`]) and `GET /api/websocket/{trafficId}/frames.ndjson`
 //!   (every frame, one JSON per line, streamed);
-//! - the traffic list (`/api/traffic`, `/api/traffic/{id}`), `/api/health` and
-//!   `/api/openapi.json` (generated from the handlers, see [`openapi`]).
+//! - the traffic list (`/api/traffic`, `/api/traffic/{id}`, filtered by method,
+//!   protocol, process, status, error), its deletion (`DELETE /api/traffic/{id}`,
+//!   `DELETE /api/traffic?…` with the list's filters or `all=true`), the recorded
+//!   bodies (`/api/traffic/{id}/request/body`, `/response/body`, decoded by
+//!   [`content`]), `/api/health` and `/api/openapi.json` (generated from the
+//!   handlers, see [`openapi`]).
 //!
 //! Reads go to a read-only follower of the agent's RocksDB ([`StoreSource`]); writes,
 //! rules and injected messages go through the agent ([`AgentControl`]).
@@ -31,6 +35,7 @@
 pub mod agent_link;
 pub mod agent_views;
 pub mod auth;
+pub mod content;
 pub mod error;
 pub mod events;
 pub mod follower;
@@ -50,8 +55,15 @@ pub use auth::{AuthConfig, load_or_create_token};
 pub use error::{ApiError, ErrorBody};
 pub use state::{
     AgentControl, AgentFuture, AgentHealth, AppState, ControlError, DeleteFramesFuture,
-    EventsHealth, Health, HealthSource, HealthStatus, StoreHealth, StoreSource,
+    EventsHealth, Health, HealthSource, HealthStatus, StoreHealth, StoreSource, TrafficDeletion,
 };
+/// Names of the `X-Frametap-*` headers of the body endpoints.
+pub mod body_headers {
+    pub use crate::rest::bodies::{
+        DECODED_HEADER, ENCODING_HEADER, SIZE_HEADER, STORED_HEADER, TRUNCATED_HEADER,
+    };
+}
+
 pub use views::{
     Frame, FrameCounts, TrafficEntry, WebSocketClosed, WebSocketConnection, WebSocketMessage,
     WebSocketOpened, connection_json, frame_json, message_json, traffic_json,

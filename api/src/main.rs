@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use frametap_api::{
     agent_link::AgentLink,
+    body_headers as bodies,
     auth::{AuthConfig, load_or_create_token},
     events::LiveEvents,
     follower::{CATCH_UP_BACKSTOP, CATCH_UP_INTERVAL, Follower},
@@ -18,28 +19,61 @@ use frametap_api::{
 use frametap_logging::LogFormat;
 use tracing::{info, warn};
 
-/// Serves frametap's captured traffic and WebSocket frames over REST and Socket.IO.
+/// Serves what frametap-agent recorded (traffic, bodies, WebSocket frames and
+/// messages, rules) over REST on /api and live events over Socket.IO, reading the
+/// agent's store as a read-only follower and asking the agent for every change.
 #[derive(Parser)]
-#[command(name = "frametap-api", version)]
+#[command(
+    name = "frametap-api",
+    version,
+    after_help = "Log verbosity follows FRAMETAP_LOG (e.g. FRAMETAP_LOG=debug; default info).\n\
+                  Clients send the token as `Authorization: Bearer <token>` or `?token=<token>`\n\
+                  (Socket.IO: `auth: {token}`). Every route is described by GET /api/openapi.json."
+)]
 struct Cli {
-    /// The agent's data dir (its store and control socket live there).
-    #[arg(long, default_value = "/var/lib/frametap")]
+    /// The agent's data dir: its store and control socket are there, and the
+    /// generated API token is kept there (api-token).
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "FRAMETAP_API_DATA_DIR",
+        default_value = "/var/lib/frametap"
+    )]
     data_dir: PathBuf,
-    /// Address to serve on. Anything but loopback exposes captured traffic to the
-    /// network: keep the token on.
-    #[arg(long, default_value = "127.0.0.1:8889")]
+    /// Address to serve REST and Socket.IO on. Anything but loopback exposes
+    /// captured traffic to the network: keep the token on.
+    #[arg(
+        long,
+        value_name = "ADDR:PORT",
+        env = "FRAMETAP_API_LISTEN",
+        default_value = "127.0.0.1:8889"
+    )]
     listen: SocketAddr,
-    /// Bearer token required on every /api route and Socket.IO connection
-    /// (default: generated once and kept in <data-dir>/api-token).
-    #[arg(long, env = "FRAMETAP_API_TOKEN", hide_env_values = true)]
+    /// Bearer token required on every /api route and Socket.IO connection.
+    /// [default: generated at first start and kept in <DIR>/api-token, mode 0600]
+    #[arg(long, value_name = "TOKEN", env = "FRAMETAP_API_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Serve without any token (only sensible on a single-user machine).
-    #[arg(long, conflicts_with = "token")]
+    /// [default: off]
+    #[arg(long, env = "FRAMETAP_API_NO_AUTH", conflicts_with = "token")]
     no_auth: bool,
-    /// Allow browser pages from this origin (repeatable). CORS is off by default.
-    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    /// Allow browser pages from this origin to call the API (repeatable; the
+    /// variable takes a comma-separated list). [default: none, no CORS headers]
+    #[arg(
+        long = "cors-origin",
+        value_name = "ORIGIN",
+        env = "FRAMETAP_API_CORS_ORIGIN",
+        value_delimiter = ','
+    )]
     cors_origins: Vec<String>,
-    #[arg(long, value_enum, default_value = "text")]
+    /// Log lines as text or as JSON (one object per line), on stderr.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        env = "FRAMETAP_API_LOG_FORMAT",
+        default_value = "text"
+    )]
     log_format: LogFormat,
 }
 
@@ -130,8 +164,15 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
                 .allow_origin(origins)
                 .allow_methods(tower_http::cors::Any)
                 .allow_headers(tower_http::cors::Any)
-                // The frames page's cursor.
-                .expose_headers([axum::http::header::LINK]),
+                // The frames page's cursor, and what the body endpoints say about a body.
+                .expose_headers([
+                    axum::http::header::LINK,
+                    axum::http::HeaderName::from_static(bodies::SIZE_HEADER),
+                    axum::http::HeaderName::from_static(bodies::STORED_HEADER),
+                    axum::http::HeaderName::from_static(bodies::TRUNCATED_HEADER),
+                    axum::http::HeaderName::from_static(bodies::ENCODING_HEADER),
+                    axum::http::HeaderName::from_static(bodies::DECODED_HEADER),
+                ]),
         );
     }
 
@@ -175,5 +216,56 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn help_describes_every_flag_with_its_default_and_variable() {
+        let command = Cli::command();
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            assert!(help.len() > 20, "--{id} has no real description");
+            assert!(arg.get_env().is_some(), "--{id} has no environment variable");
+            assert!(
+                !arg.get_default_values().is_empty() || help.contains("[default: "),
+                "--{id} does not say its default"
+            );
+        }
+        let rendered = Cli::command().render_long_help().to_string();
+        for needle in [
+            "--data-dir",
+            "FRAMETAP_API_DATA_DIR",
+            "[default: /var/lib/frametap]",
+            "FRAMETAP_API_LISTEN",
+            "[default: 127.0.0.1:8889]",
+            "FRAMETAP_API_TOKEN",
+            "api-token",
+            "FRAMETAP_API_NO_AUTH",
+            "FRAMETAP_API_CORS_ORIGIN",
+            "FRAMETAP_API_LOG_FORMAT",
+            "FRAMETAP_LOG",
+        ] {
+            assert!(rendered.contains(needle), "--help lacks {needle}:\n{rendered}");
+        }
+    }
+
+    #[test]
+    fn flags_come_from_the_environment_too() {
+        let cli = Cli::try_parse_from(["frametap-api", "--listen", "127.0.0.1:9999", "--no-auth"])
+            .unwrap();
+        assert_eq!(cli.listen.port(), 9999);
+        assert!(cli.no_auth);
+        assert_eq!(cli.data_dir, PathBuf::from("/var/lib/frametap"));
+        assert!(Cli::try_parse_from(["frametap-api", "--no-auth", "--token", "t"]).is_err());
     }
 }

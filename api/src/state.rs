@@ -12,7 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use frametap_control::{InjectDirection, Refusal, Rule};
+use frametap_control::{DeleteTarget, InjectDirection, Refusal, Rule};
 use frametap_store::{Store, TrafficId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -43,6 +43,11 @@ pub trait AgentControl: Send + Sync + 'static {
     /// many were deleted. Frames recorded afterwards are kept.
     fn delete_frames(&self, traffic: TrafficId) -> DeleteFramesFuture<'_>;
 
+    /// Asks the agent to delete traffic entries and everything recorded under them
+    /// (frames, bodies). [`DeleteTarget::One`] is refused with [`Refusal::NotFound`]
+    /// when the entry does not exist.
+    fn delete_traffic(&self, target: DeleteTarget) -> AgentFuture<'_, TrafficDeletion>;
+
     /// The message rules in force, in the order the agent tries them.
     fn list_rules(&self) -> AgentFuture<'_, Vec<Rule>>;
 
@@ -64,6 +69,15 @@ pub trait AgentControl: Send + Sync + 'static {
         payload: Vec<u8>,
         is_binary: bool,
     ) -> AgentFuture<'_, u64>;
+}
+
+/// What [`AgentControl::delete_traffic`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrafficDeletion {
+    /// Traffic entries.
+    pub entries: u64,
+    /// WebSocket frames that went with them.
+    pub frames: u64,
 }
 
 /// Why the agent did not carry out a request.

@@ -12,19 +12,19 @@ use axum::http::{HeaderMap, Request, StatusCode, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use frametap_store::{
-    FrameRecord, Record, Store, StoreOptions, TrafficEntry as StoredEntry, TrafficId, WsClose,
-    WsOpen,
+    BodyChunk, BodyInfo, BodyOf, FrameRecord, Record, Store, StoreOptions,
+    TrafficEntry as StoredEntry, TrafficFilter, TrafficId, WsClose, WsOpen,
 };
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
-use frametap_control::{InjectDirection, Refusal, Rule};
+use frametap_control::{DeleteTarget, InjectDirection, Refusal, Rule, RuleSnapshot};
 
 use crate::events::{Event, LiveRelay};
 use crate::state::{
     AgentControl, AgentFuture, AgentHealth, AppState, ControlError, DeleteFramesFuture,
-    EventsHealth, Health, HealthSource, HealthStatus, StoreHealth, StoreSource,
+    EventsHealth, Health, HealthSource, HealthStatus, StoreHealth, StoreSource, TrafficDeletion,
 };
 use crate::views::WebSocketMessage;
 use crate::{AuthConfig, router};
@@ -123,6 +123,8 @@ fn entry(id: TrafficId, method: &str, url: &str, status: Option<u16>) -> StoredE
         pid: Some(4242),
         process: Some("chat-app".into()),
         sni: Some(host.into()),
+        request_body: Some(BodyInfo::default()),
+        response_body: status.map(|_| BodyInfo::default()),
         ..StoredEntry::default()
     }
 }
@@ -207,6 +209,7 @@ impl StoreSource for NoStore {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum AgentCall {
     DeleteFrames(TrafficId),
+    DeleteTraffic(DeleteTarget),
     ListRules,
     AddRule(Rule),
     DeleteRule(String),
@@ -291,6 +294,37 @@ impl AgentControl for Agent {
         })
     }
 
+    fn delete_traffic(&self, target: DeleteTarget) -> AgentFuture<'_, TrafficDeletion> {
+        self.record(AgentCall::DeleteTraffic(target.clone()));
+        Box::pin(async move {
+            let failed = |e: anyhow::Error| ControlError::Failed(format!("{e:#}"));
+            let stats = match &target {
+                DeleteTarget::One { id } => {
+                    let id: TrafficId = id.parse().map_err(|e| failed(anyhow::Error::new(e)))?;
+                    let stats = self.primary.delete_traffic(&[id]).map_err(failed)?;
+                    if stats.traffic == 0 {
+                        return Err(ControlError::Refused(
+                            Refusal::NotFound,
+                            "Traffic entry not found".into(),
+                        ));
+                    }
+                    stats
+                }
+                DeleteTarget::Matching { filter } => {
+                    self.primary.delete_traffic_matching(filter).map_err(failed)?
+                }
+                DeleteTarget::All => self
+                    .primary
+                    .delete_traffic_matching(&TrafficFilter::default())
+                    .map_err(failed)?,
+            };
+            Ok(TrafficDeletion {
+                entries: stats.traffic,
+                frames: stats.frames,
+            })
+        })
+    }
+
     fn list_rules(&self) -> AgentFuture<'_, Vec<Rule>> {
         self.record(AgentCall::ListRules);
         Box::pin(async move { Ok(self.rules.lock().unwrap().clone()) })
@@ -369,6 +403,9 @@ impl BrokenAgent {
 
 impl AgentControl for BrokenAgent {
     fn delete_frames(&self, _traffic: TrafficId) -> DeleteFramesFuture<'_> {
+        self.fail()
+    }
+    fn delete_traffic(&self, _target: DeleteTarget) -> AgentFuture<'_, TrafficDeletion> {
         self.fail()
     }
     fn list_rules(&self) -> AgentFuture<'_, Vec<Rule>> {
@@ -1421,6 +1458,10 @@ async fn traffic_entry_view_and_404() {
             "alpnSelected": null,
             "bytesFromClient": null,
             "bytesFromServer": null,
+            "requestBodySize": 0,
+            "requestBodyTruncated": false,
+            "responseBodySize": 0,
+            "responseBodyTruncated": false,
         })
     );
     // The list shows the same view.
@@ -1576,6 +1617,468 @@ async fn har_leaves_out_entries_without_an_http_exchange() {
             "{comment}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------
+// Traffic filters, deletion and bodies.
+
+/// A form POST answered with gzip'd JSON, both bodies recorded whole.
+const UPLOAD: TrafficId = TrafficId((1_709_136_005_000 << 16) | 1);
+/// A download of which the agent stored only the first 1000 bytes.
+const DOWNLOAD: TrafficId = TrafficId((1_709_136_005_100 << 16) | 1);
+/// An exchange recorded before frametap recorded bodies.
+const OLD: TrafficId = TrafficId((1_709_136_005_200 << 16) | 1);
+/// An exchange that failed: no response.
+const FAILED: TrafficId = TrafficId((1_709_136_005_300 << 16) | 1);
+
+const FORM: &[u8] = b"user=alice&password=hunter2";
+const JSON_REPLY: &[u8] = br#"{"token":"abc","expires":3600,"note":"caf\u00e9 ok"}"#;
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn chunk(traffic: TrafficId, of: BodyOf, seq: u32, data: &[u8]) -> Record {
+    Record::Body(BodyChunk {
+        traffic,
+        of,
+        seq,
+        data: data.to_vec(),
+    })
+}
+
+/// Writes UPLOAD, DOWNLOAD, OLD and FAILED, as the agent records them.
+fn write_exchanges(fx: &Fixture) {
+    let gzipped = gzip(JSON_REPLY);
+    let mut upload = entry(UPLOAD, "POST", "https://api.example.com/session", Some(201));
+    upload.request_headers = vec![
+        ("Host".into(), "api.example.com".into()),
+        (
+            "Content-Type".into(),
+            "application/x-www-form-urlencoded".into(),
+        ),
+    ];
+    upload.response_headers = vec![
+        ("Content-Type".into(), "application/json".into()),
+        ("Content-Encoding".into(), "gzip".into()),
+    ];
+    upload.request_body = Some(BodyInfo {
+        size: FORM.len() as u64,
+        stored: FORM.len() as u64,
+    });
+    upload.response_body = Some(BodyInfo {
+        size: gzipped.len() as u64,
+        stored: gzipped.len() as u64,
+    });
+    upload.pid = Some(7);
+    upload.process = Some("curl".into());
+    let mut download = entry(DOWNLOAD, "GET", "http://files.example.org/big.bin", Some(200));
+    download.response_headers = vec![("Content-Type".into(), "application/octet-stream".into())];
+    download.response_body = Some(BodyInfo {
+        size: 100_000,
+        stored: 1000,
+    });
+    download.pid = Some(8);
+    download.process = Some("wget".into());
+    let mut old = entry(OLD, "GET", "http://docs.example.org/old", Some(404));
+    old.request_body = None;
+    old.response_body = None;
+    let mut failed = entry(FAILED, "GET", "https://down.example.net/", None);
+    failed.error = Some("upstream TLS failed: certificate expired".into());
+    let (first, second) = gzipped.split_at(gzipped.len() / 2);
+    let binary: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 256) as u8).collect();
+    fx.primary
+        .write(&[
+            chunk(UPLOAD, BodyOf::Request, 0, &FORM[..10]),
+            chunk(UPLOAD, BodyOf::Request, 1, &FORM[10..]),
+            chunk(UPLOAD, BodyOf::Response, 0, first),
+            chunk(UPLOAD, BodyOf::Response, 1, second),
+            upload.into(),
+            chunk(DOWNLOAD, BodyOf::Response, 0, &binary),
+            download.into(),
+            old.into(),
+            failed.into(),
+        ])
+        .unwrap();
+    fx.catch_up();
+}
+
+fn header<'a>(reply: &'a RawReply, name: &str) -> Option<&'a str> {
+    reply.headers.get(name).map(|v| v.to_str().unwrap())
+}
+
+#[tokio::test]
+async fn traffic_entries_carry_body_sizes() {
+    let fx = Fixture::new();
+    write_exchanges(&fx);
+    let app = fx.router();
+    let upload = get(&app, &format!("/api/traffic/{UPLOAD}")).await.body;
+    assert_eq!(upload["requestBodySize"], FORM.len());
+    assert_eq!(upload["requestBodyTruncated"], false);
+    assert_eq!(upload["responseBodySize"], gzip(JSON_REPLY).len());
+    let download = get(&app, &format!("/api/traffic/{DOWNLOAD}")).await.body;
+    assert_eq!(download["responseBodySize"], 100_000);
+    assert_eq!(download["responseBodyTruncated"], true);
+    let old = get(&app, &format!("/api/traffic/{OLD}")).await.body;
+    assert_eq!(old["requestBodySize"], Value::Null);
+    assert_eq!(old["responseBodySize"], Value::Null);
+    assert_eq!(old["responseBodyTruncated"], false);
+}
+
+#[tokio::test]
+async fn bodies_are_served_decoded_or_raw_with_what_was_recorded() {
+    let fx = Fixture::new();
+    write_exchanges(&fx);
+    let app = fx.router();
+    let get_raw = |uri: String| {
+        let app = app.clone();
+        async move { send_raw(&app, "GET", &uri, None, None).await }
+    };
+
+    let form = get_raw(format!("/api/traffic/{UPLOAD}/request/body")).await;
+    assert_eq!(form.status, StatusCode::OK);
+    assert_eq!(form.bytes, FORM);
+    assert_eq!(form.content_type(), Some("application/x-www-form-urlencoded"));
+    assert_eq!(header(&form, "x-frametap-body-size"), Some("27"));
+    assert_eq!(header(&form, "x-frametap-stored-size"), Some("27"));
+    assert_eq!(header(&form, "x-frametap-truncated"), Some("false"));
+    assert_eq!(header(&form, "x-frametap-decoded"), Some("false"));
+    assert_eq!(header(&form, "x-frametap-content-encoding"), None);
+    assert_eq!(header(&form, "content-length"), Some("27"));
+
+    // Decoded by default, as a browser would; as sent with raw=true.
+    let reply = get_raw(format!("/api/traffic/{UPLOAD}/response/body")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.bytes, JSON_REPLY);
+    assert_eq!(reply.content_type(), Some("application/json"));
+    assert_eq!(header(&reply, "x-frametap-decoded"), Some("true"));
+    assert_eq!(header(&reply, "x-frametap-content-encoding"), Some("gzip"));
+    assert_eq!(header(&reply, "content-encoding"), None);
+    let raw = get_raw(format!("/api/traffic/{UPLOAD}/response/body?raw=true")).await;
+    assert_eq!(raw.bytes, gzip(JSON_REPLY));
+    assert_eq!(header(&raw, "x-frametap-decoded"), Some("false"));
+    assert_eq!(
+        header(&raw, "x-frametap-body-size"),
+        Some(gzip(JSON_REPLY).len().to_string().as_str())
+    );
+
+    // Only a prefix stored: what there is, and the true size.
+    let cut = get_raw(format!("/api/traffic/{DOWNLOAD}/response/body")).await;
+    assert_eq!(cut.bytes.len(), 1000);
+    assert_eq!(cut.bytes[..3], [0, 7, 14]);
+    assert_eq!(header(&cut, "x-frametap-body-size"), Some("100000"));
+    assert_eq!(header(&cut, "x-frametap-stored-size"), Some("1000"));
+    assert_eq!(header(&cut, "x-frametap-truncated"), Some("true"));
+    assert_eq!(cut.content_type(), Some("application/octet-stream"));
+    // A body with no bytes is an empty 200.
+    let empty = get_raw(format!("/api/traffic/{CHAT}/response/body")).await;
+    assert_eq!((empty.status, empty.bytes.len()), (StatusCode::OK, 0));
+
+    // No body recorded, no entry, bad parameters: JSON errors.
+    for (uri, status, needle) in [
+        (
+            format!("/api/traffic/{OLD}/response/body"),
+            StatusCode::NOT_FOUND,
+            "recorded before frametap recorded bodies",
+        ),
+        (
+            format!("/api/traffic/{FAILED}/response/body"),
+            StatusCode::NOT_FOUND,
+            "no response arrived",
+        ),
+        (
+            format!("/api/traffic/{UNKNOWN}/request/body"),
+            StatusCode::NOT_FOUND,
+            "Traffic entry not found",
+        ),
+        (
+            "/api/traffic/garbage/request/body".into(),
+            StatusCode::NOT_FOUND,
+            "Traffic entry not found",
+        ),
+        (
+            format!("/api/traffic/{UPLOAD}/request/body?raw=maybe"),
+            StatusCode::BAD_REQUEST,
+            "`raw`",
+        ),
+    ] {
+        let reply = get(&app, &uri).await;
+        assert_eq!(reply.status, status, "{uri}");
+        assert!(reply.error().contains(needle), "{uri}: {}", reply.error());
+    }
+    let no_store = router(AppState {
+        store: Arc::new(NoStore),
+        ..fx.state()
+    });
+    let reply = get(&no_store, &format!("/api/traffic/{UPLOAD}/request/body")).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_what_its_header_claims_is_served_as_sent() {
+    let fx = Fixture::new();
+    let mut liar = entry(UPLOAD, "GET", "https://api.example.com/x", Some(200));
+    liar.response_headers = vec![("Content-Encoding".into(), "gzip".into())];
+    liar.response_body = Some(BodyInfo {
+        size: 11,
+        stored: 11,
+    });
+    fx.primary
+        .write(&[chunk(UPLOAD, BodyOf::Response, 0, b"not gzipped"), liar.into()])
+        .unwrap();
+    fx.catch_up();
+    let reply = send_raw(
+        &fx.router(),
+        "GET",
+        &format!("/api/traffic/{UPLOAD}/response/body"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(reply.bytes, b"not gzipped");
+    assert_eq!(header(&reply, "x-frametap-decoded"), Some("false"));
+}
+
+#[tokio::test]
+async fn har_carries_the_recorded_bodies() {
+    let fx = Fixture::new();
+    write_exchanges(&fx);
+    let app = fx.router();
+    let har = get(&app, &format!("/api/har?trafficId={UPLOAD}")).await.body;
+    assert!(har_validator().is_valid(&har), "{har}");
+    let e = &har["log"]["entries"][0];
+    assert_eq!(
+        e["request"]["postData"],
+        json!({"mimeType": "application/x-www-form-urlencoded", "text": "user=alice&password=hunter2"})
+    );
+    assert_eq!(e["request"]["bodySize"], FORM.len());
+    let content = &e["response"]["content"];
+    assert_eq!(content["text"], std::str::from_utf8(JSON_REPLY).unwrap());
+    assert_eq!(content["mimeType"], "application/json");
+    assert_eq!(content["size"], JSON_REPLY.len());
+    let sent = gzip(JSON_REPLY).len() as i64;
+    assert_eq!(e["response"]["bodySize"], sent);
+    assert_eq!(content["compression"], JSON_REPLY.len() as i64 - sent);
+    assert_eq!(content.get("encoding"), None);
+    assert_eq!(e.get("comment"), None);
+
+    // Binary content is base64, and a stored prefix says so.
+    let har = get(&app, &format!("/api/har?trafficId={DOWNLOAD}")).await.body;
+    let e = &har["log"]["entries"][0];
+    let content = &e["response"]["content"];
+    assert_eq!(content["encoding"], "base64");
+    let binary: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 256) as u8).collect();
+    assert_eq!(content["text"], BASE64.encode(&binary));
+    assert_eq!(e["response"]["bodySize"], 100_000);
+    assert!(
+        e["comment"]
+            .as_str()
+            .unwrap()
+            .contains("response body's text is only its beginning (1000 of 100000 bytes"),
+        "{e}"
+    );
+    assert_eq!(e["request"].get("postData"), None, "a GET sends no body");
+    // Entries recorded before bodies: no text, sizes as before.
+    let har = get(&app, &format!("/api/har?trafficId={OLD}")).await.body;
+    let e = &har["log"]["entries"][0];
+    assert_eq!(e["response"]["content"].get("text"), None);
+    assert_eq!(e["request"]["bodySize"], -1);
+}
+
+#[tokio::test]
+async fn traffic_is_filtered_by_process_status_and_error() {
+    let fx = Fixture::new();
+    write_exchanges(&fx);
+    let app = fx.router();
+    for (query, expected) in [
+        ("pid=7", vec![UPLOAD]),
+        ("pid=7,8", vec![DOWNLOAD, UPLOAD]),
+        ("process=CURL", vec![UPLOAD]),
+        ("process=wget,curl&status=2xx", vec![DOWNLOAD, UPLOAD]),
+        ("status=404", vec![OLD]),
+        ("status=4xx,201", vec![OLD, UPLOAD]),
+        ("status=101", vec![LOCAL, FEED, CHAT]),
+        ("status=5xx", vec![]),
+        ("error=true", vec![FAILED]),
+        ("errorContains=CERTIFICATE", vec![FAILED]),
+        ("errorContains=reset", vec![]),
+        ("error=false&protocol=https", vec![UPLOAD, LOGIN]),
+        ("pid=4242&methods=post", vec![LOGIN]),
+    ] {
+        let reply = get(&app, &format!("/api/traffic?{query}")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{query}: {}", reply.body);
+        let expected: Vec<String> = expected.iter().map(|t| t.to_string()).collect();
+        assert_eq!(ids(&reply), expected, "{query}");
+        assert_eq!(reply.body["count"], expected.len(), "{query}");
+    }
+    for query in ["pid=x", "status=700", "status=abc", "error=yes", "pid=0"] {
+        let reply = get(&app, &format!("/api/traffic?{query}")).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");
+        let param = query.split('=').next().unwrap();
+        assert!(
+            reply.error().contains(&format!("`{param}`")),
+            "{query}: {}",
+            reply.error()
+        );
+    }
+}
+
+#[tokio::test]
+async fn traffic_is_deleted_one_by_filter_and_all_through_the_agent() {
+    let fx = Fixture::new();
+    write_exchanges(&fx);
+    let app = fx.router();
+    let delete = |uri: String| {
+        let app = app.clone();
+        async move { send_with(&app, "DELETE", &uri, None).await }
+    };
+    // Deleting everything is never what an empty query means.
+    for (uri, needle) in [
+        ("/api/traffic", "say what to delete"),
+        ("/api/traffic?all=true&status=5xx", "not both"),
+        ("/api/traffic?status=200&limit=1", "`limit`"),
+        ("/api/traffic?status=200&offset=1", "`offset`"),
+        ("/api/traffic?all=yes", "`all`"),
+        ("/api/traffic?all=false", "say what to delete"),
+        ("/api/traffic?status=6xx", "`status`"),
+    ] {
+        let reply = delete(uri.into()).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{uri}");
+        assert!(reply.error().contains(needle), "{uri}: {}", reply.error());
+    }
+    assert!(fx.agent.calls().is_empty(), "refused by the API itself");
+    for uri in [
+        format!("/api/traffic/{UNKNOWN}"),
+        "/api/traffic/garbage".into(),
+    ] {
+        let reply = delete(uri.clone()).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{uri}");
+        assert_eq!(reply.body, json!({"error": "Traffic entry not found"}));
+    }
+
+    // One: the entry, its frames (so its messages) and its bodies.
+    let reply = delete(format!("/api/traffic/{CHAT}")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body, json!({"success": true, "deleted": 1, "frames": 8}));
+    assert_eq!(
+        get(&app, &format!("/api/traffic/{CHAT}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(&app, &format!("/api/websocket/{CHAT}/count")).await.body,
+        json!({"count": 0})
+    );
+    assert_eq!(
+        get(&app, &format!("/api/websocket/{CHAT}/messages")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let reply = delete(format!("/api/traffic/{UPLOAD}")).await;
+    assert_eq!(reply.body["deleted"], 1);
+    assert_eq!(fx.primary.body(UPLOAD, BodyOf::Response, 100).unwrap(), b"");
+    assert_eq!(fx.primary.body(UPLOAD, BodyOf::Request, 100).unwrap(), b"");
+
+    // By filter: what the same query lists.
+    let listed = ids(&get(&app, "/api/traffic?status=4xx,5xx&error=false").await);
+    assert_eq!(listed, [OLD.to_string()]);
+    let reply = delete("/api/traffic?status=4xx,5xx&error=false".into()).await;
+    assert_eq!(reply.body, json!({"success": true, "deleted": 1, "frames": 0}));
+    assert_eq!(
+        get(&app, "/api/traffic?status=4xx,5xx&error=false").await.body["count"],
+        0
+    );
+    let reply = delete("/api/traffic?process=nobody".into()).await;
+    assert_eq!(reply.body["deleted"], 0);
+
+    // Not without the agent.
+    let down = router(AppState {
+        agent: Arc::new(BrokenAgent(ControlError::AgentDown(
+            "connection refused".into(),
+        ))),
+        ..fx.state()
+    });
+    let before = get(&app, "/api/traffic").await.body["count"].clone();
+    for uri in [format!("/api/traffic/{FEED}"), "/api/traffic?all=true".into()] {
+        let reply = send_with(&down, "DELETE", &uri, None).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{uri}");
+        assert!(reply.error().contains("nothing was deleted"), "{}", reply.error());
+    }
+    assert_eq!(get(&app, "/api/traffic").await.body["count"], before);
+
+    // All, when asked for in so many words.
+    let left = before.as_u64().unwrap();
+    let reply = delete("/api/traffic?all=true".into()).await;
+    assert_eq!(
+        reply.body,
+        json!({"success": true, "deleted": left, "frames": 250})
+    );
+    assert_eq!(
+        get(&app, "/api/traffic").await.body,
+        json!({"entries": [], "count": 0})
+    );
+    let calls: Vec<AgentCall> = fx.agent.calls();
+    assert_eq!(
+        calls[..2],
+        [
+            AgentCall::DeleteTraffic(DeleteTarget::One {
+                id: CHAT.to_string()
+            }),
+            AgentCall::DeleteTraffic(DeleteTarget::One {
+                id: UPLOAD.to_string()
+            }),
+        ]
+    );
+    assert_eq!(calls.last(), Some(&AgentCall::DeleteTraffic(DeleteTarget::All)));
+}
+
+#[tokio::test]
+async fn rules_are_known_while_the_agent_is_down() {
+    let fx = Fixture::new();
+    let down = router(AppState {
+        agent: Arc::new(BrokenAgent(ControlError::AgentDown(
+            "connection refused".into(),
+        ))),
+        ..fx.state()
+    });
+    // Nothing recorded yet: nothing to show.
+    let reply = get(&down, "/api/rules").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        reply.error().contains("never recorded its rules"),
+        "{}",
+        reply.error()
+    );
+    let rule: Rule =
+        serde_json::from_value(json!({"id": "r1", "contains": "password", "action": {"kind": "drop"}}))
+            .unwrap();
+    let snapshot = RuleSnapshot {
+        recorded_at_ms: 1_709_136_000_000,
+        agent_pid: 99,
+        rules: vec![rule],
+    };
+    fx.primary
+        .record_rules(&serde_json::to_vec(&snapshot).unwrap())
+        .unwrap();
+    fx.catch_up();
+    let reply = get(&down, "/api/rules").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(
+        reply.body,
+        json!({
+            "rules": [{"id": "r1", "contains": "password", "action": {"kind": "drop"}}],
+            "live": false,
+            "recordedAt": 1_709_136_000_000u64,
+        })
+    );
+    // A running agent's answer wins; one that fails is not papered over.
+    assert_eq!(get(&fx.router(), "/api/rules").await.body["live"], true);
+    let failing = router(AppState {
+        agent: Arc::new(BrokenAgent(ControlError::Failed("disk full".into()))),
+        ..fx.state()
+    });
+    assert_eq!(get(&failing, "/api/rules").await.status, StatusCode::BAD_GATEWAY);
 }
 
 // ---------------------------------------------------------------------------------
@@ -2156,7 +2659,10 @@ async fn send_refuses_what_it_can_not_send() {
 async fn rules_are_listed_added_and_deleted_through_the_agent() {
     let fx = Fixture::new();
     let app = fx.router();
-    assert_eq!(get(&app, "/api/rules").await.body, json!({"rules": []}));
+    assert_eq!(
+        get(&app, "/api/rules").await.body,
+        json!({"rules": [], "live": true, "recordedAt": null})
+    );
     let redact = json!({
         "host": "chat.example.com",
         "direction": "to-client",
@@ -2914,7 +3420,7 @@ async fn unknown_routes_and_methods_are_json() {
 // OpenAPI: the document matches the router and the real responses.
 
 /// Every route the router serves: (method, OpenAPI path).
-const ROUTES: [(&str, &str); 16] = [
+const ROUTES: [(&str, &str); 20] = [
     ("get", "/api/websocket/{trafficId}/frames"),
     ("delete", "/api/websocket/{trafficId}/frames"),
     ("get", "/api/websocket/frame/{id}"),
@@ -2931,7 +3437,45 @@ const ROUTES: [(&str, &str); 16] = [
     ("get", "/api/rules"),
     ("post", "/api/rules"),
     ("delete", "/api/rules/{id}"),
+    ("delete", "/api/traffic"),
+    ("delete", "/api/traffic/{id}"),
+    ("get", "/api/traffic/{id}/request/body"),
+    ("get", "/api/traffic/{id}/response/body"),
 ];
+
+/// Cases of [`openapi_document_matches_routes_and_responses`] for traffic deletion
+/// and bodies. The last one deletes DOCS.
+fn traffic_route_cases() -> Vec<(Setup, &'static str, String, Payload, &'static str, u16)> {
+    use Setup::*;
+    let (dl, d1, rq, rs) = (ROUTES[16].1, ROUTES[17].1, ROUTES[18].1, ROUTES[19].1);
+    let one = |t: TrafficId| format!("/api/traffic/{t}");
+    let request = |t: TrafficId| format!("/api/traffic/{t}/request/body");
+    let response = |t: TrafficId| format!("/api/traffic/{t}/response/body");
+    let none = || Payload::None;
+    vec![
+        (Normal, "delete", "/api/traffic?status=599".into(), none(), dl, 200),
+        (Normal, "delete", "/api/traffic".into(), none(), dl, 400),
+        (WithToken, "delete", "/api/traffic?all=true".into(), none(), dl, 401),
+        (AgentFails, "delete", "/api/traffic?all=true".into(), none(), dl, 502),
+        (AgentDown, "delete", "/api/traffic?all=true".into(), none(), dl, 503),
+        (WithToken, "delete", one(DOCS), none(), d1, 401),
+        (Normal, "delete", one(UNKNOWN), none(), d1, 404),
+        (AgentFails, "delete", one(DOCS), none(), d1, 502),
+        (AgentDown, "delete", one(DOCS), none(), d1, 503),
+        (NoStore, "delete", one(DOCS), none(), d1, 503),
+        (Normal, "get", request(LOGIN), none(), rq, 200),
+        (Normal, "get", format!("{}?raw=x", request(LOGIN)), none(), rq, 400),
+        (WithToken, "get", request(LOGIN), none(), rq, 401),
+        (Normal, "get", request(UNKNOWN), none(), rq, 404),
+        (NoStore, "get", request(LOGIN), none(), rq, 503),
+        (Normal, "get", response(LOGIN), none(), rs, 200),
+        (Normal, "get", format!("{}?raw=x", response(LOGIN)), none(), rs, 400),
+        (WithToken, "get", response(LOGIN), none(), rs, 401),
+        (Normal, "get", response(UNKNOWN), none(), rs, 404),
+        (NoStore, "get", response(LOGIN), none(), rs, 503),
+        (Normal, "delete", one(DOCS), none(), d1, 200),
+    ]
+}
 
 const DOC_URI: &str = "https://frametap.invalid/openapi.json";
 
@@ -3326,6 +3870,7 @@ async fn openapi_document_matches_routes_and_responses() {
         "Har",
         "HarEntry",
         "HarWebSocketMessage",
+        "TrafficDeleted",
     ] {
         assert!(
             doc["components"]["schemas"][schema].is_object(),
@@ -3552,6 +4097,7 @@ async fn openapi_document_matches_routes_and_responses() {
     // Before the deletion, which must stay last.
     let last = cases.pop().unwrap();
     cases.extend(new_route_cases());
+    cases.extend(traffic_route_cases());
     cases.push(last);
     let mut exercised = BTreeSet::new();
     for (setup, method, uri, payload, path, status) in &cases {
@@ -3571,6 +4117,14 @@ async fn openapi_document_matches_routes_and_responses() {
             "{setup:?} {method} {uri}: {text:.300}"
         );
         let media = reply.content_type().unwrap().to_owned();
+        if path.ends_with("/body") && *status == 200 {
+            // A recorded body, whatever its type: documented as any media type.
+            let content = &doc["paths"][*path][*method]["responses"]["200"]["content"];
+            assert!(content["*/*"].is_object(), "{path}: {content}");
+            assert!(reply.headers.contains_key("x-frametap-body-size"));
+            exercised.insert((method.to_string(), path.to_string()));
+            continue;
+        }
         let bodies: Vec<Value> = if media == "application/x-ndjson" {
             text.lines()
                 .map(|line| serde_json::from_str(line).unwrap())

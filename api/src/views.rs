@@ -448,6 +448,20 @@ pub struct TrafficEntry {
     #[serde(default)]
     #[schema(required = true)]
     pub bytes_from_server: Option<u64>,
+    /// Bytes of the request body as the client sent it (chunked framing removed,
+    /// Content-Encoding kept); `null` when not recorded (entries recorded before
+    /// frametap recorded bodies, failures before any request).
+    #[schema(required = true)]
+    pub request_body_size: Option<u64>,
+    /// Only the first bytes of the request body are stored (the agent's
+    /// `--max-body-size`); `GET .../request/body` serves what is.
+    pub request_body_truncated: bool,
+    /// Bytes of the response body as the server sent it, as `requestBodySize`;
+    /// `null` also when no response arrived.
+    #[schema(required = true)]
+    pub response_body_size: Option<u64>,
+    /// Only the first bytes of the response body are stored.
+    pub response_body_truncated: bool,
 }
 
 /// The JSON view of a stored traffic entry.
@@ -477,6 +491,10 @@ pub fn traffic_json(entry: &frametap_store::TrafficEntry) -> TrafficEntry {
         alpn_selected: entry.alpn_selected.clone(),
         bytes_from_client: entry.bytes_from_client,
         bytes_from_server: entry.bytes_from_server,
+        request_body_size: entry.request_body.map(|b| b.size),
+        request_body_truncated: entry.request_body.is_some_and(|b| b.truncated()),
+        response_body_size: entry.response_body.map(|b| b.size),
+        response_body_truncated: entry.response_body.is_some_and(|b| b.truncated()),
     }
 }
 
@@ -827,6 +845,17 @@ pub struct TrafficPage {
     pub entries: Vec<TrafficEntry>,
     /// How many entries match the filters (all pages).
     pub count: u64,
+}
+
+/// `DELETE /api/traffic/{id}` and `DELETE /api/traffic`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TrafficDeleted {
+    /// Always `true` (failures are error responses).
+    pub success: bool,
+    /// How many traffic entries were deleted.
+    pub deleted: u64,
+    /// How many WebSocket frames went with them.
+    pub frames: u64,
 }
 
 /// `GET /api/websocket/{trafficId}/count`.

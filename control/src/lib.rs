@@ -12,8 +12,8 @@
 
 use std::path::{Path, PathBuf};
 
-use frametap_store::Record;
 use frametap_store::codec::{self, CodecError};
+use frametap_store::{Record, TrafficFilter};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -41,6 +41,9 @@ pub enum Request {
     Status,
     /// Delete every frame of a connection recorded so far.
     DeleteFrames { traffic: String },
+    /// Delete traffic entries with everything recorded under them (frames,
+    /// messages, bodies).
+    DeleteTraffic { target: DeleteTarget },
     /// Stream every record the agent persists from now on.
     Subscribe,
     /// The rules in force, in the order they are tried.
@@ -58,6 +61,32 @@ pub enum Request {
         payload: String,
         is_binary: bool,
     },
+}
+
+/// Which traffic entries a [`Request::DeleteTraffic`] deletes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum DeleteTarget {
+    /// This one entry; refused with [`Refusal::NotFound`] when it does not exist.
+    One { id: String },
+    /// Every entry the filter matches. The API never sends an empty filter here:
+    /// deleting everything is [`DeleteTarget::All`], asked for explicitly.
+    Matching { filter: TrafficFilter },
+    /// Every entry.
+    All,
+}
+
+/// What the agent writes into the store whenever its rules change (and at start),
+/// so that the API can show the last rules known while the agent is down.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleSnapshot {
+    /// When the agent recorded this set, Unix milliseconds.
+    pub recorded_at_ms: u64,
+    /// The agent that recorded it.
+    pub agent_pid: u32,
+    /// The rules in force, in order.
+    pub rules: Vec<Rule>,
 }
 
 /// Which peer receives a message: the direction a rule matches, or where an injected
@@ -244,6 +273,11 @@ pub enum Reply {
     Deleted {
         frames: u64,
     },
+    /// Traffic entries deleted, and the frames that went with them.
+    TrafficDeleted {
+        entries: u64,
+        frames: u64,
+    },
     Subscribed,
     /// The rules in force, in order.
     Rules(Vec<Rule>),
@@ -324,7 +358,7 @@ pub enum ProtocolError {
 
 /// Encodes records as one [`Message::Records`] message, ready to write (length
 /// prefix included). The agent encodes once and sends the bytes to every subscriber.
-pub fn encode_records(records: &[Record]) -> Vec<u8> {
+pub fn encode_records<'a>(records: impl IntoIterator<Item = &'a Record>) -> Vec<u8> {
     let mut body = vec![KIND_RECORDS];
     for record in records {
         let encoded = codec::encode_record(record);
@@ -505,6 +539,27 @@ mod tests {
                 traffic: "00000000000000ff".into(),
             }),
             Message::Request(Request::Subscribe),
+            Message::Request(Request::DeleteTraffic {
+                target: DeleteTarget::One {
+                    id: "00000000000000ff".into(),
+                },
+            }),
+            Message::Request(Request::DeleteTraffic {
+                target: DeleteTarget::Matching {
+                    filter: TrafficFilter {
+                        pids: Some(vec![42]),
+                        statuses: Some(vec![frametap_store::StatusMatch::Class(5)]),
+                        ..TrafficFilter::default()
+                    },
+                },
+            }),
+            Message::Request(Request::DeleteTraffic {
+                target: DeleteTarget::All,
+            }),
+            Message::Reply(Reply::TrafficDeleted {
+                entries: 3,
+                frames: 40,
+            }),
             Message::Reply(Reply::Status(AgentStatus {
                 pid: 7,
                 version: "0.1.0".into(),
@@ -542,6 +597,12 @@ mod tests {
             Message::Dropped(12),
             Message::Records(vec![
                 frame(1),
+                Record::Body(frametap_store::BodyChunk {
+                    traffic: TrafficId(42),
+                    of: frametap_store::BodyOf::Request,
+                    seq: 0,
+                    data: b"a=1&b=2".to_vec(),
+                }),
                 Record::WsOpen(WsOpen {
                     traffic: TrafficId(42),
                     timestamp_ms: 1,
@@ -594,6 +655,29 @@ mod tests {
             decoder.next_message(),
             Err(ProtocolError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn delete_requests_read_as_documented() {
+        let all: Request = serde_json::from_str(r#"{"op":"deleteTraffic","target":{"kind":"all"}}"#)
+            .unwrap();
+        assert_eq!(
+            all,
+            Request::DeleteTraffic {
+                target: DeleteTarget::All
+            }
+        );
+        let snapshot = RuleSnapshot {
+            recorded_at_ms: 5,
+            agent_pid: 9,
+            rules: vec![serde_json::from_str(r#"{"id":"r1","action":{"kind":"drop"}}"#).unwrap()],
+        };
+        let json = serde_json::to_string(&snapshot).unwrap();
+        assert_eq!(
+            json,
+            r#"{"recordedAtMs":5,"agentPid":9,"rules":[{"id":"r1","action":{"kind":"drop"}}]}"#
+        );
+        assert_eq!(serde_json::from_str::<RuleSnapshot>(&json).unwrap(), snapshot);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! One HTTP/1 connection from arbitrary bytes: the first half of the input is what
 //! the client sends, the second half what the server sends, fed interleaved in
-//! small pieces as the agent would. Nothing may panic, and counts in events may
-//! only refer to bytes of the push that reported them.
+//! small pieces as the agent would. Nothing may panic, and counts and ranges in
+//! events may only refer to bytes of the push that reported them.
 #![no_main]
 
 use frametap_proto::http1::{Http1Conn, HttpEvent};
@@ -14,7 +14,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let mut client_pieces = client.chunks(client_piece);
     let mut server_pieces = server.chunks(server_piece);
 
-    let mut conn = Http1Conn::new();
+    let mut conn = Http1Conn::new().with_body_data();
     let mut events = Vec::new();
     // Client bytes the parser held back while an upgrade was pending, fed again
     // after a final response as the agent does on a refusal (approximately: that
@@ -30,9 +30,15 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             events.clear();
             conn.push_client(bytes, &mut events);
             for event in &events {
-                if let HttpEvent::HeldForUpgrade { len } = *event {
-                    assert!(len <= bytes.len());
-                    held.extend_from_slice(&bytes[bytes.len() - len..]);
+                match event {
+                    HttpEvent::HeldForUpgrade { len } => {
+                        assert!(*len <= bytes.len());
+                        held.extend_from_slice(&bytes[bytes.len() - len..]);
+                    }
+                    HttpEvent::RequestBody(range) => {
+                        assert!(range.start < range.end && range.end <= bytes.len());
+                    }
+                    _ => {}
                 }
             }
         }
@@ -47,6 +53,9 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
                         held.clear();
                     }
                     HttpEvent::ResponseHead(head) if head.status >= 200 => refused = true,
+                    HttpEvent::ResponseBody(range) => {
+                        assert!(range.start < range.end && range.end <= bytes.len());
+                    }
                     _ => {}
                 }
             }

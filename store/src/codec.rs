@@ -7,6 +7,9 @@
 //! - `frames`:    `TrafficId` + seq (8 bytes)
 //! - `deletions`: `TrafficId` + seq (8 bytes): frames of the connection up to and
 //!   including seq were deleted.
+//! - `bodies`:    `TrafficId` + which body (1 byte: 0 request, 1 response) + chunk
+//!   seq (u32); the value is the chunk's bytes, as they are.
+//! - `meta`:      kind (1 byte: [`META_RULES`]) + version (u64); the value is JSON.
 //!
 //! Frame value, format 1 (the traffic id and seq live in the key, not the value):
 //!
@@ -31,7 +34,7 @@
 //! and trailing bytes; it never panics and never allocates more than the input size.
 
 use crate::ids::{FrameId, TrafficId};
-use crate::records::{FrameRecord, Record};
+use crate::records::{BodyChunk, BodyOf, FrameRecord, Record};
 
 /// Current frame value format.
 pub const FRAME_FORMAT_V1: u8 = 1;
@@ -42,6 +45,8 @@ pub const WS_CLOSE: u8 = 1;
 /// `ws` key kind byte of a [`crate::TunnelEnd`] record (the end of a connection
 /// relayed untouched; readers that predate it ignore the key).
 pub const TUNNEL_END: u8 = 2;
+/// `meta` key kind byte of the agent's rule set snapshots.
+pub const META_RULES: u8 = b'r';
 
 /// Why a stored value could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,6 +104,34 @@ pub fn frame_key(id: FrameId) -> [u8; 16] {
     let mut k = [0u8; 16];
     k[..8].copy_from_slice(&id.traffic.to_be_bytes());
     k[8..].copy_from_slice(&id.seq.to_be_bytes());
+    k
+}
+
+/// Key of a body chunk.
+pub fn body_key(traffic: TrafficId, of: BodyOf, seq: u32) -> [u8; 13] {
+    let mut k = [0u8; 13];
+    k[..8].copy_from_slice(&traffic.to_be_bytes());
+    k[8] = of.key_byte();
+    k[9..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Inverse of [`body_key`].
+pub fn parse_body_key(k: &[u8]) -> Result<(TrafficId, BodyOf, u32), CodecError> {
+    if k.len() != 13 {
+        return Err(CodecError::BadKey(k.len()));
+    }
+    let traffic = TrafficId::from_key_prefix(k).ok_or(CodecError::BadKey(k.len()))?;
+    let of = BodyOf::from_key_byte(k[8]).ok_or(CodecError::BadKey(k.len()))?;
+    let seq = u32::from_be_bytes([k[9], k[10], k[11], k[12]]);
+    Ok((traffic, of, seq))
+}
+
+/// Key of a `meta` record.
+pub fn meta_key(kind: u8, version: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = kind;
+    k[1..].copy_from_slice(&version.to_be_bytes());
     k
 }
 
@@ -288,10 +321,12 @@ const RECORD_WS_OPEN: u8 = 2;
 const RECORD_WS_CLOSE: u8 = 3;
 const RECORD_FRAME: u8 = 4;
 const RECORD_TUNNEL_END: u8 = 5;
+const RECORD_BODY: u8 = 6;
 
 /// Encodes one [`Record`] on its own (kind byte, then the record): how the agent
 /// streams records to other processes. Frames use the compact value format above,
-/// preceded by their 16-byte key; the others are JSON, as in the store.
+/// preceded by their 16-byte key; body chunks are their 13-byte key and their
+/// bytes; the others are JSON, as in the store.
 pub fn encode_record(record: &Record) -> Vec<u8> {
     fn json(kind: u8, value: &impl serde::Serialize) -> Vec<u8> {
         let mut out = vec![kind];
@@ -312,6 +347,13 @@ pub fn encode_record(record: &Record) -> Vec<u8> {
             out.extend_from_slice(&value);
             out
         }
+        Record::Body(b) => {
+            let mut out = Vec::with_capacity(1 + 13 + b.data.len());
+            out.push(RECORD_BODY);
+            out.extend_from_slice(&body_key(b.traffic, b.of, b.seq));
+            out.extend_from_slice(&b.data);
+            out
+        }
     }
 }
 
@@ -330,6 +372,19 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, CodecError> {
             }
             let (key, value) = rest.split_at(16);
             Record::Frame(decode_frame(parse_frame_key(key)?, value)?)
+        }
+        RECORD_BODY => {
+            if rest.len() < 13 {
+                return Err(CodecError::BadKey(rest.len()));
+            }
+            let (key, data) = rest.split_at(13);
+            let (traffic, of, seq) = parse_body_key(key)?;
+            Record::Body(BodyChunk {
+                traffic,
+                of,
+                seq,
+                data: data.to_vec(),
+            })
         }
         other => return Err(CodecError::UnknownRecordKind(other)),
     })
@@ -528,6 +583,16 @@ mod tests {
         let a = frame_key(FrameId::new(id.traffic, 255));
         let b = frame_key(FrameId::new(id.traffic, 256));
         assert!(a < b);
+        let body = body_key(id.traffic, BodyOf::Response, 0x0102_0304);
+        assert_eq!(body, [1, 2, 3, 4, 5, 6, 7, 8, 1, 1, 2, 3, 4]);
+        assert_eq!(
+            parse_body_key(&body).unwrap(),
+            (id.traffic, BodyOf::Response, 0x0102_0304)
+        );
+        assert!(body_key(id.traffic, BodyOf::Request, u32::MAX) < body);
+        assert!(body_key(id.traffic, BodyOf::Response, 255) < body_key(id.traffic, BodyOf::Response, 256));
+        assert!(parse_body_key(&body[..12]).is_err());
+        assert_eq!(meta_key(META_RULES, 2), [b'r', 0, 0, 0, 0, 0, 0, 0, 2]);
     }
 
     #[test]
@@ -556,10 +621,17 @@ mod tests {
             end: "closed".into(),
             error: None,
         };
+        let body = Record::Body(BodyChunk {
+            traffic,
+            of: BodyOf::Response,
+            seq: 7,
+            data: b"{\"ok\":true}".to_vec(),
+        });
         for record in [
             Record::Frame(frame),
             Record::WsClose(close.clone()),
             Record::TunnelEnd(end),
+            body,
         ] {
             assert_eq!(decode_record(&encode_record(&record)).unwrap(), record);
         }
@@ -584,6 +656,14 @@ mod tests {
             decode_record(&[4, 0, 1]),
             Err(CodecError::BadKey(2))
         ));
+        assert!(matches!(
+            decode_record(&[5, 0, 1]),
+            Err(CodecError::BadKey(2))
+        ));
+        let mut bad_body = vec![5];
+        bad_body.extend_from_slice(&body_key(traffic, BodyOf::Request, 1));
+        bad_body[9] = 2;
+        assert!(decode_record(&bad_body).is_err(), "unknown body kind");
         assert!(matches!(
             decode_record(b"\x01{"),
             Err(CodecError::BadRecord(_))

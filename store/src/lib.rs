@@ -10,10 +10,10 @@
 //!
 //! # Layout
 //!
-//! Four column families, all created when the primary opens (a secondary ignores
-//! column families created after it opened). Keys are big-endian and start with the
-//! [`TrafficId`], which starts with the creation time, so everything sorts by time and
-//! "older than T" is a key range:
+//! Six column families, all created when the primary opens (a secondary ignores
+//! column families created after it opened). Keys are big-endian and, but for
+//! `meta`, start with the [`TrafficId`], which starts with the creation time, so
+//! everything sorts by time and "older than T" is a key range:
 //!
 //! | CF          | key                          | value                         |
 //! |-------------|------------------------------|-------------------------------|
@@ -21,29 +21,46 @@
 //! | `ws`        | `TrafficId` + kind (0 open, 1 close, 2 tunnel end) | [`WsOpen`] / [`WsClose`] / [`TunnelEnd`], JSON |
 //! | `frames`    | `TrafficId` + seq            | [`FrameRecord`], [`codec`] binary, lz4 |
 //! | `deletions` | `TrafficId` + seq            | deletion time (u64 BE ms)     |
+//! | `bodies`    | `TrafficId` + body (0 request, 1 response) + seq (u32) | [`BodyChunk`] bytes, lz4 |
+//! | `meta`      | kind (`r`: rules) + version  | the agent's rule set, JSON    |
 //!
 //! Every key is written once and never rewritten (secondaries can read stale values of
 //! overwritten keys after a flush). Counts are derived from keys: a connection's frame
 //! count is its last seq minus its latest deletion watermark ([`Store::frame_count`],
-//! two seeks). Deleting frames writes a new watermark key plus a range delete. A
+//! two seeks). Deleting frames writes a new watermark key plus a range delete;
+//! deleting traffic entries ([`Store::delete_traffic`]) deletes their keys. A
 //! connection relayed untouched is listed from its start: its traffic entry is written
 //! then, and its end (bytes, duration) later under its own `ws` key, merged on read.
 //! Range scans use iterate bounds (no prefix extractor is configured).
+//!
+//! Stores written before bodies and `meta` existed open as they are: the primary
+//! creates the missing column families, and entries without body fields read as
+//! "not recorded".
 
+mod bodies;
 pub mod codec;
+mod delete;
+mod filter;
 mod ids;
+mod meta;
 mod records;
 mod retention;
 mod store;
 mod writer;
 
+pub use bodies::BodyReader;
 pub use codec::CodecError;
+pub use filter::{StatusMatch, TrafficFilter, contains_ignoring_case};
 pub use ids::{FrameId, IdParseError, TrafficId};
-pub use records::{FrameRecord, Record, TrafficEntry, TunnelEnd, WsClose, WsConnection, WsOpen};
+pub use meta::StoredRules;
+pub use records::{
+    BodyChunk, BodyInfo, BodyOf, FrameRecord, Record, TrafficEntry, TunnelEnd, WsClose,
+    WsConnection, WsOpen,
+};
 pub use retention::{DeleteStats, RetentionHandle, RetentionReport, spawn_retention};
 pub use store::{
-    CF_DELETIONS, CF_FRAMES, CF_TRAFFIC, CF_WS, COLUMN_FAMILIES, FrameFilter, FrameTotals, Store,
-    StoreOptions, now_ms,
+    CF_BODIES, CF_DELETIONS, CF_FRAMES, CF_META, CF_TRAFFIC, CF_WS, COLUMN_FAMILIES, FrameFilter,
+    FrameTotals, Store, StoreOptions, TRAFFIC_COLUMN_FAMILIES, now_ms,
 };
 pub use writer::{MAX_BATCH_BYTES, MAX_BATCH_RECORDS, WriteError, Writer, WriterStats, WrittenNow};
 

@@ -50,6 +50,14 @@ pub struct TrafficEntry {
     /// Bytes the server sent, as `bytes_from_client`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_from_server: Option<u64>,
+    /// The request body: its size and how much of it is stored (as [`BodyChunk`]s).
+    /// `None` for entries recorded before frametap recorded bodies, and for failures
+    /// with no request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_body: Option<BodyInfo>,
+    /// The response body, as `request_body`; `None` also when no response came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_body: Option<BodyInfo>,
 }
 
 impl TrafficEntry {
@@ -65,6 +73,49 @@ impl TrafficEntry {
         self.bytes_from_server = Some(end.bytes_from_server);
         if self.error.is_none() {
             self.error = end.error.clone();
+        }
+    }
+}
+
+/// How big a message body was and how much of it the agent stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BodyInfo {
+    /// Bytes of the body as the application sent it: chunked framing removed,
+    /// Content-Encoding (gzip, ...) kept.
+    pub size: u64,
+    /// Bytes stored: the first `stored` bytes of the body (the agent's
+    /// `--max-body-size`).
+    pub stored: u64,
+}
+
+impl BodyInfo {
+    /// Only a prefix of the body is stored.
+    pub fn truncated(&self) -> bool {
+        self.stored < self.size
+    }
+}
+
+/// Which message of an exchange a body belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BodyOf {
+    Request,
+    Response,
+}
+
+impl BodyOf {
+    /// The byte that stands for it in keys.
+    pub fn key_byte(self) -> u8 {
+        match self {
+            BodyOf::Request => 0,
+            BodyOf::Response => 1,
+        }
+    }
+
+    pub fn from_key_byte(b: u8) -> Option<BodyOf> {
+        match b {
+            0 => Some(BodyOf::Request),
+            1 => Some(BodyOf::Response),
+            _ => None,
         }
     }
 }
@@ -85,6 +136,17 @@ pub struct TunnelEnd {
     /// Why relaying failed, if it did (e.g. the new upstream connection was refused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// A piece of a message body, stored as it streamed through: the pieces of one
+/// body, in `seq` order (from 0, contiguous), are its first [`BodyInfo::stored`]
+/// bytes. Written before the traffic entry that describes the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyChunk {
+    pub traffic: TrafficId,
+    pub of: BodyOf,
+    pub seq: u32,
+    pub data: Vec<u8>,
 }
 
 /// One WebSocket frame. Stored in the `frames` column family with the compact binary
@@ -255,6 +317,7 @@ pub enum Record {
     WsClose(WsClose),
     Frame(FrameRecord),
     TunnelEnd(TunnelEnd),
+    Body(BodyChunk),
 }
 
 impl Record {
@@ -266,7 +329,14 @@ impl Record {
             Record::WsClose(c) => c.traffic,
             Record::Frame(f) => f.traffic,
             Record::TunnelEnd(e) => e.traffic,
+            Record::Body(b) => b.traffic,
         }
+    }
+}
+
+impl From<BodyChunk> for Record {
+    fn from(v: BodyChunk) -> Record {
+        Record::Body(v)
     }
 }
 

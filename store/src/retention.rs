@@ -1,9 +1,10 @@
 //! Retention: deleting old traffic by age ([`StoreOptions::max_age`]) and by database
 //! size ([`StoreOptions::max_bytes`]).
 //!
-//! Everything is keyed by `TrafficId`, which starts with the creation time, so "older
-//! than T" is the key range `[.., TrafficId::new(T, 0))` in every column family and is
-//! removed with range deletes.
+//! Everything but the agent's `meta` is keyed by `TrafficId`, which starts with the
+//! creation time, so "older than T" is the key range `[.., TrafficId::new(T, 0))` in
+//! those column families (traffic, WebSocket records, frames, bodies) and is removed
+//! with range deletes.
 //!
 //! One exception keeps the data consistent: a WebSocket connection created before the
 //! cutoff that is still open (a [`crate::WsOpen`] but no [`crate::WsClose`]) and was
@@ -25,7 +26,7 @@ use rocksdb::WriteBatch;
 use crate::codec::{WS_CLOSE, WS_OPEN};
 use crate::ids::{FrameId, TrafficId};
 use crate::store::{
-    CF_DELETIONS, CF_FRAMES, CF_TRAFFIC, CF_WS, COLUMN_FAMILIES, Inner, Store, StoreOptions, now_ms,
+    CF_FRAMES, CF_TRAFFIC, CF_WS, Inner, Store, StoreOptions, TRAFFIC_COLUMN_FAMILIES, now_ms,
 };
 
 /// What one [`Store::enforce_retention`] pass did.
@@ -138,7 +139,7 @@ impl Store {
     /// Creation time of the oldest traffic id present in any column family.
     fn oldest_timestamp_ms(&self) -> Result<Option<u64>> {
         let mut oldest: Option<u64> = None;
-        for cf in COLUMN_FAMILIES {
+        for cf in TRAFFIC_COLUMN_FAMILIES {
             let mut it = self.bounded_iter(cf, None, None)?;
             it.seek_to_first();
             if let Some(id) = it.key().and_then(TrafficId::from_key_prefix) {
@@ -160,7 +161,7 @@ impl Store {
 
     fn compact_before(&self, cutoff_ms: u64) -> Result<()> {
         let end = TrafficId::new(cutoff_ms, 0).to_be_bytes();
-        for name in COLUMN_FAMILIES {
+        for name in TRAFFIC_COLUMN_FAMILIES {
             self.inner
                 .db
                 .compact_range_cf(self.cf(name)?, None::<&[u8]>, Some(&end[..]));
@@ -208,7 +209,7 @@ impl Store {
         let mut stats = DeleteStats::default();
         let end = TrafficId::new(cutoff_ms, 0).to_be_bytes();
         let mut any = false;
-        for cf in COLUMN_FAMILIES {
+        for cf in TRAFFIC_COLUMN_FAMILIES {
             any |= self.any_before(cf, &end)?;
         }
         if !any {
@@ -299,7 +300,7 @@ impl Store {
         if start.as_slice() < end.as_slice() {
             ranges.push((start, end.to_vec()));
         }
-        for name in [CF_TRAFFIC, CF_WS, CF_FRAMES, CF_DELETIONS] {
+        for name in TRAFFIC_COLUMN_FAMILIES {
             let cf = self.cf(name)?;
             for (from, to) in &ranges {
                 batch.delete_range_cf(cf, from, to);

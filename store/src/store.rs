@@ -25,8 +25,15 @@ pub const CF_WS: &str = "ws";
 pub const CF_FRAMES: &str = "frames";
 /// Column family of frame deletion watermarks (key: `TrafficId` + seq).
 pub const CF_DELETIONS: &str = "deletions";
+/// Column family of [`crate::BodyChunk`]s (key: `TrafficId` + which body + seq).
+pub const CF_BODIES: &str = "bodies";
+/// Column family of the agent's own state (key: kind + version): its rule sets.
+pub const CF_META: &str = "meta";
 /// Every column family, all created when the primary opens.
-pub const COLUMN_FAMILIES: [&str; 4] = [CF_TRAFFIC, CF_WS, CF_FRAMES, CF_DELETIONS];
+pub const COLUMN_FAMILIES: [&str; 6] = [CF_TRAFFIC, CF_WS, CF_FRAMES, CF_DELETIONS, CF_BODIES, CF_META];
+/// The column families whose keys start with a [`TrafficId`]: what retention and
+/// traffic deletion go through.
+pub const TRAFFIC_COLUMN_FAMILIES: [&str; 5] = [CF_TRAFFIC, CF_WS, CF_FRAMES, CF_DELETIONS, CF_BODIES];
 
 /// Tuning and retention settings of a primary store. Secondaries ignore them.
 #[derive(Debug, Clone)]
@@ -594,7 +601,8 @@ impl Store {
         Ok(Some(WsConnection::new(open, close)))
     }
 
-    /// Adds `record` to `batch` (JSON or frame codec, see [`crate::codec`]).
+    /// The column family, key and value of `record` (JSON, frame codec or raw
+    /// bytes, see [`crate::codec`]).
     pub(crate) fn encode_record(record: &Record) -> Result<(&'static str, Key, Vec<u8>)> {
         Ok(match record {
             Record::Traffic(t) => (
@@ -621,6 +629,11 @@ impl Store {
                 CF_FRAMES,
                 Key::new(&codec::frame_key(f.id())),
                 codec::encode_frame(f),
+            ),
+            Record::Body(b) => (
+                CF_BODIES,
+                Key::new(&codec::body_key(b.traffic, b.of, b.seq)),
+                b.data.clone(),
             ),
         })
     }
@@ -746,7 +759,7 @@ pub(crate) struct Key {
 }
 
 impl Key {
-    fn new(k: &[u8]) -> Key {
+    pub(crate) fn new(k: &[u8]) -> Key {
         let mut buf = [0u8; 16];
         buf[..k.len()].copy_from_slice(k);
         Key { buf, len: k.len() }

@@ -96,8 +96,22 @@ fn entry(id: TrafficId, url: &str, status: Option<u16>) -> TrafficEntry {
         pid: Some(1234),
         process: Some("curl".into()),
         sni: Some("example.com".into()),
+        request_body: Some(BodyInfo::default()),
+        response_body: Some(BodyInfo {
+            size: 11,
+            stored: 11,
+        }),
         ..TrafficEntry::default()
     }
+}
+
+fn body_chunk(traffic: TrafficId, of: BodyOf, seq: u32, data: &[u8]) -> Record {
+    Record::Body(BodyChunk {
+        traffic,
+        of,
+        seq,
+        data: data.to_vec(),
+    })
 }
 
 fn ws_open(traffic: TrafficId, ts: u64) -> WsOpen {
@@ -811,6 +825,208 @@ fn retention_by_age() {
     assert!(store.ws_connection(old_live).unwrap().is_none());
     assert_eq!(store.frame_count(old_live).unwrap(), 0);
     assert_eq!(store.frame_count(new_ws).unwrap(), 6);
+}
+
+#[test]
+fn retention_takes_bodies_along_and_keeps_the_rules() {
+    let dir = tmp();
+    let opts = StoreOptions {
+        max_age: Some(Duration::from_secs(3600)),
+        ..StoreOptions::default()
+    };
+    let store = Store::open_primary(dir.path(), opts).unwrap();
+    let old = TrafficId::new(T0 - 2 * 3600 * 1000, 0);
+    let new = TrafficId::new(T0 - 1000, 0);
+    store
+        .write(&[
+            body_chunk(old, BodyOf::Response, 0, b"old body"),
+            Record::Traffic(entry(old, "https://example.com/old", Some(200))),
+            body_chunk(new, BodyOf::Response, 0, b"new body"),
+            Record::Traffic(entry(new, "https://example.com/new", Some(200))),
+        ])
+        .unwrap();
+    store.record_rules(b"[]").unwrap();
+    let report = store.enforce_retention(T0).unwrap();
+    assert_eq!(report.traffic_deleted, 1, "{report:?}");
+    assert_eq!(store.body(old, BodyOf::Response, 100).unwrap(), b"");
+    assert_eq!(store.body(new, BodyOf::Response, 100).unwrap(), b"new body");
+    assert_eq!(store.latest_rules().unwrap().unwrap().value, b"[]");
+}
+
+#[test]
+fn bodies_are_read_back_in_order_by_the_secondary() {
+    let dir = tmp();
+    let store = primary(dir.path());
+    let t = TrafficId::new(T0, 3);
+    let other = TrafficId::new(T0, 4);
+    store
+        .write(&[
+            body_chunk(t, BodyOf::Request, 0, b"name=frame"),
+            body_chunk(t, BodyOf::Request, 1, b"tap"),
+            body_chunk(t, BodyOf::Response, 0, b"{\"ok\":"),
+            body_chunk(other, BodyOf::Request, 0, b"not mine"),
+        ])
+        .unwrap();
+    let secondary = Store::open_secondary(dir.path(), &dir.path().join("secondary")).unwrap();
+    // Written after the secondary opened: seen after catching up.
+    store
+        .write(&[body_chunk(t, BodyOf::Response, 1, b"true}")])
+        .unwrap();
+    secondary.catch_up().unwrap();
+    for s in [&store, &secondary] {
+        assert_eq!(s.body(t, BodyOf::Request, 1 << 20).unwrap(), b"name=frametap");
+        assert_eq!(s.body(t, BodyOf::Response, 1 << 20).unwrap(), b"{\"ok\":true}");
+        assert_eq!(s.body(t, BodyOf::Request, 6).unwrap(), b"name=f");
+        assert_eq!(s.body(TrafficId::new(T0, 9), BodyOf::Request, 10).unwrap(), b"");
+        let mut reader = s.body_reader(t, BodyOf::Request);
+        let mut small = [0u8; 4];
+        let mut read = Vec::new();
+        loop {
+            let n = std::io::Read::read(&mut reader, &mut small).unwrap();
+            if n == 0 {
+                break;
+            }
+            read.extend_from_slice(&small[..n]);
+        }
+        assert_eq!(read, b"name=frametap");
+    }
+}
+
+#[test]
+fn old_entries_without_body_fields_still_read() {
+    // An entry as frametap wrote it before bodies were recorded.
+    let old_json = r#"{"id":"0190a1b2c3d40001","timestamp_ms":1,"conn_id":1,"method":"GET","url":"http://h/","protocol":"http","host":"h","path":"/","status":200,"request_headers":[],"response_headers":[],"remote_address":"10.0.0.1:80","tls_version":null,"duration_ms":1.0,"error":null,"client_address":"10.0.0.2:5","pid":null,"process":null,"sni":null}"#;
+    let entry: TrafficEntry = serde_json::from_str(old_json).unwrap();
+    assert_eq!((entry.request_body, entry.response_body), (None, None));
+    // And entries without bodies are written without the fields.
+    let json = serde_json::to_string(&entry).unwrap();
+    assert!(!json.contains("body"), "{json}");
+}
+
+#[test]
+fn deleting_traffic_takes_everything_recorded_under_it() {
+    let dir = tmp();
+    let store = primary(dir.path());
+    let http = TrafficId::new(T0, 1);
+    let closed = TrafficId::new(T0 + 1, 0);
+    let open = TrafficId::new(T0 + 2, 0);
+    let kept = TrafficId::new(T0 + 3, 0);
+    let mut records = vec![
+        body_chunk(http, BodyOf::Request, 0, b"q=1"),
+        body_chunk(http, BodyOf::Response, 0, b"hello"),
+        body_chunk(http, BodyOf::Response, 1, b" world"),
+        Record::Traffic(entry(http, "https://example.com/a", Some(200))),
+        Record::Traffic(entry(closed, "wss://example.com/b", Some(101))),
+        Record::WsOpen(ws_open(closed, T0 + 1)),
+        Record::WsClose(ws_close(closed, T0 + 9)),
+        Record::Traffic(entry(open, "wss://example.com/c", Some(101))),
+        Record::WsOpen(ws_open(open, T0 + 2)),
+        body_chunk(kept, BodyOf::Response, 0, b"kept"),
+        Record::Traffic(entry(kept, "https://example.com/d", Some(404))),
+    ];
+    records.extend(frames(closed, 1..=5, T0));
+    records.extend(frames(open, 1..=3, T0));
+    store.write(&records).unwrap();
+    let secondary = Store::open_secondary(dir.path(), &dir.path().join("secondary")).unwrap();
+
+    let stats = store
+        .delete_traffic(&[http, closed, open, TrafficId::new(T0 + 7, 0)])
+        .unwrap();
+    assert_eq!(
+        stats,
+        DeleteStats {
+            traffic: 3,
+            connections: 2,
+            frames: 8,
+            trimmed: 0
+        }
+    );
+    secondary.catch_up().unwrap();
+    for s in [&store, &secondary] {
+        for id in [http, closed, open] {
+            assert!(s.traffic(id).unwrap().is_none());
+            assert!(s.ws_connection(id).unwrap().is_none());
+            assert_eq!(s.frame_count(id).unwrap(), 0);
+        }
+        assert_eq!(s.body(http, BodyOf::Response, 100).unwrap(), b"");
+        assert_eq!(s.body(http, BodyOf::Request, 100).unwrap(), b"");
+        assert_eq!(s.body(kept, BodyOf::Response, 100).unwrap(), b"kept");
+        assert!(s.traffic(kept).unwrap().is_some());
+    }
+    // The open connection keeps recording: later frames are counted right.
+    store.write(&frames(open, 4..=5, T0)).unwrap();
+    assert_eq!(store.frame_count(open).unwrap(), 2);
+    // Deleting again deletes nothing.
+    assert_eq!(store.delete_traffic(&[http]).unwrap(), DeleteStats::default());
+}
+
+#[test]
+fn deleting_by_filter_and_all() {
+    let dir = tmp();
+    let store = primary(dir.path());
+    let mut records = Vec::new();
+    for i in 0..3000u16 {
+        let id = TrafficId::new(T0 + u64::from(i), 0);
+        let mut e = entry(id, "https://example.com/x", Some(if i % 3 == 0 { 500 } else { 200 }));
+        e.pid = Some(u32::from(i % 2));
+        records.push(Record::Traffic(e));
+        records.push(body_chunk(id, BodyOf::Response, 0, b"b"));
+    }
+    store.write(&records).unwrap();
+    let errors_of_pid_0 = TrafficFilter {
+        statuses: Some(vec![StatusMatch::Class(5)]),
+        pids: Some(vec![0]),
+        ..TrafficFilter::default()
+    };
+    let stats = store.delete_traffic_matching(&errors_of_pid_0).unwrap();
+    // i % 3 == 0 and i % 2 == 0: i % 6 == 0.
+    assert_eq!(stats.traffic, 500);
+    let (_, left) = store.traffic_page(0, 0, |_| true).unwrap();
+    assert_eq!(left, 2500);
+    let (_, matching) = store
+        .traffic_page(0, 0, |e| errors_of_pid_0.matches(e))
+        .unwrap();
+    assert_eq!(matching, 0);
+    assert_eq!(store.body(TrafficId::new(T0, 0), BodyOf::Response, 9).unwrap(), b"");
+    assert_eq!(store.body(TrafficId::new(T0 + 1, 0), BodyOf::Response, 9).unwrap(), b"b");
+    let all = store.delete_traffic_matching(&TrafficFilter::default()).unwrap();
+    assert_eq!(all.traffic, 2500);
+    assert_eq!(store.traffic_page(0, 0, |_| true).unwrap().1, 0);
+    let mut it = store.bounded_iter(CF_BODIES, None, None).unwrap();
+    it.seek_to_first();
+    assert!(!it.valid(), "no body chunk is left");
+}
+
+#[test]
+fn rules_are_versioned_and_only_the_newest_few_kept() {
+    let dir = tmp();
+    let store = primary(dir.path());
+    assert_eq!(store.latest_rules().unwrap(), None);
+    let secondary = Store::open_secondary(dir.path(), &dir.path().join("secondary")).unwrap();
+    for n in 1..=40u64 {
+        assert_eq!(store.record_rules(format!("[{n}]").as_bytes()).unwrap(), n);
+    }
+    secondary.catch_up().unwrap();
+    for s in [&store, &secondary] {
+        let latest = s.latest_rules().unwrap().unwrap();
+        assert_eq!((latest.version, latest.value.as_slice()), (40, &b"[40]"[..]));
+        let mut it = s.bounded_iter(CF_META, None, None).unwrap();
+        it.seek_to_first();
+        let mut kept = 0;
+        while it.valid() {
+            kept += 1;
+            it.next();
+        }
+        assert_eq!(kept, 16);
+    }
+    // Reopened (an agent restart): versions go on from the newest.
+    drop(secondary);
+    drop(store);
+    let store = primary(dir.path());
+    assert_eq!(store.record_rules(b"[]").unwrap(), 41);
+    // Rule records are not traffic: retention and deletion leave them alone.
+    store.delete_traffic_matching(&TrafficFilter::default()).unwrap();
+    assert_eq!(store.latest_rules().unwrap().unwrap().version, 41);
 }
 
 fn noise(seed: u64, n: usize) -> Vec<u8> {

@@ -23,7 +23,10 @@ pub struct Api {
 #[derive(Debug)]
 pub struct Answer {
     pub status: u16,
+    /// The body as text (bytes that are not UTF-8 replaced).
     pub body: String,
+    /// The body as it came.
+    pub bytes: Vec<u8>,
     pub headers: Vec<(String, String)>,
 }
 
@@ -138,9 +141,16 @@ impl Api {
             .iter()
             .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_string()))
             .collect();
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(256 << 20)
+            .read_to_vec()
+            .unwrap_or_default();
         Answer {
             status: resp.status().as_u16(),
-            body: resp.body_mut().read_to_string().unwrap_or_default(),
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+            bytes,
             headers,
         }
     }

@@ -587,3 +587,267 @@ fn api_refuses_bad_requests_with_json_errors() {
     assert!(openapi["paths"]["/api/websocket/{trafficId}/frames"].is_object());
     std::thread::sleep(Duration::from_millis(10));
 }
+
+// ---------------------------------------------------------------------------------
+// HTTP bodies, filters and deletion, through the agent with a real client and server.
+
+const HTTP_PORT: &str = "8080";
+
+/// `tests/peers/http_peer.py` on the upstream host, once it answers.
+fn start_http_peer(lab: &Lab) -> frametap_e2e::Spawned {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/http_peer.py");
+    let mut py = lab.upstream.command("python3");
+    py.arg(script)
+        .args([UPSTREAM_V4, HTTP_PORT])
+        .stdout(std::process::Stdio::null());
+    let peer = frametap_e2e::Spawned::spawn("http_peer.py", py);
+    frametap_e2e::wait_for(Duration::from_secs(10), || {
+        let out = lab
+            .client_command(None, "curl")
+            .args(["-sS", "--max-time", "2"])
+            .arg(format!("http://{UPSTREAM_V4}:{HTTP_PORT}/cl/1"))
+            .output()
+            .ok()?;
+        out.status.success().then_some(())
+    })
+    .expect("http_peer.py did not come up");
+    peer
+}
+
+/// curl with `args`, captured; its output.
+fn captured_curl(lab: &Lab, cg: &TestCgroup, args: &[&str]) -> Vec<u8> {
+    let out = lab
+        .client_command(Some(cg), "curl")
+        .args(["-sS", "--fail-with-body", "--max-time", "10"])
+        .args(args)
+        .output()
+        .unwrap();
+    let status = out.status.code();
+    // `status/…` answers 4xx/5xx on purpose: curl then exits with 22.
+    assert!(
+        out.status.success() || status == Some(22),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn digits(n: usize) -> Vec<u8> {
+    b"0123456789".iter().copied().cycle().take(n).collect()
+}
+
+/// The one entry whose path is `path`.
+fn entry_at(entries: &[Value], path: &str) -> Value {
+    let found: Vec<&Value> = entries.iter().filter(|e| e["path"] == path).collect();
+    assert_eq!(found.len(), 1, "one entry for {path}: {entries:?}");
+    found[0].clone()
+}
+
+#[test]
+fn http_bodies_are_recorded_filtered_exported_and_deleted() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let lab = Lab::new();
+    let cg = TestCgroup::new("api-bodies");
+    let _peer = start_http_peer(&lab);
+    let data_dir = tempfile::tempdir().unwrap();
+    let dir = data_dir.path().to_path_buf();
+    let _agent = Agent::start_in(
+        &lab,
+        &[
+            "--cgroup",
+            &cg.relative,
+            "--ports",
+            HTTP_PORT,
+            "--max-body-size",
+            "64KiB",
+        ],
+        data_dir,
+    );
+    let api = Api::start(&dir);
+    let base = format!("http://{UPSTREAM_V4}:{HTTP_PORT}");
+
+    // Content-Length and chunked responses, under and over the cap; a chunked and a
+    // Content-Length upload; a gzip'd answer; two failures.
+    assert_eq!(captured_curl(&lab, &cg, &[&format!("{base}/cl/5000")]), digits(5000));
+    let over = 300_000;
+    assert_eq!(
+        captured_curl(&lab, &cg, &[&format!("{base}/chunked/{over}")]).len(),
+        over
+    );
+    let upload = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(upload.path(), digits(40_000)).unwrap();
+    let echoed = captured_curl(
+        &lab,
+        &cg,
+        &[
+            "-H",
+            "Transfer-Encoding: chunked",
+            "-H",
+            "Content-Type: text/plain",
+            "--data-binary",
+            &format!("@{}", upload.path().display()),
+            &format!("{base}/echo?chunked"),
+        ],
+    );
+    assert_eq!(echoed, digits(40_000));
+    assert_eq!(
+        captured_curl(&lab, &cg, &["--data-binary", "a=1&b=2", &format!("{base}/echo?form")]),
+        b"a=1&b=2"
+    );
+    captured_curl(&lab, &cg, &[&format!("{base}/gzip")]);
+    captured_curl(&lab, &cg, &[&format!("{base}/status/404")]);
+    captured_curl(&lab, &cg, &[&format!("{base}/status/503")]);
+
+    let list = api.wait_get("/api/traffic", |v| v["count"] == 7);
+    let entries = list["entries"].as_array().unwrap().clone();
+    let body = |id: &Value, which: &str, query: &str| {
+        let id = id.as_str().unwrap();
+        api.request("GET", &format!("/api/traffic/{id}/{which}/body{query}"))
+    };
+
+    // Content-Length, under the cap: all of it.
+    let cl = entry_at(&entries, "/cl/5000");
+    assert_eq!((cl["responseBodySize"].clone(), cl["responseBodyTruncated"].clone()), (json!(5000), json!(false)));
+    assert_eq!(cl["requestBodySize"], 0);
+    let got = body(&cl["id"], "response", "");
+    assert_eq!(got.status, 200);
+    assert_eq!(got.bytes, digits(5000));
+    assert_eq!(got.header("content-type"), Some("text/plain"));
+    assert_eq!(got.header("x-frametap-truncated"), Some("false"));
+
+    // Chunked, over the 64 KiB cap: the first 64 KiB, and the true size.
+    let big = entry_at(&entries, &format!("/chunked/{over}"));
+    assert_eq!(big["responseBodySize"], over);
+    assert_eq!(big["responseBodyTruncated"], true);
+    let got = body(&big["id"], "response", "");
+    assert_eq!(got.bytes, digits(64 * 1024));
+    assert_eq!(got.header("x-frametap-body-size"), Some("300000"));
+    assert_eq!(got.header("x-frametap-stored-size"), Some("65536"));
+    assert_eq!(got.header("x-frametap-truncated"), Some("true"));
+
+    // Uploads: chunked (framing removed) and Content-Length, both ways.
+    let chunked = entry_at(&entries, "/echo?chunked");
+    assert_eq!(chunked["requestBodySize"], 40_000);
+    assert_eq!(body(&chunked["id"], "request", "").bytes, digits(40_000));
+    assert_eq!(body(&chunked["id"], "response", "").bytes, digits(40_000));
+    let form = entry_at(&entries, "/echo?form");
+    let got = body(&form["id"], "request", "");
+    assert_eq!(got.bytes, b"a=1&b=2");
+    assert_eq!(got.header("content-type"), Some("application/x-www-form-urlencoded"));
+
+    // gzip: decoded by default, as sent with raw=true.
+    let gz = entry_at(&entries, "/gzip");
+    let decoded = body(&gz["id"], "response", "");
+    assert_eq!(decoded.body, r#"{"frametap":"decoded","n":[1,2,3]}"#);
+    assert_eq!(decoded.header("x-frametap-decoded"), Some("true"));
+    assert_eq!(decoded.header("x-frametap-content-encoding"), Some("gzip"));
+    let raw = body(&gz["id"], "response", "?raw=true");
+    assert_eq!(raw.bytes[..2], [0x1f, 0x8b], "gzip magic");
+    assert_eq!(raw.bytes.len() as u64, gz["responseBodySize"].as_u64().unwrap());
+
+    // HAR carries the texts.
+    let har = api.get(&format!("/api/har?trafficId={}", gz["id"].as_str().unwrap()));
+    assert_eq!(
+        har["log"]["entries"][0]["response"]["content"]["text"],
+        r#"{"frametap":"decoded","n":[1,2,3]}"#
+    );
+    let har = api.get(&format!("/api/har?trafficId={}", form["id"].as_str().unwrap()));
+    let post = &har["log"]["entries"][0]["request"]["postData"];
+    assert_eq!(post["text"], "a=1&b=2");
+    assert_eq!(post["mimeType"], "application/x-www-form-urlencoded");
+
+    // Filters: status codes and classes, process, pid; bad ones are 400s.
+    let ids_of = |query: &str| -> Vec<String> {
+        let page = api.get(&format!("/api/traffic?{query}"));
+        page["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["path"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids_of("status=404"), ["/status/404"]);
+    assert_eq!(ids_of("status=5xx"), ["/status/503"]);
+    assert_eq!(ids_of("status=4xx,5xx&methods=GET").len(), 2);
+    assert_eq!(ids_of("process=curl").len(), 7);
+    assert!(ids_of("process=wget").is_empty());
+    assert!(ids_of("error=true").is_empty());
+    let pid = cl["pid"].as_u64().expect("the client's pid is recorded");
+    assert_eq!(ids_of(&format!("pid={pid}")), ["/cl/5000"]);
+    for bad in ["status=6xx", "pid=me", "error=perhaps"] {
+        assert_eq!(api.request("GET", &format!("/api/traffic?{bad}")).status, 400, "{bad}");
+    }
+
+    // Delete one, by filter, then all (explicitly); bodies go with them.
+    let not_found = entry_at(&entries, "/status/404");
+    let id = not_found["id"].as_str().unwrap();
+    let deleted = api.request("DELETE", &format!("/api/traffic/{id}"));
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    assert_eq!(deleted.json(), json!({"success": true, "deleted": 1, "frames": 0}));
+    assert_eq!(api.request("GET", &format!("/api/traffic/{id}")).status, 404);
+    assert_eq!(api.request("DELETE", &format!("/api/traffic/{id}")).status, 404);
+    let by_filter = api.request("DELETE", "/api/traffic?status=5xx");
+    assert_eq!(by_filter.json()["deleted"], 1);
+    assert!(ids_of("status=4xx,5xx").is_empty());
+    let refused = api.request("DELETE", "/api/traffic");
+    assert_eq!(refused.status, 400, "an empty filter deletes nothing");
+    assert_eq!(api.get("/api/traffic")["count"], 5);
+    let all = api.request("DELETE", "/api/traffic?all=true");
+    assert_eq!(all.json()["deleted"], 5);
+    assert_eq!(api.get("/api/traffic"), json!({"entries": [], "count": 0}));
+    assert_eq!(body(&big["id"], "response", "").status, 404);
+}
+
+#[test]
+fn rules_are_known_while_the_agent_is_stopped() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let lab = Lab::new();
+    let cg = TestCgroup::new("api-rules-down");
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        "[[rules]]\nid = \"no-passwords\"\ncontains = \"password\"\naction = { kind = \"drop\" }\n",
+    )
+    .unwrap();
+    let data_dir = tempfile::tempdir().unwrap();
+    let dir = data_dir.path().to_path_buf();
+    let config_path = config.path().display().to_string();
+    let mut agent = Agent::start_in(
+        &lab,
+        &["--cgroup", &cg.relative, "--ports", HTTP_PORT, "--config", &config_path],
+        data_dir,
+    );
+    let api = Api::start(&dir);
+    api.wait_get("/api/health", |h| h["agent"]["up"] == true);
+    let live = api.get("/api/rules");
+    assert_eq!(live["live"], true, "{live}");
+    assert_eq!(live["recordedAt"], Value::Null);
+    assert_eq!(live["rules"][0]["id"], "no-passwords");
+    let added = api.send_json(
+        "POST",
+        "/api/rules",
+        &json!({"id": "close-chat", "host": "chat.test", "action": {"kind": "close", "code": 4000}}),
+    );
+    assert_eq!(added.status, 201, "{}", added.body);
+    let rules_then = api.get("/api/rules")["rules"].clone();
+    assert_eq!(rules_then.as_array().unwrap().len(), 2);
+
+    // Stopped: the rules it had, from the store, saying so.
+    assert!(agent.stop().success());
+    api.wait_get("/api/health", |h| h["agent"]["up"] == false);
+    let known = api.wait_get("/api/rules", |r| r["live"] == false);
+    assert_eq!(known["rules"], rules_then);
+    assert!(known["recordedAt"].as_u64().unwrap() > 1_700_000_000_000);
+    // Writes still need the agent.
+    let refused = api.request("DELETE", "/api/rules/no-passwords");
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    let refused = api.request("DELETE", "/api/traffic?all=true");
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(refused.json()["error"].as_str().unwrap().contains("nothing was deleted"));
+}

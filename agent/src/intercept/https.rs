@@ -92,6 +92,7 @@ impl Conn<'_> {
             meta,
             self.ctx.recorder.ids.clone(),
             self.ctx.intercept.payload_cap,
+            self.ctx.intercept.body_cap,
             self.ctx.intercept.rules.clone(),
         )
     }

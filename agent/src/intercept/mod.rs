@@ -12,6 +12,7 @@
 //!    WebSocket message; injected messages are written between messages.
 //! 4. Anything else: relayed untouched ([`untouched`]), and listed as such.
 pub mod alpn;
+pub mod body;
 pub mod diagnose;
 pub mod https;
 pub mod prefixed;
@@ -263,6 +264,7 @@ where
         meta,
         ctx.recorder.ids.clone(),
         ctx.intercept.payload_cap,
+        ctx.intercept.body_cap,
         ctx.intercept.rules.clone(),
     ));
     let mut up = Direction::new(Side::Client, fds.1, fds.0);

@@ -3,9 +3,10 @@
 //! entries, WebSocket open/close, frames). The async pumps around it forward every
 //! byte unchanged; this only watches.
 //!
-//! Modes: HTTP/1.x (requests and responses paired in order), then, after a
-//! `101 Switching Protocols` for `Upgrade: websocket`, WebSocket (one frame parser
-//! per direction); anything that stops being parseable HTTP becomes opaque bytes.
+//! Modes: HTTP/1.x (requests and responses paired in order, their bodies recorded
+//! as they pass, see [`super::body`]), then, after a `101 Switching Protocols` for
+//! `Upgrade: websocket`, WebSocket (one frame parser per direction); anything that
+//! stops being parseable HTTP becomes opaque bytes.
 use std::{collections::VecDeque, sync::Arc, time::Instant};
 
 use frametap_control::Refusal;
@@ -13,8 +14,9 @@ use frametap_proto::{
     http1::{Http1Conn, HttpEvent, RequestHead, ResponseHead},
     ws,
 };
-use frametap_store::{Record, TrafficEntry, TrafficId, WsClose, WsOpen};
+use frametap_store::{BodyOf, Record, TrafficEntry, TrafficId, WsClose, WsOpen};
 
+use super::body::BodyCapture;
 use super::websocket::{Forward, Outbox, WsSession, WsSetup};
 use crate::{
     recorder::TrafficIds,
@@ -67,6 +69,8 @@ struct Exchange {
     started: Instant,
     request: RequestHead,
     response: Option<ResponseHead>,
+    request_body: BodyCapture,
+    response_body: BodyCapture,
 }
 
 enum Mode {
@@ -79,10 +83,14 @@ pub struct SessionState {
     meta: SessionMeta,
     ids: Arc<TrafficIds>,
     payload_cap: usize,
+    /// Most bytes stored per body.
+    body_cap: u64,
     rules: Arc<RuleBook>,
     http: Http1Conn,
     mode: Mode,
     exchanges: VecDeque<Exchange>,
+    /// The exchange whose request body the client is sending.
+    request_in_progress: Option<TrafficId>,
     held_client: Vec<u8>,
     http_events: Vec<HttpEvent>,
 }
@@ -92,16 +100,20 @@ impl SessionState {
         meta: SessionMeta,
         ids: Arc<TrafficIds>,
         payload_cap: usize,
+        body_cap: u64,
         rules: Arc<RuleBook>,
     ) -> Self {
         Self {
             meta,
             ids,
             payload_cap,
+            body_cap,
             rules,
-            http: Http1Conn::new(),
+            // Body data is followed even with a cap of 0: sizes are recorded anyway.
+            http: Http1Conn::new().with_body_data(),
             mode: Mode::Http,
             exchanges: VecDeque::new(),
+            request_in_progress: None,
             held_client: Vec::new(),
             http_events: Vec::new(),
         }
@@ -175,14 +187,37 @@ impl SessionState {
         records: &mut Vec<Record>,
     ) {
         match event {
-            HttpEvent::RequestHead(request) => self.exchanges.push_back(Exchange {
-                id: self.ids.next(),
-                started_ms: now_ms,
-                started: Instant::now(),
-                request,
-                response: None,
-            }),
-            HttpEvent::RequestEnd { .. } => {}
+            HttpEvent::RequestHead(request) => {
+                let id = self.ids.next();
+                self.request_in_progress = Some(id);
+                self.exchanges.push_back(Exchange {
+                    id,
+                    started_ms: now_ms,
+                    started: Instant::now(),
+                    request,
+                    response: None,
+                    request_body: BodyCapture::new(id, BodyOf::Request, self.body_cap),
+                    response_body: BodyCapture::new(id, BodyOf::Response, self.body_cap),
+                });
+            }
+            HttpEvent::RequestBody(range) => {
+                // Gone already when the server answered before the body was over.
+                if let Some(x) = self.request_exchange() {
+                    x.request_body.push(&input[range], records);
+                }
+            }
+            HttpEvent::RequestEnd { .. } => {
+                if let Some(x) = self.request_exchange() {
+                    x.request_body.finish(records);
+                }
+                self.request_in_progress = None;
+            }
+            HttpEvent::ResponseBody(range) => {
+                // Responses come in order: the oldest exchange's is the one streaming.
+                if let Some(x) = self.exchanges.front_mut() {
+                    x.response_body.push(&input[range], records);
+                }
+            }
             HttpEvent::ResponseHead(response) => {
                 // Interim responses (100 Continue, 103 Early Hints) precede the real one.
                 let interim = (100..200).contains(&response.status) && response.status != 101;
@@ -194,7 +229,7 @@ impl SessionState {
             }
             HttpEvent::ResponseEnd { .. } => {
                 if let Some(x) = self.exchanges.pop_front() {
-                    records.push(Record::Traffic(self.entry(x, "", None)));
+                    self.record(x, "", None, records);
                 }
             }
             HttpEvent::Switched { websocket, rest } => {
@@ -204,7 +239,7 @@ impl SessionState {
                     return;
                 };
                 if !websocket {
-                    records.push(Record::Traffic(self.entry(x, "", None)));
+                    self.record(x, "", None, records);
                     self.mode = Mode::Opaque;
                     return;
                 }
@@ -212,7 +247,7 @@ impl SessionState {
             }
             HttpEvent::Tunnel { .. } => {
                 if let Some(x) = self.exchanges.pop_front() {
-                    records.push(Record::Traffic(self.entry(x, "", None)));
+                    self.record(x, "", None, records);
                 }
                 self.mode = Mode::Opaque;
             }
@@ -224,7 +259,7 @@ impl SessionState {
             HttpEvent::Error(e) => {
                 let error = format!("{} sent malformed HTTP: {e}", side.name());
                 match self.exchanges.pop_front() {
-                    Some(x) => records.push(Record::Traffic(self.entry(x, "", Some(error)))),
+                    Some(x) => self.record(x, "", Some(error), records),
                     None => records.push(Record::Traffic(self.bare_entry(now_ms, error))),
                 }
                 // A faithful proxy passes the bytes on and lets the peer judge them.
@@ -233,7 +268,29 @@ impl SessionState {
         }
     }
 
-    fn upgrade(&mut self, x: Exchange, rest: &[u8], now_ms: u64, records: &mut Vec<Record>) {
+    /// The exchange whose request body is streaming, if it is still waiting.
+    fn request_exchange(&mut self) -> Option<&mut Exchange> {
+        let id = self.request_in_progress?;
+        self.exchanges.iter_mut().rev().find(|x| x.id == id)
+    }
+
+    /// Records a finished (or failed) exchange: what is left of its bodies, then its
+    /// traffic entry. `protocol` as for [`Self::entry`].
+    fn record(
+        &self,
+        mut x: Exchange,
+        protocol: &str,
+        error: Option<String>,
+        records: &mut Vec<Record>,
+    ) {
+        x.request_body.finish(records);
+        x.response_body.finish(records);
+        records.push(Record::Traffic(self.entry(x, protocol, error)));
+    }
+
+    fn upgrade(&mut self, mut x: Exchange, rest: &[u8], now_ms: u64, records: &mut Vec<Record>) {
+        x.request_body.finish(records);
+        x.response_body.finish(records);
         let response = x.response.as_ref();
         let extensions = response
             .and_then(|r| r.header("sec-websocket-extensions"))
@@ -300,8 +357,7 @@ impl SessionState {
             Ending::Reset(side) => format!("{} reset the connection", side.name()),
         };
         while let Some(x) = self.exchanges.pop_front() {
-            let entry = self.entry(x, "", Some(why.clone()));
-            records.push(Record::Traffic(entry));
+            self.record(x, "", Some(why.clone()), &mut records);
         }
         if let Mode::WebSocket(ws) = &mut self.mode {
             // Before the counts: what never went out is recorded as dropped.
@@ -340,8 +396,8 @@ impl SessionState {
         records
     }
 
-    /// A traffic entry for a finished (or failed) exchange. `protocol` overrides
-    /// http/https (for ws/wss).
+    /// A traffic entry for a finished (or failed) exchange, whose bodies are
+    /// finished. `protocol` overrides http/https (for ws/wss).
     fn entry(&self, x: Exchange, protocol: &str, error: Option<String>) -> TrafficEntry {
         let req = &x.request;
         let host = req
@@ -399,6 +455,8 @@ impl SessionState {
             sni: self.meta.sni.clone(),
             alpn_offered: self.meta.alpn_offered.clone(),
             alpn_selected: self.meta.alpn_selected.clone(),
+            request_body: Some(x.request_body.info()),
+            response_body: x.response.is_some().then(|| x.response_body.info()),
             ..TrafficEntry::default()
         }
     }
@@ -431,6 +489,8 @@ impl SessionState {
             sni: self.meta.sni.clone(),
             alpn_offered: self.meta.alpn_offered.clone(),
             alpn_selected: self.meta.alpn_selected.clone(),
+            request_body: None,
+            response_body: None,
             ..TrafficEntry::default()
         }
     }
@@ -492,6 +552,7 @@ mod tests {
             },
             Arc::new(TrafficIds::default()),
             1 << 20,
+            64 * 1024,
             Arc::new(RuleBook::default()),
         )
     }
@@ -639,7 +700,7 @@ mod tests {
             )
             .0;
         let entry = |r: &[Record]| match r {
-            [Record::Traffic(t)] => t.clone(),
+            [.., Record::Traffic(t)] => t.clone(),
             other => panic!("{other:?}"),
         };
         let (a, b) = (entry(&r1), entry(&r2));
@@ -654,6 +715,113 @@ mod tests {
         assert_eq!(a.protocol, "https");
         assert!(b.id.0 > a.id.0);
         assert!(s.on_end(&Ending::Closed, 4).is_empty());
+    }
+
+    /// The bodies recorded in `records`: (traffic, of, bytes), chunks joined.
+    fn bodies(records: &[Record]) -> Vec<(TrafficId, BodyOf, Vec<u8>)> {
+        let mut out: Vec<(TrafficId, BodyOf, Vec<u8>)> = Vec::new();
+        for r in records {
+            if let Record::Body(b) = r {
+                match out.iter_mut().find(|(t, of, _)| *t == b.traffic && *of == b.of) {
+                    Some((_, _, data)) => data.extend_from_slice(&b.data),
+                    None => out.push((b.traffic, b.of, b.data.clone())),
+                }
+            }
+        }
+        out
+    }
+
+    fn entries(records: &[Record]) -> Vec<TrafficEntry> {
+        records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Traffic(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bodies_are_recorded_as_they_stream_and_before_their_entry() {
+        let mut s = state();
+        let mut records = Vec::new();
+        // A chunked upload in small reads, then a pipelined GET.
+        let upload = b"POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\nGET /next HTTP/1.1\r\nHost: h\r\n\r\n";
+        for piece in upload.chunks(3) {
+            records.extend(s.on_bytes(Side::Client, piece, 1).0);
+        }
+        let answers = b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\ndoneHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+        records.extend(s.on_bytes(Side::Server, answers, 2).0);
+        let recorded = entries(&records);
+        let [up, next] = &recorded[..] else {
+            panic!("{records:?}")
+        };
+        assert_eq!(
+            bodies(&records),
+            [
+                (up.id, BodyOf::Request, b"hello, world".to_vec()),
+                (up.id, BodyOf::Response, b"done".to_vec()),
+                (next.id, BodyOf::Response, b"abc".to_vec()),
+            ]
+        );
+        let info = |size, stored| Some(frametap_store::BodyInfo { size, stored });
+        assert_eq!((up.request_body, up.response_body), (info(12, 12), info(4, 4)));
+        assert_eq!((next.request_body, next.response_body), (info(0, 0), info(3, 3)));
+        // Each body's chunks come before the entry that describes it.
+        let position = |wanted: &dyn Fn(&Record) -> bool| records.iter().position(wanted).unwrap();
+        let last_chunk = records
+            .iter()
+            .rposition(|r| matches!(r, Record::Body(b) if b.traffic == up.id))
+            .unwrap();
+        assert!(last_chunk < position(&|r| matches!(r, Record::Traffic(t) if t.id == up.id)));
+    }
+
+    #[test]
+    fn bodies_over_the_cap_keep_their_true_size() {
+        let mut s = state();
+        s.on_bytes(Side::Client, b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n", 1);
+        let total = 200 * 1024;
+        let mut records = s
+            .on_bytes(
+                Side::Server,
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {total}\r\n\r\n").as_bytes(),
+                2,
+            )
+            .0;
+        let block = vec![b'z'; 10 * 1024];
+        for _ in 0..total / block.len() {
+            records.extend(s.on_bytes(Side::Server, &block, 3).0);
+        }
+        let [entry] = &entries(&records)[..] else {
+            panic!("one entry")
+        };
+        let body = entry.response_body.unwrap();
+        assert_eq!((body.size, body.stored), (total as u64, 64 * 1024));
+        assert!(body.truncated());
+        assert_eq!(bodies(&records)[0].2.len(), 64 * 1024);
+    }
+
+    #[test]
+    fn a_connection_that_ends_mid_body_records_what_came() {
+        let mut s = state();
+        s.on_bytes(Side::Client, b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n", 1);
+        let mut records = s
+            .on_bytes(
+                Side::Server,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial",
+                2,
+            )
+            .0;
+        records.extend(s.on_end(&Ending::Reset(Side::Server), 3));
+        let [entry] = &entries(&records)[..] else {
+            panic!("{records:?}")
+        };
+        assert_eq!(entry.error.as_deref(), Some("server reset the connection"));
+        assert_eq!(
+            entry.response_body,
+            Some(frametap_store::BodyInfo { size: 7, stored: 7 })
+        );
+        assert_eq!(bodies(&records)[0].2, b"partial");
     }
 
     #[test]

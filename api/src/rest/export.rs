@@ -18,7 +18,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use frametap_store::{FrameFilter, Store, TrafficId};
+use frametap_store::{BodyOf, FrameFilter, Store, TrafficEntry, TrafficId};
 use tokio::sync::mpsc;
 
 use super::websocket::{
@@ -27,7 +27,8 @@ use super::websocket::{
 use super::{PathText, follower};
 use crate::error::{ApiError, ErrorBody, excerpt};
 use crate::har::{
-    Har, HarEntry, HarWebSocketMessage, har, har_entry, har_message, has_http_exchange,
+    Har, HarBodies, HarEntry, HarWebSocketMessage, har, har_body, har_entry, har_message,
+    has_http_exchange,
     is_websocket,
 };
 use crate::messages::Reassembler;
@@ -39,7 +40,8 @@ use crate::views::{Direction, DirectionParam, Frame, frame_json};
 pub(crate) const MAX_HAR_ENTRIES: usize = 10_000;
 /// Most WebSocket messages in one HAR, all entries together.
 pub(crate) const MAX_HAR_MESSAGES: usize = 100_000;
-/// Most message content in one HAR (bytes before encoding), all entries together.
+/// Most message and body content in one HAR (bytes before encoding), all entries
+/// together.
 pub(crate) const HAR_CONTENT_BUDGET: u64 = 64 << 20;
 /// Frames read from the store per step (HAR messages and NDJSON).
 const READ_STEP: usize = 64;
@@ -238,12 +240,13 @@ fn build_har(store: &Store, selection: HarSelection) -> anyhow::Result<Option<Ha
     };
     let mut har_entries: Vec<HarEntry> = Vec::with_capacity(entries.len());
     for entry in &entries {
+        let bodies = bodies(store, entry, &mut budget)?;
         if !is_websocket(entry) {
-            har_entries.push(har_entry(entry, None));
+            har_entries.push(har_entry(entry, None, bodies));
             continue;
         }
         let (messages, cut) = websocket_messages(store, entry.id, &mut budget)?;
-        let mut har_entry = har_entry(entry, Some(messages));
+        let mut har_entry = har_entry(entry, Some(messages), bodies);
         if cut {
             let note = format!(
                 "frametap: this export's message allowance ({MAX_HAR_MESSAGES} messages, \
@@ -261,6 +264,36 @@ fn build_har(store: &Store, selection: HarSelection) -> anyhow::Result<Option<Ha
         har_entries.push(har_entry);
     }
     Ok(Some(har(har_entries, comment)))
+}
+
+/// The recorded bodies of `entry` within `budget` (which they use up).
+fn bodies(
+    store: &Store,
+    entry: &TrafficEntry,
+    budget: &mut MessageBudget,
+) -> anyhow::Result<HarBodies> {
+    let mut read = |of: BodyOf| -> anyhow::Result<_> {
+        let (info, headers) = match of {
+            BodyOf::Request => (entry.request_body, &entry.request_headers),
+            BodyOf::Response => (entry.response_body, &entry.response_headers),
+        };
+        let Some(info) = info else {
+            return Ok(None);
+        };
+        let limit = usize::try_from(budget.bytes).unwrap_or(usize::MAX);
+        let stored = store.body(entry.id, of, limit)?;
+        let encoding = headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("content-encoding"))
+            .map(|(_, value)| value.as_str());
+        let body = har_body(info, &stored, encoding, limit);
+        budget.bytes = budget.bytes.saturating_sub(body.content_len);
+        Ok(Some(body))
+    };
+    Ok(HarBodies {
+        request: read(BodyOf::Request)?,
+        response: read(BodyOf::Response)?,
+    })
 }
 
 /// The messages of connection `traffic` within `budget` (which they use up), and
@@ -416,7 +449,7 @@ fn stream_frames(
 }
 
 /// The receiving end of the chunk channel, as the `Stream` a streamed body reads.
-struct ChunkStream(mpsc::Receiver<Chunk>);
+pub(super) struct ChunkStream(pub(super) mpsc::Receiver<Chunk>);
 
 impl futures_core::Stream for ChunkStream {
     type Item = Chunk;

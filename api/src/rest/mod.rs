@@ -7,9 +7,11 @@
 //! - [`inject`]: sending a message into a live connection.
 //! - [`rules`]: the agent's message rules.
 //! - [`export`]: HAR and NDJSON exports.
-//! - [`traffic`]: the traffic list and single entries.
+//! - [`traffic`]: the traffic list and single entries, and their deletion.
+//! - [`bodies`]: the recorded request and response bodies.
 //! - [`meta`]: health and the OpenAPI document.
 
+pub(crate) mod bodies;
 pub(crate) mod export;
 pub(crate) mod inject;
 pub(crate) mod messages;
@@ -48,8 +50,10 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(export::export_har))
         .routes(routes!(rules::list_rules, rules::add_rule))
         .routes(routes!(rules::delete_rule))
-        .routes(routes!(traffic::list_traffic))
-        .routes(routes!(traffic::get_traffic))
+        .routes(routes!(traffic::list_traffic, traffic::delete_traffic))
+        .routes(routes!(traffic::get_traffic, traffic::delete_traffic_entry))
+        .routes(routes!(bodies::request_body))
+        .routes(routes!(bodies::response_body))
         .routes(routes!(meta::health))
         .routes(routes!(meta::openapi_json))
 }

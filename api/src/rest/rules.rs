@@ -2,22 +2,25 @@
 //! removed through the agent, which holds them and compiles their regexes. The API
 //! checks what it can first (body shape, close codes, ids), so only the agent's own
 //! verdicts (a regex that does not compile, an id in use, no such rule) come back as
-//! its refusals.
+//! its refusals. While the agent is down, the list comes from the store, where the
+//! agent records its rules at start and on every change.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 
-use super::{JsonBody, PathText, agent_error};
+use super::{JsonBody, PathText, agent_error, follower};
 use crate::agent_views::{RuleDeleted, RuleList};
 use crate::error::{ApiError, ErrorBody, excerpt};
-use crate::state::AppState;
-use frametap_control::Rule;
+use crate::state::{AppState, ControlError};
+use frametap_control::{Rule, RuleSnapshot};
 
 /// List the message rules.
 ///
 /// The rules in force, in the order the agent tries them (the first that matches a
-/// message decides).
+/// message decides), with `live: true`. While the agent is not running: the rules
+/// it last recorded in the store (at its start, from its config file, and on every
+/// change), with `live: false` and `recordedAt`.
 #[utoipa::path(
     get,
     path = "/api/rules",
@@ -27,16 +30,45 @@ use frametap_control::Rule;
         (status = 200, description = "The rules, in order", body = RuleList),
         (status = 401, description = "Missing or wrong API token", body = ErrorBody),
         (status = 502, description = "The agent failed to answer", body = ErrorBody),
-        (status = 503, description = "The agent is not running", body = ErrorBody),
+        (status = 503, description = "The agent is not running and never recorded rules in this data dir (or the store is not readable)", body = ErrorBody),
     )
 )]
 pub(crate) async fn list_rules(State(state): State<AppState>) -> Result<Json<RuleList>, ApiError> {
-    let rules = state
-        .agent
-        .list_rules()
-        .await
-        .map_err(|e| agent_error(e, "list its rules", "no rules to show"))?;
-    Ok(Json(RuleList { rules }))
+    match state.agent.list_rules().await {
+        Ok(rules) => Ok(Json(RuleList {
+            rules,
+            live: true,
+            recorded_at: None,
+        })),
+        Err(ControlError::AgentDown(reason)) => last_known_rules(&state, reason).map(Json),
+        Err(error) => Err(agent_error(error, "list its rules", "no rules to show")),
+    }
+}
+
+/// The rules the agent last recorded in the store, for when it is down.
+fn last_known_rules(state: &AppState, agent_down: String) -> Result<RuleList, ApiError> {
+    let none = |why: &str| {
+        agent_error(
+            ControlError::AgentDown(agent_down.clone()),
+            "list its rules",
+            &format!("no rules to show ({why})"),
+        )
+    };
+    let store = follower(state).map_err(|_| none("the capture store is not readable either"))?;
+    let stored = store
+        .latest_rules()
+        .map_err(|e| ApiError::store_read(&e))?
+        .ok_or_else(|| none("it never recorded its rules in this data dir"))?;
+    let snapshot: RuleSnapshot = serde_json::from_slice(&stored.value).map_err(|e| {
+        ApiError::store_read(&anyhow::anyhow!(
+            "the rules recorded in the store do not decode: {e}"
+        ))
+    })?;
+    Ok(RuleList {
+        rules: snapshot.rules,
+        live: false,
+        recorded_at: Some(snapshot.recorded_at_ms),
+    })
 }
 
 /// Add a message rule.

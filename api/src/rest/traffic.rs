@@ -1,15 +1,18 @@
 //! `/api/traffic`: the captured HTTP exchanges (WebSocket upgrades included), newest
-//! first, filtered by method, protocol and a search string.
+//! first, filtered by method, protocol, search string, process, status and error;
+//! and their deletion, one, by the same filters, or all (through the agent).
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
 
-use super::{PathText, follower};
+use super::websocket::refresh;
+use super::{PathText, agent_error, follower};
 use crate::error::{ApiError, ErrorBody, excerpt};
 use crate::query::QueryParams;
 use crate::state::AppState;
-use crate::views::{TrafficEntry, TrafficPage, traffic_json};
-use frametap_store::TrafficId;
+use crate::views::{TrafficDeleted, TrafficEntry, TrafficPage, traffic_json};
+use frametap_control::DeleteTarget;
+use frametap_store::{StatusMatch, TrafficFilter, TrafficId};
 
 /// Entries per page when `limit` is not given.
 pub(crate) const DEFAULT_TRAFFIC_LIMIT: u64 = 100;
@@ -18,97 +21,125 @@ pub(crate) const MAX_TRAFFIC_LIMIT: u64 = 1000;
 /// The values of `protocol` (and of a traffic entry's `protocol`).
 const PROTOCOLS: [&str; 6] = ["http", "https", "ws", "wss", "tls", "tcp"];
 
-/// Which traffic entries a list returns. `None` fields match everything.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct TrafficFilter {
-    /// Upper-cased methods.
-    methods: Option<Vec<String>>,
-    /// Lower-cased search string.
-    search: Option<String>,
-    /// Protocols, from [`PROTOCOLS`].
-    protocols: Option<Vec<&'static str>>,
-}
-
-impl TrafficFilter {
-    fn parse(params: &QueryParams) -> Result<TrafficFilter, ApiError> {
-        let methods = params
-            .list("methods")?
-            .map(|methods| methods.iter().map(|m| m.to_ascii_uppercase()).collect());
-        let search = params
-            .single("search")?
-            .filter(|s| !s.is_empty())
-            .map(str::to_lowercase);
-        let protocols = match params.list("protocol")? {
-            None => None,
-            Some(items) => Some(
-                items
-                    .iter()
-                    .map(|item| {
-                        PROTOCOLS
-                            .into_iter()
-                            .find(|p| p.eq_ignore_ascii_case(item))
-                            .ok_or_else(|| {
-                                ApiError::BadRequest(format!(
-                                    "query parameter `protocol` takes a comma-separated list of \
-                                     http, https, ws, wss, tls, tcp; got {:?}",
-                                    excerpt(item)
-                                ))
-                            })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
-        };
-        Ok(TrafficFilter {
-            methods,
-            search,
-            protocols,
+/// The filter of a list or a deletion, from the query string: every parameter
+/// checked, and a 400 that says what it takes.
+fn parse_filter(params: &QueryParams) -> Result<TrafficFilter, ApiError> {
+    let methods = params
+        .list("methods")?
+        .map(|methods| methods.iter().map(|m| m.to_ascii_uppercase()).collect());
+    let search = params
+        .single("search")?
+        .filter(|s| !s.is_empty())
+        .map(str::to_lowercase);
+    let protocols = params
+        .list("protocol")?
+        .map(|items| {
+            items
+                .iter()
+                .map(|item| {
+                    PROTOCOLS
+                        .into_iter()
+                        .find(|p| p.eq_ignore_ascii_case(item))
+                        .map(str::to_owned)
+                        .ok_or_else(|| {
+                            ApiError::BadRequest(format!(
+                                "query parameter `protocol` takes a comma-separated list of \
+                                 http, https, ws, wss, tls, tcp; got {:?}",
+                                excerpt(item)
+                            ))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()
         })
-    }
-
-    fn matches(&self, entry: &frametap_store::TrafficEntry) -> bool {
-        if let Some(methods) = &self.methods
-            && !methods
+        .transpose()?;
+    let pids = params
+        .list("pid")?
+        .map(|items| {
+            items
                 .iter()
-                .any(|m| m.eq_ignore_ascii_case(&entry.method))
-        {
-            return false;
-        }
-        if let Some(protocols) = &self.protocols
-            && !protocols
+                .map(|item| {
+                    item.parse::<u32>()
+                        .ok()
+                        .filter(|pid| *pid > 0 && item.bytes().all(|b| b.is_ascii_digit()))
+                        .ok_or_else(|| {
+                            ApiError::BadRequest(format!(
+                                "query parameter `pid` takes a comma-separated list of process \
+                                 ids (positive integers); got {:?}",
+                                excerpt(item)
+                            ))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    let processes = params
+        .list("process")?
+        .map(|items| items.iter().map(|p| (*p).to_owned()).collect());
+    let statuses = params
+        .list("status")?
+        .map(|items| {
+            items
                 .iter()
-                .any(|p| p.eq_ignore_ascii_case(&entry.protocol))
-        {
-            return false;
+                .map(|item| status_match(item))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    let has_error = match params.single("error")? {
+        None => None,
+        Some(v) if v.eq_ignore_ascii_case("true") => Some(true),
+        Some(v) if v.eq_ignore_ascii_case("false") => Some(false),
+        Some(v) => {
+            return Err(ApiError::BadRequest(format!(
+                "query parameter `error` must be true (entries that failed) or false (those \
+                 that did not), got {:?}; to match the error's text use `errorContains`",
+                excerpt(v)
+            )));
         }
-        match &self.search {
-            None => true,
-            Some(needle) => [&entry.url, &entry.host, &entry.path]
-                .into_iter()
-                .any(|field| contains_ignoring_case(field, needle)),
-        }
-    }
+    };
+    let error_contains = params
+        .single("errorContains")?
+        .filter(|s| !s.is_empty())
+        .map(str::to_lowercase);
+    Ok(TrafficFilter {
+        methods,
+        search,
+        protocols,
+        pids,
+        processes,
+        statuses,
+        has_error,
+        error_contains,
+    })
 }
 
-/// Whether `haystack` contains `needle_lower` (already lower-cased), ignoring case.
-/// ASCII needles (the usual case) are matched without allocating, since the list scans
-/// every stored entry.
-fn contains_ignoring_case(haystack: &str, needle_lower: &str) -> bool {
-    if !needle_lower.is_ascii() {
-        return haystack.to_lowercase().contains(needle_lower);
+/// One item of `status`: a code (`404`) or a class (`4xx`).
+fn status_match(item: &str) -> Result<StatusMatch, ApiError> {
+    let bad = || {
+        ApiError::BadRequest(format!(
+            "query parameter `status` takes a comma-separated list of status codes (100 to 599) \
+             or classes (1xx to 5xx); got {:?}",
+            excerpt(item)
+        ))
+    };
+    let bytes = item.as_bytes();
+    if bytes.len() != 3 || !(b'1'..=b'5').contains(&bytes[0]) {
+        return Err(bad());
     }
-    let needle = needle_lower.as_bytes();
-    needle.is_empty()
-        || haystack
-            .as_bytes()
-            .windows(needle.len())
-            .any(|window| window.eq_ignore_ascii_case(needle))
+    if bytes[1..].eq_ignore_ascii_case(b"xx") {
+        return Ok(StatusMatch::Class(bytes[0] - b'0'));
+    }
+    match item.parse::<u16>() {
+        Ok(code) if item.bytes().all(|b| b.is_ascii_digit()) => Ok(StatusMatch::Code(code)),
+        _ => Err(bad()),
+    }
 }
 
 /// List traffic entries.
 ///
 /// HTTP exchanges and connections relayed untouched (protocol `tls` or `tcp`, with
-/// `notIntercepted` saying why; listed from their start). Newest first. `count` is the number of all entries matching the filters, not just
-/// the page. Scans the whole traffic table.
+/// `notIntercepted` saying why; listed from their start). Newest first. Every filter
+/// given must hold. `count` is the number of all entries matching the filters, not
+/// just the page. Scans the whole traffic table.
 #[utoipa::path(
     get,
     path = "/api/traffic",
@@ -118,6 +149,11 @@ fn contains_ignoring_case(haystack: &str, needle_lower: &str) -> bool {
         ("methods" = Option<String>, Query, description = "Comma-separated HTTP methods, case-insensitive, e.g. GET,POST"),
         ("search" = Option<String>, Query, description = "Case-insensitive substring of the URL, host or path"),
         ("protocol" = Option<String>, Query, description = "Comma-separated protocols among http, https, ws, wss (HTTP exchanges) and tls, tcp (connections relayed untouched)"),
+        ("pid" = Option<String>, Query, description = "Comma-separated process ids of the client, e.g. 4242,4243"),
+        ("process" = Option<String>, Query, description = "Comma-separated process names of the client, case-insensitive, e.g. curl,python3"),
+        ("status" = Option<String>, Query, description = "Comma-separated response statuses: codes (404) or classes (4xx); entries without a response never match"),
+        ("error" = Option<bool>, Query, description = "`true`: only entries that failed (they have an `error`); `false`: only those that did not"),
+        ("errorContains" = Option<String>, Query, description = "Case-insensitive substring of the entry's `error`"),
         ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Most entries to return (1 to 1000, default 100)"),
         ("offset" = Option<u64>, Query, minimum = 0, description = "Matching entries to skip (default 0)"),
     ),
@@ -134,7 +170,7 @@ pub(crate) async fn list_traffic(
     RawQuery(query): RawQuery,
 ) -> Result<Json<TrafficPage>, ApiError> {
     let params = QueryParams::parse(query.as_deref());
-    let filter = TrafficFilter::parse(&params)?;
+    let filter = parse_filter(&params)?;
     let limit = params.integer("limit", 1, MAX_TRAFFIC_LIMIT, DEFAULT_TRAFFIC_LIMIT)?;
     let offset = params.integer("offset", 0, u64::MAX, 0)?;
     let (limit, offset) = (
@@ -183,19 +219,162 @@ pub(crate) async fn get_traffic(
     }
 }
 
+/// Delete traffic entries.
+///
+/// Deletes every entry the filters select (the same filters as the list), or every
+/// entry with `all=true`, and with each everything recorded under it: its WebSocket
+/// frames (so its messages) and its bodies. A query with neither is refused: deleting
+/// everything is never the default. The agent does the deletion (the API only reads
+/// the store), so nothing is deleted while it is not running.
+#[utoipa::path(
+    delete,
+    path = "/api/traffic",
+    tag = "traffic",
+    operation_id = "deleteTraffic",
+    params(
+        ("methods" = Option<String>, Query, description = "Comma-separated HTTP methods, case-insensitive, e.g. GET,POST"),
+        ("search" = Option<String>, Query, description = "Case-insensitive substring of the URL, host or path"),
+        ("protocol" = Option<String>, Query, description = "Comma-separated protocols among http, https, ws, wss"),
+        ("pid" = Option<String>, Query, description = "Comma-separated process ids of the client, e.g. 4242,4243"),
+        ("process" = Option<String>, Query, description = "Comma-separated process names of the client, case-insensitive, e.g. curl,python3"),
+        ("status" = Option<String>, Query, description = "Comma-separated response statuses: codes (404) or classes (4xx); entries without a response never match"),
+        ("error" = Option<bool>, Query, description = "`true`: only entries that failed (they have an `error`); `false`: only those that did not"),
+        ("errorContains" = Option<String>, Query, description = "Case-insensitive substring of the entry's `error`"),
+        ("all" = Option<bool>, Query, description = "`true` deletes every entry (without any filter)"),
+    ),
+    responses(
+        (status = 200, description = "What was deleted", body = TrafficDeleted),
+        (status = 400, description = "No filter and no `all=true`, both, `limit`/`offset`, or a malformed parameter", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 502, description = "The agent failed to delete", body = ErrorBody),
+        (status = 503, description = "The agent is not running (nothing was deleted)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn delete_traffic(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<TrafficDeleted>, ApiError> {
+    let params = QueryParams::parse(query.as_deref());
+    let filter = parse_filter(&params)?;
+    for paging in ["limit", "offset"] {
+        if params.single(paging)?.is_some() {
+            return Err(ApiError::BadRequest(format!(
+                "`{paging}` does not apply to a deletion: it deletes every entry the filters \
+                 select. Leave `{paging}` out."
+            )));
+        }
+    }
+    let all = match params.single("all")? {
+        None => false,
+        Some(v) if v.eq_ignore_ascii_case("true") => true,
+        Some(v) if v.eq_ignore_ascii_case("false") => false,
+        Some(v) => {
+            return Err(ApiError::BadRequest(format!(
+                "query parameter `all` must be true or false, got {:?}",
+                excerpt(v)
+            )));
+        }
+    };
+    let target = match (all, filter.is_empty()) {
+        (true, true) => DeleteTarget::All,
+        (false, false) => DeleteTarget::Matching { filter },
+        (true, false) => {
+            return Err(ApiError::BadRequest(
+                "give filters or `all=true`, not both: `all=true` deletes every entry".into(),
+            ));
+        }
+        (false, true) => {
+            return Err(ApiError::BadRequest(
+                "say what to delete: filters as for GET /api/traffic (e.g. `?status=5xx`, \
+                 `?process=curl`), or `?all=true` to delete every entry"
+                    .into(),
+            ));
+        }
+    };
+    let deleted = state
+        .agent
+        .delete_traffic(target)
+        .await
+        .map_err(|e| agent_error(e, "delete the traffic entries", "nothing was deleted"))?;
+    // Read-your-writes: the next list must not show what was deleted.
+    if let Err(error) = refresh(&state).await {
+        tracing::warn!(%error, "catching up after deleting traffic failed");
+    }
+    Ok(Json(TrafficDeleted {
+        success: true,
+        deleted: deleted.entries,
+        frames: deleted.frames,
+    }))
+}
+
+/// Delete a traffic entry.
+///
+/// Deletes the entry and everything recorded under it: its WebSocket frames (so its
+/// messages) and its bodies. A WebSocket connection that is still open keeps being
+/// recorded: frames recorded afterwards are kept. Done by the agent, so nothing is
+/// deleted while it is not running.
+#[utoipa::path(
+    delete,
+    path = "/api/traffic/{id}",
+    tag = "traffic",
+    operation_id = "deleteTrafficEntry",
+    params(("id" = String, Path, description = "Traffic entry id (16 hex digits)")),
+    responses(
+        (status = 200, description = "The entry was deleted", body = TrafficDeleted),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 404, description = "No such entry", body = ErrorBody,
+            example = json!({"error": "Traffic entry not found"})),
+        (status = 502, description = "The agent failed to delete", body = ErrorBody),
+        (status = 503, description = "The agent is not running (nothing was deleted), or the capture store is not readable", body = ErrorBody),
+    )
+)]
+pub(crate) async fn delete_traffic_entry(
+    State(state): State<AppState>,
+    id: PathText,
+) -> Result<Json<TrafficDeleted>, ApiError> {
+    let not_found = || ApiError::NotFound("Traffic entry not found".into());
+    let id = id.parse::<TrafficId>().ok_or_else(not_found)?;
+    let known = |state: &AppState| -> Result<bool, ApiError> {
+        Ok(follower(state)?
+            .traffic(id)
+            .map_err(|e| ApiError::store_read(&e))?
+            .is_some())
+    };
+    if !known(&state)? {
+        // The follower may lag a just-recorded entry: catch up once before saying no.
+        refresh(&state).await?;
+        if !known(&state)? {
+            return Err(not_found());
+        }
+    }
+    let deleted = state
+        .agent
+        .delete_traffic(DeleteTarget::One { id: id.to_string() })
+        .await
+        .map_err(|e| agent_error(e, &format!("delete {id}"), "nothing was deleted"))?;
+    if let Err(error) = refresh(&state).await {
+        tracing::warn!(%error, "catching up after deleting traffic failed");
+    }
+    Ok(Json(TrafficDeleted {
+        success: true,
+        deleted: deleted.entries,
+        frames: deleted.frames,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(q: &str) -> Result<TrafficFilter, ApiError> {
-        TrafficFilter::parse(&QueryParams::parse(Some(q)))
+        parse_filter(&QueryParams::parse(Some(q)))
     }
 
     #[test]
     fn filter_parses_lists_case_insensitively() {
         let f = parse("methods=get,%20Post&protocol=WSS,ws&search=Chat").unwrap();
         assert_eq!(f.methods, Some(vec!["GET".to_string(), "POST".to_string()]));
-        assert_eq!(f.protocols, Some(vec!["wss", "ws"]));
+        assert_eq!(f.protocols, Some(vec!["wss".to_string(), "ws".to_string()]));
         assert_eq!(f.search.as_deref(), Some("chat"));
         let f = parse("protocol=TLS,tcp").unwrap();
         assert_eq!(f.protocols, Some(vec!["tls", "tcp"]));
@@ -203,15 +382,43 @@ mod tests {
     }
 
     #[test]
-    fn search_ignores_case_with_and_without_ascii() {
-        assert!(contains_ignoring_case(
-            "wss://Chat.Example.com/",
-            "chat.example"
-        ));
-        assert!(contains_ignoring_case("anything", ""));
-        assert!(!contains_ignoring_case("ws", "wss"));
-        assert!(contains_ignoring_case("https://MÜNCHEN.de/", "münchen"));
-        assert!(!contains_ignoring_case("https://munchen.de/", "münchen"));
+    fn process_status_and_error_filters() {
+        let f = parse("pid=42,7&process=curl,Python3&status=404,5xx,2XX&error=true&errorContains=TLS")
+            .unwrap();
+        assert_eq!(f.pids, Some(vec![42, 7]));
+        assert_eq!(
+            f.processes,
+            Some(vec!["curl".to_string(), "Python3".to_string()])
+        );
+        assert_eq!(
+            f.statuses,
+            Some(vec![
+                StatusMatch::Code(404),
+                StatusMatch::Class(5),
+                StatusMatch::Class(2)
+            ])
+        );
+        assert_eq!(f.has_error, Some(true));
+        assert_eq!(f.error_contains.as_deref(), Some("tls"));
+        assert_eq!(parse("error=FALSE").unwrap().has_error, Some(false));
+        for (q, needle) in [
+            ("pid=abc", "`pid`"),
+            ("pid=0", "`pid`"),
+            ("pid=-1", "`pid`"),
+            ("pid=99999999999", "`pid`"),
+            ("status=600", "`status`"),
+            ("status=6xx", "`status`"),
+            ("status=099", "`status`"),
+            ("status=4x", "`status`"),
+            ("status=40x", "`status`"),
+            ("status=+40", "`status`"),
+            ("error=maybe", "errorContains"),
+            ("error=true&error=false", "more than once"),
+        ] {
+            let err = parse(q).unwrap_err();
+            assert_eq!(err.status(), 400, "{q}");
+            assert!(err.message().contains(needle), "{q}: {err}");
+        }
     }
 
     #[test]

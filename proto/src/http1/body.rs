@@ -1,7 +1,11 @@
 //! Finding where a message body ends (RFC 9112 sections 6 and 7.1) by counting its
 //! bytes. Body bytes are never copied or stored: a Content-Length body and the data
 //! of each chunk are skipped in one step, only the few framing bytes of the chunked
-//! coding (sizes, CRLFs, trailer lines) are looked at one by one.
+//! coding (sizes, CRLFs, trailer lines) are looked at one by one. Where the body's
+//! data lies in the input (the chunked framing left out) is reported as ranges, for
+//! a caller that wants to record it.
+
+use std::ops::Range;
 
 use super::{HttpError, MAX_HEAD_LEN};
 
@@ -60,7 +64,14 @@ impl BodyReader {
         Self { kind, wire_len: 0 }
     }
 
-    pub(super) fn feed(&mut self, input: &[u8]) -> Result<Progress, HttpError> {
+    /// Takes what of `input` belongs to the body. `data` is called with the ranges of
+    /// `input` that hold the body's data (for a chunked body, the chunk data without
+    /// the framing), in order; never with an empty range.
+    pub(super) fn feed(
+        &mut self,
+        input: &[u8],
+        data: &mut impl FnMut(Range<usize>),
+    ) -> Result<Progress, HttpError> {
         let progress = match &mut self.kind {
             BodyKind::Length { remaining } => {
                 let used = (*remaining).min(input.len() as u64);
@@ -71,12 +82,15 @@ impl BodyReader {
                     done: *remaining == 0,
                 }
             }
-            BodyKind::Chunked(decoder) => decoder.feed(input)?,
+            BodyKind::Chunked(decoder) => decoder.feed(input, data)?,
             BodyKind::UntilClose => Progress {
                 used: input.len(),
                 done: false,
             },
         };
+        if !matches!(self.kind, BodyKind::Chunked(_)) && progress.used > 0 {
+            data(0..progress.used);
+        }
         self.wire_len += progress.used as u64;
         Ok(progress)
     }
@@ -138,7 +152,11 @@ impl ChunkedDecoder {
         }
     }
 
-    fn feed(&mut self, input: &[u8]) -> Result<Progress, HttpError> {
+    fn feed(
+        &mut self,
+        input: &[u8],
+        data: &mut impl FnMut(Range<usize>),
+    ) -> Result<Progress, HttpError> {
         let mut pos = 0;
         loop {
             match self.state {
@@ -154,6 +172,7 @@ impl ChunkedDecoder {
                     }
                     let skipped = remaining.min((input.len() - pos) as u64);
                     // `skipped` is at most what is left of `input`, so it fits.
+                    data(pos..pos + skipped as usize);
                     pos += skipped as usize;
                     self.state = match remaining - skipped {
                         0 => ChunkState::DataCr,
@@ -300,11 +319,24 @@ mod tests {
     /// Feeds `input` in pieces of `chunk` bytes; returns the body's wire length once
     /// it is done, and checks it ended where expected.
     fn body_end(framing: Framing, input: &[u8], chunk: usize) -> Result<Option<u64>, HttpError> {
+        Ok(body_data(framing, input, chunk)?.map(|(len, _)| len))
+    }
+
+    /// [`body_end`], with the body's data as the reader reported it.
+    fn body_data(
+        framing: Framing,
+        input: &[u8],
+        chunk: usize,
+    ) -> Result<Option<(u64, Vec<u8>)>, HttpError> {
         let mut reader = BodyReader::new(framing);
+        let mut data = Vec::new();
         for piece in input.chunks(chunk) {
-            let progress = reader.feed(piece)?;
+            let progress = reader.feed(piece, &mut |range| {
+                assert!(!range.is_empty());
+                data.extend_from_slice(&piece[range]);
+            })?;
             if progress.done {
-                return Ok(Some(reader.wire_len()));
+                return Ok(Some((reader.wire_len(), data)));
             }
             assert_eq!(progress.used, piece.len());
         }
@@ -312,17 +344,46 @@ mod tests {
     }
 
     #[test]
+    fn data_ranges_leave_the_chunked_framing_out() {
+        let body: &[u8] =
+            b"5;name=value\r\nhello\r\nA\r\n, world!!!\r\n0\r\nTrailer: 1\r\n\r\n";
+        for chunk in 1..=body.len() {
+            assert_eq!(
+                body_data(Framing::Chunked, body, chunk),
+                Ok(Some((body.len() as u64, b"hello, world!!!".to_vec()))),
+                "pieces of {chunk}"
+            );
+        }
+        for chunk in 1..=9 {
+            assert_eq!(
+                body_data(Framing::Length(9), b"123456789", chunk),
+                Ok(Some((9, b"123456789".to_vec())))
+            );
+        }
+        // Bytes after the body are not its data.
+        let mut reader = BodyReader::new(Framing::Length(3));
+        let mut ranges = Vec::new();
+        reader.feed(b"abcGET", &mut |r| ranges.push(r)).unwrap();
+        assert_eq!(ranges, [0..3]);
+        let mut reader = BodyReader::new(Framing::UntilClose);
+        let mut ranges = Vec::new();
+        reader.feed(b"all of it", &mut |r| ranges.push(r)).unwrap();
+        reader.feed(b"", &mut |r| ranges.push(r)).unwrap();
+        assert_eq!(ranges, [0..9]);
+    }
+
+    #[test]
     fn content_length_body_ends_after_its_length() {
         let mut reader = BodyReader::new(Framing::Length(5));
         assert_eq!(
-            reader.feed(b"abc").unwrap(),
+            reader.feed(b"abc", &mut |_| {}).unwrap(),
             Progress {
                 used: 3,
                 done: false
             }
         );
         assert_eq!(
-            reader.feed(b"defGET").unwrap(),
+            reader.feed(b"defGET", &mut |_| {}).unwrap(),
             Progress {
                 used: 2,
                 done: true
@@ -337,7 +398,7 @@ mod tests {
         let mut reader = BodyReader::new(Framing::Length(u64::MAX));
         let block = vec![0u8; 1 << 16];
         for _ in 0..64 {
-            assert!(!reader.feed(&block).unwrap().done);
+            assert!(!reader.feed(&block, &mut |_| {}).unwrap().done);
         }
         assert_eq!(reader.wire_len(), 64 << 16);
     }
@@ -355,7 +416,7 @@ mod tests {
         let mut reader = BodyReader::new(Framing::Chunked);
         let mut input = body.to_vec();
         input.extend_from_slice(b"NEXT");
-        let progress = reader.feed(&input).unwrap();
+        let progress = reader.feed(&input, &mut |_| {}).unwrap();
         assert_eq!(
             progress,
             Progress {
@@ -398,7 +459,7 @@ mod tests {
     #[test]
     fn largest_chunk_size_is_accepted() {
         let mut reader = BodyReader::new(Framing::Chunked);
-        let progress = reader.feed(b"ffffffffffffffff\r\nabc").unwrap();
+        let progress = reader.feed(b"ffffffffffffffff\r\nabc", &mut |_| {}).unwrap();
         assert_eq!(
             progress,
             Progress {
@@ -412,7 +473,7 @@ mod tests {
     fn until_close_takes_everything() {
         let mut reader = BodyReader::new(Framing::UntilClose);
         assert_eq!(
-            reader.feed(b"HTTP/1.1 200").unwrap(),
+            reader.feed(b"HTTP/1.1 200", &mut |_| {}).unwrap(),
             Progress {
                 used: 12,
                 done: false

@@ -9,9 +9,12 @@
 //! agent pushes what it reads before forwarding it.
 //!
 //! Each push only produces events about its own direction. Heads are parsed with
-//! httparse once complete; bodies are skipped by counting, never copied. Hostile
-//! input cannot make the state grow: a head is buffered up to [`MAX_HEAD_LEN`], and
-//! at most [`MAX_PIPELINED_REQUESTS`] requests wait for responses.
+//! httparse once complete; bodies are skipped by counting, never copied. A caller
+//! that records bodies asks for [`HttpEvent::RequestBody`] and
+//! [`HttpEvent::ResponseBody`] ([`Http1Conn::with_body_data`]): where in its input
+//! the body's data is, chunked framing left out. Hostile input cannot make the state
+//! grow: a head is buffered up to [`MAX_HEAD_LEN`], and at most
+//! [`MAX_PIPELINED_REQUESTS`] requests wait for responses.
 
 mod body;
 mod head;
@@ -20,6 +23,7 @@ mod tests;
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::ops::Range;
 
 use body::{BodyReader, Framing};
 use head::{HeadKind, HeadReader, HeadStep, parse_request_head, parse_response_head};
@@ -90,6 +94,11 @@ impl ResponseHead {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HttpEvent {
     RequestHead(RequestHead),
+    /// Data of the current request's body: this range of the current `push_client`
+    /// input, as the client application sent it (for a chunked body, chunk data
+    /// without the framing; Content-Encoding untouched). Only from an
+    /// [`Http1Conn::with_body_data`]; never empty.
+    RequestBody(Range<usize>),
     /// The request's body is over. `body_len` is the message body as sent on the
     /// wire (RFC 9112 section 6): for a chunked body it includes the chunk framing
     /// and trailers, so `head_len + body_len` is the request's size in the stream.
@@ -100,6 +109,9 @@ pub enum HttpEvent {
     /// body and are not followed by a `ResponseEnd`: the final response for the same
     /// request comes next.
     ResponseHead(ResponseHead),
+    /// Data of the current response's body, a range of the current `push_server`
+    /// input; as for [`HttpEvent::RequestBody`].
+    ResponseBody(Range<usize>),
     /// The response's body is over; `body_len` as for `RequestEnd`.
     ResponseEnd {
         body_len: u64,
@@ -210,6 +222,8 @@ pub struct Http1Conn {
     /// A request head has been parsed: from now on a bad request line is an error
     /// in HTTP, not a sign of another protocol.
     seen_request: bool,
+    /// Report where body data is ([`HttpEvent::RequestBody`], `ResponseBody`).
+    body_data: bool,
 }
 
 #[derive(Debug)]
@@ -265,7 +279,15 @@ impl Http1Conn {
             pending: VecDeque::new(),
             next_seq: 0,
             seen_request: false,
+            body_data: false,
         }
+    }
+
+    /// This connection also reports where body data is in its input
+    /// ([`HttpEvent::RequestBody`], [`HttpEvent::ResponseBody`]).
+    pub fn with_body_data(mut self) -> Self {
+        self.body_data = true;
+        self
     }
 
     /// Feeds bytes the client sent.
@@ -310,7 +332,13 @@ impl Http1Conn {
                         return;
                     }
                     let hold_for = *hold_for;
-                    match body.feed(&bytes[pos..]) {
+                    let report = self.body_data;
+                    let mut data = |range: Range<usize>| {
+                        if report {
+                            out.push(HttpEvent::RequestBody(pos + range.start..pos + range.end));
+                        }
+                    };
+                    match body.feed(&bytes[pos..], &mut data) {
                         Ok(progress) => {
                             pos += progress.used;
                             if progress.done {
@@ -354,7 +382,13 @@ impl Http1Conn {
                     if pos == bytes.len() {
                         return;
                     }
-                    match body.feed(&bytes[pos..]) {
+                    let report = self.body_data;
+                    let mut data = |range: Range<usize>| {
+                        if report {
+                            out.push(HttpEvent::ResponseBody(pos + range.start..pos + range.end));
+                        }
+                    };
+                    match body.feed(&bytes[pos..], &mut data) {
                         Ok(progress) => {
                             pos += progress.used;
                             if progress.done {

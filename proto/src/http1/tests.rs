@@ -30,8 +30,10 @@ fn client_eof(conn: &mut Http1Conn) -> Vec<HttpEvent> {
 fn describe(event: &HttpEvent) -> String {
     match event {
         HttpEvent::RequestHead(head) => format!("request {} {}", head.method, head.target),
+        HttpEvent::RequestBody(range) => format!("request body {range:?}"),
         HttpEvent::RequestEnd { body_len } => format!("request end {body_len}"),
         HttpEvent::ResponseHead(head) => format!("response {}", head.status),
+        HttpEvent::ResponseBody(range) => format!("response body {range:?}"),
         HttpEvent::ResponseEnd { body_len } => format!("response end {body_len}"),
         HttpEvent::Switched { websocket, rest } => format!("switched ws={websocket} rest={rest}"),
         HttpEvent::Tunnel { rest } => format!("tunnel rest={rest}"),
@@ -987,4 +989,98 @@ fn arbitrary_bytes_never_panic() {
             run_split(&client_mutated, &server_mutated, &mut || 7);
         }
     }
+}
+
+/// Every message's body data, as a connection asked for it reports it: the bytes of
+/// each request's and each response's body (chunked framing left out), in order.
+fn bodies_of(
+    client_bytes: &[u8],
+    server_bytes: &[u8],
+    piece: usize,
+) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let mut conn = Http1Conn::new().with_body_data();
+    let mut requests: Vec<Vec<u8>> = Vec::new();
+    for bytes in client_bytes.chunks(piece) {
+        for event in client(&mut conn, bytes) {
+            match event {
+                HttpEvent::RequestHead(_) => requests.push(Vec::new()),
+                HttpEvent::RequestBody(range) => {
+                    assert!(!range.is_empty() && range.end <= bytes.len());
+                    requests.last_mut().unwrap().extend_from_slice(&bytes[range]);
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut responses: Vec<Vec<u8>> = Vec::new();
+    for bytes in server_bytes.chunks(piece) {
+        for event in server(&mut conn, bytes) {
+            match event {
+                HttpEvent::ResponseHead(head) if head.status >= 200 => responses.push(Vec::new()),
+                HttpEvent::ResponseBody(range) => {
+                    assert!(!range.is_empty() && range.end <= bytes.len());
+                    responses.last_mut().unwrap().extend_from_slice(&bytes[range]);
+                }
+                _ => {}
+            }
+        }
+    }
+    for event in server_eof(&mut conn) {
+        assert!(!matches!(event, HttpEvent::ResponseBody(_)));
+    }
+    (requests, responses)
+}
+
+#[test]
+fn body_data_is_reported_only_when_asked_for_and_whatever_the_split() {
+    let (client_bytes, server_bytes) = conversation_with_upgrade();
+    let expected_requests: Vec<&[u8]> = vec![b"", b"hello world", b"abcd", b"", b"xyz", b""];
+    let expected_responses: Vec<&[u8]> = vec![b"ok", b"hi", b"", b"", b""];
+    for piece in 1..=client_bytes.len().max(server_bytes.len()) {
+        let (requests, responses) = bodies_of(&client_bytes, &server_bytes, piece);
+        assert_eq!(requests, expected_requests, "pieces of {piece}");
+        assert_eq!(responses, expected_responses, "pieces of {piece}");
+    }
+    let (client_bytes, server_bytes) = conversation_until_close();
+    for piece in [1, 5, usize::MAX] {
+        let (_, responses) = bodies_of(&client_bytes, &server_bytes, piece);
+        assert_eq!(
+            responses,
+            [b"abcd".as_slice(), b"until the very end\r\n\r\n"],
+            "pieces of {piece}"
+        );
+    }
+    // Without asking, the same bytes give no body events at all.
+    let (client_bytes, server_bytes) = conversation_with_upgrade();
+    let (client_seen, server_seen) = run_split(&client_bytes, &server_bytes, &mut || 3);
+    assert!(
+        client_seen
+            .iter()
+            .chain(&server_seen)
+            .all(|seen| !matches!(
+                seen,
+                Seen::Event(HttpEvent::RequestBody(_) | HttpEvent::ResponseBody(_))
+            ))
+    );
+}
+
+#[test]
+fn body_data_comes_before_the_end_of_its_message() {
+    let mut conn = Http1Conn::new().with_body_data();
+    let events = client(
+        &mut conn,
+        b"POST /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+    );
+    let head = 48;
+    assert_eq!(
+        describe_all(&events),
+        [
+            "request POST /u".to_owned(),
+            format!("request body {:?}", head + 3..head + 6),
+            format!("request body {:?}", head + 11..head + 13),
+            "request end 20".to_owned(),
+            "request GET /".to_owned(),
+            "request end 0".to_owned(),
+        ]
+    );
 }

@@ -45,6 +45,8 @@ fn traffic_entry(id: TrafficId) -> TrafficEntry {
         pid: Some(1),
         process: Some("bench".into()),
         sni: Some("bench.frametap.test".into()),
+        request_body: Some(Default::default()),
+        response_body: Some(Default::default()),
         ..TrafficEntry::default()
     }
 }

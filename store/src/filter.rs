@@ -1,0 +1,288 @@
+//! [`TrafficFilter`]: which traffic entries a list shows or a deletion removes. One
+//! definition for both, so `GET /api/traffic?…` and `DELETE /api/traffic?…` with the
+//! same query select the same entries; it crosses the agent's control socket as
+//! JSON. The API parses and validates it from the query string; here it only
+//! matches.
+
+use serde::{Deserialize, Serialize};
+
+use crate::records::TrafficEntry;
+
+/// A response status, or a class of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StatusMatch {
+    /// Exactly this status.
+    Code(u16),
+    /// Any status of this hundred: `4` is `4xx` (400 to 499).
+    Class(u8),
+}
+
+impl StatusMatch {
+    pub fn matches(self, status: u16) -> bool {
+        match self {
+            StatusMatch::Code(code) => status == code,
+            StatusMatch::Class(class) => status / 100 == u16::from(class),
+        }
+    }
+}
+
+/// Which traffic entries match. Every condition given must hold; `None` matches
+/// everything, so the default filter matches every entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct TrafficFilter {
+    /// The method is one of these (compared without regard to case).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Vec<String>>,
+    /// The URL, host or path contains this, ignoring case (lower-cased).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search: Option<String>,
+    /// The protocol is one of these (`http`, `https`, `ws`, `wss`, `tls`, `tcp`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocols: Option<Vec<String>>,
+    /// The client process id is one of these.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pids: Option<Vec<u32>>,
+    /// The client process name is one of these (compared without regard to case).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processes: Option<Vec<String>>,
+    /// The response status matches one of these; entries without a response never
+    /// match.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statuses: Option<Vec<StatusMatch>>,
+    /// `true`: the entry has an error; `false`: it has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub has_error: Option<bool>,
+    /// The error contains this, ignoring case (lower-cased); entries without an
+    /// error never match.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_contains: Option<String>,
+}
+
+impl TrafficFilter {
+    /// No condition at all: matches every entry.
+    pub fn is_empty(&self) -> bool {
+        *self == TrafficFilter::default()
+    }
+
+    pub fn matches(&self, entry: &TrafficEntry) -> bool {
+        let one_of = |list: &Option<Vec<String>>, value: &str| {
+            list.as_ref()
+                .is_none_or(|list| list.iter().any(|item| item.eq_ignore_ascii_case(value)))
+        };
+        if !one_of(&self.methods, &entry.method) || !one_of(&self.protocols, &entry.protocol) {
+            return false;
+        }
+        if let Some(pids) = &self.pids
+            && !entry.pid.is_some_and(|pid| pids.contains(&pid))
+        {
+            return false;
+        }
+        if let Some(processes) = &self.processes
+            && !entry.process.as_deref().is_some_and(|name| {
+                processes
+                    .iter()
+                    .any(|wanted| wanted.eq_ignore_ascii_case(name))
+            })
+        {
+            return false;
+        }
+        if let Some(statuses) = &self.statuses
+            && !entry
+                .status
+                .is_some_and(|status| statuses.iter().any(|m| m.matches(status)))
+        {
+            return false;
+        }
+        if self
+            .has_error
+            .is_some_and(|wanted| wanted != entry.error.is_some())
+        {
+            return false;
+        }
+        if let Some(needle) = &self.error_contains
+            && !entry
+                .error
+                .as_deref()
+                .is_some_and(|error| contains_ignoring_case(error, needle))
+        {
+            return false;
+        }
+        match &self.search {
+            None => true,
+            Some(needle) => [&entry.url, &entry.host, &entry.path]
+                .into_iter()
+                .any(|field| contains_ignoring_case(field, needle)),
+        }
+    }
+}
+
+/// Whether `haystack` contains `needle_lower` (already lower-cased), ignoring case.
+/// ASCII needles (the usual case) are matched without allocating, since a list scans
+/// every stored entry.
+pub fn contains_ignoring_case(haystack: &str, needle_lower: &str) -> bool {
+    if !needle_lower.is_ascii() {
+        return haystack.to_lowercase().contains(needle_lower);
+    }
+    let needle = needle_lower.as_bytes();
+    needle.is_empty()
+        || haystack
+            .as_bytes()
+            .windows(needle.len())
+            .any(|window| window.eq_ignore_ascii_case(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::TrafficId;
+
+    fn entry(pid: Option<u32>, process: Option<&str>, status: Option<u16>) -> TrafficEntry {
+        TrafficEntry {
+            id: TrafficId(1),
+            timestamp_ms: 1,
+            conn_id: 1,
+            method: "POST".into(),
+            url: "https://API.example.com/v1/login".into(),
+            protocol: "https".into(),
+            host: "API.example.com".into(),
+            path: "/v1/login".into(),
+            status,
+            request_headers: Vec::new(),
+            response_headers: Vec::new(),
+            remote_address: "10.0.0.1:443".into(),
+            tls_version: None,
+            duration_ms: None,
+            error: None,
+            client_address: "10.0.0.2:5000".into(),
+            pid,
+            process: process.map(str::to_owned),
+            sni: None,
+            request_body: None,
+            response_body: None,
+        }
+    }
+
+    #[test]
+    fn every_condition_must_hold() {
+        let e = entry(Some(42), Some("curl"), Some(404));
+        assert!(TrafficFilter::default().matches(&e));
+        assert!(TrafficFilter::default().is_empty());
+        let f = TrafficFilter {
+            methods: Some(vec!["GET".into(), "post".into()]),
+            search: Some("api.example".into()),
+            protocols: Some(vec!["https".into()]),
+            pids: Some(vec![7, 42]),
+            processes: Some(vec!["CURL".into()]),
+            statuses: Some(vec![StatusMatch::Class(4)]),
+            has_error: Some(false),
+            error_contains: None,
+        };
+        assert!(!f.is_empty());
+        assert!(f.matches(&e));
+        for broken in [
+            TrafficFilter {
+                pids: Some(vec![7]),
+                ..f.clone()
+            },
+            TrafficFilter {
+                processes: Some(vec!["wget".into()]),
+                ..f.clone()
+            },
+            TrafficFilter {
+                statuses: Some(vec![StatusMatch::Class(5), StatusMatch::Code(403)]),
+                ..f.clone()
+            },
+            TrafficFilter {
+                has_error: Some(true),
+                ..f.clone()
+            },
+            TrafficFilter {
+                methods: Some(vec!["GET".into()]),
+                ..f.clone()
+            },
+        ] {
+            assert!(!broken.matches(&e), "{broken:?}");
+        }
+        // Unknown process, pid or status never match a filter on them.
+        let bare = entry(None, None, None);
+        for f in [
+            TrafficFilter {
+                pids: Some(vec![42]),
+                ..TrafficFilter::default()
+            },
+            TrafficFilter {
+                processes: Some(vec!["curl".into()]),
+                ..TrafficFilter::default()
+            },
+            TrafficFilter {
+                statuses: Some(vec![StatusMatch::Class(4)]),
+                ..TrafficFilter::default()
+            },
+        ] {
+            assert!(!f.matches(&bare), "{f:?}");
+        }
+    }
+
+    #[test]
+    fn errors_by_presence_and_text() {
+        let mut failed = entry(None, None, None);
+        failed.error = Some("Upstream TLS failed: certificate expired".into());
+        let ok = entry(None, None, Some(200));
+        let has = TrafficFilter {
+            has_error: Some(true),
+            ..TrafficFilter::default()
+        };
+        assert!(has.matches(&failed) && !has.matches(&ok));
+        let text = TrafficFilter {
+            error_contains: Some("tls failed".into()),
+            ..TrafficFilter::default()
+        };
+        assert!(text.matches(&failed) && !text.matches(&ok));
+        let other = TrafficFilter {
+            error_contains: Some("reset".into()),
+            ..TrafficFilter::default()
+        };
+        assert!(!other.matches(&failed));
+    }
+
+    #[test]
+    fn statuses_by_code_and_class() {
+        assert!(StatusMatch::Class(2).matches(204));
+        assert!(!StatusMatch::Class(2).matches(301));
+        assert!(StatusMatch::Code(301).matches(301));
+        assert!(!StatusMatch::Code(301).matches(302));
+    }
+
+    #[test]
+    fn filters_cross_the_socket_as_json() {
+        let f = TrafficFilter {
+            pids: Some(vec![1]),
+            statuses: Some(vec![StatusMatch::Code(500), StatusMatch::Class(4)]),
+            ..TrafficFilter::default()
+        };
+        let json = serde_json::to_string(&f).unwrap();
+        assert_eq!(
+            json,
+            r#"{"pids":[1],"statuses":[{"code":500},{"class":4}]}"#
+        );
+        assert_eq!(serde_json::from_str::<TrafficFilter>(&json).unwrap(), f);
+        assert_eq!(
+            serde_json::from_str::<TrafficFilter>("{}").unwrap(),
+            TrafficFilter::default()
+        );
+    }
+
+    #[test]
+    fn search_ignores_case_with_and_without_ascii() {
+        assert!(contains_ignoring_case(
+            "wss://Chat.Example.com/",
+            "chat.example"
+        ));
+        assert!(contains_ignoring_case("anything", ""));
+        assert!(!contains_ignoring_case("ws", "wss"));
+        assert!(contains_ignoring_case("https://MÜNCHEN.de/", "münchen"));
+        assert!(!contains_ignoring_case("https://munchen.de/", "münchen"));
+    }
+}
