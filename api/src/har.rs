@@ -572,7 +572,7 @@ mod tests {
     #[test]
     fn bodies_are_text_or_base64_and_say_when_cut() {
         let info = |size, stored| BodyInfo { size, stored };
-        let json = har_body(info(11, 11), b"{\"a\":\"b\"}x", None, usize::MAX);
+        let json = har_body(info(10, 10), b"{\"a\":\"b\"}x", None, usize::MAX);
         assert_eq!((json.text.as_str(), json.base64, json.truncated), ("{\"a\":\"b\"}x", false, false));
         let binary = har_body(info(3, 3), &[0xff, 0, 1], None, usize::MAX);
         assert_eq!((binary.text.as_str(), binary.base64), ("/wAB", true));
