@@ -195,7 +195,9 @@ impl AgentControl for AgentLink {
     fn delete_traffic(&self, target: DeleteTarget) -> AgentFuture<'_, TrafficDeletion> {
         Box::pin(async move {
             match self.call(Request::DeleteTraffic { target }).await? {
-                Reply::TrafficDeleted { entries, frames } => Ok(TrafficDeletion { entries, frames }),
+                Reply::TrafficDeleted { entries, frames } => {
+                    Ok(TrafficDeletion { entries, frames })
+                }
                 other => Err(unexpected(other, "a traffic deletion")),
             }
         })

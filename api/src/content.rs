@@ -45,12 +45,18 @@ pub fn codings(content_encoding: Option<&str>) -> Result<Vec<Coding>, String> {
 }
 
 /// Reads `raw` with `codings` undone, the last applied first.
-pub fn decoder<'a>(raw: Box<dyn Read + Send + 'a>, codings: &[Coding]) -> Box<dyn Read + Send + 'a> {
-    codings.iter().rev().fold(raw, |inner, coding| match coding {
-        Coding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(inner)),
-        Coding::Deflate => Box::new(Inflate::new(inner)),
-        Coding::Brotli => Box::new(brotli_decompressor::Decompressor::new(inner, 16 * 1024)),
-    })
+pub fn decoder<'a>(
+    raw: Box<dyn Read + Send + 'a>,
+    codings: &[Coding],
+) -> Box<dyn Read + Send + 'a> {
+    codings
+        .iter()
+        .rev()
+        .fold(raw, |inner, coding| match coding {
+            Coding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(inner)),
+            Coding::Deflate => Box::new(Inflate::new(inner)),
+            Coding::Brotli => Box::new(brotli_decompressor::Decompressor::new(inner, 16 * 1024)),
+        })
 }
 
 /// `bytes` with `codings` undone, at most `limit` bytes of it (and whether there
@@ -186,11 +192,18 @@ mod tests {
 
     #[test]
     fn prefixes_decode_as_far_as_they_go_and_limits_hold() {
-        let long: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_string().into_bytes()).collect();
+        let long: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| i.to_string().into_bytes())
+            .collect();
         let encoded = gzip(&long);
-        let (prefix, more) = decode(&encoded[..encoded.len() / 2], &[Coding::Gzip], usize::MAX).unwrap();
+        let (prefix, more) =
+            decode(&encoded[..encoded.len() / 2], &[Coding::Gzip], usize::MAX).unwrap();
         assert!(!more);
-        assert!(!prefix.is_empty() && long.starts_with(&prefix), "{}", prefix.len());
+        assert!(
+            !prefix.is_empty() && long.starts_with(&prefix),
+            "{}",
+            prefix.len()
+        );
         let (limited, more) = decode(&encoded, &[Coding::Gzip], 1000).unwrap();
         assert_eq!((limited.as_slice(), more), (&long[..1000], true));
         assert_eq!(decode(b"abcdef", &[], 4), Some((b"abcd".to_vec(), true)));

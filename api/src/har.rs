@@ -213,7 +213,12 @@ pub struct HarBody {
 
 /// The HAR view of a recorded body: `stored` is what the store holds of it (at most
 /// `limit` bytes of content are kept), `content_encoding` its header.
-pub fn har_body(info: BodyInfo, stored: &[u8], content_encoding: Option<&str>, limit: usize) -> HarBody {
+pub fn har_body(
+    info: BodyInfo,
+    stored: &[u8],
+    content_encoding: Option<&str>,
+    limit: usize,
+) -> HarBody {
     let decoded = match content::codings(content_encoding) {
         Ok(codings) if !codings.is_empty() => content::decode(stored, &codings, limit),
         _ => None,
@@ -573,12 +578,18 @@ mod tests {
     fn bodies_are_text_or_base64_and_say_when_cut() {
         let info = |size, stored| BodyInfo { size, stored };
         let json = har_body(info(10, 10), b"{\"a\":\"b\"}x", None, usize::MAX);
-        assert_eq!((json.text.as_str(), json.base64, json.truncated), ("{\"a\":\"b\"}x", false, false));
+        assert_eq!(
+            (json.text.as_str(), json.base64, json.truncated),
+            ("{\"a\":\"b\"}x", false, false)
+        );
         let binary = har_body(info(3, 3), &[0xff, 0, 1], None, usize::MAX);
         assert_eq!((binary.text.as_str(), binary.base64), ("/wAB", true));
         // "é" is two bytes; the agent kept only the first.
         let cut = har_body(info(10, 3), b"ab\xc3", None, usize::MAX);
-        assert_eq!((cut.text.as_str(), cut.base64, cut.truncated), ("ab", false, true));
+        assert_eq!(
+            (cut.text.as_str(), cut.base64, cut.truncated),
+            ("ab", false, true)
+        );
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         std::io::Write::write_all(&mut gz, b"hello hello hello hello").unwrap();
         let gz = gz.finish().unwrap();

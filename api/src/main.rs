@@ -9,8 +9,8 @@ use anyhow::Context as _;
 use clap::Parser;
 use frametap_api::{
     agent_link::AgentLink,
-    body_headers as bodies,
     auth::{AuthConfig, load_or_create_token},
+    body_headers as bodies,
     events::LiveEvents,
     follower::{CATCH_UP_BACKSTOP, CATCH_UP_INTERVAL, Follower},
     health::ApiHealth,
@@ -51,7 +51,12 @@ struct Cli {
     listen: SocketAddr,
     /// Bearer token required on every /api route and Socket.IO connection.
     /// [default: generated at first start and kept in <DIR>/api-token, mode 0600]
-    #[arg(long, value_name = "TOKEN", env = "FRAMETAP_API_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "FRAMETAP_API_TOKEN",
+        hide_env_values = true
+    )]
     token: Option<String>,
     /// Serve without any token (only sensible on a single-user machine).
     /// [default: off]
@@ -235,7 +240,10 @@ mod tests {
             }
             let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
             assert!(help.len() > 20, "--{id} has no real description");
-            assert!(arg.get_env().is_some(), "--{id} has no environment variable");
+            assert!(
+                arg.get_env().is_some(),
+                "--{id} has no environment variable"
+            );
             assert!(
                 !arg.get_default_values().is_empty() || help.contains("[default: "),
                 "--{id} does not say its default"
@@ -255,7 +263,10 @@ mod tests {
             "FRAMETAP_API_LOG_FORMAT",
             "FRAMETAP_LOG",
         ] {
-            assert!(rendered.contains(needle), "--help lacks {needle}:\n{rendered}");
+            assert!(
+                rendered.contains(needle),
+                "--help lacks {needle}:\n{rendered}"
+            );
         }
     }
 

@@ -310,9 +310,10 @@ impl AgentControl for Agent {
                     }
                     stats
                 }
-                DeleteTarget::Matching { filter } => {
-                    self.primary.delete_traffic_matching(filter).map_err(failed)?
-                }
+                DeleteTarget::Matching { filter } => self
+                    .primary
+                    .delete_traffic_matching(filter)
+                    .map_err(failed)?,
                 DeleteTarget::All => self
                     .primary
                     .delete_traffic_matching(&TrafficFilter::default())
@@ -1675,7 +1676,12 @@ fn write_exchanges(fx: &Fixture) {
     });
     upload.pid = Some(7);
     upload.process = Some("curl".into());
-    let mut download = entry(DOWNLOAD, "GET", "http://files.example.org/big.bin", Some(200));
+    let mut download = entry(
+        DOWNLOAD,
+        "GET",
+        "http://files.example.org/big.bin",
+        Some(200),
+    );
     download.response_headers = vec![("Content-Type".into(), "application/octet-stream".into())];
     download.response_body = Some(BodyInfo {
         size: 100_000,
@@ -1741,7 +1747,10 @@ async fn bodies_are_served_decoded_or_raw_with_what_was_recorded() {
     let form = get_raw(format!("/api/traffic/{UPLOAD}/request/body")).await;
     assert_eq!(form.status, StatusCode::OK);
     assert_eq!(form.bytes, FORM);
-    assert_eq!(form.content_type(), Some("application/x-www-form-urlencoded"));
+    assert_eq!(
+        form.content_type(),
+        Some("application/x-www-form-urlencoded")
+    );
     assert_eq!(header(&form, "x-frametap-body-size"), Some("27"));
     assert_eq!(header(&form, "x-frametap-stored-size"), Some("27"));
     assert_eq!(header(&form, "x-frametap-truncated"), Some("false"));
@@ -1827,7 +1836,10 @@ async fn a_body_that_is_not_what_its_header_claims_is_served_as_sent() {
         stored: 11,
     });
     fx.primary
-        .write(&[chunk(UPLOAD, BodyOf::Response, 0, b"not gzipped"), liar.into()])
+        .write(&[
+            chunk(UPLOAD, BodyOf::Response, 0, b"not gzipped"),
+            liar.into(),
+        ])
         .unwrap();
     fx.catch_up();
     let reply = send_raw(
@@ -1847,7 +1859,9 @@ async fn har_carries_the_recorded_bodies() {
     let fx = Fixture::new();
     write_exchanges(&fx);
     let app = fx.router();
-    let har = get(&app, &format!("/api/har?trafficId={UPLOAD}")).await.body;
+    let har = get(&app, &format!("/api/har?trafficId={UPLOAD}"))
+        .await
+        .body;
     assert!(har_validator().is_valid(&har), "{har}");
     let e = &har["log"]["entries"][0];
     assert_eq!(
@@ -1866,7 +1880,9 @@ async fn har_carries_the_recorded_bodies() {
     assert_eq!(e.get("comment"), None);
 
     // Binary content is base64, and a stored prefix says so.
-    let har = get(&app, &format!("/api/har?trafficId={DOWNLOAD}")).await.body;
+    let har = get(&app, &format!("/api/har?trafficId={DOWNLOAD}"))
+        .await
+        .body;
     let e = &har["log"]["entries"][0];
     let content = &e["response"]["content"];
     assert_eq!(content["encoding"], "base64");
@@ -1962,17 +1978,24 @@ async fn traffic_is_deleted_one_by_filter_and_all_through_the_agent() {
     // One: the entry, its frames (so its messages) and its bodies.
     let reply = delete(format!("/api/traffic/{CHAT}")).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-    assert_eq!(reply.body, json!({"success": true, "deleted": 1, "frames": 8}));
+    assert_eq!(
+        reply.body,
+        json!({"success": true, "deleted": 1, "frames": 8})
+    );
     assert_eq!(
         get(&app, &format!("/api/traffic/{CHAT}")).await.status,
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        get(&app, &format!("/api/websocket/{CHAT}/count")).await.body,
+        get(&app, &format!("/api/websocket/{CHAT}/count"))
+            .await
+            .body,
         json!({"count": 0})
     );
     assert_eq!(
-        get(&app, &format!("/api/websocket/{CHAT}/messages")).await.status,
+        get(&app, &format!("/api/websocket/{CHAT}/messages"))
+            .await
+            .status,
         StatusCode::NOT_FOUND
     );
     let reply = delete(format!("/api/traffic/{UPLOAD}")).await;
@@ -1984,9 +2007,14 @@ async fn traffic_is_deleted_one_by_filter_and_all_through_the_agent() {
     let listed = ids(&get(&app, "/api/traffic?status=4xx,5xx&error=false").await);
     assert_eq!(listed, [OLD.to_string()]);
     let reply = delete("/api/traffic?status=4xx,5xx&error=false".into()).await;
-    assert_eq!(reply.body, json!({"success": true, "deleted": 1, "frames": 0}));
     assert_eq!(
-        get(&app, "/api/traffic?status=4xx,5xx&error=false").await.body["count"],
+        reply.body,
+        json!({"success": true, "deleted": 1, "frames": 0})
+    );
+    assert_eq!(
+        get(&app, "/api/traffic?status=4xx,5xx&error=false")
+            .await
+            .body["count"],
         0
     );
     let reply = delete("/api/traffic?process=nobody".into()).await;
@@ -2000,10 +2028,17 @@ async fn traffic_is_deleted_one_by_filter_and_all_through_the_agent() {
         ..fx.state()
     });
     let before = get(&app, "/api/traffic").await.body["count"].clone();
-    for uri in [format!("/api/traffic/{FEED}"), "/api/traffic?all=true".into()] {
+    for uri in [
+        format!("/api/traffic/{FEED}"),
+        "/api/traffic?all=true".into(),
+    ] {
         let reply = send_with(&down, "DELETE", &uri, None).await;
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{uri}");
-        assert!(reply.error().contains("nothing was deleted"), "{}", reply.error());
+        assert!(
+            reply.error().contains("nothing was deleted"),
+            "{}",
+            reply.error()
+        );
     }
     assert_eq!(get(&app, "/api/traffic").await.body["count"], before);
 
@@ -2030,7 +2065,10 @@ async fn traffic_is_deleted_one_by_filter_and_all_through_the_agent() {
             }),
         ]
     );
-    assert_eq!(calls.last(), Some(&AgentCall::DeleteTraffic(DeleteTarget::All)));
+    assert_eq!(
+        calls.last(),
+        Some(&AgentCall::DeleteTraffic(DeleteTarget::All))
+    );
 }
 
 #[tokio::test]
@@ -2050,9 +2088,10 @@ async fn rules_are_known_while_the_agent_is_down() {
         "{}",
         reply.error()
     );
-    let rule: Rule =
-        serde_json::from_value(json!({"id": "r1", "contains": "password", "action": {"kind": "drop"}}))
-            .unwrap();
+    let rule: Rule = serde_json::from_value(
+        json!({"id": "r1", "contains": "password", "action": {"kind": "drop"}}),
+    )
+    .unwrap();
     let snapshot = RuleSnapshot {
         recorded_at_ms: 1_709_136_000_000,
         agent_pid: 99,
@@ -2078,7 +2117,10 @@ async fn rules_are_known_while_the_agent_is_down() {
         agent: Arc::new(BrokenAgent(ControlError::Failed("disk full".into()))),
         ..fx.state()
     });
-    assert_eq!(get(&failing, "/api/rules").await.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        get(&failing, "/api/rules").await.status,
+        StatusCode::BAD_GATEWAY
+    );
 }
 
 // ---------------------------------------------------------------------------------
@@ -3453,23 +3495,65 @@ fn traffic_route_cases() -> Vec<(Setup, &'static str, String, Payload, &'static 
     let response = |t: TrafficId| format!("/api/traffic/{t}/response/body");
     let none = || Payload::None;
     vec![
-        (Normal, "delete", "/api/traffic?status=599".into(), none(), dl, 200),
+        (
+            Normal,
+            "delete",
+            "/api/traffic?status=599".into(),
+            none(),
+            dl,
+            200,
+        ),
         (Normal, "delete", "/api/traffic".into(), none(), dl, 400),
-        (WithToken, "delete", "/api/traffic?all=true".into(), none(), dl, 401),
-        (AgentFails, "delete", "/api/traffic?all=true".into(), none(), dl, 502),
-        (AgentDown, "delete", "/api/traffic?all=true".into(), none(), dl, 503),
+        (
+            WithToken,
+            "delete",
+            "/api/traffic?all=true".into(),
+            none(),
+            dl,
+            401,
+        ),
+        (
+            AgentFails,
+            "delete",
+            "/api/traffic?all=true".into(),
+            none(),
+            dl,
+            502,
+        ),
+        (
+            AgentDown,
+            "delete",
+            "/api/traffic?all=true".into(),
+            none(),
+            dl,
+            503,
+        ),
         (WithToken, "delete", one(DOCS), none(), d1, 401),
         (Normal, "delete", one(UNKNOWN), none(), d1, 404),
         (AgentFails, "delete", one(DOCS), none(), d1, 502),
         (AgentDown, "delete", one(DOCS), none(), d1, 503),
         (NoStore, "delete", one(DOCS), none(), d1, 503),
         (Normal, "get", request(LOGIN), none(), rq, 200),
-        (Normal, "get", format!("{}?raw=x", request(LOGIN)), none(), rq, 400),
+        (
+            Normal,
+            "get",
+            format!("{}?raw=x", request(LOGIN)),
+            none(),
+            rq,
+            400,
+        ),
         (WithToken, "get", request(LOGIN), none(), rq, 401),
         (Normal, "get", request(UNKNOWN), none(), rq, 404),
         (NoStore, "get", request(LOGIN), none(), rq, 503),
         (Normal, "get", response(LOGIN), none(), rs, 200),
-        (Normal, "get", format!("{}?raw=x", response(LOGIN)), none(), rs, 400),
+        (
+            Normal,
+            "get",
+            format!("{}?raw=x", response(LOGIN)),
+            none(),
+            rs,
+            400,
+        ),
         (WithToken, "get", response(LOGIN), none(), rs, 401),
         (Normal, "get", response(UNKNOWN), none(), rs, 404),
         (NoStore, "get", response(LOGIN), none(), rs, 503),

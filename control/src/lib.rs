@@ -659,8 +659,8 @@ mod tests {
 
     #[test]
     fn delete_requests_read_as_documented() {
-        let all: Request = serde_json::from_str(r#"{"op":"deleteTraffic","target":{"kind":"all"}}"#)
-            .unwrap();
+        let all: Request =
+            serde_json::from_str(r#"{"op":"deleteTraffic","target":{"kind":"all"}}"#).unwrap();
         assert_eq!(
             all,
             Request::DeleteTraffic {
@@ -677,7 +677,10 @@ mod tests {
             json,
             r#"{"recordedAtMs":5,"agentPid":9,"rules":[{"id":"r1","action":{"kind":"drop"}}]}"#
         );
-        assert_eq!(serde_json::from_str::<RuleSnapshot>(&json).unwrap(), snapshot);
+        assert_eq!(
+            serde_json::from_str::<RuleSnapshot>(&json).unwrap(),
+            snapshot
+        );
     }
 
     #[test]

@@ -13,7 +13,12 @@ use crate::store::{CF_BODIES, Store};
 
 impl Store {
     /// Chunk `seq` of a body, or `None` past its end (or if it was never stored).
-    pub fn body_chunk(&self, traffic: TrafficId, of: BodyOf, seq: u32) -> Result<Option<BodyChunk>> {
+    pub fn body_chunk(
+        &self,
+        traffic: TrafficId,
+        of: BodyOf,
+        seq: u32,
+    ) -> Result<Option<BodyChunk>> {
         let cf = self.cf(CF_BODIES)?;
         let data = self
             .inner

@@ -590,7 +590,10 @@ mod tests {
             (id.traffic, BodyOf::Response, 0x0102_0304)
         );
         assert!(body_key(id.traffic, BodyOf::Request, u32::MAX) < body);
-        assert!(body_key(id.traffic, BodyOf::Response, 255) < body_key(id.traffic, BodyOf::Response, 256));
+        assert!(
+            body_key(id.traffic, BodyOf::Response, 255)
+                < body_key(id.traffic, BodyOf::Response, 256)
+        );
         assert!(parse_body_key(&body[..12]).is_err());
         assert_eq!(meta_key(META_RULES, 2), [b'r', 0, 0, 0, 0, 0, 0, 0, 2]);
     }

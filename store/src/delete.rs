@@ -71,13 +71,19 @@ impl Store {
     ) -> Result<()> {
         let db = &self.inner.db;
         let traffic_cf = self.cf(CF_TRAFFIC)?;
-        if db.get_pinned_cf(traffic_cf, codec::traffic_key(id))?.is_none() {
+        if db
+            .get_pinned_cf(traffic_cf, codec::traffic_key(id))?
+            .is_none()
+        {
             return Ok(());
         }
         batch.delete_cf(traffic_cf, codec::traffic_key(id));
         stats.traffic += 1;
         let ws_cf = self.cf(CF_WS)?;
-        if db.get_pinned_cf(ws_cf, codec::ws_key(id, WS_OPEN))?.is_some() {
+        if db
+            .get_pinned_cf(ws_cf, codec::ws_key(id, WS_OPEN))?
+            .is_some()
+        {
             stats.connections += 1;
         }
         for kind in [WS_OPEN, WS_CLOSE] {

@@ -30,10 +30,18 @@ pub const CF_BODIES: &str = "bodies";
 /// Column family of the agent's own state (key: kind + version): its rule sets.
 pub const CF_META: &str = "meta";
 /// Every column family, all created when the primary opens.
-pub const COLUMN_FAMILIES: [&str; 6] = [CF_TRAFFIC, CF_WS, CF_FRAMES, CF_DELETIONS, CF_BODIES, CF_META];
+pub const COLUMN_FAMILIES: [&str; 6] = [
+    CF_TRAFFIC,
+    CF_WS,
+    CF_FRAMES,
+    CF_DELETIONS,
+    CF_BODIES,
+    CF_META,
+];
 /// The column families whose keys start with a [`TrafficId`]: what retention and
 /// traffic deletion go through.
-pub const TRAFFIC_COLUMN_FAMILIES: [&str; 5] = [CF_TRAFFIC, CF_WS, CF_FRAMES, CF_DELETIONS, CF_BODIES];
+pub const TRAFFIC_COLUMN_FAMILIES: [&str; 5] =
+    [CF_TRAFFIC, CF_WS, CF_FRAMES, CF_DELETIONS, CF_BODIES];
 
 /// Tuning and retention settings of a primary store. Secondaries ignore them.
 #[derive(Debug, Clone)]

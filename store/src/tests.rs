@@ -874,10 +874,19 @@ fn bodies_are_read_back_in_order_by_the_secondary() {
         .unwrap();
     secondary.catch_up().unwrap();
     for s in [&store, &secondary] {
-        assert_eq!(s.body(t, BodyOf::Request, 1 << 20).unwrap(), b"name=frametap");
-        assert_eq!(s.body(t, BodyOf::Response, 1 << 20).unwrap(), b"{\"ok\":true}");
+        assert_eq!(
+            s.body(t, BodyOf::Request, 1 << 20).unwrap(),
+            b"name=frametap"
+        );
+        assert_eq!(
+            s.body(t, BodyOf::Response, 1 << 20).unwrap(),
+            b"{\"ok\":true}"
+        );
         assert_eq!(s.body(t, BodyOf::Request, 6).unwrap(), b"name=f");
-        assert_eq!(s.body(TrafficId::new(T0, 9), BodyOf::Request, 10).unwrap(), b"");
+        assert_eq!(
+            s.body(TrafficId::new(T0, 9), BodyOf::Request, 10).unwrap(),
+            b""
+        );
         let mut reader = s.body_reader(t, BodyOf::Request);
         let mut small = [0u8; 4];
         let mut read = Vec::new();
@@ -957,7 +966,10 @@ fn deleting_traffic_takes_everything_recorded_under_it() {
     store.write(&frames(open, 4..=5, T0)).unwrap();
     assert_eq!(store.frame_count(open).unwrap(), 2);
     // Deleting again deletes nothing.
-    assert_eq!(store.delete_traffic(&[http]).unwrap(), DeleteStats::default());
+    assert_eq!(
+        store.delete_traffic(&[http]).unwrap(),
+        DeleteStats::default()
+    );
 }
 
 #[test]
@@ -967,7 +979,11 @@ fn deleting_by_filter_and_all() {
     let mut records = Vec::new();
     for i in 0..3000u16 {
         let id = TrafficId::new(T0 + u64::from(i), 0);
-        let mut e = entry(id, "https://example.com/x", Some(if i % 3 == 0 { 500 } else { 200 }));
+        let mut e = entry(
+            id,
+            "https://example.com/x",
+            Some(if i % 3 == 0 { 500 } else { 200 }),
+        );
         e.pid = Some(u32::from(i % 2));
         records.push(Record::Traffic(e));
         records.push(body_chunk(id, BodyOf::Response, 0, b"b"));
@@ -987,9 +1003,21 @@ fn deleting_by_filter_and_all() {
         .traffic_page(0, 0, |e| errors_of_pid_0.matches(e))
         .unwrap();
     assert_eq!(matching, 0);
-    assert_eq!(store.body(TrafficId::new(T0, 0), BodyOf::Response, 9).unwrap(), b"");
-    assert_eq!(store.body(TrafficId::new(T0 + 1, 0), BodyOf::Response, 9).unwrap(), b"b");
-    let all = store.delete_traffic_matching(&TrafficFilter::default()).unwrap();
+    assert_eq!(
+        store
+            .body(TrafficId::new(T0, 0), BodyOf::Response, 9)
+            .unwrap(),
+        b""
+    );
+    assert_eq!(
+        store
+            .body(TrafficId::new(T0 + 1, 0), BodyOf::Response, 9)
+            .unwrap(),
+        b"b"
+    );
+    let all = store
+        .delete_traffic_matching(&TrafficFilter::default())
+        .unwrap();
     assert_eq!(all.traffic, 2500);
     assert_eq!(store.traffic_page(0, 0, |_| true).unwrap().1, 0);
     let mut it = store.bounded_iter(CF_BODIES, None, None).unwrap();
@@ -1009,7 +1037,10 @@ fn rules_are_versioned_and_only_the_newest_few_kept() {
     secondary.catch_up().unwrap();
     for s in [&store, &secondary] {
         let latest = s.latest_rules().unwrap().unwrap();
-        assert_eq!((latest.version, latest.value.as_slice()), (40, &b"[40]"[..]));
+        assert_eq!(
+            (latest.version, latest.value.as_slice()),
+            (40, &b"[40]"[..])
+        );
         let mut it = s.bounded_iter(CF_META, None, None).unwrap();
         it.seek_to_first();
         let mut kept = 0;
@@ -1025,7 +1056,9 @@ fn rules_are_versioned_and_only_the_newest_few_kept() {
     let store = primary(dir.path());
     assert_eq!(store.record_rules(b"[]").unwrap(), 41);
     // Rule records are not traffic: retention and deletion leave them alone.
-    store.delete_traffic_matching(&TrafficFilter::default()).unwrap();
+    store
+        .delete_traffic_matching(&TrafficFilter::default())
+        .unwrap();
     assert_eq!(store.latest_rules().unwrap().unwrap().version, 41);
 }
 

@@ -671,7 +671,10 @@ fn http_bodies_are_recorded_filtered_exported_and_deleted() {
 
     // Content-Length and chunked responses, under and over the cap; a chunked and a
     // Content-Length upload; a gzip'd answer; two failures.
-    assert_eq!(captured_curl(&lab, &cg, &[&format!("{base}/cl/5000")]), digits(5000));
+    assert_eq!(
+        captured_curl(&lab, &cg, &[&format!("{base}/cl/5000")]),
+        digits(5000)
+    );
     let over = 300_000;
     assert_eq!(
         captured_curl(&lab, &cg, &[&format!("{base}/chunked/{over}")]).len(),
@@ -694,7 +697,11 @@ fn http_bodies_are_recorded_filtered_exported_and_deleted() {
     );
     assert_eq!(echoed, digits(40_000));
     assert_eq!(
-        captured_curl(&lab, &cg, &["--data-binary", "a=1&b=2", &format!("{base}/echo?form")]),
+        captured_curl(
+            &lab,
+            &cg,
+            &["--data-binary", "a=1&b=2", &format!("{base}/echo?form")]
+        ),
         b"a=1&b=2"
     );
     captured_curl(&lab, &cg, &[&format!("{base}/gzip")]);
@@ -710,7 +717,13 @@ fn http_bodies_are_recorded_filtered_exported_and_deleted() {
 
     // Content-Length, under the cap: all of it.
     let cl = entry_at(&entries, "/cl/5000");
-    assert_eq!((cl["responseBodySize"].clone(), cl["responseBodyTruncated"].clone()), (json!(5000), json!(false)));
+    assert_eq!(
+        (
+            cl["responseBodySize"].clone(),
+            cl["responseBodyTruncated"].clone()
+        ),
+        (json!(5000), json!(false))
+    );
     assert_eq!(cl["requestBodySize"], 0);
     let got = body(&cl["id"], "response", "");
     assert_eq!(got.status, 200);
@@ -736,7 +749,10 @@ fn http_bodies_are_recorded_filtered_exported_and_deleted() {
     let form = entry_at(&entries, "/echo?form");
     let got = body(&form["id"], "request", "");
     assert_eq!(got.bytes, b"a=1&b=2");
-    assert_eq!(got.header("content-type"), Some("application/x-www-form-urlencoded"));
+    assert_eq!(
+        got.header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
 
     // gzip: decoded by default, as sent with raw=true.
     let gz = entry_at(&entries, "/gzip");
@@ -746,15 +762,24 @@ fn http_bodies_are_recorded_filtered_exported_and_deleted() {
     assert_eq!(decoded.header("x-frametap-content-encoding"), Some("gzip"));
     let raw = body(&gz["id"], "response", "?raw=true");
     assert_eq!(raw.bytes[..2], [0x1f, 0x8b], "gzip magic");
-    assert_eq!(raw.bytes.len() as u64, gz["responseBodySize"].as_u64().unwrap());
+    assert_eq!(
+        raw.bytes.len() as u64,
+        gz["responseBodySize"].as_u64().unwrap()
+    );
 
     // HAR carries the texts.
-    let har = api.get(&format!("/api/har?trafficId={}", gz["id"].as_str().unwrap()));
+    let har = api.get(&format!(
+        "/api/har?trafficId={}",
+        gz["id"].as_str().unwrap()
+    ));
     assert_eq!(
         har["log"]["entries"][0]["response"]["content"]["text"],
         r#"{"frametap":"decoded","n":[1,2,3]}"#
     );
-    let har = api.get(&format!("/api/har?trafficId={}", form["id"].as_str().unwrap()));
+    let har = api.get(&format!(
+        "/api/har?trafficId={}",
+        form["id"].as_str().unwrap()
+    ));
     let post = &har["log"]["entries"][0]["request"]["postData"];
     assert_eq!(post["text"], "a=1&b=2");
     assert_eq!(post["mimeType"], "application/x-www-form-urlencoded");
@@ -778,7 +803,11 @@ fn http_bodies_are_recorded_filtered_exported_and_deleted() {
     let pid = cl["pid"].as_u64().expect("the client's pid is recorded");
     assert_eq!(ids_of(&format!("pid={pid}")), ["/cl/5000"]);
     for bad in ["status=6xx", "pid=me", "error=perhaps"] {
-        assert_eq!(api.request("GET", &format!("/api/traffic?{bad}")).status, 400, "{bad}");
+        assert_eq!(
+            api.request("GET", &format!("/api/traffic?{bad}")).status,
+            400,
+            "{bad}"
+        );
     }
 
     // Delete one, by filter, then all (explicitly); bodies go with them.
@@ -786,9 +815,18 @@ fn http_bodies_are_recorded_filtered_exported_and_deleted() {
     let id = not_found["id"].as_str().unwrap();
     let deleted = api.request("DELETE", &format!("/api/traffic/{id}"));
     assert_eq!(deleted.status, 200, "{}", deleted.body);
-    assert_eq!(deleted.json(), json!({"success": true, "deleted": 1, "frames": 0}));
-    assert_eq!(api.request("GET", &format!("/api/traffic/{id}")).status, 404);
-    assert_eq!(api.request("DELETE", &format!("/api/traffic/{id}")).status, 404);
+    assert_eq!(
+        deleted.json(),
+        json!({"success": true, "deleted": 1, "frames": 0})
+    );
+    assert_eq!(
+        api.request("GET", &format!("/api/traffic/{id}")).status,
+        404
+    );
+    assert_eq!(
+        api.request("DELETE", &format!("/api/traffic/{id}")).status,
+        404
+    );
     let by_filter = api.request("DELETE", "/api/traffic?status=5xx");
     assert_eq!(by_filter.json()["deleted"], 1);
     assert!(ids_of("status=4xx,5xx").is_empty());
@@ -820,7 +858,14 @@ fn rules_are_known_while_the_agent_is_stopped() {
     let config_path = config.path().display().to_string();
     let mut agent = Agent::start_in(
         &lab,
-        &["--cgroup", &cg.relative, "--ports", HTTP_PORT, "--config", &config_path],
+        &[
+            "--cgroup",
+            &cg.relative,
+            "--ports",
+            HTTP_PORT,
+            "--config",
+            &config_path,
+        ],
         data_dir,
     );
     let api = Api::start(&dir);
@@ -849,5 +894,10 @@ fn rules_are_known_while_the_agent_is_stopped() {
     assert_eq!(refused.status, 503, "{}", refused.body);
     let refused = api.request("DELETE", "/api/traffic?all=true");
     assert_eq!(refused.status, 503, "{}", refused.body);
-    assert!(refused.json()["error"].as_str().unwrap().contains("nothing was deleted"));
+    assert!(
+        refused.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was deleted")
+    );
 }

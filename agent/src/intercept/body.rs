@@ -152,7 +152,10 @@ mod tests {
         let data = chunks(&records).concat_data();
         assert_eq!(data.len(), 10_000);
         let info = c.info();
-        assert_eq!((info.size, info.stored, info.truncated()), (100_000, 10_000, true));
+        assert_eq!(
+            (info.size, info.stored, info.truncated()),
+            (100_000, 10_000, true)
+        );
     }
 
     #[test]

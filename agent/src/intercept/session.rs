@@ -722,7 +722,10 @@ mod tests {
         let mut out: Vec<(TrafficId, BodyOf, Vec<u8>)> = Vec::new();
         for r in records {
             if let Record::Body(b) = r {
-                match out.iter_mut().find(|(t, of, _)| *t == b.traffic && *of == b.of) {
+                match out
+                    .iter_mut()
+                    .find(|(t, of, _)| *t == b.traffic && *of == b.of)
+                {
                     Some((_, _, data)) => data.extend_from_slice(&b.data),
                     None => out.push((b.traffic, b.of, b.data.clone())),
                 }
@@ -765,8 +768,14 @@ mod tests {
             ]
         );
         let info = |size, stored| Some(frametap_store::BodyInfo { size, stored });
-        assert_eq!((up.request_body, up.response_body), (info(12, 12), info(4, 4)));
-        assert_eq!((next.request_body, next.response_body), (info(0, 0), info(3, 3)));
+        assert_eq!(
+            (up.request_body, up.response_body),
+            (info(12, 12), info(4, 4))
+        );
+        assert_eq!(
+            (next.request_body, next.response_body),
+            (info(0, 0), info(3, 3))
+        );
         // Each body's chunks come before the entry that describes it.
         let position = |wanted: &dyn Fn(&Record) -> bool| records.iter().position(wanted).unwrap();
         let last_chunk = records

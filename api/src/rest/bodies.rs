@@ -209,7 +209,11 @@ async fn serve_body(
     set(STORED_HEADER, HeaderValue::from(facts.info.stored));
     set(
         TRUNCATED_HEADER,
-        HeaderValue::from_static(if facts.info.truncated() { "true" } else { "false" }),
+        HeaderValue::from_static(if facts.info.truncated() {
+            "true"
+        } else {
+            "false"
+        }),
     );
     set(
         DECODED_HEADER,

@@ -383,8 +383,9 @@ mod tests {
 
     #[test]
     fn process_status_and_error_filters() {
-        let f = parse("pid=42,7&process=curl,Python3&status=404,5xx,2XX&error=true&errorContains=TLS")
-            .unwrap();
+        let f =
+            parse("pid=42,7&process=curl,Python3&status=404,5xx,2XX&error=true&errorContains=TLS")
+                .unwrap();
         assert_eq!(f.pids, Some(vec![42, 7]));
         assert_eq!(
             f.processes,

@@ -345,8 +345,7 @@ mod tests {
 
     #[test]
     fn data_ranges_leave_the_chunked_framing_out() {
-        let body: &[u8] =
-            b"5;name=value\r\nhello\r\nA\r\n, world!!!\r\n0\r\nTrailer: 1\r\n\r\n";
+        let body: &[u8] = b"5;name=value\r\nhello\r\nA\r\n, world!!!\r\n0\r\nTrailer: 1\r\n\r\n";
         for chunk in 1..=body.len() {
             assert_eq!(
                 body_data(Framing::Chunked, body, chunk),
@@ -459,7 +458,9 @@ mod tests {
     #[test]
     fn largest_chunk_size_is_accepted() {
         let mut reader = BodyReader::new(Framing::Chunked);
-        let progress = reader.feed(b"ffffffffffffffff\r\nabc", &mut |_| {}).unwrap();
+        let progress = reader
+            .feed(b"ffffffffffffffff\r\nabc", &mut |_| {})
+            .unwrap();
         assert_eq!(
             progress,
             Progress {

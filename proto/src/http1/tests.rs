@@ -1006,7 +1006,10 @@ fn bodies_of(
                 HttpEvent::RequestHead(_) => requests.push(Vec::new()),
                 HttpEvent::RequestBody(range) => {
                     assert!(!range.is_empty() && range.end <= bytes.len());
-                    requests.last_mut().unwrap().extend_from_slice(&bytes[range]);
+                    requests
+                        .last_mut()
+                        .unwrap()
+                        .extend_from_slice(&bytes[range]);
                 }
                 _ => {}
             }
@@ -1019,7 +1022,10 @@ fn bodies_of(
                 HttpEvent::ResponseHead(head) if head.status >= 200 => responses.push(Vec::new()),
                 HttpEvent::ResponseBody(range) => {
                     assert!(!range.is_empty() && range.end <= bytes.len());
-                    responses.last_mut().unwrap().extend_from_slice(&bytes[range]);
+                    responses
+                        .last_mut()
+                        .unwrap()
+                        .extend_from_slice(&bytes[range]);
                 }
                 _ => {}
             }
@@ -1053,15 +1059,10 @@ fn body_data_is_reported_only_when_asked_for_and_whatever_the_split() {
     // Without asking, the same bytes give no body events at all.
     let (client_bytes, server_bytes) = conversation_with_upgrade();
     let (client_seen, server_seen) = run_split(&client_bytes, &server_bytes, &mut || 3);
-    assert!(
-        client_seen
-            .iter()
-            .chain(&server_seen)
-            .all(|seen| !matches!(
-                seen,
-                Seen::Event(HttpEvent::RequestBody(_) | HttpEvent::ResponseBody(_))
-            ))
-    );
+    assert!(client_seen.iter().chain(&server_seen).all(|seen| !matches!(
+        seen,
+        Seen::Event(HttpEvent::RequestBody(_) | HttpEvent::ResponseBody(_))
+    )));
 }
 
 #[test]
