@@ -363,12 +363,12 @@ mod tests {
         let mut reader = BodyReader::new(Framing::Length(3));
         let mut ranges = Vec::new();
         reader.feed(b"abcGET", &mut |r| ranges.push(r)).unwrap();
-        assert_eq!(ranges, [0..3]);
+        assert_eq!(ranges, vec![Range { start: 0, end: 3 }]);
         let mut reader = BodyReader::new(Framing::UntilClose);
         let mut ranges = Vec::new();
         reader.feed(b"all of it", &mut |r| ranges.push(r)).unwrap();
         reader.feed(b"", &mut |r| ranges.push(r)).unwrap();
-        assert_eq!(ranges, [0..9]);
+        assert_eq!(ranges, vec![Range { start: 0, end: 9 }]);
     }
 
     #[test]
