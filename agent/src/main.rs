@@ -21,9 +21,9 @@ use frametap_agent::{
     proxy::{self, InterceptSettings, ProxyContext},
     recorder::Recorder,
     rules::RuleBook,
-    tls::{CertificateAuthority, LeafMinter, TlsContext, UpstreamTrust},
+    tls::{self, CertificateAuthority, LeafMinter, TlsContext, UpstreamTrust},
 };
-use frametap_store::{Store, StoreOptions, Writer};
+use frametap_store::{Store, StoreOptions, Writer, data_dir};
 
 /// The RocksDB store, inside the data dir (the API opens it as a secondary).
 const STORE_DIR: &str = "store";
@@ -220,6 +220,26 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let workers = cfg.workers;
     let worker_listeners = bind_workers(cfg.listen, workers)?;
     let ipv6 = worker_listeners[0].len() > 1;
+
+    // Recordings hold decrypted traffic: everything the agent creates from here on is
+    // root's only, and a data dir left open (by an older version, or by hand) is
+    // closed before anything is recorded into it.
+    data_dir::create(&cfg.data_dir)
+        .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
+    data_dir::restrict_umask();
+    let closed = data_dir::tighten(&cfg.data_dir, &[tls::CA_CERT_FILE]).with_context(|| {
+        format!(
+            "cannot make the data dir {} private: check that it is owned by root",
+            cfg.data_dir.display()
+        )
+    })?;
+    if !closed.is_empty() {
+        warn!(
+            data_dir = %cfg.data_dir.display(),
+            entries = closed.len(),
+            "the data dir was open to other users: removed their access to its files and directories"
+        );
+    }
 
     // Interception and recording are ready before anything is attached.
     let passthrough = Passthrough::parse(&cfg.passthrough).map_err(anyhow::Error::msg)?;

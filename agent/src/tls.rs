@@ -60,7 +60,7 @@ impl CertificateAuthority {
         if cert_path.exists() || key_path.exists() {
             return Self::load(&cert_path, &key_path);
         }
-        std::fs::create_dir_all(data_dir)
+        frametap_store::data_dir::create(data_dir)
             .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
@@ -82,6 +82,13 @@ impl CertificateAuthority {
         write_private(&key_path, key.serialize_pem().as_bytes())?;
         std::fs::write(&cert_path, cert.pem())
             .with_context(|| format!("cannot write {}", cert_path.display()))?;
+        // The certificate is public: captured applications, whoever runs them, read
+        // it to trust the CA (whatever the umask).
+        std::fs::set_permissions(
+            &cert_path,
+            std::fs::Permissions::from_mode(frametap_store::data_dir::PUBLIC_FILE_MODE),
+        )
+        .with_context(|| format!("cannot make {} readable", cert_path.display()))?;
         Self::load(&cert_path, &key_path)
     }
 
@@ -486,6 +493,11 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+        let cert_mode = std::fs::metadata(dir.path().join(CA_CERT_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(cert_mode & 0o777, 0o644, "the certificate is public");
         let again = CertificateAuthority::load_or_create(dir.path(), "other name").unwrap();
         assert_eq!(ca.cert_pem, again.cert_pem, "the CA is reused, not remade");
         assert!(ca.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));

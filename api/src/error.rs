@@ -27,6 +27,8 @@ pub enum ApiError {
     NotFound(String),
     /// 405: the path exists, the method does not.
     MethodNotAllowed(String),
+    /// 408: the request body stopped arriving.
+    RequestTimeout(String),
     /// 409: the request conflicts with the current state (a closed connection, a rule
     /// id in use).
     Conflict(String),
@@ -50,6 +52,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -66,6 +69,7 @@ impl ApiError {
             | ApiError::Unauthorized(m)
             | ApiError::NotFound(m)
             | ApiError::MethodNotAllowed(m)
+            | ApiError::RequestTimeout(m)
             | ApiError::Conflict(m)
             | ApiError::PayloadTooLarge(m)
             | ApiError::UnsupportedMediaType(m)

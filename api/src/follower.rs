@@ -5,7 +5,8 @@
 //! on a short timer instead. Catching up only when there is something to catch up
 //! with keeps it from stalling reads of an idle store. The API may start before the
 //! agent (the store opens once it exists) and outlives agent restarts (a follower
-//! that keeps failing to catch up is reopened).
+//! that keeps failing to catch up is reopened). The secondary's own files live in a
+//! [`crate::secondary_dir::SecondaryDir`].
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -31,6 +32,8 @@ struct State {
     error: Option<String>,
     last_catch_up: Option<Instant>,
     failures: u32,
+    /// [`Follower::close`]d: never opened again.
+    closed: bool,
 }
 
 pub struct Follower {
@@ -45,12 +48,12 @@ pub struct Follower {
 }
 
 impl Follower {
-    /// Follows `<data_dir>/store`; the secondary keeps its own files in a private
-    /// directory under `work_dir`, removed on drop.
-    pub fn new(data_dir: &Path, work_dir: &Path) -> Arc<Follower> {
+    /// Follows `<data_dir>/store`; the secondary keeps its own files in
+    /// `secondary_dir`, which must be private to this process.
+    pub fn new(data_dir: &Path, secondary_dir: PathBuf) -> Arc<Follower> {
         Arc::new(Follower {
             primary_dir: data_dir.join("store"),
-            secondary_dir: work_dir.join(format!("frametap-api-{}", std::process::id())),
+            secondary_dir,
             state: Mutex::new(State {
                 error: Some("not opened yet".into()),
                 ..State::default()
@@ -91,7 +94,13 @@ impl Follower {
     /// One step: open the store if it isn't, else catch up.
     pub fn tick(&self) {
         let _serial = self.catching_up.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.lock().store.clone();
+        let (current, closed) = {
+            let state = self.lock();
+            (state.store.clone(), state.closed)
+        };
+        if closed {
+            return;
+        }
         match current {
             None => self.try_open(),
             Some(store) => {
@@ -138,6 +147,15 @@ impl Follower {
         }
     }
 
+    /// Closes the store for good (at exit, before its directory goes).
+    pub fn close(&self) {
+        let _serial = self.catching_up.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.lock();
+        state.closed = true;
+        state.store = None;
+        state.error = Some("the API is stopping".into());
+    }
+
     /// RocksDB sequence number this follower has caught up to.
     pub fn sequence(&self) -> Option<u64> {
         self.lock().store.as_ref().map(Store::latest_sequence)
@@ -171,13 +189,5 @@ impl StoreSource for Follower {
 
     fn refresh(&self) {
         self.tick();
-    }
-}
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        // The secondary's info logs; the database itself is the agent's.
-        self.lock().store = None;
-        let _ = std::fs::remove_dir_all(&self.secondary_dir);
     }
 }

@@ -27,10 +27,12 @@
 //! Modules: [`state`] (what handlers need), [`auth`] (token), [`error`] (JSON errors),
 //! [`views`] (JSON shapes, shared with the live events), [`agent_views`] (rule and
 //! injection shapes), [`messages`] (sans-IO message reassembly), [`har`] (HAR
-//! building), `rest` (handlers), [`openapi`]; and for the binary: [`follower`] (the
-//! RocksDB secondary, caught up continually), [`agent_link`] (the agent's control
-//! socket), [`events`] (Socket.IO: records in capture order to events, messages
-//! reassembled live), [`health`].
+//! building), `rest` (handlers), [`openapi`]; and for the binary: [`server`] (the
+//! HTTP server: connection limit, timeouts, and `gate`, the sans-IO check of each
+//! request head), [`follower`] (the RocksDB secondary, caught up continually, in its
+//! [`secondary_dir`]), [`agent_link`] (the agent's control socket), [`events`]
+//! (Socket.IO: records in capture order to events, messages reassembled live),
+//! [`health`].
 
 pub mod agent_link;
 pub mod agent_views;
@@ -39,12 +41,15 @@ pub mod content;
 pub mod error;
 pub mod events;
 pub mod follower;
+mod gate;
 pub mod har;
 pub mod health;
 pub mod messages;
 pub mod openapi;
 mod query;
 mod rest;
+pub mod secondary_dir;
+pub mod server;
 pub mod state;
 pub mod views;
 

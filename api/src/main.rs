@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -14,10 +15,13 @@ use frametap_api::{
     events::LiveEvents,
     follower::{CATCH_UP_BACKSTOP, CATCH_UP_INTERVAL, Follower},
     health::ApiHealth,
+    secondary_dir::SecondaryDir,
+    server::ServerLimits,
     state::AppState,
 };
 use frametap_logging::LogFormat;
-use tracing::{info, warn};
+use frametap_store::data_dir;
+use tracing::{debug, info, warn};
 
 /// Serves what frametap-agent recorded (traffic, bodies, WebSocket frames and
 /// messages, rules) over REST on /api and live events over Socket.IO, reading the
@@ -80,6 +84,39 @@ struct Cli {
         default_value = "text"
     )]
     log_format: LogFormat,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// How long the API waits for its clients, and how many it serves at once.
+#[derive(clap::Args)]
+struct LimitArgs {
+    /// Seconds a client has to send a request head in full (and a new connection to
+    /// start one); slower ones get 408.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout: u64,
+    /// Seconds a request body may pause; a stalled one gets 408.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    body_timeout: u64,
+    /// Seconds a kept-alive connection may idle between requests, and a client may
+    /// leave an answer unread, before the connection is closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout: u64,
+    /// Connections served at once (Socket.IO ones included); more wait to be
+    /// accepted. Each takes a file descriptor.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    max_connections: u64,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> ServerLimits {
+        ServerLimits {
+            header_timeout: Duration::from_secs(self.header_timeout),
+            body_timeout: Duration::from_secs(self.body_timeout),
+            idle_timeout: Duration::from_secs(self.idle_timeout),
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+        }
+    }
 }
 
 fn main() {
@@ -98,6 +135,13 @@ fn main() {
 }
 
 async fn serve(cli: Cli) -> anyhow::Result<()> {
+    let limits = cli.limits.limits();
+    raise_fd_limit(limits.max_connections);
+    // What this process creates in the data dir (the token, the follower's files) is
+    // root's only.
+    data_dir::create(&cli.data_dir)
+        .with_context(|| format!("cannot create the data dir {}", cli.data_dir.display()))?;
+    data_dir::restrict_umask();
     let token_file = cli.data_dir.join("api-token");
     let token = if cli.no_auth {
         warn!(
@@ -112,8 +156,6 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         );
         Some(token)
     } else {
-        std::fs::create_dir_all(&cli.data_dir)
-            .with_context(|| format!("cannot create the data dir {}", cli.data_dir.display()))?;
         Some(load_or_create_token(&cli.data_dir)?)
     };
     if !cli.listen.ip().is_loopback() {
@@ -123,7 +165,17 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         token: token.clone(),
     };
 
-    let follower = Follower::new(&cli.data_dir, &std::env::temp_dir());
+    let (mut secondary, stale) = SecondaryDir::create(&cli.data_dir).with_context(|| {
+        format!(
+            "cannot set up the API's working directory in {}: run frametap-api as the data \
+             dir's owner (root)",
+            cli.data_dir.display()
+        )
+    })?;
+    for dir in &stale {
+        info!(dir = %dir.display(), "removed the working directory of an API process that is gone");
+    }
+    let follower = Follower::new(&cli.data_dir, secondary.db_path());
     // Open now if the store exists, so the first requests don't see "not opened yet".
     follower.tick();
     let agent = AgentLink::new(&cli.data_dir);
@@ -202,12 +254,44 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         Some(_) => println!("frametap-api: token from --token / FRAMETAP_API_TOKEN"),
         None => println!("frametap-api: no token required (--no-auth)"),
     }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    frametap_api::server::serve(listener, app, limits, shutdown_signal()).await;
+    follower.close();
+    secondary.remove();
     info!("bye");
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one: every connection and every
+/// file of the store the follower reads takes a descriptor.
+fn raise_fd_limit(max_connections: usize) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    let soft = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                debug!(from = limit.rlim_cur, to = limit.rlim_max, "raised the open file limit");
+                limit.rlim_cur = limit.rlim_max;
+            }
+        }
+        limit.rlim_cur
+    };
+    if u64::try_from(max_connections).unwrap_or(u64::MAX) > soft / 2 {
+        warn!(
+            max_connections,
+            open_file_limit = soft,
+            "--max-connections is more than half the open file limit: lower it, or raise the limit (ulimit -n)"
+        );
+    }
 }
 
 async fn shutdown_signal() {

@@ -25,7 +25,10 @@ pub const QUERY_TOKEN_SCHEME: &str = "queryToken";
         title = "frametap API",
         description = "Captured HTTP traffic and WebSocket frames recorded by frametap-agent. \
                        Every route needs the API token (in <data-dir>/api-token, printed by \
-                       frametap-api at start) unless authentication is disabled.\n\n\
+                       frametap-api at start) unless authentication is disabled. Every error \
+                       is JSON {\"error\": \"...\"}, also those any route can get from the \
+                       HTTP layer: 400 (malformed request), 408 (head or body too slow), 413 \
+                       (body over 2 MiB), 414 (target over 16 KiB), 431 (head over 64 KiB).\n\n\
                        Live events: Socket.IO on the same port (`auth: {token}`), in capture \
                        order per connection: `traffic:batch` (array of TrafficEntry; a \
                        connection's entry comes before its `websocket:open`), \

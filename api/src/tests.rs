@@ -2490,18 +2490,20 @@ async fn messages_carry_flags_and_show_bad_text_as_base64() {
 async fn message_errors_are_json() {
     let fx = Fixture::new();
     let app = fx.router();
+    // The rule of frames and count: an unknown or malformed id has none.
     for traffic in [
         UNKNOWN.to_string(),
         LOGIN.to_string(),
         "nope".into(),
         "%FF".into(),
     ] {
-        let reply = get(&app, &format!("/api/websocket/{traffic}/messages")).await;
-        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{traffic}");
-        assert_eq!(
-            reply.body,
-            json!({"error": "WebSocket connection not found"})
-        );
+        for endpoint in ["messages", "frames"] {
+            let reply = get(&app, &format!("/api/websocket/{traffic}/{endpoint}")).await;
+            assert_eq!(reply.status, StatusCode::OK, "{traffic} {endpoint}");
+            assert_eq!(reply.body, json!([]), "{traffic} {endpoint}");
+        }
+        let count = get(&app, &format!("/api/websocket/{traffic}/count")).await;
+        assert_eq!(count.body, json!({"count": 0}), "{traffic}");
     }
     for (query, needle) in [
         ("limit=0".to_owned(), "`limit`"),
@@ -3172,10 +3174,12 @@ async fn ndjson_lines_are_the_frames_endpoints_json() {
         .len(),
         10
     );
+    // Like frames: no such connection, no frames.
+    for traffic in [UNKNOWN.to_string(), LOGIN.to_string(), "nope".into()] {
+        let uri = format!("/api/websocket/{traffic}/frames.ndjson");
+        assert!(get_ndjson(&app, &uri).await.is_empty(), "{traffic}");
+    }
     for (traffic, query, status) in [
-        (UNKNOWN.to_string(), "", StatusCode::NOT_FOUND),
-        (LOGIN.to_string(), "", StatusCode::NOT_FOUND),
-        ("nope".into(), "", StatusCode::NOT_FOUND),
         (FEED.to_string(), "?opcode=3", StatusCode::BAD_REQUEST),
         (FEED.to_string(), "?after=x", StatusCode::BAD_REQUEST),
     ] {
@@ -3663,14 +3667,6 @@ fn new_route_cases() -> Vec<(Setup, &'static str, String, Payload, &'static str,
             400,
         ),
         (WithToken, "get", messages.clone(), Payload::None, m, 401),
-        (
-            Normal,
-            "get",
-            format!("/api/websocket/{UNKNOWN}/messages"),
-            Payload::None,
-            m,
-            404,
-        ),
         (NoStore, "get", messages.clone(), Payload::None, m, 503),
         (Normal, "post", send(FEED), text("hello"), s, 201),
         (
@@ -3714,7 +3710,6 @@ fn new_route_cases() -> Vec<(Setup, &'static str, String, Payload, &'static str,
             400,
         ),
         (WithToken, "get", ndjson(FEED), Payload::None, n, 401),
-        (Normal, "get", ndjson(UNKNOWN), Payload::None, n, 404),
         (NoStore, "get", ndjson(FEED), Payload::None, n, 503),
         (
             Normal,

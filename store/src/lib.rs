@@ -7,6 +7,8 @@
 //!   agent being killed). It also runs retention ([`spawn_retention`]).
 //! - The **API** opens the same directory as *secondary* ([`Store::open_secondary`])
 //!   and calls [`Store::catch_up`] before reads (cheap; do it often).
+//! - Both keep the data dir private to its owner ([`data_dir`]): recordings hold
+//!   decrypted traffic.
 //!
 //! # Layout
 //!
@@ -39,6 +41,7 @@
 
 mod bodies;
 pub mod codec;
+pub mod data_dir;
 mod delete;
 mod filter;
 mod ids;

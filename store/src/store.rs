@@ -234,7 +234,8 @@ impl Store {
     /// normally the agent. Creates every column family, keeps the WAL on (without
     /// fsync) and keeps obsolete WAL files for `options.wal_ttl` for secondaries.
     pub fn open_primary(dir: &Path, options: StoreOptions) -> Result<Store> {
-        std::fs::create_dir_all(dir).with_context(|| {
+        // Owner-only: it holds decrypted traffic.
+        crate::data_dir::create_private(dir).with_context(|| {
             format!(
                 "cannot create data dir {}: check that its parent exists and is writable",
                 dir.display()
@@ -289,7 +290,7 @@ impl Store {
                 primary_dir.display()
             );
         }
-        std::fs::create_dir_all(secondary_dir).with_context(|| {
+        crate::data_dir::create_private(secondary_dir).with_context(|| {
             format!(
                 "cannot create secondary dir {}: check that its parent exists and is writable",
                 secondary_dir.display()

@@ -59,6 +59,15 @@ impl Api {
     }
 
     pub fn start_on(data_dir: &Path, port: u16) -> Api {
+        Self::launch(data_dir, port, &[])
+    }
+
+    /// Starts with extra command-line arguments (such as short timeouts).
+    pub fn start_with(data_dir: &Path, args: &[&str]) -> Api {
+        Self::launch(data_dir, free_port(), args)
+    }
+
+    fn launch(data_dir: &Path, port: u16, args: &[&str]) -> Api {
         let log_dir = tempfile::tempdir().expect("tempdir");
         let log_path = log_dir.path().join("api.log");
         let log = std::fs::File::create(&log_path).expect("log file");
@@ -67,6 +76,7 @@ impl Api {
             .arg(data_dir)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--log-format", "json"])
+            .args(args)
             .env_remove("FRAMETAP_API_TOKEN")
             .env("FRAMETAP_LOG", "info")
             .stdout(Stdio::null())

@@ -1,6 +1,10 @@
 //! End to end, as root: `frametap-api` over a real agent's recording. A Python
 //! `websockets` conversation goes through the agent; the API is queried over HTTP
 //! (ureq and the seed's curl commands) and watched live with python-socketio.
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -569,12 +573,18 @@ fn api_refuses_bad_requests_with_json_errors() {
         api.request("GET", "/api/websocket/frame/garbage").json(),
         json!({"error": "Frame not found"})
     );
-    // Unknown connections have no frames (not an error).
-    assert_eq!(api.get("/api/websocket/00000000000000aa/frames"), json!([]));
-    assert_eq!(
-        api.get("/api/websocket/00000000000000aa/count"),
-        json!({"count": 0})
-    );
+    // Unknown connections (or malformed ids) have no frames, on every endpoint that
+    // lists them (not an error).
+    for id in ["00000000000000aa", "garbage"] {
+        assert_eq!(api.get(&format!("/api/websocket/{id}/frames")), json!([]));
+        assert_eq!(
+            api.get(&format!("/api/websocket/{id}/count")),
+            json!({"count": 0})
+        );
+        assert_eq!(api.get(&format!("/api/websocket/{id}/messages")), json!([]));
+        let ndjson = api.request("GET", &format!("/api/websocket/{id}/frames.ndjson"));
+        assert_eq!((ndjson.status, ndjson.body.as_str()), (200, ""), "{id}");
+    }
     let wrong_method = api.request("PUT", &frames);
     assert_eq!(wrong_method.status, 405);
     assert!(wrong_method.json()["error"].is_string());
@@ -900,4 +910,327 @@ fn rules_are_known_while_the_agent_is_stopped() {
             .unwrap()
             .contains("nothing was deleted")
     );
+}
+
+/// One raw exchange with the API on a new connection: writes `request`, reads one
+/// answer. Its status and JSON body, and whether the API closed the connection after
+/// it (`None` when that was not waited for).
+fn raw_exchange(api: &Api, request: &[u8], wait_close: bool) -> (u16, Value, Option<bool>) {
+    let mut stream = TcpStream::connect(("127.0.0.1", api.port)).unwrap();
+    // Only so that a regression fails instead of hanging.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut buf = Vec::new();
+    let (head_end, length) = loop {
+        let mut chunk = [0u8; 8192];
+        let n = stream.read(&mut chunk).expect("an answer");
+        assert!(n > 0, "closed without an answer: {:?}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map(|v| v.trim().parse().unwrap())
+            .expect("a Content-Length");
+        assert!(
+            head.contains("content-type: application/json"),
+            "not JSON: {head}"
+        );
+        if buf.len() >= end + 4 + length {
+            break (end + 4, length);
+        }
+    };
+    let status: u16 = String::from_utf8_lossy(&buf[9..12]).parse().unwrap();
+    let body: Value = serde_json::from_slice(&buf[head_end..head_end + length]).unwrap();
+    let closed = wait_close.then(|| {
+        let mut rest = [0u8; 64];
+        matches!(stream.read(&mut rest), Ok(0))
+    });
+    (status, body, closed)
+}
+
+/// The `error` of a JSON error body, which must hold nothing else.
+fn error_text(body: &Value) -> &str {
+    assert_eq!(body.as_object().map(|o| o.len()), Some(1), "{body}");
+    body["error"].as_str().unwrap()
+}
+
+#[test]
+fn api_refuses_oversized_and_slow_requests_with_json() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let api = Api::start_with(
+        data_dir.path(),
+        &["--header-timeout", "1", "--body-timeout", "1"],
+    );
+    let auth = format!("Authorization: Bearer {}\r\n", api.token);
+
+    // A body declared too large is refused at once, without waiting for it.
+    let request = format!(
+        "POST /api/rules HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n\
+         Content-Length: 3000000\r\n\r\n"
+    );
+    let (status, body, closed) = raw_exchange(&api, request.as_bytes(), true);
+    assert_eq!(status, 413, "{body}");
+    assert!(error_text(&body).contains("2 MiB"), "{body}");
+    assert_eq!(closed, Some(true));
+
+    // An overlong request target, an oversized head, a malformed one.
+    let long = format!(
+        "GET /api/websocket/{}/frames HTTP/1.1\r\nHost: x\r\n{auth}\r\n",
+        "f".repeat(100_000)
+    );
+    let (status, body, _) = raw_exchange(&api, long.as_bytes(), false);
+    assert_eq!(status, 414, "{body}");
+    assert!(error_text(&body).contains("request target"), "{body}");
+    let mut large = format!("GET /api/health HTTP/1.1\r\nHost: x\r\n{auth}");
+    for i in 0..200 {
+        large.push_str(&format!("X-Padding-{i}: {}\r\n", "p".repeat(400)));
+    }
+    large.push_str("\r\n");
+    let (status, body, _) = raw_exchange(&api, large.as_bytes(), false);
+    assert_eq!(status, 431, "{body}");
+    assert!(error_text(&body).contains("request head"), "{body}");
+    let (status, body, _) = raw_exchange(&api, b"GET /api/health HTTP/7.0\r\n\r\n", false);
+    assert_eq!(status, 400, "{body}");
+    assert!(error_text(&body).starts_with("malformed HTTP request"));
+
+    // A head that stops arriving (slowloris): 408 after --header-timeout, then closed.
+    let (status, body, closed) =
+        raw_exchange(&api, b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Wait:", true);
+    assert_eq!(status, 408, "{body}");
+    assert!(error_text(&body).contains("1 s"), "{body}");
+    assert_eq!(closed, Some(true));
+
+    // A body that stops arriving: 408 after --body-timeout.
+    let request = format!(
+        "POST /api/rules HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n\
+         Content-Length: 100\r\n\r\n{{\"contains\":"
+    );
+    let (status, body, _) = raw_exchange(&api, request.as_bytes(), false);
+    assert_eq!(status, 408, "{body}");
+    assert!(error_text(&body).contains("stopped arriving"), "{body}");
+
+    // The router's own errors stay JSON too.
+    let (status, body, _) = raw_exchange(
+        &api,
+        format!("GET /nowhere HTTP/1.1\r\nHost: x\r\n{auth}\r\n").as_bytes(),
+        false,
+    );
+    assert_eq!(status, 404, "{body}");
+    error_text(&body);
+    let (status, body, _) = raw_exchange(
+        &api,
+        format!("PATCH /api/health HTTP/1.1\r\nHost: x\r\n{auth}\r\n").as_bytes(),
+        false,
+    );
+    assert_eq!(status, 405, "{body}");
+    error_text(&body);
+}
+
+#[test]
+fn api_outlasts_clients_that_hold_every_connection() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let api = Api::start_with(
+        data_dir.path(),
+        &["--header-timeout", "1", "--max-connections", "4"],
+    );
+    // More half-sent heads than there are connection slots (slowloris)...
+    let slow: Vec<TcpStream> = (0..6)
+        .map(|_| {
+            let mut stream = TcpStream::connect(("127.0.0.1", api.port)).unwrap();
+            stream
+                .write_all(b"GET /api/health HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            stream
+        })
+        .collect();
+    // ...do not keep a new client out: each gets its 408 and frees its slot.
+    let request = format!(
+        "GET /api/health HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        api.token
+    );
+    let (status, body, _) = raw_exchange(&api, request.as_bytes(), false);
+    assert_eq!(status, 200, "{body}");
+    assert!(body["status"].is_string(), "{body}");
+    for mut stream in slow {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    }
+}
+
+/// Names in `dir`, sorted.
+fn dir_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn api_working_files_are_private_and_removed_when_it_stops() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let dir = data_dir.path();
+    let followers = dir.join("api-followers");
+    let mut api = Api::start(dir);
+    let pid = api.process.pid();
+    assert!(
+        !Path::new(&format!("/tmp/frametap-api-{pid}")).exists(),
+        "nothing in a predictable /tmp path"
+    );
+    let names = dir_names(&followers);
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(names[0].starts_with(&format!("{pid}-")), "{names:?}");
+    assert_eq!(mode(&followers), 0o700);
+    assert_eq!(mode(&followers.join(&names[0])), 0o700);
+    assert_eq!(mode(dir), 0o711);
+
+    // SIGTERM: the working directory goes with the process.
+    api.process.signal(libc::SIGTERM);
+    let status = api.process.wait_timeout(Duration::from_secs(20));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{}", api.log_text());
+    assert_eq!(dir_names(&followers), Vec::<String>::new());
+
+    // SIGKILL leaves it behind; the next start removes it and says so.
+    let mut killed = Api::start(dir);
+    killed.process.signal(libc::SIGKILL);
+    assert!(killed.process.wait_timeout(Duration::from_secs(20)).is_some());
+    let left = dir_names(&followers);
+    assert_eq!(left.len(), 1, "{left:?}");
+    let next = Api::start(dir);
+    let names = dir_names(&followers);
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(
+        names[0].starts_with(&format!("{}-", next.process.pid())),
+        "{names:?}"
+    );
+    assert!(
+        next.log_text()
+            .contains("removed the working directory of an API process that is gone"),
+        "{}",
+        next.log_text()
+    );
+}
+
+/// Every entry under the data dir `dir` is its owner's only, but for the public CA
+/// certificate, and the dir itself is traversable only.
+fn assert_private(dir: &Path) {
+    assert_eq!(mode(dir), 0o711, "{}", dir.display());
+    let mut open = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                todo.push(path.clone());
+            }
+            let m = meta.permissions().mode() & 0o777;
+            if path == dir.join("ca.pem") {
+                assert_eq!(m, 0o644, "the CA certificate is public");
+            } else if m & 0o077 != 0 {
+                open.push(format!("{} {m:o}", path.display()));
+            }
+        }
+    }
+    assert!(open.is_empty(), "readable by others: {open:#?}");
+}
+
+/// Runs `script` with sh as user nobody.
+fn as_nobody(script: &str) -> std::process::Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            script,
+        ])
+        .output()
+        .expect("setpriv (util-linux) runs")
+}
+
+#[test]
+fn recordings_are_root_only_and_an_open_data_dir_is_closed_at_start() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let lab = Lab::new();
+    let cg = TestCgroup::new("api-private");
+    let pki = TestPki::new(&[HOST, UPSTREAM_V4]);
+    let _server = WsServer::start(&lab, UPSTREAM_V4, 8443, Some(&pki), false);
+    let data_dir = tempfile::tempdir().unwrap();
+    let dir = data_dir.path().to_path_buf();
+    let mut agent = start_agent(&lab, &cg, &pki, data_dir);
+    let api = Api::start(&dir);
+    converse(
+        &lab,
+        &cg,
+        &dir,
+        &json!([{"op": "text", "data": "private hello"}, {"op": "close", "code": 1000, "reason": ""}]),
+    );
+    let traffic = wss_entry(&api, "/chat")["id"].as_str().unwrap().to_string();
+    api.wait_get(&format!("/api/websocket/{traffic}/count"), |c| {
+        c["count"] == 4
+    });
+
+    assert_private(&dir);
+    // The recording is there in plain text for root...
+    let store = dir.join("store");
+    let grep = format!("grep -r -a -l {HOST} {}", store.display());
+    let as_root = Command::new("sh").args(["-c", &grep]).output().unwrap();
+    assert!(as_root.status.success(), "root reads the recording");
+    // ...and for nobody else, who can still read the CA certificate.
+    let denied = as_nobody(&grep);
+    assert!(!denied.status.success());
+    assert!(denied.stdout.is_empty(), "{:?}", denied.stdout);
+    let ca = as_nobody(&format!("cat {}", dir.join("ca.pem").display()));
+    assert!(ca.status.success(), "{}", String::from_utf8_lossy(&ca.stderr));
+    assert!(ca.stdout.starts_with(b"-----BEGIN CERTIFICATE-----"));
+
+    // A data dir left open (as older versions did) is closed when the agent starts.
+    assert!(agent.stop().success());
+    let mut todo = vec![dir.clone()];
+    while let Some(d) = todo.pop() {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                todo.push(path);
+            } else if meta.is_file() {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            }
+        }
+    }
+    assert!(as_nobody(&grep).status.success(), "opened up for the test");
+    let Agent { data_dir, .. } = agent;
+    let agent = start_agent(&lab, &cg, &pki, data_dir);
+    assert_private(&dir);
+    assert!(!as_nobody(&grep).status.success());
+    let warned = agent.logs().into_iter().any(|line| {
+        line["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("the data dir was open to other users"))
+            && line["entries"].as_u64().is_some_and(|n| n > 3)
+    });
+    assert!(warned, "{}", agent.log_text());
+    drop(api);
 }

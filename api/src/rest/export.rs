@@ -21,9 +21,7 @@ use axum::response::{IntoResponse, Response};
 use frametap_store::{BodyOf, FrameFilter, Store, TrafficEntry, TrafficId};
 use tokio::sync::mpsc;
 
-use super::websocket::{
-    after_cursor, check_cursor, connection_known, direction_param, opcode_param,
-};
+use super::websocket::{after_cursor, check_cursor, direction_param, opcode_param};
 use super::{PathText, follower};
 use crate::error::{ApiError, ErrorBody, excerpt};
 use crate::har::{
@@ -352,8 +350,9 @@ fn websocket_messages(
 /// Every frame of the connection, oldest first, one JSON object per line, exactly
 /// as `GET /api/websocket/{trafficId}/frames` shows it, streamed (no paging, no
 /// size limit) up to the last frame recorded when the stream gets there. The same
-/// filters as the frames endpoint apply; `after` resumes after a frame. A store
-/// failure mid-stream aborts the response (the body ends without its final chunk).
+/// filters as the frames endpoint apply; `after` resumes after a frame. An unknown
+/// connection has no frames: an empty stream. A store failure mid-stream aborts the
+/// response (the body ends without its final chunk).
 #[utoipa::path(
     get,
     path = "/api/websocket/{trafficId}/frames.ndjson",
@@ -369,8 +368,6 @@ fn websocket_messages(
         (status = 200, description = "One Frame per line (`\\n`-terminated)", body = Frame, content_type = "application/x-ndjson"),
         (status = 400, description = "A malformed query parameter", body = ErrorBody),
         (status = 401, description = "Missing or wrong API token", body = ErrorBody),
-        (status = 404, description = "No such WebSocket connection", body = ErrorBody,
-            example = json!({"error": "WebSocket connection not found"})),
         (status = 503, description = "The capture store is not readable", body = ErrorBody),
     )
 )]
@@ -385,22 +382,25 @@ pub(crate) async fn export_frames_ndjson(
         from_client: direction_param(&params)?.map(Direction::is_from_client),
         opcode: opcode_param(&params)?,
     };
-    let not_found = || ApiError::NotFound("WebSocket connection not found".into());
-    let traffic = traffic.parse::<TrafficId>().ok_or_else(not_found)?;
+    // Like frames: an unknown or malformed id has no frames, an empty stream.
+    let Some(traffic) = traffic.parse::<TrafficId>() else {
+        return Ok(ndjson_response(Body::empty()));
+    };
     check_cursor(after, traffic)?;
     let store = follower(&state)?;
-    if !connection_known(&store, traffic)? {
-        return Err(not_found());
-    }
     let (chunks, receiver) = mpsc::channel(NDJSON_QUEUE);
     let after = after.map(|id| id.seq);
     tokio::task::spawn_blocking(move || stream_frames(&store, traffic, after, &filter, &chunks));
-    let mut response = Body::from_stream(ChunkStream(receiver)).into_response();
+    Ok(ndjson_response(Body::from_stream(ChunkStream(receiver))))
+}
+
+fn ndjson_response(body: Body) -> Response {
+    let mut response = body.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/x-ndjson"),
     );
-    Ok(response)
+    response
 }
 
 /// A chunk of the NDJSON body, or the failure that ends it.

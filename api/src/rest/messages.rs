@@ -7,8 +7,7 @@ use axum::response::{IntoResponse, Response};
 use frametap_store::{FrameFilter, Store, TrafficId};
 
 use super::websocket::{
-    PAGE_PAYLOAD_BUDGET, after_cursor, check_cursor, connection_known, direction_param, page_limit,
-    with_next_link,
+    PAGE_PAYLOAD_BUDGET, after_cursor, check_cursor, direction_param, page_limit, with_next_link,
 };
 use super::{PathText, follower};
 use crate::error::{ApiError, ErrorBody};
@@ -33,7 +32,7 @@ const READ_STEP: usize = 128;
 /// it up once it is complete; once the connection has closed, such a message is
 /// returned with `incomplete`. Content is shown up to 1 MiB per message (`truncated`
 /// beyond). Finding the end of a long-open message may scan the rest of the
-/// connection.
+/// connection. An unknown connection has no messages: `[]`.
 #[utoipa::path(
     get,
     path = "/api/websocket/{trafficId}/messages",
@@ -50,8 +49,6 @@ const READ_STEP: usize = 128;
             headers(("Link" = String, description = "`</api/websocket/{trafficId}/messages?after=...>; rel=\"next\"` when more messages may follow"))),
         (status = 400, description = "A malformed query parameter", body = ErrorBody),
         (status = 401, description = "Missing or wrong API token", body = ErrorBody),
-        (status = 404, description = "No such WebSocket connection", body = ErrorBody,
-            example = json!({"error": "WebSocket connection not found"})),
         (status = 500, description = "Internal error", body = ErrorBody),
         (status = 503, description = "The capture store is not readable", body = ErrorBody),
     )
@@ -65,13 +62,12 @@ pub(crate) async fn list_messages(
     let limit = page_limit(&params)?;
     let after = after_cursor(&params, "message")?;
     let direction = direction_param(&params)?;
-    let not_found = || ApiError::NotFound("WebSocket connection not found".into());
-    let traffic = traffic.parse::<TrafficId>().ok_or_else(not_found)?;
+    // Like frames: an unknown or malformed id has no messages.
+    let Some(traffic) = traffic.parse::<TrafficId>() else {
+        return Ok(Json(Vec::<WebSocketMessage>::new()).into_response());
+    };
     check_cursor(after, traffic)?;
     let store = follower(&state)?;
-    if !connection_known(&store, traffic)? {
-        return Err(not_found());
-    }
     let page_size = usize::try_from(limit).unwrap_or(usize::MAX);
     let from_client = direction.map(Direction::is_from_client);
     let after_seq = after.map(|id| id.seq);

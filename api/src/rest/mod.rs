@@ -60,8 +60,8 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 
 /// A JSON request body parsed as `T`. Every way the body can be wrong is a JSON
 /// [`ApiError`] instead of axum's plain-text rejection: not `application/json` 415,
-/// over the size limit (2 MiB) 413, malformed JSON or the wrong shape (unknown
-/// fields included) 400 with serde's explanation.
+/// over the size limit (2 MiB) 413, stalled (see [`crate::server`]) 408, malformed
+/// JSON or the wrong shape (unknown fields included) 400 with serde's explanation.
 pub(crate) struct JsonBody<T>(pub(crate) T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
@@ -81,14 +81,30 @@ fn json_rejection(rejection: &JsonRejection) -> ApiError {
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(
             "the request body must be JSON, sent with `Content-Type: application/json`".into(),
         ),
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::PayloadTooLarge("the request body is over the 2 MiB limit".into())
-        }
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(format!(
+            "the request body is over the {} MiB limit",
+            crate::server::MAX_REQUEST_BODY >> 20
+        )),
+        _ if body_timed_out(rejection) => ApiError::RequestTimeout(
+            "the request body stopped arriving before its end (--body-timeout)".into(),
+        ),
         _ => ApiError::BadRequest(format!(
             "invalid request body: {}",
             excerpt_to(&rejection.body_text(), 400)
         )),
     }
+}
+
+/// Whether reading the body failed because it stopped arriving.
+fn body_timed_out(rejection: &JsonRejection) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(error) = cause {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// The single path parameter of a route, as text; `None` when it is not valid

@@ -359,14 +359,6 @@ pub(super) fn traffic_known(state: &AppState, traffic: TrafficId) -> Result<bool
         || store.frame_count(traffic).map_err(read)? > 0)
 }
 
-/// Whether the store knows the WebSocket connection `traffic`: its open record, or
-/// frames.
-pub(super) fn connection_known(store: &Store, traffic: TrafficId) -> Result<bool, ApiError> {
-    let read = |e: anyhow::Error| ApiError::store_read(&e);
-    Ok(store.ws_connection(traffic).map_err(read)?.is_some()
-        || store.frame_count(traffic).map_err(read)? > 0)
-}
-
 /// Catches the follower up with the agent's writes, off the async workers.
 pub(super) async fn refresh(state: &AppState) -> Result<(), ApiError> {
     let source = state.store.clone();
