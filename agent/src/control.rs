@@ -13,8 +13,8 @@ use anyhow::{Context, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use frametap_control::{
-    AgentStatus, DeleteTarget, InjectDirection, Message, Refusal, Reply, Request, RuleSnapshot,
-    read_message, write_message,
+    AgentStatus, DeleteTarget, InjectDirection, Message, RecordingReport, Refusal, Reply, Request,
+    RuleSnapshot, read_message, write_message,
 };
 use frametap_store::{DeleteStats, Store, TrafficFilter, TrafficId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -284,6 +284,10 @@ fn status(ctx: &ControlContext) -> AgentStatus {
         records_submitted: stats.records_submitted.load(Ordering::Relaxed),
         records_failed: stats.records_failed.load(Ordering::Relaxed),
         events_dropped: ctx.recorder.events.dropped.load(Ordering::Relaxed),
+        recording: RecordingReport::new(
+            &ctx.recorder.writer().recording(),
+            &ctx.recorder.writer().stats(),
+        ),
     }
 }
 

@@ -113,6 +113,15 @@ pub enum Slot {
 }
 
 impl Slot {
+    /// The same place in the order, with nothing to publish (its record was lost).
+    pub fn without_copy(self) -> Slot {
+        match self {
+            Slot::Frame(seq, _) => Slot::Frame(seq, None),
+            Slot::Close(_) => Slot::Close(None),
+            Slot::Other(_) => Slot::Other(None),
+        }
+    }
+
     /// The slot of `record`, with a copy of it if `copy`.
     pub fn of(record: &Record, copy: bool) -> Slot {
         let copy = copy.then(|| record.clone());

@@ -1,12 +1,16 @@
 //! Hands records to the store's writer and waits until they are in the WAL, so a
 //! frame is durable before the peer can have it. Recording never stops traffic: a
 //! failed write is counted and logged (by the writer) and the relay carries on.
+//!
+//! Live subscribers get exactly what was stored: records whose write failed are not
+//! published; instead they hear when recording stopped and when it resumed.
 use std::sync::{
     Arc, Mutex,
     atomic::{AtomicU64, Ordering},
 };
 
-use frametap_store::{Record, TrafficId, Writer, WrittenNow};
+use frametap_control::{Message, RecordingEvent};
+use frametap_store::{Record, RecordingChange, TrafficId, Writer, WrittenNow};
 
 use crate::events::{Batch, EventBus, LiveOrder, Slot};
 
@@ -65,12 +69,20 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn new(writer: Writer) -> Self {
+        let events = Arc::new(EventBus::default());
+        let bus = Arc::clone(&events);
+        writer.on_recording_change(move |change| publish_recording_change(&bus, change));
         Self {
             writer,
             ids: Arc::new(TrafficIds::default()),
             stats: Arc::new(RecorderStats::default()),
-            events: Arc::new(EventBus::default()),
+            events,
         }
+    }
+
+    /// The store's writer (its counters and recording state).
+    pub fn writer(&self) -> &Writer {
+        &self.writer
     }
 
     /// Persists `records` on this thread when the store takes them without waiting
@@ -133,9 +145,16 @@ impl Recorder {
                 .records_failed
                 .fetch_add(records, Ordering::Relaxed);
         }
+        // Only what was stored goes live; records lost still take their place in
+        // their connection's order (without a copy), so later frames are not held.
         match (live, order) {
-            (Live::Batch(batch), _) => self.events.publish(batch),
+            (Live::Batch(batch), _) if written => self.events.publish(batch),
             (Live::Ordered(slots), Some(order)) => {
+                let slots = if written {
+                    slots
+                } else {
+                    slots.into_iter().map(Slot::without_copy).collect()
+                };
                 let ready = order
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -147,8 +166,19 @@ impl Recorder {
                     self.events.publish(batch);
                 }
             }
-            (Live::Ordered(_) | Live::Nothing, _) => {}
+            (Live::Batch(_) | Live::Ordered(_) | Live::Nothing, _) => {}
         }
+    }
+}
+
+/// Tells live subscribers that recording stopped or resumed (it needs no records).
+fn publish_recording_change(events: &EventBus, change: &RecordingChange) {
+    if events.has_subscribers() {
+        let message = Message::Recording(RecordingEvent::from(change));
+        events.publish(Arc::new(Batch {
+            records: 0,
+            bytes: frametap_control::encode(&message),
+        }));
     }
 }
 
@@ -166,5 +196,77 @@ mod tests {
             prev = next;
         }
         assert!(prev.timestamp_ms() >= now_ms() - 60_000);
+    }
+
+    fn close(n: u64) -> Record {
+        Record::WsClose(frametap_store::WsClose {
+            traffic: TrafficId(n),
+            timestamp_ms: n,
+            closed_by: None,
+            close_code: None,
+            close_reason: None,
+            frames_from_client: 0,
+            frames_from_server: 0,
+            bytes_from_client: 0,
+            bytes_from_server: 0,
+            abnormal: None,
+        })
+    }
+
+    fn decode(bytes: &[u8]) -> Vec<Message> {
+        let mut decoder = frametap_control::Decoder::default();
+        decoder.push(bytes);
+        std::iter::from_fn(|| decoder.next_message().unwrap()).collect()
+    }
+
+    #[test]
+    fn only_stored_records_go_live_and_outages_are_announced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = frametap_store::Store::open_primary(dir.path(), Default::default()).unwrap();
+        let writer = Writer::spawn(store.clone(), 4);
+        let recorder = Recorder::new(writer.clone());
+        let mut live = recorder.events.subscribe();
+
+        assert!(recorder.persist_now(vec![close(1)]).is_none());
+        let stored = live.batches.try_recv().expect("a stored record goes live");
+        assert_eq!(decode(&stored.bytes), [Message::Records(vec![close(1)])]);
+
+        // Records the writer refuses are counted, never published.
+        writer.shutdown();
+        assert!(recorder.persist_now(vec![close(2), close(3)]).is_none());
+        assert!(live.batches.try_recv().is_err(), "no event for unstored records");
+        let stats = &recorder.stats;
+        assert_eq!(stats.records_submitted.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.records_failed.load(Ordering::Relaxed), 2);
+
+        // Recording changes reach subscribers in order.
+        let outage = frametap_store::Outage {
+            stopped_at_ms: 10,
+            resumed_at_ms: 20,
+            records_lost: 2,
+            error: "No space left on device".into(),
+        };
+        for change in [
+            RecordingChange::Stopped {
+                at_ms: 10,
+                error: "No space left on device".into(),
+            },
+            RecordingChange::Resumed(outage.clone()),
+        ] {
+            publish_recording_change(&recorder.events, &change);
+        }
+        let got: Vec<Message> = std::iter::from_fn(|| live.batches.try_recv().ok())
+            .flat_map(|b| decode(&b.bytes))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                Message::Recording(RecordingEvent::Degraded {
+                    since_ms: 10,
+                    error: "No space left on device".into()
+                }),
+                Message::Recording(RecordingEvent::Resumed((&outage).into())),
+            ]
+        );
     }
 }

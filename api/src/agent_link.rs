@@ -151,6 +151,18 @@ impl AgentLink {
                         .fetch_add(records.len() as u64, Ordering::Relaxed);
                     events.publish(records).await;
                 }
+                Ok(Some(Message::Recording(event))) => {
+                    match &event {
+                        frametap_control::RecordingEvent::Degraded { error, .. } => {
+                            warn!(%error, "the agent stopped recording: its writes fail")
+                        }
+                        frametap_control::RecordingEvent::Resumed(outage) => info!(
+                            records_lost = outage.records_lost,
+                            "the agent resumed recording"
+                        ),
+                    }
+                    events.publish_recording(&event).await;
+                }
                 Ok(Some(Message::Dropped(n))) => {
                     self.dropped.store(base + n, Ordering::Relaxed);
                     events.records_lost();

@@ -9,12 +9,16 @@
 //! | `websocket:message` | the message, same JSON as `/api/websocket/:id/messages`, once complete |
 //! | `websocket:close`   | [`crate::views::WebSocketClosed`]: close code and reason, frame counts |
 //! | `traffic:end`       | [`crate::views::TunnelEnded`]: a connection relayed untouched ended    |
+//! | `recording:degraded` | `{since, error}`: the agent's writes fail; nothing is recorded (or sent here) until `recording:resumed` |
+//! | `recording:resumed` | `{stoppedAt, resumedAt, recordsLost, error}`                          |
 //!
 //! Order: the agent hands over each connection's records in capture order (frames by
 //! `seq`), and they are emitted in that order: a connection's traffic entry (in a
 //! `traffic:batch`) before its `websocket:open`, then its frames by `seq`, each
 //! `websocket:message` right after the frame that completes it, `websocket:close`
 //! last. [`LiveRelay`] turns records into events (sans-IO); [`LiveEvents`] emits them.
+//!
+//! Only records the agent stored are sent: records whose write failed never are.
 //!
 //! Clients authenticate like REST clients: `auth: {token}` in the Socket.IO
 //! handshake, `?token=` or `Authorization: Bearer`. Each client has a bounded
@@ -24,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderValue, header::AUTHORIZATION};
+use frametap_control::RecordingEvent;
 use frametap_store::{Record, TrafficId};
 use serde::Serialize;
 use socketioxide::extract::{SocketRef, TryData};
@@ -193,6 +198,22 @@ pub struct LiveEvents {
     pub stats: Arc<EventStats>,
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DegradedEvent<'a> {
+    since: u64,
+    error: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResumedEvent<'a> {
+    stopped_at: u64,
+    resumed_at: u64,
+    records_lost: u64,
+    error: &'a str,
+}
+
 impl LiveEvents {
     /// The tower layer to put on the router, and the handle that emits. `store`
     /// answers how many frames of a closing connection were deleted.
@@ -254,6 +275,31 @@ impl LiveEvents {
     /// Records were lost on the way: see [`LiveRelay::reset`].
     pub fn records_lost(&self) {
         self.relay.lock().unwrap_or_else(|p| p.into_inner()).reset();
+    }
+
+    /// Emits the agent's recording change as `recording:degraded` or
+    /// `recording:resumed`.
+    pub async fn publish_recording(&self, event: &RecordingEvent) {
+        // Records were lost in between: messages being reassembled may miss frames.
+        self.records_lost();
+        match event {
+            RecordingEvent::Degraded { since_ms, error } => {
+                let data = DegradedEvent {
+                    since: *since_ms,
+                    error,
+                };
+                self.emit("recording:degraded", &data).await
+            }
+            RecordingEvent::Resumed(outage) => {
+                let data = ResumedEvent {
+                    stopped_at: outage.stopped_at_ms,
+                    resumed_at: outage.resumed_at_ms,
+                    records_lost: outage.records_lost,
+                    error: &outage.error,
+                };
+                self.emit("recording:resumed", &data).await
+            }
+        }
     }
 
     async fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) {

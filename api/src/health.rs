@@ -1,13 +1,18 @@
 //! `/api/health`'s answer, assembled from the follower (how far behind the store
-//! view is), the agent link (is the agent up, its latest sequence) and the live
-//! event counters.
+//! view is), the agent link (is the agent up, its latest sequence, whether its writes
+//! succeed) and the live event counters.
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+
+use frametap_control::RecordingReport;
 
 use crate::agent_link::AgentLink;
 use crate::events::EventStats;
 use crate::follower::Follower;
-use crate::state::{AgentHealth, EventsHealth, Health, HealthSource, HealthStatus, StoreHealth};
+use crate::state::{
+    AgentHealth, EventsHealth, Health, HealthSource, HealthStatus, OutageHealth, RecordingHealth,
+    RecordingState, StoreHealth,
+};
 
 pub struct ApiHealth {
     pub follower: Arc<Follower>,
@@ -23,8 +28,9 @@ impl HealthSource for ApiHealth {
         let store_error = self.follower.error();
         let open = sequence.is_some();
         let agent_up = agent.is_ok();
+        let recording = recording_health(agent.as_ref().ok().map(|s| &s.recording));
         Health {
-            status: if open && agent_up {
+            status: if open && agent_up && recording.state == RecordingState::Ok {
                 HealthStatus::Ok
             } else {
                 HealthStatus::Degraded
@@ -61,6 +67,42 @@ impl HealthSource for ApiHealth {
                     deliveries_dropped,
                 }
             },
+            recording,
         }
+    }
+}
+
+/// The agent's recording report as `/api/health` shows it (`None`: the agent is down).
+pub fn recording_health(report: Option<&RecordingReport>) -> RecordingHealth {
+    let Some(r) = report else {
+        return RecordingHealth {
+            state: RecordingState::Unknown,
+            since: None,
+            error: None,
+            records_lost: 0,
+            records_written: 0,
+            records_failed: 0,
+            records_dropped: 0,
+            last_outage: None,
+        };
+    };
+    RecordingHealth {
+        state: if r.degraded {
+            RecordingState::Degraded
+        } else {
+            RecordingState::Ok
+        },
+        since: r.since_ms,
+        error: r.error.clone(),
+        records_lost: r.records_lost,
+        records_written: r.records_written,
+        records_failed: r.records_failed,
+        records_dropped: r.records_dropped,
+        last_outage: r.last_outage.as_ref().map(|o| OutageHealth {
+            stopped_at: o.stopped_at_ms,
+            resumed_at: o.resumed_at_ms,
+            records_lost: o.records_lost,
+            error: o.error.clone(),
+        }),
     }
 }

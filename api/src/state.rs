@@ -150,6 +150,58 @@ pub struct Health {
     pub store: StoreHealth,
     /// The live event relay from the agent.
     pub events: EventsHealth,
+    /// Whether the agent's writes to its store succeed.
+    pub recording: RecordingHealth,
+}
+
+/// The recording part of [`Health`]: whether what the agent captures is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingHealth {
+    /// `ok` while writes succeed, `degraded` while they fail (records are lost,
+    /// traffic still flows), `unknown` while the agent does not answer.
+    pub state: RecordingState,
+    /// Degraded: when writes started failing (ms since the epoch).
+    #[schema(required = true)]
+    pub since: Option<u64>,
+    /// Degraded: the first error of this outage.
+    #[schema(required = true)]
+    pub error: Option<String>,
+    /// Degraded: records lost in this outage so far.
+    pub records_lost: u64,
+    /// Since the agent started: records written.
+    pub records_written: u64,
+    /// Since the agent started: records whose write failed.
+    pub records_failed: u64,
+    /// Since the agent started: records dropped without a write (the write queue was
+    /// full).
+    pub records_dropped: u64,
+    /// The most recent outage that ended.
+    #[schema(required = true)]
+    pub last_outage: Option<OutageHealth>,
+}
+
+/// [`RecordingHealth`]'s verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingState {
+    Ok,
+    Degraded,
+    Unknown,
+}
+
+/// A period during which the agent's writes failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutageHealth {
+    /// When writes started failing (ms since the epoch).
+    pub stopped_at: u64,
+    /// When a write succeeded again (ms since the epoch).
+    pub resumed_at: u64,
+    /// Records whose write failed in between.
+    pub records_lost: u64,
+    /// The first error of the outage.
+    pub error: String,
 }
 
 /// The agent part of [`Health`].

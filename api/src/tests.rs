@@ -24,7 +24,8 @@ use frametap_control::{DeleteTarget, InjectDirection, Refusal, Rule, RuleSnapsho
 use crate::events::{Event, LiveRelay};
 use crate::state::{
     AgentControl, AgentFuture, AgentHealth, AppState, ControlError, DeleteFramesFuture,
-    EventsHealth, Health, HealthSource, HealthStatus, StoreHealth, StoreSource, TrafficDeletion,
+    EventsHealth, Health, HealthSource, HealthStatus, OutageHealth, RecordingHealth, RecordingState,
+    StoreHealth, StoreSource, TrafficDeletion,
 };
 use crate::views::WebSocketMessage;
 use crate::{AuthConfig, router};
@@ -456,6 +457,21 @@ fn sample_health() -> Health {
             records_dropped: 1,
             events_emitted: 9,
             deliveries_dropped: 2,
+        },
+        recording: RecordingHealth {
+            state: RecordingState::Degraded,
+            since: Some(1_764_000_000_000),
+            error: Some("IO error: No space left on device".into()),
+            records_lost: 120,
+            records_written: 5_000,
+            records_failed: 130,
+            records_dropped: 0,
+            last_outage: Some(OutageHealth {
+                stopped_at: 1_763_000_000_000,
+                resumed_at: 1_763_000_004_000,
+                records_lost: 10,
+                error: "IO error: No space left on device".into(),
+            }),
         },
     }
 }
@@ -3209,6 +3225,15 @@ async fn health_reports_the_health_source() {
             "store": {"open": true, "lastCatchUpMsAgo": 3, "sequence": 42, "agentSequence": null, "sequenceLag": null, "error": null},
             "events": {"connected": false, "received": 7, "dropped": 3, "recordsReceived": 7,
                        "recordsDropped": 1, "eventsEmitted": 9, "deliveriesDropped": 2},
+            "recording": {
+                "state": "degraded", "since": 1_764_000_000_000_u64,
+                "error": "IO error: No space left on device",
+                "recordsLost": 120, "recordsWritten": 5000, "recordsFailed": 130, "recordsDropped": 0,
+                "lastOutage": {
+                    "stoppedAt": 1_763_000_000_000_u64, "resumedAt": 1_763_000_004_000_u64,
+                    "recordsLost": 10, "error": "IO error: No space left on device",
+                },
+            },
         })
     );
 }
@@ -3939,6 +3964,7 @@ async fn openapi_document_matches_routes_and_responses() {
         "DeleteResult",
         "ErrorBody",
         "Health",
+        "RecordingHealth",
         "WebSocketMessage",
         "Rule",
         "RuleAction",

@@ -4,7 +4,8 @@
 //! One Unix stream socket, `<data-dir>/control.sock`, root-owned, mode 0600. Every
 //! connection carries one request: the client sends a [`Request`], the agent answers
 //! with one [`Reply`]; after [`Request::Subscribe`] the agent keeps sending
-//! [`Message::Records`] (and [`Message::Dropped`] notices) until either side closes.
+//! [`Message::Records`] (and [`Message::Dropped`] and [`Message::Recording`] notices)
+//! until either side closes.
 //!
 //! Messages are length-prefixed: `u32` big-endian body length, then the body, whose
 //! first byte says what it is. [`encode`] and [`Decoder`] are sans-IO; [`read_message`]
@@ -13,7 +14,9 @@
 use std::path::{Path, PathBuf};
 
 use frametap_store::codec::{self, CodecError};
-use frametap_store::{Record, TrafficFilter};
+use frametap_store::{
+    Outage, Record, RecordingChange, RecordingState, RecordingStatus, TrafficFilter, WriterStats,
+};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -27,6 +30,7 @@ const KIND_REQUEST: u8 = 1;
 const KIND_REPLY: u8 = 2;
 const KIND_RECORDS: u8 = 3;
 const KIND_DROPPED: u8 = 4;
+const KIND_RECORDING: u8 = 5;
 
 /// Where the agent of `data_dir` listens.
 pub fn socket_path(data_dir: &Path) -> PathBuf {
@@ -323,6 +327,90 @@ pub struct AgentStatus {
     pub records_failed: u64,
     /// Records the live stream dropped for subscribers that could not keep up.
     pub events_dropped: u64,
+    /// Whether records are being stored (absent from older agents).
+    #[serde(default)]
+    pub recording: RecordingReport,
+}
+
+/// Whether the agent's writes to its store succeed, in [`AgentStatus`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingReport {
+    /// `true` while writes fail and records are being lost.
+    pub degraded: bool,
+    /// Degraded: when the first write of this outage failed (ms since the epoch).
+    pub since_ms: Option<u64>,
+    /// Degraded: records lost so far in this outage.
+    pub records_lost: u64,
+    /// Degraded: the first error of this outage.
+    pub error: Option<String>,
+    /// Since the agent started: records written, records whose write failed, and
+    /// records dropped without a write (queue full).
+    pub records_written: u64,
+    pub records_failed: u64,
+    pub records_dropped: u64,
+    /// The most recent outage that ended.
+    pub last_outage: Option<OutageReport>,
+}
+
+/// A period during which the agent's writes failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutageReport {
+    pub stopped_at_ms: u64,
+    pub resumed_at_ms: u64,
+    pub records_lost: u64,
+    pub error: String,
+}
+
+impl From<&Outage> for OutageReport {
+    fn from(o: &Outage) -> Self {
+        OutageReport {
+            stopped_at_ms: o.stopped_at_ms,
+            resumed_at_ms: o.resumed_at_ms,
+            records_lost: o.records_lost,
+            error: o.error.clone(),
+        }
+    }
+}
+
+impl RecordingReport {
+    pub fn new(status: &RecordingStatus, stats: &WriterStats) -> Self {
+        RecordingReport {
+            degraded: status.state == RecordingState::Degraded,
+            since_ms: status.since_ms,
+            records_lost: status.records_lost,
+            error: status.error.clone(),
+            records_written: stats.records_written,
+            records_failed: stats.records_failed,
+            records_dropped: stats.records_dropped,
+            last_outage: status.last_outage.as_ref().map(OutageReport::from),
+        }
+    }
+}
+
+/// A change of the agent's recording state, sent on the live record stream in order
+/// with the records (no record of the outage is ever sent: it was not stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "camelCase")]
+pub enum RecordingEvent {
+    /// Writes started failing: what follows is not recorded until `Resumed`.
+    #[serde(rename_all = "camelCase")]
+    Degraded { since_ms: u64, error: String },
+    /// Writes succeed again.
+    Resumed(OutageReport),
+}
+
+impl From<&RecordingChange> for RecordingEvent {
+    fn from(change: &RecordingChange) -> Self {
+        match change {
+            RecordingChange::Stopped { at_ms, error } => RecordingEvent::Degraded {
+                since_ms: *at_ms,
+                error: error.clone(),
+            },
+            RecordingChange::Resumed(outage) => RecordingEvent::Resumed(outage.into()),
+        }
+    }
 }
 
 /// One control socket message.
@@ -335,6 +423,8 @@ pub enum Message {
     /// This subscriber has missed this many records in total since it subscribed
     /// (it fell behind and its queue was full).
     Dropped(u64),
+    /// The agent's recording stopped or resumed.
+    Recording(RecordingEvent),
 }
 
 /// Why a message could not be read.
@@ -374,6 +464,7 @@ pub fn encode(message: &Message) -> Vec<u8> {
         Message::Records(records) => return encode_records(records),
         Message::Request(r) => json_body(KIND_REQUEST, r),
         Message::Reply(r) => json_body(KIND_REPLY, r),
+        Message::Recording(e) => json_body(KIND_RECORDING, e),
         Message::Dropped(n) => {
             let mut body = vec![KIND_DROPPED];
             body.extend_from_slice(&n.to_be_bytes());
@@ -402,6 +493,7 @@ pub fn decode_body(body: &[u8]) -> Result<Message, ProtocolError> {
     Ok(match kind {
         KIND_REQUEST => Message::Request(serde_json::from_slice(rest)?),
         KIND_REPLY => Message::Reply(serde_json::from_slice(rest)?),
+        KIND_RECORDING => Message::Recording(serde_json::from_slice(rest)?),
         KIND_DROPPED => {
             let n: [u8; 8] = rest.try_into().map_err(|_| ProtocolError::Truncated)?;
             Message::Dropped(u64::from_be_bytes(n))
@@ -567,6 +659,31 @@ mod tests {
                 records_submitted: 5,
                 records_failed: 1,
                 events_dropped: 2,
+                recording: RecordingReport {
+                    degraded: true,
+                    since_ms: Some(1_700_000_000_000),
+                    records_lost: 3,
+                    error: Some("No space left on device".into()),
+                    records_written: 10,
+                    records_failed: 3,
+                    records_dropped: 0,
+                    last_outage: Some(OutageReport {
+                        stopped_at_ms: 1,
+                        resumed_at_ms: 2,
+                        records_lost: 4,
+                        error: "full".into(),
+                    }),
+                },
+            })),
+            Message::Recording(RecordingEvent::Degraded {
+                since_ms: 5,
+                error: "No space left on device".into(),
+            }),
+            Message::Recording(RecordingEvent::Resumed(OutageReport {
+                stopped_at_ms: 5,
+                resumed_at_ms: 9,
+                records_lost: 77,
+                error: "No space left on device".into(),
             })),
             Message::Reply(Reply::Error("no".into())),
             Message::Request(Request::AddRule {
@@ -643,6 +760,7 @@ mod tests {
             &[9][..],
             &[KIND_DROPPED, 1, 2][..],
             &[KIND_REQUEST, b'{'][..],
+            &[KIND_RECORDING, b'{', b'}'][..],
             &[KIND_RECORDS, 0, 0, 0, 9, 1][..],
             &[KIND_RECORDS, 0, 0][..],
             &[KIND_RECORDS, 0, 0, 0, 1, 77][..],

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use crate::codec;
 use crate::ids::TrafficId;
 use crate::records::{BodyChunk, BodyOf};
-use crate::store::{CF_BODIES, Store};
+use crate::store::{CF_BODIES, Store, cf};
 
 impl Store {
     /// Chunk `seq` of a body, or `None` past its end (or if it was never stored).
@@ -19,11 +19,9 @@ impl Store {
         of: BodyOf,
         seq: u32,
     ) -> Result<Option<BodyChunk>> {
-        let cf = self.cf(CF_BODIES)?;
-        let data = self
-            .inner
-            .db
-            .get_cf(cf, codec::body_key(traffic, of, seq))
+        let db = self.db()?;
+        let data = db
+            .get_cf(cf(&db, CF_BODIES)?, codec::body_key(traffic, of, seq))
             .with_context(|| format!("reading body chunk {seq} of {traffic}"))?;
         Ok(data.map(|data| BodyChunk {
             traffic,

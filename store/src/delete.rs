@@ -10,11 +10,14 @@
 use anyhow::{Context, Result};
 use rocksdb::WriteBatch;
 
-use crate::codec::{self, WS_CLOSE, WS_OPEN};
+use crate::codec::{self, TUNNEL_END, WS_CLOSE, WS_OPEN};
 use crate::filter::TrafficFilter;
 use crate::ids::TrafficId;
 use crate::retention::DeleteStats;
-use crate::store::{CF_BODIES, CF_FRAMES, CF_TRAFFIC, CF_WS, Store, prefix_end};
+use crate::store::{
+    CF_BODIES, CF_FRAMES, CF_TRAFFIC, CF_WS, Store, bounded_iter, cf, deletion_watermark, last_seq,
+    prefix_end,
+};
 
 /// Entries deleted per write batch.
 const BATCH_ENTRIES: usize = 1024;
@@ -42,7 +45,8 @@ impl Store {
     pub fn delete_traffic_matching(&self, filter: &TrafficFilter) -> Result<DeleteStats> {
         self.ensure_primary("delete traffic")?;
         let mut ids = Vec::new();
-        let mut it = self.bounded_iter(CF_TRAFFIC, None, None)?;
+        let db = self.db()?;
+        let mut it = bounded_iter(&db, CF_TRAFFIC, None, None)?;
         it.seek_to_first();
         while let (Some(key), Some(value)) = (it.key(), it.value()) {
             if let Some(id) = TrafficId::from_key_prefix(key) {
@@ -59,6 +63,7 @@ impl Store {
         }
         it.status()?;
         drop(it);
+        drop(db);
         self.delete_traffic(&ids)
     }
 
@@ -69,8 +74,8 @@ impl Store {
         id: TrafficId,
         stats: &mut DeleteStats,
     ) -> Result<()> {
-        let db = &self.inner.db;
-        let traffic_cf = self.cf(CF_TRAFFIC)?;
+        let db = self.db()?;
+        let traffic_cf = cf(&db, CF_TRAFFIC)?;
         if db
             .get_pinned_cf(traffic_cf, codec::traffic_key(id))?
             .is_none()
@@ -79,18 +84,18 @@ impl Store {
         }
         batch.delete_cf(traffic_cf, codec::traffic_key(id));
         stats.traffic += 1;
-        let ws_cf = self.cf(CF_WS)?;
+        let ws_cf = cf(&db, CF_WS)?;
         if db
             .get_pinned_cf(ws_cf, codec::ws_key(id, WS_OPEN))?
             .is_some()
         {
             stats.connections += 1;
         }
-        for kind in [WS_OPEN, WS_CLOSE] {
+        for kind in [WS_OPEN, WS_CLOSE, TUNNEL_END] {
             batch.delete_cf(ws_cf, codec::ws_key(id, kind));
         }
-        if let Some(last) = self.last_seq(CF_FRAMES, id)? {
-            let watermark = self.deletion_watermark(id)?;
+        if let Some(last) = last_seq(&db, CF_FRAMES, id)? {
+            let watermark = deletion_watermark(&db, id)?;
             if last > watermark {
                 self.add_frame_deletion(batch, id, last)?;
                 stats.frames += last - watermark;
@@ -98,8 +103,8 @@ impl Store {
         }
         let prefix = id.to_be_bytes();
         let upper = prefix_end(&prefix);
-        let bodies_cf = self.cf(CF_BODIES)?;
-        let mut it = self.bounded_iter(CF_BODIES, Some(&prefix), upper.as_deref())?;
+        let bodies_cf = cf(&db, CF_BODIES)?;
+        let mut it = bounded_iter(&db, CF_BODIES, Some(&prefix), upper.as_deref())?;
         it.seek(prefix);
         while let Some(key) = it.key() {
             batch.delete_cf(bodies_cf, key);

@@ -4,7 +4,9 @@
 //! - The **agent** opens the database as *primary* ([`Store::open_primary`]) and writes
 //!   through a [`Writer`] (group commit on a dedicated thread: one `WriteBatch` per
 //!   drained queue, WAL on, no fsync; an ack means "in the WAL", which survives the
-//!   agent being killed). It also runs retention ([`spawn_retention`]).
+//!   agent being killed). It also runs retention ([`spawn_retention`]). When writes
+//!   fail (a full disk), the writer reports it ([`RecordingStatus`]) and recovers by
+//!   itself once they can succeed again (see [`crate::recording`]).
 //! - The **API** opens the same directory as *secondary* ([`Store::open_secondary`])
 //!   and calls [`Store::catch_up`] before reads (cheap; do it often).
 //! - Both keep the data dir private to its owner ([`data_dir`]): recordings hold
@@ -47,6 +49,7 @@ mod filter;
 mod ids;
 mod meta;
 mod records;
+pub mod recording;
 mod retention;
 mod store;
 mod writer;
@@ -60,12 +63,16 @@ pub use records::{
     BodyChunk, BodyInfo, BodyOf, FrameRecord, Record, TrafficEntry, TunnelEnd, WsClose,
     WsConnection, WsOpen,
 };
+pub use recording::{Outage, RecordingChange, RecordingMonitor, RecordingState, RecordingStatus};
 pub use retention::{DeleteStats, RetentionHandle, RetentionReport, spawn_retention};
 pub use store::{
     CF_BODIES, CF_DELETIONS, CF_FRAMES, CF_META, CF_TRAFFIC, CF_WS, COLUMN_FAMILIES, FrameFilter,
     FrameTotals, Store, StoreOptions, TRAFFIC_COLUMN_FAMILIES, now_ms,
 };
-pub use writer::{MAX_BATCH_BYTES, MAX_BATCH_RECORDS, WriteError, Writer, WriterStats, WrittenNow};
+pub use writer::{
+    MAX_BATCH_BYTES, MAX_BATCH_RECORDS, RECOVERY_TICK, REOPEN_AFTER, WriteError, Writer, WriterStats,
+    WrittenNow,
+};
 
 #[cfg(test)]
 mod tests;

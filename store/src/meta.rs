@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use rocksdb::WriteBatch;
 
 use crate::codec::{self, META_RULES};
-use crate::store::{CF_META, Store, prefix_end};
+use crate::store::{CF_META, Store, bounded_iter, cf, prefix_end};
 
 /// Rule set versions kept; older ones are deleted when a new one is written.
 const KEEP_VERSIONS: u64 = 16;
@@ -28,7 +28,8 @@ impl Store {
         self.ensure_primary("record rules")?;
         let _guard = self.admin_lock();
         let version = self.latest_rules()?.map_or(1, |r| r.version + 1);
-        let cf = self.cf(CF_META)?;
+        let db = self.db()?;
+        let cf = cf(&db, CF_META)?;
         let mut batch = WriteBatch::default();
         batch.put_cf(cf, codec::meta_key(META_RULES, version), value);
         if version > KEEP_VERSIONS {
@@ -38,6 +39,7 @@ impl Store {
                 codec::meta_key(META_RULES, version - KEEP_VERSIONS + 1),
             );
         }
+        drop(db);
         self.write_batch(batch).context("recording the rules")?;
         Ok(version)
     }
@@ -46,7 +48,8 @@ impl Store {
     pub fn latest_rules(&self) -> Result<Option<StoredRules>> {
         let prefix = [META_RULES];
         let upper = prefix_end(&prefix);
-        let mut it = self.bounded_iter(CF_META, Some(&prefix), upper.as_deref())?;
+        let db = self.db()?;
+        let mut it = bounded_iter(&db, CF_META, Some(&prefix), upper.as_deref())?;
         it.seek_to_last();
         let found = match (it.key(), it.value()) {
             (Some(key), Some(value)) if key.len() == 9 => Some(StoredRules {

@@ -21,12 +21,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use rocksdb::WriteBatch;
+use rocksdb::{DB, WriteBatch};
 
 use crate::codec::{WS_CLOSE, WS_OPEN};
 use crate::ids::{FrameId, TrafficId};
 use crate::store::{
-    CF_FRAMES, CF_TRAFFIC, CF_WS, Inner, Store, StoreOptions, TRAFFIC_COLUMN_FAMILIES, now_ms,
+    CF_FRAMES, CF_TRAFFIC, CF_WS, TRAFFIC_COLUMN_FAMILIES, Inner, Store, StoreOptions,
+    bounded_iter, cf, deletion_watermark, frame_in, last_seq, now_ms,
 };
 
 /// What one [`Store::enforce_retention`] pass did.
@@ -139,8 +140,9 @@ impl Store {
     /// Creation time of the oldest traffic id present in any column family.
     fn oldest_timestamp_ms(&self) -> Result<Option<u64>> {
         let mut oldest: Option<u64> = None;
-        for cf in TRAFFIC_COLUMN_FAMILIES {
-            let mut it = self.bounded_iter(cf, None, None)?;
+        let db = self.db()?;
+        for name in TRAFFIC_COLUMN_FAMILIES {
+            let mut it = bounded_iter(&db, name, None, None)?;
             it.seek_to_first();
             if let Some(id) = it.key().and_then(TrafficId::from_key_prefix) {
                 let ts = id.timestamp_ms();
@@ -151,8 +153,8 @@ impl Store {
         Ok(oldest)
     }
 
-    fn any_before(&self, cf: &str, end: &[u8]) -> Result<bool> {
-        let mut it = self.bounded_iter(cf, None, Some(end))?;
+    fn any_before(db: &DB, name: &str, end: &[u8]) -> Result<bool> {
+        let mut it = bounded_iter(db, name, None, Some(end))?;
         it.seek_to_first();
         let found = it.valid();
         it.status()?;
@@ -161,10 +163,9 @@ impl Store {
 
     fn compact_before(&self, cutoff_ms: u64) -> Result<()> {
         let end = TrafficId::new(cutoff_ms, 0).to_be_bytes();
+        let db = self.db()?;
         for name in TRAFFIC_COLUMN_FAMILIES {
-            self.inner
-                .db
-                .compact_range_cf(self.cf(name)?, None::<&[u8]>, Some(&end[..]));
+            db.compact_range_cf(cf(&db, name)?, None::<&[u8]>, Some(&end[..]));
         }
         Ok(())
     }
@@ -173,15 +174,14 @@ impl Store {
     /// by point gets; frames are contiguous and in capture order). Missing frames count
     /// as old.
     fn last_seq_before(
-        &self,
+        db: &DB,
         traffic: TrafficId,
         first: u64,
         last: u64,
         cutoff_ms: u64,
     ) -> Result<Option<u64>> {
         let is_old = |seq: u64| -> Result<bool> {
-            Ok(self
-                .frame(&FrameId::new(traffic, seq))?
+            Ok(frame_in(db, &FrameId::new(traffic, seq))?
                 .is_none_or(|f| f.timestamp_ms < cutoff_ms))
         };
         if first > last || !is_old(first)? {
@@ -208,9 +208,10 @@ impl Store {
         let _guard = self.admin_lock();
         let mut stats = DeleteStats::default();
         let end = TrafficId::new(cutoff_ms, 0).to_be_bytes();
+        let db = self.db()?;
         let mut any = false;
-        for cf in TRAFFIC_COLUMN_FAMILIES {
-            any |= self.any_before(cf, &end)?;
+        for name in TRAFFIC_COLUMN_FAMILIES {
+            any |= Store::any_before(&db, name, &end)?;
         }
         if !any {
             return Ok(stats);
@@ -219,7 +220,7 @@ impl Store {
         // Connections in the range and whether they are closed.
         let mut conns: BTreeMap<TrafficId, WsSeen> = BTreeMap::new();
         {
-            let mut it = self.bounded_iter(CF_WS, None, Some(&end))?;
+            let mut it = bounded_iter(&db, CF_WS, None, Some(&end))?;
             it.seek_to_first();
             while let (Some(k), Some(v)) = (it.key(), it.value()) {
                 if let (Some(id), Some(&kind)) = (TrafficId::from_key_prefix(k), k.get(8)) {
@@ -245,12 +246,11 @@ impl Store {
         let mut keep: Vec<TrafficId> = Vec::new();
         let mut batch = WriteBatch::default();
         for (&id, seen) in &conns {
-            let last = self.last_seq(CF_FRAMES, id)?;
-            let watermark = self.deletion_watermark(id)?;
+            let last = last_seq(&db, CF_FRAMES, id)?;
+            let watermark = deletion_watermark(&db, id)?;
             if let (Some(open_ts), false) = (seen.open_ts, seen.closed) {
                 let last_activity = match last {
-                    Some(seq) if seq > watermark => self
-                        .frame(&FrameId::new(id, seq))?
+                    Some(seq) if seq > watermark => frame_in(&db, &FrameId::new(id, seq))?
                         .map_or(open_ts, |f| f.timestamp_ms.max(open_ts)),
                     _ => open_ts,
                 };
@@ -259,9 +259,9 @@ impl Store {
                     stats.trimmed += 1;
                     if let Some(last) = last
                         && let Some(upto) =
-                            self.last_seq_before(id, watermark + 1, last, cutoff_ms)?
+                            Store::last_seq_before(&db, id, watermark + 1, last, cutoff_ms)?
                     {
-                        self.add_frame_deletion(&mut batch, id, upto)?;
+                        Store::add_frame_deletion(&db, &mut batch, id, upto)?;
                         stats.frames += upto - watermark;
                     }
                     continue;
@@ -273,7 +273,7 @@ impl Store {
 
         // Count the traffic entries going away.
         {
-            let mut it = self.bounded_iter(CF_TRAFFIC, None, Some(&end))?;
+            let mut it = bounded_iter(&db, CF_TRAFFIC, None, Some(&end))?;
             it.seek_to_first();
             while let Some(k) = it.key() {
                 if let Some(id) = TrafficId::from_key_prefix(k)
@@ -301,11 +301,12 @@ impl Store {
             ranges.push((start, end.to_vec()));
         }
         for name in TRAFFIC_COLUMN_FAMILIES {
-            let cf = self.cf(name)?;
+            let cf = cf(&db, name)?;
             for (from, to) in &ranges {
                 batch.delete_range_cf(cf, from, to);
             }
         }
+        drop(db);
         self.write_batch(batch)?;
         Ok(stats)
     }

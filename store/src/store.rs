@@ -3,8 +3,9 @@
 //! [`crate::writer`].
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
 use rocksdb::{
@@ -101,10 +102,26 @@ impl FrameFilter {
     }
 }
 
+/// How a [`Store`] was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opened {
+    Primary,
+    Secondary,
+    /// Tests only: a read-only primary view on which every write fails.
+    #[cfg_attr(not(test), allow(dead_code))]
+    ReadOnly,
+}
+
 pub(crate) struct Inner {
-    pub(crate) db: DB,
+    /// The open database; `None` only while [`Store::reopen`] replaces it (or after a
+    /// reopen failed). Operations clone the `Arc` and hold no lock while they run.
+    db: RwLock<Option<Arc<DB>>>,
+    /// The latest sequence number seen, for [`Store::latest_sequence`] while closed.
+    last_sequence: AtomicU64,
     pub(crate) dir: PathBuf,
     secondary: bool,
+    /// Opened by [`Store::open_primary`], so [`Store::reopen`] can open it again.
+    reopenable: bool,
     pub(crate) options: StoreOptions,
     /// Serialises deletions (delete_frames, retention) so watermark keys are written
     /// once each.
@@ -152,6 +169,60 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
         }
     }
     None
+}
+
+/// The handle of column family `name` in `db`.
+pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a ColumnFamily> {
+    db.cf_handle(name)
+        .ok_or_else(|| anyhow!("column family {name} missing"))
+}
+
+/// A raw iterator over `cf` restricted to `[lower, upper)`.
+pub(crate) fn bounded_iter<'a>(
+    db: &'a DB,
+    name: &str,
+    lower: Option<&[u8]>,
+    upper: Option<&[u8]>,
+) -> Result<DBRawIterator<'a>> {
+    let handle = cf(db, name)?;
+    let mut ro = ReadOptions::default();
+    if let Some(l) = lower {
+        ro.set_iterate_lower_bound(l.to_vec());
+    }
+    if let Some(u) = upper {
+        ro.set_iterate_upper_bound(u.to_vec());
+    }
+    Ok(db.raw_iterator_cf_opt(handle, ro))
+}
+
+/// Largest seq stored under `traffic` in `cf` (`frames` or `deletions`): one reverse
+/// seek.
+pub(crate) fn last_seq(db: &DB, name: &str, traffic: TrafficId) -> Result<Option<u64>> {
+    let prefix = traffic.to_be_bytes();
+    let upper = prefix_end(&prefix);
+    let mut it = bounded_iter(db, name, Some(&prefix), upper.as_deref())?;
+    it.seek_to_last();
+    let seq = match it.key() {
+        Some(k) => Some(codec::parse_frame_key(k)?.seq),
+        None => None,
+    };
+    it.status()?;
+    Ok(seq)
+}
+
+/// Seq up to which the frames of `traffic` were deleted (0 if never).
+pub(crate) fn deletion_watermark(db: &DB, traffic: TrafficId) -> Result<u64> {
+    Ok(last_seq(db, CF_DELETIONS, traffic)?.unwrap_or(0))
+}
+
+/// One frame, or `None` if it was never stored or was deleted. One point get.
+pub(crate) fn frame_in(db: &DB, id: &FrameId) -> Result<Option<FrameRecord>> {
+    match db.get_pinned_cf(cf(db, CF_FRAMES)?, codec::frame_key(*id))? {
+        None => Ok(None),
+        Some(v) => Ok(Some(
+            codec::decode_frame(*id, &v).with_context(|| format!("decoding frame {id}"))?,
+        )),
+    }
 }
 
 fn cf_options(name: &str, o: &StoreOptions) -> Options {
@@ -229,6 +300,45 @@ fn describe_primary_open_error(dir: &Path, e: rocksdb::Error) -> anyhow::Error {
     }
 }
 
+/// Opens the RocksDB database in `dir` as primary with frametap's options (WAL on,
+/// without fsync; obsolete WAL files kept for `options.wal_ttl` for secondaries).
+fn open_primary_db(dir: &Path, options: &StoreOptions) -> Result<DB> {
+    let mut db_opts = Options::default();
+db_opts.create_if_missing(true);
+db_opts.create_missing_column_families(true);
+db_opts.set_wal_ttl_seconds(options.wal_ttl.as_secs().max(1));
+db_opts.set_max_total_wal_size(options.max_total_wal_size);
+db_opts.set_max_background_jobs(2);
+db_opts.set_keep_log_file_num(4);
+db_opts.set_max_log_file_size(8 << 20);
+// Flushes and compactions bypass the page cache where the filesystem allows it:
+// they write each recorded byte once more, and filling fresh page-cache pages
+// costs more CPU than the disk write itself (it competes with the relay).
+if supports_direct_io(dir) {
+    db_opts.set_use_direct_io_for_flush_and_compaction(true);
+} else {
+    tracing::info!(
+    "{} does not support O_DIRECT: flushes and compactions go through the page cache",
+    dir.display()
+    );
+}
+
+// Also open column families a newer version may have added, so opening never
+// fails on them.
+let mut names: Vec<String> = COLUMN_FAMILIES.iter().map(|s| s.to_string()).collect();
+if let Ok(existing) = DB::list_cf(&Options::default(), dir) {
+    for n in existing {
+    if n != "default" && !names.contains(&n) {
+        names.push(n);
+    }
+    }
+}
+let cfs = names
+    .iter()
+    .map(|n| ColumnFamilyDescriptor::new(n, cf_options(n, options)));
+    DB::open_cf_descriptors(&db_opts, dir, cfs).map_err(|e| describe_primary_open_error(dir, e))
+}
+
 impl Store {
     /// Opens (creating if needed) the database in `dir` as primary: the single writer,
     /// normally the agent. Creates every column family, keeps the WAL on (without
@@ -241,42 +351,8 @@ impl Store {
                 dir.display()
             )
         })?;
-        let mut db_opts = Options::default();
-        db_opts.create_if_missing(true);
-        db_opts.create_missing_column_families(true);
-        db_opts.set_wal_ttl_seconds(options.wal_ttl.as_secs().max(1));
-        db_opts.set_max_total_wal_size(options.max_total_wal_size);
-        db_opts.set_max_background_jobs(2);
-        db_opts.set_keep_log_file_num(4);
-        db_opts.set_max_log_file_size(8 << 20);
-        // Flushes and compactions bypass the page cache where the filesystem allows it:
-        // they write each recorded byte once more, and filling fresh page-cache pages
-        // costs more CPU than the disk write itself (it competes with the relay).
-        if supports_direct_io(dir) {
-            db_opts.set_use_direct_io_for_flush_and_compaction(true);
-        } else {
-            tracing::info!(
-                "{} does not support O_DIRECT: flushes and compactions go through the page cache",
-                dir.display()
-            );
-        }
-
-        // Also open column families a newer version may have added, so opening never
-        // fails on them.
-        let mut names: Vec<String> = COLUMN_FAMILIES.iter().map(|s| s.to_string()).collect();
-        if let Ok(existing) = DB::list_cf(&Options::default(), dir) {
-            for n in existing {
-                if n != "default" && !names.contains(&n) {
-                    names.push(n);
-                }
-            }
-        }
-        let cfs = names
-            .iter()
-            .map(|n| ColumnFamilyDescriptor::new(n, cf_options(n, &options)));
-        let db = DB::open_cf_descriptors(&db_opts, dir, cfs)
-            .map_err(|e| describe_primary_open_error(dir, e))?;
-        Ok(Store::from_db(db, dir, false, options))
+        let db = open_primary_db(dir, &options)?;
+        Ok(Store::from_db(db, dir, Opened::Primary, options))
     }
 
     /// Opens the database of a running (or stopped) primary in `primary_dir` as a
@@ -321,15 +397,17 @@ impl Store {
                     )
                 }
             })?;
-        Ok(Store::from_db(db, primary_dir, true, options))
+        Ok(Store::from_db(db, primary_dir, Opened::Secondary, options))
     }
 
-    fn from_db(db: DB, dir: &Path, secondary: bool, options: StoreOptions) -> Store {
+    fn from_db(db: DB, dir: &Path, opened: Opened, options: StoreOptions) -> Store {
         Store {
             inner: Arc::new(Inner {
-                db,
+                last_sequence: AtomicU64::new(db.latest_sequence_number()),
+                db: RwLock::new(Some(Arc::new(db))),
                 dir: dir.to_path_buf(),
-                secondary,
+                secondary: opened == Opened::Secondary,
+                reopenable: opened == Opened::Primary,
                 options,
                 admin: Mutex::new(()),
                 #[cfg(test)]
@@ -345,7 +423,7 @@ impl Store {
             .iter()
             .map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
         let db = DB::open_cf_descriptors_read_only(&Options::default(), dir, cfs, false)?;
-        Ok(Store::from_db(db, dir, false, StoreOptions::default()))
+        Ok(Store::from_db(db, dir, Opened::ReadOnly, StoreOptions::default()))
     }
 
     /// `true` if opened with [`Store::open_secondary`].
@@ -362,8 +440,7 @@ impl Store {
     /// when idle; cost grows with unflushed data, so call it often). Primary: no-op.
     pub fn catch_up(&self) -> Result<()> {
         if self.inner.secondary {
-            self.inner
-                .db
+            self.db()?
                 .try_catch_up_with_primary()
                 .context("catching up with the frametap-agent's database")?;
         }
@@ -384,67 +461,38 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub(crate) fn cf(&self, name: &str) -> Result<&ColumnFamily> {
+    /// The open database. Hold the `Arc` only for the operation at hand: a reopen
+    /// waits until every clone is dropped.
+    pub(crate) fn db(&self) -> Result<Arc<DB>> {
         self.inner
             .db
-            .cf_handle(name)
-            .ok_or_else(|| anyhow!("column family {name} missing"))
-    }
-
-    /// A raw iterator over `cf` restricted to `[lower, upper)`.
-    pub(crate) fn bounded_iter(
-        &self,
-        cf: &str,
-        lower: Option<&[u8]>,
-        upper: Option<&[u8]>,
-    ) -> Result<DBRawIterator<'_>> {
-        let cf = self.cf(cf)?;
-        let mut ro = ReadOptions::default();
-        if let Some(l) = lower {
-            ro.set_iterate_lower_bound(l.to_vec());
-        }
-        if let Some(u) = upper {
-            ro.set_iterate_upper_bound(u.to_vec());
-        }
-        Ok(self.inner.db.raw_iterator_cf_opt(cf, ro))
-    }
-
-    /// Largest seq stored under `traffic` in `cf` (`frames` or `deletions`): one
-    /// reverse seek.
-    pub(crate) fn last_seq(&self, cf: &str, traffic: TrafficId) -> Result<Option<u64>> {
-        let prefix = traffic.to_be_bytes();
-        let upper = prefix_end(&prefix);
-        let mut it = self.bounded_iter(cf, Some(&prefix), upper.as_deref())?;
-        it.seek_to_last();
-        let seq = match it.key() {
-            Some(k) => Some(codec::parse_frame_key(k)?.seq),
-            None => None,
-        };
-        it.status()?;
-        Ok(seq)
-    }
-
-    /// Seq up to which the frames of `traffic` were deleted (0 if never).
-    pub(crate) fn deletion_watermark(&self, traffic: TrafficId) -> Result<u64> {
-        Ok(self.last_seq(CF_DELETIONS, traffic)?.unwrap_or(0))
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| {
+                anyhow!(
+                    "the capture database in {} is closed while frametap reopens it after \
+                     an error",
+                    self.inner.dir.display()
+                )
+            })
     }
 
     /// RocksDB's latest sequence number: on the primary, that of the last write; on a
     /// secondary, that of the last write it caught up with. The difference is how far
     /// a follower is behind.
     pub fn latest_sequence(&self) -> u64 {
-        self.inner.db.latest_sequence_number()
+        let last = &self.inner.last_sequence;
+        if let Ok(db) = self.db() {
+            last.fetch_max(db.latest_sequence_number(), Ordering::Relaxed);
+        }
+        last.load(Ordering::Relaxed)
     }
 
     /// One frame, or `None` if it was never stored or was deleted. One point get.
     pub fn frame(&self, id: &FrameId) -> Result<Option<FrameRecord>> {
-        let cf = self.cf(CF_FRAMES)?;
-        match self.inner.db.get_pinned_cf(cf, codec::frame_key(*id))? {
-            None => Ok(None),
-            Some(v) => Ok(Some(
-                codec::decode_frame(*id, &v).with_context(|| format!("decoding frame {id}"))?,
-            )),
-        }
+        let db = self.db()?;
+        frame_in(&db, id)
     }
 
     /// Frames of `traffic` in capture order, starting after seq `after` (from the first
@@ -469,7 +517,8 @@ impl Store {
         };
         let lower = codec::frame_key(FrameId::new(traffic, start));
         let upper = prefix_end(&traffic.to_be_bytes());
-        let mut it = self.bounded_iter(CF_FRAMES, Some(&lower), upper.as_deref())?;
+        let db = self.db()?;
+        let mut it = bounded_iter(&db, CF_FRAMES, Some(&lower), upper.as_deref())?;
         it.seek(lower);
         while out.len() < limit {
             let (Some(k), Some(v)) = (it.key(), it.value()) else {
@@ -501,8 +550,9 @@ impl Store {
     /// Frames of `traffic` recorded, deleted since (`DELETE` or retention) and stored
     /// now, in O(1) like [`Store::frame_count`].
     pub fn frame_totals(&self, traffic: TrafficId) -> Result<FrameTotals> {
-        let last = self.last_seq(CF_FRAMES, traffic)?.unwrap_or(0);
-        let deleted = self.deletion_watermark(traffic)?;
+        let db = self.db()?;
+        let last = last_seq(&db, CF_FRAMES, traffic)?.unwrap_or(0);
+        let deleted = deletion_watermark(&db, traffic)?;
         Ok(FrameTotals {
             recorded: last.max(deleted),
             deleted,
@@ -512,8 +562,8 @@ impl Store {
 
     /// One traffic entry (a connection relayed untouched completed by its end record).
     pub fn traffic(&self, id: TrafficId) -> Result<Option<TrafficEntry>> {
-        let cf = self.cf(CF_TRAFFIC)?;
-        match self.inner.db.get_pinned_cf(cf, codec::traffic_key(id))? {
+        let db = self.db()?;
+        match db.get_pinned_cf(cf(&db, CF_TRAFFIC)?, codec::traffic_key(id))? {
             None => Ok(None),
             Some(v) => {
                 let mut entry: TrafficEntry = serde_json::from_slice(&v)
@@ -526,11 +576,8 @@ impl Store {
 
     /// The end record of the connection relayed untouched `traffic`, once it ended.
     pub fn tunnel_end(&self, traffic: TrafficId) -> Result<Option<TunnelEnd>> {
-        let cf = self.cf(CF_WS)?;
-        match self
-            .inner
-            .db
-            .get_pinned_cf(cf, codec::ws_key(traffic, TUNNEL_END))?
+        let db = self.db()?;
+        match db.get_pinned_cf(cf(&db, CF_WS)?, codec::ws_key(traffic, TUNNEL_END))?
         {
             None => Ok(None),
             Some(v) => Ok(Some(serde_json::from_slice(&v).with_context(|| {
@@ -560,7 +607,8 @@ impl Store {
         limit: usize,
         filter: impl Fn(&TrafficEntry) -> bool,
     ) -> Result<(Vec<TrafficEntry>, u64)> {
-        let mut it = self.bounded_iter(CF_TRAFFIC, None, None)?;
+        let db = self.db()?;
+        let mut it = bounded_iter(&db, CF_TRAFFIC, None, None)?;
         it.seek_to_last();
         let mut page = Vec::new();
         let mut total: u64 = 0;
@@ -586,21 +634,15 @@ impl Store {
 
     /// The WebSocket connection `traffic` (`None` if no [`WsOpen`] was recorded).
     pub fn ws_connection(&self, traffic: TrafficId) -> Result<Option<WsConnection>> {
-        let cf = self.cf(CF_WS)?;
-        let Some(open) = self
-            .inner
-            .db
-            .get_pinned_cf(cf, codec::ws_key(traffic, WS_OPEN))?
+        let db = self.db()?;
+        let cf = cf(&db, CF_WS)?;
+        let Some(open) = db.get_pinned_cf(cf, codec::ws_key(traffic, WS_OPEN))?
         else {
             return Ok(None);
         };
         let open: WsOpen = serde_json::from_slice(&open)
             .with_context(|| format!("decoding ws open record {traffic}"))?;
-        let close: Option<WsClose> = match self
-            .inner
-            .db
-            .get_pinned_cf(cf, codec::ws_key(traffic, WS_CLOSE))?
-        {
+        let close: Option<WsClose> = match db.get_pinned_cf(cf, codec::ws_key(traffic, WS_CLOSE))? {
             None => None,
             Some(v) => Some(
                 serde_json::from_slice(&v)
@@ -671,7 +713,7 @@ impl Store {
         wo.set_sync(false);
         wo.disable_wal(false);
         wo.set_no_slowdown(no_wait);
-        self.inner.db.write_opt(batch, &wo)?;
+        self.db()?.write_opt(batch, &wo)?;
         Ok(())
     }
 
@@ -679,29 +721,31 @@ impl Store {
     pub fn write(&self, records: &[Record]) -> Result<()> {
         self.ensure_primary("write")?;
         let mut batch = WriteBatch::default();
+        let db = self.db()?;
         for r in records {
-            let (cf, key, value) = Store::encode_record(r)?;
-            batch.put_cf(self.cf(cf)?, key, value);
+            let (name, key, value) = Store::encode_record(r)?;
+            batch.put_cf(cf(&db, name)?, key, value);
         }
+        drop(db);
         self.write_batch(batch)
     }
 
     /// Adds "frames of `traffic` up to and including `upto` are deleted" to `batch`: a
     /// watermark key in `deletions` and a range delete in `frames`.
     pub(crate) fn add_frame_deletion(
-        &self,
+        db: &DB,
         batch: &mut WriteBatch,
         traffic: TrafficId,
         upto: u64,
     ) -> Result<()> {
         let marker = codec::frame_key(FrameId::new(traffic, upto));
-        batch.put_cf(self.cf(CF_DELETIONS)?, marker, now_ms().to_be_bytes());
+        batch.put_cf(cf(db, CF_DELETIONS)?, marker, now_ms().to_be_bytes());
         let from = codec::frame_key(FrameId::new(traffic, 0)).to_vec();
         let to = match upto.checked_add(1) {
             Some(next) => codec::frame_key(FrameId::new(traffic, next)).to_vec(),
             None => prefix_end(&traffic.to_be_bytes()).unwrap_or_else(|| vec![0xff; 17]),
         };
-        batch.delete_range_cf(self.cf(CF_FRAMES)?, from, to);
+        batch.delete_range_cf(cf(db, CF_FRAMES)?, from, to);
         Ok(())
     }
 
@@ -711,15 +755,17 @@ impl Store {
     pub fn delete_frames(&self, traffic: TrafficId) -> Result<u64> {
         self.ensure_primary("delete frames")?;
         let _guard = self.admin_lock();
-        let Some(last) = self.last_seq(CF_FRAMES, traffic)? else {
+        let db = self.db()?;
+        let Some(last) = last_seq(&db, CF_FRAMES, traffic)? else {
             return Ok(0);
         };
-        let watermark = self.deletion_watermark(traffic)?;
+        let watermark = deletion_watermark(&db, traffic)?;
         if last <= watermark {
             return Ok(0);
         }
         let mut batch = WriteBatch::default();
-        self.add_frame_deletion(&mut batch, traffic, last)?;
+        Store::add_frame_deletion(&db, &mut batch, traffic, last)?;
+        drop(db);
         self.write_batch(batch)
             .with_context(|| format!("deleting frames of {traffic}"))?;
         Ok(last - watermark)
@@ -729,10 +775,10 @@ impl Store {
     /// (not yet archived) WAL files. Archived WAL files, kept `wal_ttl` for secondaries,
     /// are not counted.
     pub fn size_bytes(&self) -> Result<u64> {
-        let db = &self.inner.db;
+        let db = self.db()?;
         let mut total = 0u64;
         for name in COLUMN_FAMILIES {
-            let cf = self.cf(name)?;
+            let cf = cf(&db, name)?;
             for prop in [
                 rocksdb::properties::TOTAL_SST_FILES_SIZE,
                 rocksdb::properties::CUR_SIZE_ALL_MEM_TABLES,
@@ -740,24 +786,102 @@ impl Store {
                 total += db.property_int_value_cf(cf, prop)?.unwrap_or(0);
             }
         }
-        if let Ok(rd) = std::fs::read_dir(&self.inner.dir) {
-            for e in rd.flatten() {
-                if e.file_name().to_string_lossy().ends_with(".log") {
-                    total += e.metadata().map(|m| m.len()).unwrap_or(0);
-                }
-            }
-        }
-        Ok(total)
+        Ok(total + self.live_wal_bytes())
+    }
+
+    /// Size of the live (not yet archived) WAL files: what a reopen replays.
+    pub(crate) fn live_wal_bytes(&self) -> u64 {
+        let Ok(rd) = std::fs::read_dir(&self.inner.dir) else {
+            return 0;
+        };
+        rd.flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+            .sum()
     }
 
     /// Flushes every memtable to SST files (primary only). Mostly for tests and
     /// shutdown; the WAL already makes writes durable against process crashes.
     pub fn flush(&self) -> Result<()> {
         self.ensure_primary("flush")?;
+        let db = self.db()?;
         for name in COLUMN_FAMILIES {
-            self.inner.db.flush_cf(self.cf(name)?)?;
+            db.flush_cf(cf(&db, name)?)?;
         }
         Ok(())
+    }
+
+    /// Closes the primary database and opens it again, with the same directory and
+    /// options: the way out of errors RocksDB does not recover from by itself (after a
+    /// full disk, say). What reached the WAL is replayed. Meanwhile every operation
+    /// fails at once, saying the store is reopening; no lock is held while it runs.
+    ///
+    /// Waits up to `wait` for operations in flight to finish before closing; if they
+    /// don't, the open database is kept and an error returned. If opening fails, the
+    /// store stays closed until a later reopen succeeds.
+    pub fn reopen(&self, wait: Duration) -> Result<()> {
+        self.ensure_primary("reopen")?;
+        if !self.inner.reopenable {
+            bail!("this store was not opened with Store::open_primary: it cannot be reopened");
+        }
+        let slot = || self.inner.db.write().unwrap_or_else(|p| p.into_inner());
+        let taken = slot().take();
+        if let Some(mut db) = taken {
+            let deadline = Instant::now() + wait;
+            loop {
+                match Arc::try_unwrap(db) {
+                    // Closes it (RocksDB holds a lock file per process and directory).
+                    Ok(only) => {
+                        drop(only);
+                        break;
+                    }
+                    Err(shared) if Instant::now() >= deadline => {
+                        *slot() = Some(shared);
+                        bail!(
+                            "the capture database in {} is still in use after {wait:?}: not \
+                             reopened",
+                            self.inner.dir.display()
+                        );
+                    }
+                    Err(shared) => {
+                        db = shared;
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }
+            }
+        }
+        let db = open_primary_db(&self.inner.dir, &self.inner.options)?;
+        self.inner
+            .last_sequence
+            .fetch_max(db.latest_sequence_number(), Ordering::Relaxed);
+        *slot() = Some(Arc::new(db));
+        Ok(())
+    }
+
+    /// Writes a tiny record (into the otherwise unused default column family) to see
+    /// whether writes work: `Ok(true)` if it was written, `Ok(false)` if RocksDB was
+    /// too busy to take it without waiting.
+    pub(crate) fn probe_write(&self) -> Result<bool> {
+        let mut batch = WriteBatch::default();
+        batch.put(b"frametap/write-probe", now_ms().to_be_bytes());
+        match self.write_batch_opt(batch, true) {
+            Ok(()) => Ok(true),
+            Err(e) if is_busy(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Bytes available to frametap on the filesystem of the data directory.
+    pub fn free_bytes(&self) -> Result<u64> {
+        let path = std::ffi::CString::new(self.inner.dir.as_os_str().as_encoded_bytes())
+            .context("data dir path contains a NUL byte")?;
+        // SAFETY: `path` is a valid C string; `stat` is plain data that statvfs fills.
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("statvfs {}", self.inner.dir.display()));
+        }
+        Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
     }
 }
 

@@ -1285,3 +1285,253 @@ fn sigkill_after_ack_loses_nothing() {
     assert_eq!(all.len(), 10_000);
     assert_eq!(all[9_999], frame(t, 10_000, T0 + 10_000));
 }
+
+/// Records every [`RecordingChange`] of `writer`.
+fn watch_changes(writer: &Writer) -> Arc<std::sync::Mutex<Vec<RecordingChange>>> {
+    let changes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = changes.clone();
+    writer.on_recording_change(move |c| sink.lock().unwrap().push(c.clone()));
+    changes
+}
+
+/// Polls `f` every 20 ms until it returns `Some` (at most 60 s).
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn reopen_keeps_what_was_written_and_waits_for_operations_in_flight() {
+    let dir = tmp();
+    let store = primary(dir.path());
+    let t = TrafficId::new(T0, 40);
+    store.write(&frames(t, 1..=10, T0)).unwrap();
+    let seq = store.latest_sequence();
+
+    // An operation holding the database keeps it open: the reopen gives up and
+    // changes nothing.
+    let held = store.db().unwrap();
+    let err = store.reopen(Duration::from_millis(50)).unwrap_err();
+    assert!(format!("{err:#}").contains("still in use"), "{err:#}");
+    assert_eq!(store.frame_count(t).unwrap(), 10);
+    drop(held);
+
+    store.reopen(Duration::from_secs(5)).unwrap();
+    assert_eq!(store.frame_count(t).unwrap(), 10, "the WAL was replayed");
+    assert!(store.latest_sequence() >= seq);
+    store.write(&frames(t, 11..=12, T0)).unwrap();
+    assert_eq!(all_frames(&store, t).len(), 12);
+
+    // Secondaries and read-only views cannot be reopened.
+    let ro = Store::open_read_only_for_test(dir.path()).unwrap();
+    assert!(ro.reopen(Duration::ZERO).is_err());
+}
+
+#[test]
+fn failed_writes_degrade_recording_until_a_write_works_again() {
+    let dir = tmp();
+    let store = primary(dir.path());
+    let writer = Writer::spawn(store.clone(), 16);
+    let changes = watch_changes(&writer);
+    let t = TrafficId::new(T0, 41);
+    assert_eq!(writer.recording(), RecordingStatus::default());
+
+    // Every write fails (the recovery thread's probes too), long enough for the
+    // store to be reopened; the outage lasts until writes work again.
+    store.inner.fail_writes.store(u64::MAX, Ordering::SeqCst);
+    let err = block_on(writer.submit(frames(t, 1..=10, T0))).unwrap_err();
+    assert!(matches!(err, WriteError::Db(_)), "{err}");
+    assert!(matches!(
+        writer.write_now(frames(t, 1..=5, T0)),
+        WrittenNow::Done(Err(WriteError::Db(_)))
+    ));
+    let status = writer.recording();
+    assert_eq!(status.state, RecordingState::Degraded);
+    assert_eq!(status.records_lost, 15);
+    assert!(status.error.as_deref().unwrap().contains("injected"));
+    let since = status.since_ms.unwrap();
+    assert!(since <= now_ms());
+    eventually("the store is reopened", || {
+        (writer.stats().reopens > 0).then_some(())
+    });
+    assert!(writer.recording().state == RecordingState::Degraded);
+
+    store.inner.fail_writes.store(0, Ordering::SeqCst);
+    // The recovery thread's probe may notice first; either way the next write works.
+    block_on(writer.submit(frames(t, 1..=3, T0))).unwrap();
+    let status = writer.recording();
+    assert_eq!(status.state, RecordingState::Recording);
+    let outage = status.last_outage.clone().unwrap();
+    assert_eq!(outage.stopped_at_ms, since);
+    assert!(outage.resumed_at_ms >= since);
+    assert_eq!(outage.records_lost, 15);
+    assert!(outage.error.contains("injected"));
+    assert_eq!(
+        *changes.lock().unwrap(),
+        vec![
+            RecordingChange::Stopped {
+                at_ms: since,
+                error: outage.error.clone()
+            },
+            RecordingChange::Resumed(outage),
+        ]
+    );
+    let s = writer.stats();
+    assert_eq!((s.records_failed, s.records_written), (15, 3));
+    assert_eq!(store.frame_count(t).unwrap(), 3);
+    writer.shutdown();
+}
+
+/// A tmpfs of `size` on a fresh directory, unmounted when dropped (also when the test
+/// fails). `None` (the test is skipped) without root, except under CI.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                panic!("this test needs root (it mounts a tmpfs)");
+            }
+            eprintln!("skipped: needs root (it mounts a tmpfs)");
+            return None;
+        }
+        let dir = tmp();
+        let target = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
+        let options = std::ffi::CString::new(format!("size={size}")).unwrap();
+        // SAFETY: valid C strings; mounting a tmpfs on our own fresh directory.
+        let rc = unsafe {
+            libc::mount(
+                c"frametap-test".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                options.as_ptr().cast(),
+            )
+        };
+        assert_eq!(rc, 0, "mount tmpfs: {}", std::io::Error::last_os_error());
+        Some(Tmpfs { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills the filesystem with `file`; removing it gives the space back.
+    fn fill(&self, file: &str) -> std::path::PathBuf {
+        use std::io::Write as _;
+        let path = self.path().join(file);
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0x5a_u8; 1 << 20];
+        while matches!(f.write(&chunk), Ok(n) if n > 0) {}
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let target = std::ffi::CString::new(self.path().as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid C string; a lazy unmount of the tmpfs we mounted.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+#[test]
+fn a_full_disk_stops_recording_and_freeing_space_resumes_it() {
+    let Some(fs) = Tmpfs::mount("64m") else {
+        return;
+    };
+    let dir = fs.path().join("store");
+    let store = primary(&dir);
+    let writer = Writer::spawn(store.clone(), 64);
+    let changes = watch_changes(&writer);
+    let before = TrafficId::new(T0, 50);
+    let after = TrafficId::new(T0, 51);
+    let full = TrafficId::new(T0, 52);
+    // 100 frames of 1 KB (noise: RocksDB cannot compress it away).
+    let batch = |t: TrafficId, first: u64| -> Vec<Record> {
+        (first..first + 100)
+            .map(|seq| {
+                let mut f = frame(t, seq, T0 + seq);
+                f.payload = noise(seq, 1000);
+                f.payload_len = 1000;
+                Record::Frame(f)
+            })
+            .collect()
+    };
+    let write = |records: Vec<Record>| match writer.write_now(records) {
+        WrittenNow::Done(result) => result,
+        WrittenNow::Busy(records) => block_on(writer.submit(records)),
+    };
+    write(batch(before, 1)).unwrap();
+
+    let filler = fs.fill("filler");
+    // Writes fail once what RocksDB had reserved (its preallocated WAL) is used up.
+    let mut lost = 0u64;
+    let mut seq = 1;
+    for _ in 0..1_000 {
+        match write(batch(full, seq)) {
+            Ok(()) => seq += 100,
+            Err(e) => {
+                assert!(e.to_string().contains("No space left on device"), "{e}");
+                lost += 100;
+                break;
+            }
+        }
+    }
+    assert_eq!(lost, 100, "writes kept working on a full 64 MB disk");
+    for _ in 0..10 {
+        assert!(write(batch(full, seq)).is_err(), "the disk is still full");
+        lost += 100;
+    }
+    let status = writer.recording();
+    assert_eq!(status.state, RecordingState::Degraded);
+    assert_eq!(status.records_lost, lost);
+    let since = status.since_ms.unwrap();
+    assert!(matches!(
+        &changes.lock().unwrap()[..],
+        [RecordingChange::Stopped { at_ms, error }] if *at_ms == since && error.contains("No space")
+    ));
+
+    // Space comes back: writes work again by themselves (nobody reopens by hand).
+    std::fs::remove_file(filler).unwrap();
+    let mut next = 1;
+    eventually("a write works again", || match write(batch(after, next)) {
+        Ok(()) => Some(()),
+        Err(_) => {
+            lost += 100;
+            None
+        }
+    });
+    next += 100;
+    write(batch(after, next)).unwrap();
+
+    let status = writer.recording();
+    assert_eq!(status.state, RecordingState::Recording);
+    let outage = status.last_outage.unwrap();
+    assert_eq!(outage.stopped_at_ms, since);
+    assert_eq!(outage.records_lost, lost);
+    assert_eq!(
+        changes.lock().unwrap().last(),
+        Some(&RecordingChange::Resumed(outage.clone()))
+    );
+    assert_eq!(changes.lock().unwrap().len(), 2, "one outage");
+    assert_eq!(writer.stats().records_failed, lost);
+    // What was written before the outage survived it; what came after is stored.
+    assert_eq!(store.frame_count(before).unwrap(), 100);
+    assert_eq!(all_frames(&store, after).len(), 200);
+    eprintln!(
+        "outage of {:?}, {lost} records lost, {} reopens",
+        outage.duration(),
+        writer.stats().reopens
+    );
+    writer.shutdown();
+}

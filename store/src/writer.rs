@@ -8,9 +8,15 @@
 //! An `Ok` ack means the batch's write call returned: the records are in the WAL (OS
 //! page cache), so they survive the agent being killed (even with SIGKILL) right after.
 //! They are lost only if the machine itself crashes before the OS writes them back.
+//!
+//! Every write outcome feeds the [recording state machine](crate::recording). While
+//! writes fail (a full disk, say), a recovery thread probes once a second; when writes
+//! still fail after [`REOPEN_AFTER`] although the filesystem has room again, it reopens
+//! the database ([`Store::reopen`]), because RocksDB does not always leave its error
+//! state by itself. The first write that works again ends the outage.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -18,7 +24,20 @@ use rocksdb::WriteBatch;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::records::Record;
-use crate::store::Store;
+use crate::recording::{RecordingChange, RecordingMonitor, RecordingStatus};
+use crate::store::{Store, now_ms};
+
+/// How often the recovery thread looks at a degraded store.
+pub const RECOVERY_TICK: Duration = Duration::from_secs(1);
+/// Writes failing for this long (with room on the filesystem) get the store reopened.
+pub const REOPEN_AFTER: Duration = Duration::from_secs(2);
+/// Longest pause between two reopen attempts (the pause doubles after each).
+const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// A reopen is tried only with at least this much free space (and as much as the
+/// live WAL, which the reopen replays and flushes).
+const REOPEN_MIN_FREE: u64 = 4 << 20;
+/// How long a reopen waits for operations in flight to let go of the database.
+const REOPEN_WAIT: Duration = Duration::from_secs(5);
 
 /// At most this many records go into one batch (a single larger request is written
 /// whole).
@@ -58,6 +77,8 @@ pub struct WriterStats {
     /// Bytes of successfully written batches (`WriteBatch` size, keys + values +
     /// small per-record overhead).
     pub bytes_written: u64,
+    /// Times the store was reopened to get out of a write error.
+    pub reopens: u64,
 }
 
 #[derive(Default)]
@@ -67,6 +88,7 @@ struct Stats {
     records_failed: AtomicU64,
     records_dropped: AtomicU64,
     bytes_written: AtomicU64,
+    reopens: AtomicU64,
 }
 
 /// Allows one event per period; counts the suppressed ones. Lock-free, shareable.
@@ -115,11 +137,97 @@ enum Msg {
     Shutdown,
 }
 
+/// Who hears about [`RecordingChange`]s besides the log.
+type RecordingListener = Box<dyn Fn(&RecordingChange) + Send + Sync>;
+
+/// The recording state shared by every write path: a lock-free "degraded?" flag in
+/// front of the state machine, which is locked only for failures and for the first
+/// success after them.
+#[derive(Default)]
+struct Recording {
+    degraded: AtomicBool,
+    monitor: Mutex<RecordingMonitor>,
+    listener: Mutex<Option<RecordingListener>>,
+}
+
+impl Recording {
+    fn written(&self, dir: &std::path::Path) {
+        if self.degraded.load(Ordering::Relaxed) {
+            self.update(dir, |m| m.written(now_ms()));
+        }
+    }
+
+    fn failed(&self, dir: &std::path::Path, records: u64, error: &str) {
+        self.update(dir, |m| m.failed(now_ms(), records, error));
+    }
+
+    /// Applies one transition; logs and announces a change while still holding the
+    /// lock, so listeners hear changes in the order they happened.
+    fn update(
+        &self,
+        dir: &std::path::Path,
+        step: impl FnOnce(&mut RecordingMonitor) -> Option<RecordingChange>,
+    ) {
+        let mut monitor = self.monitor.lock().unwrap_or_else(|p| p.into_inner());
+        let change = step(&mut monitor);
+        self.degraded.store(monitor.is_degraded(), Ordering::Relaxed);
+        let Some(change) = change else { return };
+        log_change(dir, &change);
+        if let Some(listener) = &*self.listener.lock().unwrap_or_else(|p| p.into_inner()) {
+            listener(&change);
+        }
+    }
+
+    fn status(&self) -> RecordingStatus {
+        self.monitor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .status()
+            .clone()
+    }
+}
+
+/// `2026-11-30T12:00:00.123Z` for `ms` since the epoch.
+fn utc(ms: u64) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| format!("{ms} ms after the epoch"))
+}
+
+fn log_change(dir: &std::path::Path, change: &RecordingChange) {
+    match change {
+        RecordingChange::Stopped { at_ms, error } => tracing::error!(
+            since = %utc(*at_ms),
+            "recording stopped: cannot write to the capture database in {} ({error}). \
+             Traffic is still relayed, but not recorded. frametap resumes recording by \
+             itself as soon as writes work again: free disk space if the disk is full",
+            dir.display()
+        ),
+        RecordingChange::Resumed(outage) => tracing::warn!(
+            stopped_at = %utc(outage.stopped_at_ms),
+            resumed_at = %utc(outage.resumed_at_ms),
+            records_lost = outage.records_lost,
+            "recording resumed after {:.1} s: {} records were lost between {} and {}",
+            outage.duration().as_secs_f64(),
+            outage.records_lost,
+            utc(outage.stopped_at_ms),
+            utc(outage.resumed_at_ms),
+        ),
+    }
+}
+
 struct Shared {
     store: Store,
     stats: Stats,
+    recording: Recording,
     closing: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The recovery thread, and the sender whose drop stops it.
+    recovery: Mutex<Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>>,
     queue_full_warn: RateLimit,
     write_failed_warn: RateLimit,
 }
@@ -158,8 +266,10 @@ impl Writer {
         let shared = Arc::new(Shared {
             store,
             stats: Stats::default(),
+            recording: Recording::default(),
             closing: AtomicBool::new(false),
             thread: Mutex::new(None),
+            recovery: Mutex::new(None),
             queue_full_warn: RateLimit::new(Duration::from_secs(1)),
             write_failed_warn: RateLimit::new(Duration::from_secs(1)),
         });
@@ -169,7 +279,30 @@ impl Writer {
             .spawn(move || run(rx, s2))
             .expect("cannot spawn the capture writer thread");
         *shared.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+        let (stop, stopped) = std::sync::mpsc::channel();
+        let weak = Arc::downgrade(&shared);
+        let recovery = std::thread::Builder::new()
+            .name("frametap-recovery".into())
+            .spawn(move || recovery_loop(weak, stopped))
+            .expect("cannot spawn the capture recovery thread");
+        *shared.recovery.lock().unwrap_or_else(|p| p.into_inner()) = Some((stop, recovery));
         Writer { tx, shared }
+    }
+
+    /// Whether records are being stored, and the current or last outage.
+    pub fn recording(&self) -> RecordingStatus {
+        self.shared.recording.status()
+    }
+
+    /// Calls `listener` on every [`RecordingChange`] (replacing any earlier listener),
+    /// in order, on the thread whose write caused it: it must not block.
+    pub fn on_recording_change(&self, listener: impl Fn(&RecordingChange) + Send + Sync + 'static) {
+        *self
+            .shared
+            .recording
+            .listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Box::new(listener));
     }
 
     fn drop_records(&self, n: usize, err: WriteError) -> Result<(), WriteError> {
@@ -200,8 +333,8 @@ impl Writer {
         }
         let shared = &self.shared;
         let mut batch = WriteBatch::default();
-        if let Err(e) = put_records(&shared.store, &mut batch, &records) {
-            return WrittenNow::Done(Err(encode_failed(&shared.stats, records.len(), &e)));
+        if let Err(e) = put_records(shared, &mut batch, &records) {
+            return WrittenNow::Done(Err(e));
         }
         match commit(shared, batch, records.len() as u64, true) {
             Err(Commit::Busy) => WrittenNow::Busy(records),
@@ -269,6 +402,7 @@ impl Writer {
             records_failed: s.records_failed.load(Ordering::Relaxed),
             records_dropped: s.records_dropped.load(Ordering::Relaxed),
             bytes_written: s.bytes_written.load(Ordering::Relaxed),
+            reopens: s.reopens.load(Ordering::Relaxed),
         }
     }
 
@@ -291,6 +425,19 @@ impl Writer {
             && handle.join().is_err()
         {
             tracing::error!("capture writer thread panicked");
+        }
+        drop(guard);
+        let recovery = self
+            .shared
+            .recovery
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((stop, handle)) = recovery {
+            drop(stop);
+            if handle.join().is_err() {
+                tracing::error!("capture recovery thread panicked");
+            }
         }
     }
 }
@@ -317,30 +464,36 @@ impl Pending {
 
     /// Encodes a request into the batch; a request with an unencodable record is
     /// failed alone.
-    fn add(&mut self, store: &Store, req: Request, stats: &Stats) {
-        match put_records(store, &mut self.batch, &req.records) {
+    fn add(&mut self, shared: &Shared, req: Request) {
+        match put_records(shared, &mut self.batch, &req.records) {
             Ok(()) => {
                 self.records += req.records.len();
                 self.acks.push(req.ack);
             }
             Err(e) => {
-                let _ = req
-                    .ack
-                    .send(Err(encode_failed(stats, req.records.len(), &e)));
+                let _ = req.ack.send(Err(e));
             }
         }
     }
 }
 
-/// Adds `records` to `batch`; adds nothing if one of them cannot be encoded.
-fn put_records(store: &Store, batch: &mut WriteBatch, records: &[Record]) -> anyhow::Result<()> {
+/// Adds `records` to `batch`; adds nothing if one of them cannot be encoded. Failures
+/// are counted (the store being closed for a reopen counts as a failed write).
+fn put_records(
+    shared: &Shared,
+    batch: &mut WriteBatch,
+    records: &[Record],
+) -> Result<(), WriteError> {
+    let n = records.len() as u64;
+    let db = shared.store.db().map_err(|e| db_failed(shared, n, &e))?;
     let encoded = records
         .iter()
         .map(|r| {
-            let (cf, key, value) = Store::encode_record(r)?;
-            Ok((store.cf(cf)?, key, value))
+            let (name, key, value) = Store::encode_record(r)?;
+            Ok((crate::store::cf(&db, name)?, key, value))
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<anyhow::Result<Vec<_>>>()
+        .map_err(|e| encode_failed(&shared.stats, records.len(), &e))?;
     for (cf, key, value) in encoded {
         batch.put_cf(cf, key, value);
     }
@@ -370,32 +523,37 @@ fn commit(shared: &Shared, batch: WriteBatch, records: u64, no_wait: bool) -> Re
             stats.batches.fetch_add(1, Ordering::Relaxed);
             stats.records_written.fetch_add(records, Ordering::Relaxed);
             stats.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+            shared.recording.written(shared.store.dir());
             Ok(())
         }
         Err(e) if no_wait && crate::store::is_busy(&e) => Err(Commit::Busy),
-        Err(e) => {
-            stats.records_failed.fetch_add(records, Ordering::Relaxed);
-            if let Some(suppressed) = shared.write_failed_warn.check() {
-                tracing::warn!(
-                    suppressed,
-                    "capture writer: writing {records} records failed (traffic keeps being \
-                     relayed, but is not recorded): {e:#}"
-                );
-            }
-            Err(Commit::Failed(WriteError::Db(format!("{e:#}"))))
-        }
+        Err(e) => Err(Commit::Failed(db_failed(shared, records, &e))),
     }
 }
 
-fn handle_msg(
-    msg: Msg,
-    pending: &mut Pending,
-    rx: &mut mpsc::Receiver<Msg>,
-    store: &Store,
-    stats: &Stats,
-) {
+/// Counts and reports a write of `records` records that the database refused.
+fn db_failed(shared: &Shared, records: u64, e: &anyhow::Error) -> WriteError {
+    let error = format!("{e:#}");
+    shared
+        .stats
+        .records_failed
+        .fetch_add(records, Ordering::Relaxed);
+    shared
+        .recording
+        .failed(shared.store.dir(), records, &error);
+    if let Some(suppressed) = shared.write_failed_warn.check() {
+        tracing::warn!(
+            suppressed,
+            "capture writer: writing {records} records failed (traffic keeps being relayed, \
+             but is not recorded): {error}"
+        );
+    }
+    WriteError::Db(error)
+}
+
+fn handle_msg(msg: Msg, pending: &mut Pending, rx: &mut mpsc::Receiver<Msg>, shared: &Shared) {
     match msg {
-        Msg::Write(req) => pending.add(store, req, stats),
+        Msg::Write(req) => pending.add(shared, req),
         // Stop accepting; what is still queued is received (and written) by the loop
         // in `run` before `blocking_recv` returns `None`.
         Msg::Shutdown => rx.close(),
@@ -403,13 +561,12 @@ fn handle_msg(
 }
 
 fn run(mut rx: mpsc::Receiver<Msg>, shared: Arc<Shared>) {
-    let (store, stats) = (&shared.store, &shared.stats);
     while let Some(first) = rx.blocking_recv() {
         let mut pending = Pending::new();
-        handle_msg(first, &mut pending, &mut rx, store, stats);
+        handle_msg(first, &mut pending, &mut rx, &shared);
         while !pending.full() {
             match rx.try_recv() {
-                Ok(msg) => handle_msg(msg, &mut pending, &mut rx, store, stats),
+                Ok(msg) => handle_msg(msg, &mut pending, &mut rx, &shared),
                 Err(_) => break,
             }
         }
@@ -425,5 +582,85 @@ fn run(mut rx: mpsc::Receiver<Msg>, shared: Arc<Shared>) {
         for ack in pending.acks {
             let _ = ack.send(result.clone());
         }
+    }
+}
+
+/// While recording is degraded: probes once a [`RECOVERY_TICK`] whether writes work
+/// again (RocksDB may recover by itself), and reopens the store when they still fail
+/// [`REOPEN_AFTER`] the outage began (then after a doubling pause) although there is
+/// room on the filesystem. Ends when `stop` is dropped or the writer is gone.
+fn recovery_loop(weak: Weak<Shared>, stop: std::sync::mpsc::Receiver<()>) {
+    let mut backoff = REOPEN_AFTER;
+    let mut next_reopen: Option<Instant> = None;
+    let mut told_full = false;
+    loop {
+        match stop.recv_timeout(RECOVERY_TICK) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        let Some(shared) = weak.upgrade() else { return };
+        if shared.closing.load(Ordering::SeqCst) {
+            return;
+        }
+        if !shared.recording.degraded.load(Ordering::Relaxed) {
+            (backoff, next_reopen, told_full) = (REOPEN_AFTER, None, false);
+            continue;
+        }
+        let store = &shared.store;
+        let dir = store.dir();
+        if probe(&shared) {
+            continue;
+        }
+        let now = Instant::now();
+        if now < *next_reopen.get_or_insert(now + backoff) {
+            continue;
+        }
+        let needed = REOPEN_MIN_FREE.max(store.live_wal_bytes());
+        match store.free_bytes() {
+            Ok(free) if free >= needed => told_full = false,
+            Ok(free) => {
+                if !told_full {
+                    tracing::warn!(
+                        "recording stays stopped until {} has room: {free} bytes free, \
+                         {needed} needed to reopen the capture database",
+                        dir.display()
+                    );
+                    told_full = true;
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!("cannot tell how much space is free: {e:#}");
+                continue;
+            }
+        }
+        tracing::info!(
+            "writes still fail although {} has room again: reopening the capture database",
+            dir.display()
+        );
+        match store.reopen(REOPEN_WAIT) {
+            Ok(()) => {
+                shared.stats.reopens.fetch_add(1, Ordering::Relaxed);
+                if !probe(&shared) {
+                    tracing::warn!("the capture database reopened, but writes still fail");
+                }
+            }
+            Err(e) => tracing::warn!(
+                "cannot reopen the capture database: {e:#}; trying again in {backoff:?}"
+            ),
+        }
+        next_reopen = Some(Instant::now() + backoff);
+        backoff = (backoff * 2).min(REOPEN_BACKOFF_MAX);
+    }
+}
+
+/// One probe write; a success ends the outage. `true` if writes work.
+fn probe(shared: &Shared) -> bool {
+    match shared.store.probe_write() {
+        Ok(true) => {
+            shared.recording.written(shared.store.dir());
+            true
+        }
+        Ok(false) | Err(_) => false,
     }
 }

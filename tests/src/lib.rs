@@ -17,6 +17,7 @@ pub mod netns;
 pub mod peers;
 pub mod pki;
 pub mod procs;
+pub mod tmpfs;
 pub mod ws;
 
 use std::sync::{Mutex, MutexGuard};

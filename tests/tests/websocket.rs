@@ -10,6 +10,7 @@ use frametap_e2e::{
     peers::{Server, probe},
     pki::TestPki,
     require_root, serial,
+    tmpfs::Tmpfs,
     ws::{ClientOptions, WsServer, b64, read_echoes, run_client, spawn_client},
 };
 use frametap_store::{FrameFilter, FrameRecord, Store, StoreOptions, TrafficEntry};
@@ -568,46 +569,6 @@ fn bad_tls_clients_are_recorded_and_break_nothing() {
             .any(|e| e.contains("client TLS handshake failed")),
         "{errors:?}"
     );
-}
-
-/// A filesystem of `size` mounted on a fresh directory, unmounted when dropped.
-struct Tmpfs {
-    dir: Option<tempfile::TempDir>,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let st = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size}"),
-                "frametap-test",
-            ])
-            .arg(dir.path())
-            .status()
-            .unwrap();
-        assert!(st.success(), "mount tmpfs");
-        Self { dir: Some(dir) }
-    }
-
-    /// Hand the directory over (unmounted by our Drop via its path).
-    fn path(&self) -> std::path::PathBuf {
-        self.dir.as_ref().unwrap().path().to_path_buf()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        if let Some(dir) = self.dir.take() {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(dir.path())
-                .status();
-        }
-    }
 }
 
 #[test]
