@@ -157,6 +157,11 @@ pub struct ServeOptions {
     /// ones stopped being captured. Default: 5.
     #[arg(long, value_name = "SECONDS")]
     pub shutdown_grace: Option<u64>,
+    /// How many seconds a captured TLS connection may take to finish its handshakes
+    /// (the client's with frametap, frametap's with the server) after its
+    /// ClientHello; then it is closed and recorded as timed out. Default: 10.
+    #[arg(long, value_name = "SECONDS")]
+    pub handshake_timeout: Option<u64>,
     /// PEM file of extra CA certificates trusted for upstream servers, on top of the
     /// system trust store (for private CAs). Repeatable; the file's list and the
     /// command line's both apply.
@@ -380,6 +385,7 @@ pub fn parse_size_or_zero(s: &str) -> Result<u64, String> {
 pub use frametap_logging::LogFormat;
 
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Validated settings of a serving agent. Serialized (`frametap-agent config`) with
 /// the config file's keys, so the JSON read back as a config file gives the same
@@ -401,6 +407,8 @@ pub struct ServeConfig {
     pub workers: usize,
     #[serde(serialize_with = "ser::seconds")]
     pub shutdown_grace: Duration,
+    #[serde(serialize_with = "ser::seconds")]
+    pub handshake_timeout: Duration,
     pub upstream_ca: Vec<PathBuf>,
     pub insecure_upstream: bool,
     pub passthrough: Vec<String>,
@@ -519,6 +527,11 @@ impl ServeConfig {
                 .shutdown_grace
                 .or(file.shutdown_grace)
                 .map_or(DEFAULT_SHUTDOWN_GRACE, Duration::from_secs),
+            handshake_timeout: cli
+                .handshake_timeout
+                .or(file.handshake_timeout)
+                .filter(|&s| s > 0)
+                .map_or(DEFAULT_HANDSHAKE_TIMEOUT, Duration::from_secs),
             upstream_ca,
             insecure_upstream: cli.insecure_upstream || file.insecure_upstream,
             passthrough,

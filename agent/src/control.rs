@@ -310,7 +310,7 @@ async fn stream_records(mut stream: UnixStream, ctx: &ControlContext) {
     let mut scratch = [0u8; 64];
     loop {
         tokio::select! {
-            batch = subscription.batches.recv() => {
+            batch = subscription.recv() => {
                 let Some(batch) = batch else { return };
                 if write.write_all(&batch.bytes).await.is_err() {
                     return;

@@ -2,9 +2,11 @@
 //! control socket's subscribers (the API process). Body chunks are left out: they
 //! are no live event, and the API reads them from the store.
 //!
-//! Publishing never waits: each subscriber has a bounded queue, and a subscriber
-//! that falls behind loses records (counted, and told how many) instead of slowing
-//! the relay. With no subscriber, publishing costs one atomic load.
+//! Publishing never waits: each subscriber has a queue bounded in batches and in
+//! bytes ([`EventBus::QUEUE`], [`EventBus::QUEUE_BYTES`]), and a subscriber that
+//! falls behind (or stops reading) loses records, counted and told how many, instead
+//! of slowing the relay or growing the agent's memory. With no subscriber,
+//! publishing costs one atomic load.
 //!
 //! A connection's records go out in capture order ([`LiveOrder`]): frames by
 //! sequence number, although a frame can be persisted after later ones (a rule holds
@@ -27,12 +29,31 @@ pub struct Batch {
 
 /// One subscriber's end: batches in order, and its running count of dropped records.
 pub struct Subscription {
-    pub batches: mpsc::Receiver<Arc<Batch>>,
+    batches: mpsc::Receiver<Arc<Batch>>,
+    /// Bytes of the batches queued for it.
+    queued: Arc<AtomicUsize>,
     pub dropped: Arc<AtomicU64>,
+}
+
+impl Subscription {
+    /// The next batch; `None` once the bus is gone.
+    pub async fn recv(&mut self) -> Option<Arc<Batch>> {
+        let batch = self.batches.recv().await?;
+        self.queued.fetch_sub(batch.bytes.len(), Ordering::Relaxed);
+        Some(batch)
+    }
+
+    /// The next batch if one is queued.
+    pub fn try_recv(&mut self) -> Option<Arc<Batch>> {
+        let batch = self.batches.try_recv().ok()?;
+        self.queued.fetch_sub(batch.bytes.len(), Ordering::Relaxed);
+        Some(batch)
+    }
 }
 
 struct Subscriber {
     queue: mpsc::Sender<Arc<Batch>>,
+    queued: Arc<AtomicUsize>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -47,6 +68,9 @@ pub struct EventBus {
 impl EventBus {
     /// Batches a subscriber may have queued before it starts losing records.
     pub const QUEUE: usize = 4096;
+    /// Bytes a subscriber may have queued before it starts losing records. A batch
+    /// larger than this still goes to a subscriber whose queue is empty.
+    pub const QUEUE_BYTES: usize = 16 << 20;
 
     pub fn has_subscribers(&self) -> bool {
         self.count.load(Ordering::Relaxed) > 0
@@ -55,13 +79,19 @@ impl EventBus {
     pub fn subscribe(&self) -> Subscription {
         let (queue, batches) = mpsc::channel(Self::QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
+        let queued = Arc::new(AtomicUsize::new(0));
         let mut subscribers = self.lock();
         subscribers.push(Subscriber {
             queue,
+            queued: Arc::clone(&queued),
             dropped: Arc::clone(&dropped),
         });
         self.count.store(subscribers.len(), Ordering::Relaxed);
-        Subscription { batches, dropped }
+        Subscription {
+            batches,
+            queued,
+            dropped,
+        }
     }
 
     /// Encodes `records` once for every subscriber; `None` when none of them is
@@ -78,20 +108,37 @@ impl EventBus {
         })
     }
 
-    /// Queues `batch` for every subscriber without waiting; a full queue drops it for
-    /// that subscriber, a closed one unsubscribes it.
+    /// Queues `batch` for every subscriber without waiting; a full queue (in batches
+    /// or bytes) drops it for that subscriber, a closed one unsubscribes it.
     pub fn publish(&self, batch: Arc<Batch>) {
+        let len = batch.bytes.len();
         let mut subscribers = self.lock();
-        subscribers.retain(|s| match s.queue.try_send(Arc::clone(&batch)) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                s.dropped.fetch_add(batch.records, Ordering::Relaxed);
-                self.dropped.fetch_add(batch.records, Ordering::Relaxed);
-                true
+        subscribers.retain(|s| {
+            let queued = s.queued.load(Ordering::Relaxed);
+            if queued > 0 && queued + len > Self::QUEUE_BYTES {
+                self.count_dropped(s, batch.records);
+                return true;
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            // Counted before the subscriber can receive (and uncount) it.
+            s.queued.fetch_add(len, Ordering::Relaxed);
+            match s.queue.try_send(Arc::clone(&batch)) {
+                Ok(()) => true,
+                Err(e) => {
+                    s.queued.fetch_sub(len, Ordering::Relaxed);
+                    let full = matches!(e, mpsc::error::TrySendError::Full(_));
+                    if full {
+                        self.count_dropped(s, batch.records);
+                    }
+                    full
+                }
+            }
         });
         self.count.store(subscribers.len(), Ordering::Relaxed);
+    }
+
+    fn count_dropped(&self, subscriber: &Subscriber, records: u64) {
+        subscriber.dropped.fetch_add(records, Ordering::Relaxed);
+        self.dropped.fetch_add(records, Ordering::Relaxed);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Subscriber>> {
@@ -324,10 +371,10 @@ mod tests {
         for n in 0..total {
             bus.publish(EventBus::encode(&[close(n), close(n)]).unwrap());
             // The fast one keeps up.
-            assert!(fast.batches.try_recv().is_ok());
+            assert!(fast.try_recv().is_some());
         }
         let mut got = 0;
-        while slow.batches.try_recv().is_ok() {
+        while slow.try_recv().is_some() {
             got += 1;
         }
         assert_eq!(got, EventBus::QUEUE as u64);
@@ -338,6 +385,39 @@ mod tests {
         drop(fast);
         bus.publish(EventBus::encode(&[close(0)]).unwrap());
         assert!(!bus.has_subscribers());
+    }
+
+    #[test]
+    fn a_subscriber_that_stops_reading_holds_a_bounded_number_of_bytes() {
+        let bus = EventBus::default();
+        let mut stalled = bus.subscribe();
+        let big = |n: u64| {
+            let payload = vec![b'x'; 1 << 20];
+            Arc::new(Batch {
+                records: n,
+                bytes: payload,
+            })
+        };
+        // 64 batches of 1 MiB: only QUEUE_BYTES of them stay queued.
+        for _ in 0..64 {
+            bus.publish(big(1));
+        }
+        let kept = EventBus::QUEUE_BYTES >> 20;
+        assert_eq!(stalled.queued.load(Ordering::Relaxed), kept << 20);
+        assert_eq!(stalled.dropped.load(Ordering::Relaxed), 64 - kept as u64);
+        // Reading frees room: the next batch is queued again.
+        assert!(stalled.try_recv().is_some());
+        bus.publish(big(1));
+        assert_eq!(stalled.queued.load(Ordering::Relaxed), kept << 20);
+        assert_eq!(stalled.dropped.load(Ordering::Relaxed), 64 - kept as u64);
+        // One batch larger than the bound still reaches an empty queue.
+        while stalled.try_recv().is_some() {}
+        bus.publish(Arc::new(Batch {
+            records: 1,
+            bytes: vec![0; EventBus::QUEUE_BYTES + 1],
+        }));
+        assert!(stalled.try_recv().is_some());
+        assert_eq!(stalled.queued.load(Ordering::Relaxed), 0);
     }
 
     #[test]

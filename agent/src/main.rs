@@ -353,6 +353,7 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             rules,
             live,
             alpn: Default::default(),
+            handshake_timeout: cfg.handshake_timeout,
         },
         recorder.clone(),
     ));

@@ -46,6 +46,8 @@ pub struct InterceptSettings {
     pub live: Arc<crate::live::LiveConnections>,
     /// What servers selected for clients offering more than http/1.1.
     pub alpn: crate::intercept::alpn::AlpnCache,
+    /// How long TLS handshakes (both legs) may take after the ClientHello.
+    pub handshake_timeout: Duration,
 }
 
 /// What every connection task shares.

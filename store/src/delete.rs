@@ -97,7 +97,7 @@ impl Store {
         if let Some(last) = last_seq(&db, CF_FRAMES, id)? {
             let watermark = deletion_watermark(&db, id)?;
             if last > watermark {
-                self.add_frame_deletion(batch, id, last)?;
+                Store::add_frame_deletion(&db, batch, id, last)?;
                 stats.frames += last - watermark;
             }
         }

@@ -572,6 +572,43 @@ fn bad_tls_clients_are_recorded_and_break_nothing() {
 }
 
 #[test]
+fn a_client_that_stops_mid_handshake_is_closed_after_the_handshake_timeout() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let lab = Lab::new();
+    let cg = TestCgroup::new("silent-hello");
+    let pki = TestPki::new(&[HOST]);
+    let _server = WsServer::start(&lab, UPSTREAM_V4, 8443, Some(&pki), false);
+    let mut agent = start_agent(&lab, &cg, &pki, &["--handshake-timeout", "2"]);
+    let abuse = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/tls_abuse.py");
+    let out = lab
+        .client_command(Some(&cg), "python3")
+        .arg(&abuse)
+        .args(["silent", UPSTREAM_V4, "8443", HOST])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Held for the 2 s configured, not for as long as the client likes (60 s here).
+    let secs: f64 = said
+        .strip_prefix("closed after ")
+        .unwrap_or_else(|| panic!("the agent held the connection: {said}"))
+        .parse()
+        .unwrap();
+    assert!((1.5..30.0).contains(&secs), "{said}");
+    agent.wait_connections(1);
+    assert!(agent.stop().success());
+    let rec = Recorded::open(&agent);
+    let errors: Vec<_> = rec.traffic.iter().filter_map(|t| t.error.clone()).collect();
+    assert!(
+        errors.iter().any(|e| e.contains("--handshake-timeout")),
+        "{errors:?}"
+    );
+}
+
+#[test]
 fn a_full_disk_never_stops_traffic() {
     if !require_root() {
         return;

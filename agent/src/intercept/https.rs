@@ -63,6 +63,9 @@ struct Conn<'a> {
     client: TcpStream,
     prefix: Vec<u8>,
     offered: Vec<String>,
+    /// When the handshakes (both legs, and the probe) must be done
+    /// (`--handshake-timeout` after the ClientHello arrived).
+    deadline: tokio::time::Instant,
 }
 
 impl Conn<'_> {
@@ -126,6 +129,7 @@ pub async fn handle(
         hello,
         client,
         prefix,
+        deadline: tokio::time::Instant::now() + ctx.intercept.handshake_timeout,
     };
     if ctx
         .intercept
@@ -217,8 +221,12 @@ async fn both_at_once(conn: Conn<'_>, upstream: TcpStream, legs: Legs, cached: b
     let sni = conn.hello.sni.clone();
     let offered = conn.offered.clone();
     let info = conn.info;
+    let deadline = conn.deadline;
     let (client_leg, client_fd) = conn.client_leg(legs.client_config);
-    let (client_tls, server_tls) = tokio::join!(client_leg, server_leg);
+    let handshakes = async { tokio::join!(client_leg, server_leg) };
+    let Ok((client_tls, server_tls)) = tokio::time::timeout_at(deadline, handshakes).await else {
+        return timed_out(ctx, &state).await;
+    };
     match (client_tls, server_tls) {
         (Ok(client_tls), Ok(server_tls)) => {
             let selected = server_tls.get_ref().1.alpn_protocol().map(alpn::name);
@@ -275,12 +283,13 @@ async fn probe_first(conn: Conn<'_>, upstream: TcpStream, legs: Legs) -> Outcome
     let ctx = conn.ctx;
     let upstream_fd = upstream.as_raw_fd();
     let config = ctx.intercept.tls.upstream_config_offering(&conn.hello.alpn);
-    let probe = TlsConnector::from(config)
-        .connect(
-            legs.server_name,
-            BufReader::with_capacity(TLS_SOCKET_BUFFER, upstream),
-        )
-        .await;
+    let probe = TlsConnector::from(config).connect(
+        legs.server_name,
+        BufReader::with_capacity(TLS_SOCKET_BUFFER, upstream),
+    );
+    let Ok(probe) = tokio::time::timeout_at(conn.deadline, probe).await else {
+        return timed_out(ctx, &conn.state(None)).await;
+    };
     let server_tls = match probe {
         Ok(server_tls) => server_tls,
         Err(e) if diagnose::is_no_common_protocol(&e) => {
@@ -295,10 +304,14 @@ async fn probe_first(conn: Conn<'_>, upstream: TcpStream, legs: Legs) -> Outcome
             let failure = diagnose::upstream_failure(&e, &conn.upstream(), &conn.offered);
             let state = conn.state(None);
             let ctx = conn.ctx;
+            let deadline = conn.deadline;
             let (client_leg, _) = conn.client_leg(legs.client_config);
-            return match client_leg.await {
-                Ok(client_tls) => answer_gateway_error(ctx, client_tls, &state, &failure).await,
-                Err((e, io)) => client_failed(ctx, &state, &e, io, &legs.subject).await,
+            return match tokio::time::timeout_at(deadline, client_leg).await {
+                Ok(Ok(client_tls)) => {
+                    answer_gateway_error(ctx, client_tls, &state, &failure).await
+                }
+                Ok(Err((e, io))) => client_failed(ctx, &state, &e, io, &legs.subject).await,
+                Err(_) => timed_out(ctx, &state).await,
             };
         }
     };
@@ -315,8 +328,12 @@ async fn probe_first(conn: Conn<'_>, upstream: TcpStream, legs: Legs) -> Outcome
     let sni = conn.hello.sni.clone();
     let offered = conn.offered.clone();
     let info = conn.info;
+    let deadline = conn.deadline;
     let (client_leg, client_fd) = conn.client_leg(legs.client_config);
-    match client_leg.await {
+    let Ok(client_tls) = tokio::time::timeout_at(deadline, client_leg).await else {
+        return timed_out(ctx, &state).await;
+    };
+    match client_tls {
         Ok(client_tls) => {
             let mut meta = meta(info, true, sni, tls_version(&client_tls));
             meta.alpn_offered = offered;
@@ -458,6 +475,30 @@ async fn linger<S: AsyncRead + Unpin>(client: &mut S) {
             Ok(Ok(n)) if n > 0 => read += n as u64,
             _ => return,
         }
+    }
+}
+
+/// The handshakes did not finish by the deadline: a client that sent its
+/// ClientHello and then nothing (or a server that never answered) is not held. The
+/// handshake futures owned the sockets and are dropped by now, which closed them;
+/// the attempt is recorded.
+async fn timed_out(ctx: &ProxyContext, state: &SessionState) -> Outcome {
+    let secs = ctx.intercept.handshake_timeout.as_secs_f64();
+    let error = format!(
+        "the TLS handshakes did not finish within {secs} s (--handshake-timeout): the client \
+         or the server stopped answering; the connection was closed"
+    );
+    ctx.recorder
+        .persist(vec![state.failure_entry(now_ms(), error.clone())], None)
+        .await;
+    Outcome {
+        kind: "https",
+        bytes_up: 0,
+        bytes_down: 0,
+        end: "handshake timeout".into(),
+        error: Some(error),
+        warn: true,
+        not_intercepted: None,
     }
 }
 
