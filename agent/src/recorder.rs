@@ -210,6 +210,7 @@ mod tests {
             bytes_from_client: 0,
             bytes_from_server: 0,
             abnormal: None,
+            frames_from_frametap: None,
         })
     }
 
@@ -227,13 +228,17 @@ mod tests {
         let recorder = Recorder::new(writer.clone());
         let mut live = recorder.events.subscribe();
 
-        assert!(recorder.persist_now(vec![close(1)]).is_none());
+        assert!(recorder.persist_now(vec![close(1)], None).is_none());
         let stored = live.try_recv().expect("a stored record goes live");
         assert_eq!(decode(&stored.bytes), [Message::Records(vec![close(1)])]);
 
         // Records the writer refuses are counted, never published.
         writer.shutdown();
-        assert!(recorder.persist_now(vec![close(2), close(3)]).is_none());
+        assert!(
+            recorder
+                .persist_now(vec![close(2), close(3)], None)
+                .is_none()
+        );
         assert!(live.try_recv().is_none(), "no event for unstored records");
         let stats = &recorder.stats;
         assert_eq!(stats.records_submitted.load(Ordering::Relaxed), 3);

@@ -88,9 +88,9 @@ impl Refusal {
                 "the request body ({declared} bytes declared) is over the {} limit",
                 bytes(*limit)
             ),
-            Refusal::UriTooLong { limit } => format!(
-                "the request target (path and query) is longer than {limit} bytes"
-            ),
+            Refusal::UriTooLong { limit } => {
+                format!("the request target (path and query) is longer than {limit} bytes")
+            }
             Refusal::HeadTooLarge { limit } => {
                 format!("the request head is larger than {limit} bytes")
             }
@@ -556,8 +556,7 @@ impl Gate {
         }
         let method = Method::from_bytes(method.as_bytes())
             .map_err(|_| Refusal::Malformed("invalid method".into()))?;
-        Uri::try_from(target)
-            .map_err(|_| Refusal::Malformed("invalid request target".into()))?;
+        Uri::try_from(target).map_err(|_| Refusal::Malformed("invalid request target".into()))?;
         let http11 = version == 1;
         let mut upgrade = method == Method::CONNECT;
         // The last Transfer-Encoding field decides, as in hyper.
@@ -786,7 +785,10 @@ mod tests {
         let (mut gate, now) = gate();
         gate.receive(b"GET / HTTP/1.1\r\n", now);
         for i in 0..40 {
-            gate.receive(format!("X-Field-{i}: {}\r\n", "v".repeat(20)).as_bytes(), now);
+            gate.receive(
+                format!("X-Field-{i}: {}\r\n", "v".repeat(20)).as_bytes(),
+                now,
+            );
         }
         let (status, error) = refused(&mut gate);
         assert_eq!(status, 431);
@@ -842,7 +844,12 @@ mod tests {
         ] {
             let (mut gate, now) = gate();
             gate.receive(head, now);
-            assert_eq!(refused(&mut gate).0, 400, "{}", String::from_utf8_lossy(head));
+            assert_eq!(
+                refused(&mut gate).0,
+                400,
+                "{}",
+                String::from_utf8_lossy(head)
+            );
         }
         // Equal lengths, listed or repeated, are one length.
         let (mut gate, now) = gate();
@@ -869,7 +876,10 @@ mod tests {
     fn a_broken_chunked_body_ends_the_connection_without_an_answer() {
         for body in [&b"zz\r\n"[..], b"3\r\nabcX", b"3\r\nabc\rX"] {
             let (mut gate, now) = gate();
-            gate.receive(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", now);
+            gate.receive(
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                now,
+            );
             take(&mut gate);
             gate.receive(body, now);
             take(&mut gate);

@@ -93,18 +93,18 @@ struct Cli {
 struct LimitArgs {
     /// Seconds a client has to send a request head in full (and a new connection to
     /// start one); slower ones get 408.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "FRAMETAP_API_HEADER_TIMEOUT", value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     header_timeout: u64,
     /// Seconds a request body may pause; a stalled one gets 408.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "FRAMETAP_API_BODY_TIMEOUT", value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     body_timeout: u64,
     /// Seconds a kept-alive connection may idle between requests, and a client may
     /// leave an answer unread, before the connection is closed.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "FRAMETAP_API_IDLE_TIMEOUT", value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout: u64,
     /// Connections served at once (Socket.IO ones included); more wait to be
     /// accepted. Each takes a file descriptor.
-    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    #[arg(long, env = "FRAMETAP_API_MAX_CONNECTIONS", value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65536))]
     max_connections: u64,
 }
 
@@ -279,7 +279,11 @@ fn raise_fd_limit(max_connections: usize) {
                 rlim_max: limit.rlim_max,
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                debug!(from = limit.rlim_cur, to = limit.rlim_max, "raised the open file limit");
+                debug!(
+                    from = limit.rlim_cur,
+                    to = limit.rlim_max,
+                    "raised the open file limit"
+                );
                 limit.rlim_cur = limit.rlim_max;
             }
         }

@@ -106,8 +106,8 @@ impl Drop for SecondaryDir {
 
 /// The root must be a real directory of ours: nothing in it is followed elsewhere.
 fn check_root(root: &Path) -> anyhow::Result<()> {
-    let meta = fs::symlink_metadata(root)
-        .with_context(|| format!("cannot read {}", root.display()))?;
+    let meta =
+        fs::symlink_metadata(root).with_context(|| format!("cannot read {}", root.display()))?;
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     if !meta.is_dir() || meta.uid() != me {
@@ -192,7 +192,10 @@ mod tests {
         }
         assert!(dir.db_path().starts_with(dir.path()));
         let name = dir.path().file_name().unwrap().to_str().unwrap().to_owned();
-        assert!(name.starts_with(&format!("{}-", std::process::id())), "{name}");
+        assert!(
+            name.starts_with(&format!("{}-", std::process::id())),
+            "{name}"
+        );
         // Another process (here: another lock) sees it in use and leaves it.
         let (other, removed) = SecondaryDir::create(data.path()).unwrap();
         assert!(removed.is_empty());
@@ -229,7 +232,10 @@ mod tests {
         let elsewhere = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(elsewhere.path(), data.path().join(FOLLOWERS_DIR)).unwrap();
         let err = SecondaryDir::create(data.path()).unwrap_err();
-        assert!(format!("{err:#}").contains("not a directory owned"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("not a directory owned"),
+            "{err:#}"
+        );
         assert!(names(elsewhere.path()).is_empty());
     }
 }

@@ -123,12 +123,7 @@ pub async fn serve(
             },
         };
         let io = GuardedIo::new(stream, &limits, slot);
-        connections.spawn(serve_connection(
-            io,
-            app.clone(),
-            limits,
-            stopping.clone(),
-        ));
+        connections.spawn(serve_connection(io, app.clone(), limits, stopping.clone()));
     }
     // In-flight requests finish; idle connections close at once.
     let _ = stop.send(true);
@@ -220,7 +215,11 @@ impl GuardedIo {
     }
 
     fn stream(&mut self) -> Pin<&mut TcpStream> {
-        Pin::new(self.stream.as_mut().expect("the stream is taken only on drop"))
+        Pin::new(
+            self.stream
+                .as_mut()
+                .expect("the stream is taken only on drop"),
+        )
     }
 
     /// Whether `deadline` has passed, else arranges a wake-up for it.
@@ -519,7 +518,11 @@ mod tests {
         .await;
         let (answer, closed) = exchange(addr, b"GET /hello HTTP/1.1\r\nHost: x\r\nX-Slow:").await;
         assert_eq!(answer.status, 408);
-        assert!(answer.error().contains("did not arrive in full"), "{}", answer.error());
+        assert!(
+            answer.error().contains("did not arrive in full"),
+            "{}",
+            answer.error()
+        );
         assert!(closed);
         // A connection that never sends anything is closed without a word.
         let mut silent = Client::connect(addr).await;
@@ -578,7 +581,11 @@ mod tests {
         )
         .await;
         assert_eq!(answer.status, 408);
-        assert!(answer.error().contains("stopped arriving"), "{}", answer.error());
+        assert!(
+            answer.error().contains("stopped arriving"),
+            "{}",
+            answer.error()
+        );
     }
 
     #[tokio::test]
@@ -600,7 +607,10 @@ mod tests {
         let first = client.answer().await.unwrap();
         assert_eq!((first.status, first.body.as_slice()), (200, &b"hi"[..]));
         let second = client.answer().await.unwrap();
-        assert_eq!((second.status, second.body.as_slice()), (200, &b"[1,2]"[..]));
+        assert_eq!(
+            (second.status, second.body.as_slice()),
+            (200, &b"[1,2]"[..])
+        );
         assert_eq!(client.answer().await.unwrap().status, 413);
         assert!(client.answer().await.is_none());
 
@@ -641,7 +651,8 @@ mod tests {
     #[tokio::test]
     async fn unknown_paths_stay_json_404s() {
         let addr = start(limits()).await;
-        let (answer, _) = exchange(addr, b"GET /nothing HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+        let (answer, _) =
+            exchange(addr, b"GET /nothing HTTP/1.1\r\nConnection: close\r\n\r\n").await;
         assert_eq!(answer.status, 404);
         assert!(answer.error().contains("No such endpoint"));
     }

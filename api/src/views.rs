@@ -13,9 +13,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use frametap_store::{
-    FrameId, FrameRecord, FrameTotals, TunnelEnd, WsClose, WsConnection, WsOpen,
-};
+use frametap_store::{FrameId, FrameRecord, FrameTotals, TunnelEnd, WsClose, WsConnection, WsOpen};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use utoipa::ToSchema;

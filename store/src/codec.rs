@@ -660,7 +660,7 @@ mod tests {
             Err(CodecError::BadKey(2))
         ));
         assert!(matches!(
-            decode_record(&[5, 0, 1]),
+            decode_record(&[RECORD_BODY, 0, 1]),
             Err(CodecError::BadKey(2))
         ));
         let mut bad_body = vec![5];

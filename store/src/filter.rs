@@ -159,8 +159,7 @@ mod tests {
             pid,
             process: process.map(str::to_owned),
             sni: None,
-            request_body: None,
-            response_body: None,
+            ..TrafficEntry::default()
         }
     }
 

@@ -48,8 +48,8 @@ mod delete;
 mod filter;
 mod ids;
 mod meta;
-mod records;
 pub mod recording;
+mod records;
 mod retention;
 mod store;
 mod writer;
@@ -59,19 +59,19 @@ pub use codec::CodecError;
 pub use filter::{StatusMatch, TrafficFilter, contains_ignoring_case};
 pub use ids::{FrameId, IdParseError, TrafficId};
 pub use meta::StoredRules;
+pub use recording::{Outage, RecordingChange, RecordingMonitor, RecordingState, RecordingStatus};
 pub use records::{
     BodyChunk, BodyInfo, BodyOf, FrameRecord, Record, TrafficEntry, TunnelEnd, WsClose,
     WsConnection, WsOpen,
 };
-pub use recording::{Outage, RecordingChange, RecordingMonitor, RecordingState, RecordingStatus};
 pub use retention::{DeleteStats, RetentionHandle, RetentionReport, spawn_retention};
 pub use store::{
     CF_BODIES, CF_DELETIONS, CF_FRAMES, CF_META, CF_TRAFFIC, CF_WS, COLUMN_FAMILIES, FrameFilter,
     FrameTotals, Store, StoreOptions, TRAFFIC_COLUMN_FAMILIES, now_ms,
 };
 pub use writer::{
-    MAX_BATCH_BYTES, MAX_BATCH_RECORDS, RECOVERY_TICK, REOPEN_AFTER, WriteError, Writer, WriterStats,
-    WrittenNow,
+    MAX_BATCH_BYTES, MAX_BATCH_RECORDS, RECOVERY_TICK, REOPEN_AFTER, WriteError, Writer,
+    WriterStats, WrittenNow,
 };
 
 #[cfg(test)]

@@ -158,7 +158,10 @@ mod tests {
         assert_eq!(m.written(9_600), None);
         let s = m.status();
         assert!(!m.is_degraded());
-        assert_eq!((s.since_ms, s.records_lost, s.error.as_ref()), (None, 0, None));
+        assert_eq!(
+            (s.since_ms, s.records_lost, s.error.as_ref()),
+            (None, 0, None)
+        );
         assert_eq!(s.last_outage, Some(outage));
 
         // A second outage starts its own count and keeps the previous one until it ends.

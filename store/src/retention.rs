@@ -26,7 +26,7 @@ use rocksdb::{DB, WriteBatch};
 use crate::codec::{WS_CLOSE, WS_OPEN};
 use crate::ids::{FrameId, TrafficId};
 use crate::store::{
-    CF_FRAMES, CF_TRAFFIC, CF_WS, TRAFFIC_COLUMN_FAMILIES, Inner, Store, StoreOptions,
+    CF_FRAMES, CF_TRAFFIC, CF_WS, Inner, Store, StoreOptions, TRAFFIC_COLUMN_FAMILIES,
     bounded_iter, cf, deletion_watermark, frame_in, last_seq, now_ms,
 };
 

@@ -304,38 +304,38 @@ fn describe_primary_open_error(dir: &Path, e: rocksdb::Error) -> anyhow::Error {
 /// without fsync; obsolete WAL files kept for `options.wal_ttl` for secondaries).
 fn open_primary_db(dir: &Path, options: &StoreOptions) -> Result<DB> {
     let mut db_opts = Options::default();
-db_opts.create_if_missing(true);
-db_opts.create_missing_column_families(true);
-db_opts.set_wal_ttl_seconds(options.wal_ttl.as_secs().max(1));
-db_opts.set_max_total_wal_size(options.max_total_wal_size);
-db_opts.set_max_background_jobs(2);
-db_opts.set_keep_log_file_num(4);
-db_opts.set_max_log_file_size(8 << 20);
-// Flushes and compactions bypass the page cache where the filesystem allows it:
-// they write each recorded byte once more, and filling fresh page-cache pages
-// costs more CPU than the disk write itself (it competes with the relay).
-if supports_direct_io(dir) {
-    db_opts.set_use_direct_io_for_flush_and_compaction(true);
-} else {
-    tracing::info!(
-    "{} does not support O_DIRECT: flushes and compactions go through the page cache",
-    dir.display()
-    );
-}
+    db_opts.create_if_missing(true);
+    db_opts.create_missing_column_families(true);
+    db_opts.set_wal_ttl_seconds(options.wal_ttl.as_secs().max(1));
+    db_opts.set_max_total_wal_size(options.max_total_wal_size);
+    db_opts.set_max_background_jobs(2);
+    db_opts.set_keep_log_file_num(4);
+    db_opts.set_max_log_file_size(8 << 20);
+    // Flushes and compactions bypass the page cache where the filesystem allows it:
+    // they write each recorded byte once more, and filling fresh page-cache pages
+    // costs more CPU than the disk write itself (it competes with the relay).
+    if supports_direct_io(dir) {
+        db_opts.set_use_direct_io_for_flush_and_compaction(true);
+    } else {
+        tracing::info!(
+            "{} does not support O_DIRECT: flushes and compactions go through the page cache",
+            dir.display()
+        );
+    }
 
-// Also open column families a newer version may have added, so opening never
-// fails on them.
-let mut names: Vec<String> = COLUMN_FAMILIES.iter().map(|s| s.to_string()).collect();
-if let Ok(existing) = DB::list_cf(&Options::default(), dir) {
-    for n in existing {
-    if n != "default" && !names.contains(&n) {
-        names.push(n);
+    // Also open column families a newer version may have added, so opening never
+    // fails on them.
+    let mut names: Vec<String> = COLUMN_FAMILIES.iter().map(|s| s.to_string()).collect();
+    if let Ok(existing) = DB::list_cf(&Options::default(), dir) {
+        for n in existing {
+            if n != "default" && !names.contains(&n) {
+                names.push(n);
+            }
+        }
     }
-    }
-}
-let cfs = names
-    .iter()
-    .map(|n| ColumnFamilyDescriptor::new(n, cf_options(n, options)));
+    let cfs = names
+        .iter()
+        .map(|n| ColumnFamilyDescriptor::new(n, cf_options(n, options)));
     DB::open_cf_descriptors(&db_opts, dir, cfs).map_err(|e| describe_primary_open_error(dir, e))
 }
 
@@ -423,7 +423,12 @@ impl Store {
             .iter()
             .map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
         let db = DB::open_cf_descriptors_read_only(&Options::default(), dir, cfs, false)?;
-        Ok(Store::from_db(db, dir, Opened::ReadOnly, StoreOptions::default()))
+        Ok(Store::from_db(
+            db,
+            dir,
+            Opened::ReadOnly,
+            StoreOptions::default(),
+        ))
     }
 
     /// `true` if opened with [`Store::open_secondary`].
@@ -577,8 +582,7 @@ impl Store {
     /// The end record of the connection relayed untouched `traffic`, once it ended.
     pub fn tunnel_end(&self, traffic: TrafficId) -> Result<Option<TunnelEnd>> {
         let db = self.db()?;
-        match db.get_pinned_cf(cf(&db, CF_WS)?, codec::ws_key(traffic, TUNNEL_END))?
-        {
+        match db.get_pinned_cf(cf(&db, CF_WS)?, codec::ws_key(traffic, TUNNEL_END))? {
             None => Ok(None),
             Some(v) => Ok(Some(serde_json::from_slice(&v).with_context(|| {
                 format!("decoding the end record of connection {traffic}")
@@ -636,8 +640,7 @@ impl Store {
     pub fn ws_connection(&self, traffic: TrafficId) -> Result<Option<WsConnection>> {
         let db = self.db()?;
         let cf = cf(&db, CF_WS)?;
-        let Some(open) = db.get_pinned_cf(cf, codec::ws_key(traffic, WS_OPEN))?
-        else {
+        let Some(open) = db.get_pinned_cf(cf, codec::ws_key(traffic, WS_OPEN))? else {
             return Ok(None);
         };
         let open: WsOpen = serde_json::from_slice(&open)

@@ -449,16 +449,13 @@ fn traffic_entries_of_the_previous_version_still_decode() {
         "client_address": "10.0.0.2:5000", "pid": 9, "process": "curl",
         "sni": "example.com"
     });
-    let cf = store.cf(CF_TRAFFIC).unwrap();
-    store
-        .inner
-        .db
-        .put_cf(
-            cf,
-            codec::traffic_key(id),
-            serde_json::to_vec(&old).unwrap(),
-        )
-        .unwrap();
+    let db = store.db().unwrap();
+    db.put_cf(
+        crate::store::cf(&db, CF_TRAFFIC).unwrap(),
+        codec::traffic_key(id),
+        serde_json::to_vec(&old).unwrap(),
+    )
+    .unwrap();
     let read = store.traffic(id).unwrap().unwrap();
     assert_eq!(read.status, Some(200));
     assert_eq!(read.not_intercepted, None);
@@ -1020,7 +1017,8 @@ fn deleting_by_filter_and_all() {
         .unwrap();
     assert_eq!(all.traffic, 2500);
     assert_eq!(store.traffic_page(0, 0, |_| true).unwrap().1, 0);
-    let mut it = store.bounded_iter(CF_BODIES, None, None).unwrap();
+    let db = store.db().unwrap();
+    let mut it = crate::store::bounded_iter(&db, CF_BODIES, None, None).unwrap();
     it.seek_to_first();
     assert!(!it.valid(), "no body chunk is left");
 }
@@ -1041,7 +1039,8 @@ fn rules_are_versioned_and_only_the_newest_few_kept() {
             (latest.version, latest.value.as_slice()),
             (40, &b"[40]"[..])
         );
-        let mut it = s.bounded_iter(CF_META, None, None).unwrap();
+        let db = s.db().unwrap();
+        let mut it = crate::store::bounded_iter(&db, CF_META, None, None).unwrap();
         it.seek_to_first();
         let mut kept = 0;
         while it.valid() {

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use rocksdb::WriteBatch;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::records::Record;
 use crate::recording::{RecordingChange, RecordingMonitor, RecordingStatus};
+use crate::records::Record;
 use crate::store::{Store, now_ms};
 
 /// How often the recovery thread looks at a degraded store.
@@ -170,7 +170,8 @@ impl Recording {
     ) {
         let mut monitor = self.monitor.lock().unwrap_or_else(|p| p.into_inner());
         let change = step(&mut monitor);
-        self.degraded.store(monitor.is_degraded(), Ordering::Relaxed);
+        self.degraded
+            .store(monitor.is_degraded(), Ordering::Relaxed);
         let Some(change) = change else { return };
         log_change(dir, &change);
         if let Some(listener) = &*self.listener.lock().unwrap_or_else(|p| p.into_inner()) {
@@ -538,9 +539,7 @@ fn db_failed(shared: &Shared, records: u64, e: &anyhow::Error) -> WriteError {
         .stats
         .records_failed
         .fetch_add(records, Ordering::Relaxed);
-    shared
-        .recording
-        .failed(shared.store.dir(), records, &error);
+    shared.recording.failed(shared.store.dir(), records, &error);
     if let Some(suppressed) = shared.write_failed_warn.check() {
         tracing::warn!(
             suppressed,

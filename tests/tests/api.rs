@@ -926,7 +926,11 @@ fn raw_exchange(api: &Api, request: &[u8], wait_close: bool) -> (u16, Value, Opt
     let (head_end, length) = loop {
         let mut chunk = [0u8; 8192];
         let n = stream.read(&mut chunk).expect("an answer");
-        assert!(n > 0, "closed without an answer: {:?}", String::from_utf8_lossy(&buf));
+        assert!(
+            n > 0,
+            "closed without an answer: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
         buf.extend_from_slice(&chunk[..n]);
         let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
             continue;
@@ -1000,8 +1004,11 @@ fn api_refuses_oversized_and_slow_requests_with_json() {
     assert!(error_text(&body).starts_with("malformed HTTP request"));
 
     // A head that stops arriving (slowloris): 408 after --header-timeout, then closed.
-    let (status, body, closed) =
-        raw_exchange(&api, b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Wait:", true);
+    let (status, body, closed) = raw_exchange(
+        &api,
+        b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Wait:",
+        true,
+    );
     assert_eq!(status, 408, "{body}");
     assert!(error_text(&body).contains("1 s"), "{body}");
     assert_eq!(closed, Some(true));
@@ -1079,7 +1086,11 @@ fn dir_names(dir: &Path) -> Vec<String> {
 }
 
 fn mode(path: &Path) -> u32 {
-    std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o777
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777
 }
 
 #[test]
@@ -1103,13 +1114,22 @@ fn api_working_files_are_private_and_removed_when_it_stops() {
     // SIGTERM: the working directory goes with the process.
     api.process.signal(libc::SIGTERM);
     let status = api.process.wait_timeout(Duration::from_secs(20));
-    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{}", api.log_text());
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        api.log_text()
+    );
     assert_eq!(dir_names(&followers), Vec::<String>::new());
 
     // SIGKILL leaves it behind; the next start removes it and says so.
     let mut killed = Api::start(dir);
     killed.process.signal(libc::SIGKILL);
-    assert!(killed.process.wait_timeout(Duration::from_secs(20)).is_some());
+    assert!(
+        killed
+            .process
+            .wait_timeout(Duration::from_secs(20))
+            .is_some()
+    );
     let left = dir_names(&followers);
     assert_eq!(left.len(), 1, "{left:?}");
     let next = Api::start(dir);
@@ -1202,7 +1222,11 @@ fn recordings_are_root_only_and_an_open_data_dir_is_closed_at_start() {
     assert!(!denied.status.success());
     assert!(denied.stdout.is_empty(), "{:?}", denied.stdout);
     let ca = as_nobody(&format!("cat {}", dir.join("ca.pem").display()));
-    assert!(ca.status.success(), "{}", String::from_utf8_lossy(&ca.stderr));
+    assert!(
+        ca.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ca.stderr)
+    );
     assert!(ca.stdout.starts_with(b"-----BEGIN CERTIFICATE-----"));
 
     // A data dir left open (as older versions did) is closed when the agent starts.

@@ -95,7 +95,13 @@ fn recording_stops_on_a_full_disk_and_resumes_by_itself() {
     assert_eq!(healthy["status"], "ok", "{healthy}");
     assert_eq!(healthy["recording"]["lastOutage"], Value::Null);
 
-    converse(&lab, &cg, &agent, "/before", &json!([{"op": "text", "data": "before"}]));
+    converse(
+        &lab,
+        &cg,
+        &agent,
+        "/before",
+        &json!([{"op": "text", "data": "before"}]),
+    );
 
     // Fill the disk, then talk until the agent's writes fail: 50 echoed 60 KB
     // messages per run, so the WAL and memtables outgrow what is left.
@@ -111,10 +117,19 @@ fn recording_stops_on_a_full_disk_and_resumes_by_itself() {
         if h["recording"]["state"] == "degraded" {
             break h;
         }
-        assert!(runs < 40, "2 × 120 MB through a 64 MB disk and no write failed: {h}");
+        assert!(
+            runs < 40,
+            "2 × 120 MB through a 64 MB disk and no write failed: {h}"
+        );
     };
     // While writes fail, this conversation is relayed but not recorded.
-    converse(&lab, &cg, &agent, "/during", &json!([{"op": "text", "data": "lost"}]));
+    converse(
+        &lab,
+        &cg,
+        &agent,
+        "/during",
+        &json!([{"op": "text", "data": "lost"}]),
+    );
     let during = wait_health(&api, |h| {
         h["recording"]["recordsLost"].as_u64() > degraded["recording"]["recordsLost"].as_u64()
     });
@@ -123,7 +138,10 @@ fn recording_stops_on_a_full_disk_and_resumes_by_itself() {
     assert_eq!(rec["state"], "degraded");
     assert!(rec["since"].as_u64().unwrap() > 0, "{rec}");
     assert!(
-        rec["error"].as_str().unwrap().contains("No space left on device"),
+        rec["error"]
+            .as_str()
+            .unwrap()
+            .contains("No space left on device"),
         "{rec}"
     );
     assert!(rec["recordsFailed"].as_u64().unwrap() >= rec["recordsLost"].as_u64().unwrap());
@@ -139,7 +157,13 @@ fn recording_stops_on_a_full_disk_and_resumes_by_itself() {
     assert_eq!(resumed["recording"]["recordsLost"], 0);
     assert_eq!(resumed["recording"]["since"], Value::Null);
 
-    converse(&lab, &cg, &agent, "/after", &json!([{"op": "text", "data": "after"}]));
+    converse(
+        &lab,
+        &cg,
+        &agent,
+        "/after",
+        &json!([{"op": "text", "data": "after"}]),
+    );
     let after = api.wait_get("/api/traffic?protocol=wss", |v| {
         v["entries"]
             .as_array()
@@ -158,8 +182,15 @@ fn recording_stops_on_a_full_disk_and_resumes_by_itself() {
         f.as_array().is_some_and(|f| f.len() >= 2)
     });
     assert_eq!(frames[0]["data"], "YWZ0ZXI=", "{frames}"); // "after"
-    assert_eq!(entries(&api, "/before").len(), 1, "recorded before the disk filled");
-    assert!(entries(&api, "/during").is_empty(), "nothing of the outage is stored");
+    assert_eq!(
+        entries(&api, "/before").len(),
+        1,
+        "recorded before the disk filled"
+    );
+    assert!(
+        entries(&api, "/during").is_empty(),
+        "nothing of the outage is stored"
+    );
 
     // Live events: the outage in order, and only frames that were stored.
     let events = live.collect_until(|ev| {
@@ -171,11 +202,26 @@ fn recording_stops_on_a_full_disk_and_resumes_by_itself() {
         .filter_map(|e| e["event"].as_str())
         .filter(|n| n.starts_with("recording:"))
         .collect();
-    assert_eq!(names, ["recording:degraded", "recording:resumed"], "{events:?}");
-    let down = events.iter().find(|e| e["event"] == "recording:degraded").unwrap();
+    assert_eq!(
+        names,
+        ["recording:degraded", "recording:resumed"],
+        "{events:?}"
+    );
+    let down = events
+        .iter()
+        .find(|e| e["event"] == "recording:degraded")
+        .unwrap();
     assert_eq!(down["data"]["since"], outage["stoppedAt"]);
-    assert!(down["data"]["error"].as_str().unwrap().contains("No space left"));
-    let up = events.iter().find(|e| e["event"] == "recording:resumed").unwrap();
+    assert!(
+        down["data"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("No space left")
+    );
+    let up = events
+        .iter()
+        .find(|e| e["event"] == "recording:resumed")
+        .unwrap();
     assert_eq!(up["data"]["recordsLost"], outage["recordsLost"], "{up}");
     assert_eq!(up["data"]["resumedAt"], outage["resumedAt"]);
     let frame_ids: BTreeSet<&str> = events
@@ -186,12 +232,14 @@ fn recording_stops_on_a_full_disk_and_resumes_by_itself() {
     assert!(!frame_ids.is_empty());
     for id in &frame_ids {
         let a = api.request("GET", &format!("/api/websocket/frame/{id}"));
-        assert_eq!(a.status, 200, "a live frame event for a frame never stored: {id}");
+        assert_eq!(
+            a.status, 200,
+            "a live frame event for a frame never stored: {id}"
+        );
     }
     assert!(
-        !events
-            .iter()
-            .any(|e| e["event"] == "websocket:open" && e["data"]["url"].as_str().unwrap().ends_with("/during")),
+        !events.iter().any(|e| e["event"] == "websocket:open"
+            && e["data"]["url"].as_str().unwrap().ends_with("/during")),
         "no live event for a connection that was not recorded"
     );
 
@@ -207,7 +255,11 @@ fn recording_stops_on_a_full_disk_and_resumes_by_itself() {
     let stopped = message("recording stopped");
     assert!(stopped["since"].is_string(), "{stopped}");
     let resumed_log = message("recording resumed");
-    assert_eq!(resumed_log["records_lost"].as_u64(), Some(lost), "{resumed_log}");
+    assert_eq!(
+        resumed_log["records_lost"].as_u64(),
+        Some(lost),
+        "{resumed_log}"
+    );
     assert!(resumed_log["stopped_at"].is_string() && resumed_log["resumed_at"].is_string());
     eprintln!(
         "outage: {} ms, {lost} records lost, {} live frame events all stored, {runs} filling runs",

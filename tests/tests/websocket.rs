@@ -590,7 +590,11 @@ fn a_client_that_stops_mid_handshake_is_closed_after_the_handshake_timeout() {
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Held for the 2 s configured, not for as long as the client likes (60 s here).
     let secs: f64 = said
         .strip_prefix("closed after ")

@@ -307,9 +307,7 @@ async fn probe_first(conn: Conn<'_>, upstream: TcpStream, legs: Legs) -> Outcome
             let deadline = conn.deadline;
             let (client_leg, _) = conn.client_leg(legs.client_config);
             return match tokio::time::timeout_at(deadline, client_leg).await {
-                Ok(Ok(client_tls)) => {
-                    answer_gateway_error(ctx, client_tls, &state, &failure).await
-                }
+                Ok(Ok(client_tls)) => answer_gateway_error(ctx, client_tls, &state, &failure).await,
                 Ok(Err((e, io))) => client_failed(ctx, &state, &e, io, &legs.subject).await,
                 Err(_) => timed_out(ctx, &state).await,
             };
@@ -519,7 +517,10 @@ async fn client_failed(
     let (up, down) = wire_bytes(io.get_ref().get_ref()).unwrap_or((0, 0));
     drop(io);
     ctx.recorder
-        .persist(vec![state.failure_entry(now_ms(), failure.text.clone())], None)
+        .persist(
+            vec![state.failure_entry(now_ms(), failure.text.clone())],
+            None,
+        )
         .await;
     Outcome {
         kind: "https",

@@ -519,14 +519,20 @@ impl SessionState {
             (true, true) => "wss",
             (true, false) => "ws",
         };
+        let id = self.ids.next();
         let exchange = Exchange {
-            id: self.ids.next(),
+            id,
             started_ms,
             started,
             request,
             response: Some(response),
+            // Neither body is read or recorded: frametap answered without the server.
+            request_body: BodyCapture::new(id, BodyOf::Request, 0),
+            response_body: BodyCapture::new(id, BodyOf::Response, 0),
         };
-        Record::Traffic(self.entry(exchange, protocol, Some(error)))
+        let mut entry = self.entry(exchange, protocol, Some(error));
+        (entry.request_body, entry.response_body) = (None, None);
+        Record::Traffic(entry)
     }
 }
 
@@ -639,6 +645,7 @@ mod tests {
             state().meta,
             Arc::new(TrafficIds::default()),
             64,
+            64 * 1024,
             Arc::new(RuleBook::new(vec![rule]).unwrap()),
         );
         let mut all = Vec::new();

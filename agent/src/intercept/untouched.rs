@@ -88,7 +88,9 @@ pub async fn relay(
     // The prefix goes out before the record is written: the server is already at
     // work while the store takes the entry.
     let sent = prefix.is_empty() || upstream.write_all(&prefix).await.is_ok();
-    ctx.recorder.persist(vec![Record::Traffic(entry)], None).await;
+    ctx.recorder
+        .persist(vec![Record::Traffic(entry)], None)
+        .await;
     let (up, down, end, error) = if sent {
         let out = relay::relay(client, upstream).await;
         (
@@ -126,7 +128,9 @@ pub async fn refused(
     drop(client);
     let entry = untouched.start_entry(ctx, info);
     let id = entry.id;
-    ctx.recorder.persist(vec![Record::Traffic(entry)], None).await;
+    ctx.recorder
+        .persist(vec![Record::Traffic(entry)], None)
+        .await;
     finish(
         ctx,
         info,
@@ -152,15 +156,18 @@ async fn finish(
     error: Option<String>,
 ) -> Outcome {
     ctx.recorder
-        .persist(vec![Record::TunnelEnd(TunnelEnd {
-            traffic: id,
-            timestamp_ms: now_ms(),
-            duration_ms: info.accepted_at.elapsed().as_secs_f64() * 1e3,
-            bytes_from_client: bytes_up,
-            bytes_from_server: bytes_down,
-            end: end.to_string(),
-            error: error.clone(),
-        })], None)
+        .persist(
+            vec![Record::TunnelEnd(TunnelEnd {
+                traffic: id,
+                timestamp_ms: now_ms(),
+                duration_ms: info.accepted_at.elapsed().as_secs_f64() * 1e3,
+                bytes_from_client: bytes_up,
+                bytes_from_server: bytes_down,
+                end: end.to_string(),
+                error: error.clone(),
+            })],
+            None,
+        )
         .await;
     Outcome {
         kind: untouched.protocol,

@@ -26,8 +26,7 @@ use super::{PathText, follower};
 use crate::error::{ApiError, ErrorBody, excerpt};
 use crate::har::{
     Har, HarBodies, HarEntry, HarWebSocketMessage, har, har_body, har_entry, har_message,
-    has_http_exchange,
-    is_websocket,
+    has_http_exchange, is_websocket,
 };
 use crate::messages::Reassembler;
 use crate::query::QueryParams;

@@ -377,7 +377,10 @@ mod tests {
         assert_eq!(f.protocols, Some(vec!["wss".to_string(), "ws".to_string()]));
         assert_eq!(f.search.as_deref(), Some("chat"));
         let f = parse("protocol=TLS,tcp").unwrap();
-        assert_eq!(f.protocols, Some(vec!["tls", "tcp"]));
+        assert_eq!(
+            f.protocols,
+            Some(vec!["tls".to_string(), "tcp".to_string()])
+        );
         assert_eq!(parse("search=&methods=").unwrap(), TrafficFilter::default());
     }
 
