@@ -403,6 +403,11 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     // Everything handed to the writer reaches the store before we exit.
     writer.shutdown();
     drop(retention);
+    // Into SST files while the control socket still answers: an API that sees the
+    // agent gone then reads everything from them, not from a WAL being retired.
+    if let Err(e) = store.flush() {
+        warn!(error = %format!("{e:#}"), "cannot flush the store at shutdown (the WAL has everything)");
+    }
     let stats = &recorder.stats;
     info!(
         records = stats

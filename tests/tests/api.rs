@@ -1095,8 +1095,10 @@ fn mode(path: &Path) -> u32 {
 
 #[test]
 fn api_working_files_are_private_and_removed_when_it_stops() {
-    let data_dir = tempfile::tempdir().unwrap();
-    let dir = data_dir.path();
+    let parent = tempfile::tempdir().unwrap();
+    // Created by the API, as on a first start.
+    let data_dir = parent.path().join("data");
+    let dir = data_dir.as_path();
     let followers = dir.join("api-followers");
     let mut api = Api::start(dir);
     let pid = api.process.pid();

@@ -55,6 +55,8 @@ fn last_known_rules(state: &AppState, agent_down: String) -> Result<RuleList, Ap
         )
     };
     let store = follower(state).map_err(|_| none("the capture store is not readable either"))?;
+    // Rule changes are not announced like records: read what the agent wrote last.
+    store.catch_up().map_err(|e| ApiError::store_read(&e))?;
     let stored = store
         .latest_rules()
         .map_err(|e| ApiError::store_read(&e))?
