@@ -15,12 +15,13 @@ use std::{
 use anyhow::{Context as _, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
     programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, SockOps},
 };
 use capture_common::{
     AgentConfig, GLOBAL_AGENT, MAP_EXCLUDED_V4, MAP_EXCLUDED_V6, MAP_INCLUDED_V4, MAP_INCLUDED_V6,
-    MAP_ORIGINAL_BY_CLIENT, MAP_SELECTED_PORTS, MAP_STATS, OriginalDst, SocketKey, stat,
+    MAP_ORIGINAL_BY_CLIENT, MAP_PAUSED, MAP_SELECTED_PORTS, MAP_STATS, OriginalDst, SocketKey,
+    stat,
 };
 use ipnet::IpNet;
 
@@ -54,6 +55,8 @@ pub struct Capture {
     _ebpf: Ebpf,
     original_by_client: Mutex<HashMap<MapData, SocketKey, OriginalDst>>,
     stats: PerCpuArray<MapData, u64>,
+    /// See [`Capture::set_paused`].
+    paused: Mutex<Array<MapData, u32>>,
 }
 
 fn program_error(name: &str, hook: &str, what: &str, err: ProgramError) -> anyhow::Error {
@@ -186,10 +189,12 @@ impl Capture {
                 .context("eBPF object lacks the original-destination map")?,
         )?;
         let stats = PerCpuArray::try_from(ebpf.take_map(MAP_STATS).context("no STATS map")?)?;
+        let paused = Array::try_from(ebpf.take_map(MAP_PAUSED).context("no PAUSED map")?)?;
         Ok(Self {
             _ebpf: ebpf,
             original_by_client: Mutex::new(original_by_client),
             stats,
+            paused: Mutex::new(paused),
         })
     }
 
@@ -207,17 +212,28 @@ impl Capture {
         Some(found)
     }
 
+    /// While paused, new connects are not redirected (they go direct): the agent
+    /// could not take them.
+    pub fn set_paused(&self, paused: bool) -> anyhow::Result<()> {
+        self.paused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set(0, u32::from(paused), 0)
+            .context("cannot write the eBPF PAUSED map")
+    }
+
+    /// One counter of the eBPF programs ([`stat`]), summed over CPUs.
+    pub fn stat(&self, index: u32) -> u64 {
+        self.stats
+            .get(&index, 0)
+            .map(|per_cpu| per_cpu.iter().sum())
+            .unwrap_or(0)
+    }
+
     /// Counters of the eBPF programs, summed over CPUs.
     pub fn stats(&self) -> Vec<(&'static str, u64)> {
         (0..stat::COUNT)
-            .map(|i| {
-                let total = self
-                    .stats
-                    .get(&i, 0)
-                    .map(|per_cpu| per_cpu.iter().sum())
-                    .unwrap_or(0);
-                (stat::NAMES[i as usize], total)
-            })
+            .map(|i| (stat::NAMES[i as usize], self.stat(i)))
             .collect()
     }
 }

@@ -24,6 +24,7 @@ pub mod config;
 pub mod control;
 pub mod events;
 pub mod exec;
+pub mod fd_budget;
 pub mod hint;
 pub mod intercept;
 pub mod live;

@@ -14,7 +14,9 @@ use frametap_agent::{
     cgroup,
     config::{self, LogFormat, ServeConfig, ServeOptions},
     control::{ControlContext, ControlSocket},
-    exec, hint,
+    exec,
+    fd_budget::{self, FdGuard},
+    hint,
     intercept::Passthrough,
     live::LiveConnections,
     preflight,
@@ -213,6 +215,14 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
 
     preflight::check_privileges()?;
     preflight::check_btf()?;
+    // Each captured connection takes descriptors: take all the system allows.
+    match fd_budget::raise_limit() {
+        Ok((before, after)) if before < after => {
+            info!(from = before, to = after, "raised the open file limit")
+        }
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "cannot raise the open file limit"),
+    }
     let mount = cgroup::cgroup2_mount()?;
     let cgroup_dirs = cgroup::resolve_captured(&mount, &cfg.cgroups, config::DEFAULT_CGROUP)?;
 
@@ -342,8 +352,10 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let fds = FdGuard::new(Arc::clone(&capture));
     let ctx = Arc::new(ProxyContext::new(
         Arc::clone(&capture),
+        Arc::clone(&fds),
         mark,
         InterceptSettings {
             tls,
@@ -376,10 +388,12 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     info!(socket = %control.path().display(), "control socket for frametap-api");
     let result = signals.block_on(async {
+        let watching = tokio::spawn(fds.watch());
         tokio::select! {
             signal = wait_for_signal() => signal?,
             () = control.serve(control_ctx) => {}
         }
+        watching.abort();
         info!("shutting down: new connections are no longer captured");
         let _ = stop_tx.send(true);
         let workers_done = tokio::task::spawn_blocking(move || {

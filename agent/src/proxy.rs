@@ -53,6 +53,8 @@ pub struct InterceptSettings {
 /// What every connection task shares.
 pub struct ProxyContext {
     pub capture: Arc<Capture>,
+    /// Told when an accept fails for lack of file descriptors.
+    pub fds: Arc<crate::fd_budget::FdGuard>,
     /// SO_MARK on upstream sockets, so the eBPF hooks leave them alone.
     pub mark: u32,
     pub intercept: InterceptSettings,
@@ -63,12 +65,14 @@ pub struct ProxyContext {
 impl ProxyContext {
     pub fn new(
         capture: Arc<Capture>,
+        fds: Arc<crate::fd_budget::FdGuard>,
         mark: u32,
         intercept: InterceptSettings,
         recorder: Recorder,
     ) -> Self {
         Self {
             capture,
+            fds,
             mark,
             intercept,
             recorder,
@@ -142,6 +146,7 @@ async fn accept_loop(
             _ = shutdown.changed() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    ctx.fds.accepted(std::os::fd::AsRawFd::as_raw_fd(&stream));
                     let ctx = Arc::clone(&ctx);
                     let drain = drain.clone();
                     tokio::spawn(async move {
@@ -149,8 +154,13 @@ async fn accept_loop(
                         drop(drain);
                     });
                 }
-                // EMFILE and friends: back off instead of spinning.
+                // EMFILE and friends: new connects go direct until descriptors are
+                // free (the ones waiting in the backlog are taken then); back off
+                // instead of spinning.
                 Err(e) => {
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                        ctx.fds.report_out_of_fds();
+                    }
                     warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }

@@ -95,8 +95,9 @@ pub fn wire_bytes(socket: &impl std::os::fd::AsFd) -> Option<(u64, u64)> {
 
 /// Bytes one pipe holds (F_SETPIPE_SZ); also the most one splice call moves.
 const PIPE_CAPACITY: usize = 1 << 20;
-/// Spare pipes kept per worker thread for the next connections.
-const PIPE_POOL: usize = 64;
+/// Spare pipes kept per worker thread for the next fills (each holds two file
+/// descriptors, so the pool is small: pipes are taken and given back all the time).
+const PIPE_POOL: usize = 16;
 
 /// A pipe used as the relay's in-kernel buffer.
 struct Pipe {
@@ -172,30 +173,44 @@ fn is_would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
 
-/// One direction: socket -> pipe -> socket, until EOF or an error.
+/// One direction: socket -> pipe -> socket, until EOF or an error. The pipe is held
+/// only while bytes move: a direction waiting for data gives it back to the pool,
+/// so an idle connection costs its two sockets and no pipe.
 async fn splice_pump(from: &TcpStream, to: &TcpStream, moved: &AtomicU64) -> PumpEnd {
-    let pipe = match Pipe::take() {
-        Ok(p) => p,
-        Err(_) => return copy_pump(from, to, moved).await,
-    };
-    let (pipe_in, pipe_out) = (pipe.write.as_raw_fd(), pipe.read.as_raw_fd());
+    let mut pipe: Option<Pipe> = None;
     loop {
+        let held = match pipe.take() {
+            Some(p) => p,
+            None => {
+                if from.readable().await.is_err() {
+                    reset_on_close(to);
+                    return PumpEnd::ReaderFailed;
+                }
+                match Pipe::take() {
+                    Ok(p) => p,
+                    Err(_) => return copy_pump(from, to, moved).await,
+                }
+            }
+        };
+        let (pipe_in, pipe_out) = (held.write.as_raw_fd(), held.read.as_raw_fd());
         // Fill: the pipe is empty here, so EAGAIN can only mean the socket is drained
         // (which is what try_io needs to be told to clear the readiness).
         let filled = from.try_io(Interest::READABLE, || {
             splice(from.as_raw_fd(), pipe_in, PIPE_CAPACITY)
         });
         let mut queued = match filled {
-            Ok(0) => break,
+            Ok(0) => {
+                held.give_back();
+                break;
+            }
             Ok(n) => n,
             Err(e) if is_would_block(&e) || e.kind() == io::ErrorKind::Interrupted => {
-                if from.readable().await.is_err() {
-                    reset_on_close(to);
-                    return PumpEnd::ReaderFailed;
-                }
+                // Nothing to move now: wait without the (empty) pipe.
+                held.give_back();
                 continue;
             }
             Err(_) => {
+                held.give_back();
                 reset_on_close(to);
                 return PumpEnd::ReaderFailed;
             }
@@ -222,8 +237,9 @@ async fn splice_pump(from: &TcpStream, to: &TcpStream, moved: &AtomicU64) -> Pum
                 }
             }
         }
+        // Empty again: keep it for the next fill while the socket has more.
+        pipe = Some(held);
     }
-    pipe.give_back();
     pass_fin(from, to)
 }
 
@@ -411,6 +427,23 @@ mod tests {
         assert_eq!(task.await.unwrap().end, RelayEnd::Closed);
         // Two pipes, or one if the second direction started after the first had
         // already handed its pipe back.
+        let spare = SPARE_PIPES.with(|p| p.borrow().len());
+        assert!((1..=2).contains(&spare), "{spare} spare pipes");
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_holds_no_pipe() {
+        SPARE_PIPES.with(|p| p.borrow_mut().clear());
+        let (mut app, mut origin, _task) = relayed().await;
+        for _ in 0..3 {
+            app.write_all(b"ping").await.unwrap();
+            let mut four = [0u8; 4];
+            origin.read_exact(&mut four).await.unwrap();
+            origin.write_all(b"pong").await.unwrap();
+            app.read_exact(&mut four).await.unwrap();
+        }
+        // Open but idle: both directions gave their pipe back to the pool.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         let spare = SPARE_PIPES.with(|p| p.borrow().len());
         assert!((1..=2).contains(&spare), "{spare} spare pipes");
     }

@@ -19,6 +19,9 @@ pub const MAP_EXCLUDED_V6: &str = "EXCLUDED_V6";
 pub const MAP_INCLUDED_V4: &str = "INCLUDED_V4";
 pub const MAP_INCLUDED_V6: &str = "INCLUDED_V6";
 pub const MAP_STATS: &str = "STATS";
+/// One `u32`: non-zero while the agent cannot take more connections (it is out of
+/// file descriptors); new connects then go direct.
+pub const MAP_PAUSED: &str = "PAUSED";
 /// Name of the global the agent sets at load time.
 pub const GLOBAL_AGENT: &str = "AGENT";
 
@@ -87,7 +90,8 @@ pub mod stat {
     pub const PEERNAME_REWRITTEN: u32 = 5;
     pub const MAP_FULL: u32 = 6;
     pub const SKIPPED_NOT_INCLUDED: u32 = 7;
-    pub const COUNT: u32 = 8;
+    pub const SKIPPED_PAUSED: u32 = 8;
+    pub const COUNT: u32 = 9;
     pub const NAMES: [&str; COUNT as usize] = [
         "redirected",
         "skipped_agent",
@@ -97,6 +101,7 @@ pub mod stat {
         "peername_rewritten",
         "map_update_failed",
         "skipped_not_included",
+        "skipped_paused",
     ];
 }
 

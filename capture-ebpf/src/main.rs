@@ -21,7 +21,7 @@ use aya_ebpf::{
         generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
     },
     macros::{cgroup_sock_addr, map, sock_ops},
-    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     programs::{SockAddrContext, SockOpsContext},
 };
 use capture_common::{
@@ -78,6 +78,11 @@ static INCLUDED_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(INCLUDED_C
 
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+/// Index 0 non-zero: the agent is out of file descriptors, so new connects go direct
+/// until it clears the flag (it must never be handed a connection it cannot take).
+#[map]
+static PAUSED: Array<u32> = Array::with_max_entries(1, 0);
 
 #[inline(always)]
 fn count(index: u32) {
@@ -139,6 +144,10 @@ fn selected(ctx: &SockAddrContext, cfg: &AgentConfig, dst: &SocketKey) -> bool {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if tgid == cfg.agent_tgid {
         count(stat::SKIPPED_AGENT);
+        return false;
+    }
+    if PAUSED.get(0).is_some_and(|&paused| paused != 0) {
+        count(stat::SKIPPED_PAUSED);
         return false;
     }
     let sk = unsafe { core::ptr::read_volatile(&sa.__bindgen_anon_1) };

@@ -2,6 +2,7 @@
 //! network namespaces. Each test builds its own lab and cleans it up on drop.
 use std::{
     net::{IpAddr, SocketAddr},
+    process::Command,
     time::Duration,
 };
 
@@ -12,7 +13,7 @@ use frametap_e2e::{
     peers::{Server, probe},
     require_root, serial, wait_for, workspace_bin,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn assert_echo(reply: &Value, sent: &str) {
     assert_eq!(reply["error"], Value::Null, "probe failed: {reply}");
@@ -781,4 +782,66 @@ fn startup_errors_are_clear_and_attach_nothing() {
         after.iter().all(|id| before.contains(id)),
         "a failed start left programs loaded"
     );
+}
+
+#[test]
+fn out_of_file_descriptors_new_connections_go_direct_and_none_breaks() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let lab = Lab::new();
+    let cg = TestCgroup::new("fds");
+    let addr = format!("{UPSTREAM_V4}:8080");
+    let _server = Server::start(&lab, &addr, "pingpong", &[]);
+    let mut agent = Agent::start(&lab, &["--cgroup", &cg.relative, "--ports", "8080"]);
+    // Far fewer descriptors than 150 held connections need through the agent.
+    let limited = Command::new("prlimit")
+        .arg(format!("--pid={}", agent.pid()))
+        .arg("--nofile=256:256")
+        .status()
+        .unwrap();
+    assert!(limited.success());
+    let hold = |count: usize| -> Value {
+        let out = lab
+            .client_command(Some(&cg), workspace_bin("ft-probe"))
+            .args(["hold", &addr, "--count", &count.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // Every connection works: those the agent could not take went direct.
+    let held = hold(150);
+    assert_eq!(held, json!({"ok": 150, "errors": []}));
+    let warned = |text: &str| {
+        agent
+            .logs()
+            .iter()
+            .any(|l| l["message"].as_str().is_some_and(|m| m.contains(text)))
+    };
+    assert!(
+        warned("new connections go direct"),
+        "{}",
+        agent.log_text()
+    );
+    // Once they closed, new connections are captured again.
+    wait_for(Duration::from_secs(10), || {
+        warned("new connections are captured again").then_some(())
+    })
+    .unwrap_or_else(|| panic!("capturing did not resume:\n{}", agent.log_text()));
+    let captured_before = agent.connections().len();
+    assert!(
+        captured_before < 150,
+        "{captured_before} of 150 were captured with 256 descriptors"
+    );
+    assert_eq!(hold(1), json!({"ok": 1, "errors": []}));
+    agent.wait_connections(captured_before + 1);
+    assert!(agent.stop().success());
+    let skipped = agent
+        .logs()
+        .iter()
+        .find(|l| l["counter"] == "skipped_paused")
+        .and_then(|l| l["value"].as_u64());
+    assert!(skipped.is_some_and(|n| n > 0), "{skipped:?}");
 }

@@ -8,6 +8,9 @@
 //! * `latency ADDR --count N`: N times connect + 1-byte round trip; prints microseconds.
 //! * `download ADDR --bytes N --repeat K`: K times, read N bytes from a `source`
 //!   server on a new connection; prints the seconds each took.
+//! * `hold ADDR --count N`: opens N connections to a `pingpong` server, one byte
+//!   round trip on each as it opens, keeps them all open, then one more round trip
+//!   on each; prints {ok, errors}.
 use std::{
     io::{Read as _, Write as _},
     net::{Shutdown, SocketAddr, TcpListener, TcpStream},
@@ -63,6 +66,11 @@ enum Cmd {
         /// Downloads in a row, each on a new connection.
         #[arg(long, default_value_t = 1)]
         repeat: usize,
+    },
+    Hold {
+        addr: SocketAddr,
+        #[arg(long)]
+        count: usize,
     },
 }
 
@@ -131,6 +139,35 @@ fn main() -> anyhow::Result<()> {
                 seconds.push(start.elapsed().as_secs_f64());
             }
             println!("{}", json!({ "seconds": seconds, "bytes": bytes }));
+            Ok(())
+        }
+        Cmd::Hold { addr, count } => {
+            let round_trip = |s: &mut TcpStream| -> std::io::Result<()> {
+                s.write_all(b"x")?;
+                let mut b = [0u8; 1];
+                s.read_exact(&mut b)
+            };
+            let mut held = Vec::with_capacity(count);
+            let mut errors = Vec::new();
+            for i in 0..count {
+                let opened = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                    .and_then(|mut s| {
+                        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                        round_trip(&mut s)?;
+                        Ok(s)
+                    });
+                match opened {
+                    Ok(s) => held.push(s),
+                    Err(e) => errors.push(format!("connection {i}: {e}")),
+                }
+            }
+            for (i, s) in held.iter_mut().enumerate() {
+                if let Err(e) = round_trip(s) {
+                    errors.push(format!("held connection {i}: {e}"));
+                }
+            }
+            let ok = count - errors.len();
+            println!("{}", json!({ "ok": ok, "errors": errors }));
             Ok(())
         }
     }
