@@ -7,7 +7,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
@@ -130,8 +130,6 @@ impl Pressure {
 pub struct FdGuard {
     capture: Arc<Capture>,
     out_of_fds: AtomicBool,
-    /// [`Pressure::pause_at`] now, for [`FdGuard::accepted`].
-    pause_at: AtomicU64,
 }
 
 impl FdGuard {
@@ -139,7 +137,6 @@ impl FdGuard {
         Arc::new(FdGuard {
             capture,
             out_of_fds: AtomicBool::new(false),
-            pause_at: AtomicU64::new(Pressure::new(soft_limit().unwrap_or(1024)).pause_at()),
         })
     }
 
@@ -153,11 +150,12 @@ impl FdGuard {
     }
 
     /// A connection was accepted as descriptor `fd`. The kernel hands out the lowest
-    /// free number, so at least `fd` descriptors are open: past the pause threshold,
-    /// pause at once rather than at the watcher's next count (connections arrive
-    /// faster than that).
+    /// free number, so at least `fd` descriptors are open: past the pause threshold
+    /// (of the limit now: one getrlimit), pause at once rather than at the watcher's
+    /// next count, as connections can arrive far faster than that.
     pub fn accepted(&self, fd: std::os::fd::RawFd) {
-        if u64::try_from(fd).unwrap_or(0) >= self.pause_at.load(Ordering::Relaxed) {
+        let Some(limit) = soft_limit() else { return };
+        if u64::try_from(fd).unwrap_or(0) >= Pressure::new(limit).pause_at() {
             self.report_out_of_fds();
         }
     }
@@ -172,9 +170,9 @@ impl FdGuard {
             ticks.tick().await;
             if let Some(limit) = soft_limit() {
                 pressure.set_limit(limit);
-                self.pause_at.store(pressure.pause_at(), Ordering::Relaxed);
             }
-            let Ok(open) = open_fds() else { continue };
+            // Counting takes a descriptor too: failing means there are none left.
+            let open = open_fds().unwrap_or(pressure.limit);
             let out_of_fds = self.out_of_fds.swap(false, Ordering::Relaxed);
             let Some(change) = pressure.update(open, out_of_fds) else {
                 continue;

@@ -150,8 +150,8 @@ fn main() -> anyhow::Result<()> {
             let mut held = Vec::with_capacity(count);
             let mut errors = Vec::new();
             for i in 0..count {
-                let opened = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-                    .and_then(|mut s| {
+                let opened =
+                    TcpStream::connect_timeout(&addr, Duration::from_secs(5)).and_then(|mut s| {
                         s.set_read_timeout(Some(Duration::from_secs(10)))?;
                         round_trip(&mut s)?;
                         Ok(s)
