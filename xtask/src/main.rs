@@ -7,6 +7,9 @@
 //! * `test`: setup, format and lint checks, every test (end-to-end ones need root).
 //! * `bench`: setup, build (release), run the side-by-side benchmarks and write
 //!   BENCHMARKS.md.
+//! * `soak [-- ARGS]`: setup, build (release), mixed load through the agent with
+//!   faults injected in turn, then check that nothing a peer received is missing from
+//!   the store; writes RELIABILITY.md (`-- --minutes 60` for the hour-long run).
 //!
 //! Builds go to one persistent target directory (`$CARGO_TARGET_DIR`, default
 //! /var/tmp/frametap/target) so that a fresh clone does not rebuild every dependency.
@@ -23,11 +26,12 @@ pub const DEFAULT_TARGET_DIR: &str = "/var/tmp/frametap/target";
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: cargo xtask <setup|run|test|bench>\n\
+        "usage: cargo xtask <setup|run|test|bench|soak>\n\
          \n  setup            install toolchains and tools (idempotent)\
          \n  run [-- ARGS]    build, start the API and the agent (ARGS go to `frametap-agent serve`)\
          \n  test             fmt, clippy and every test\
-         \n  bench            side-by-side benchmarks, results in BENCHMARKS.md"
+         \n  bench            side-by-side benchmarks, results in BENCHMARKS.md\
+         \n  soak [-- ARGS]   load with faults injected, results in RELIABILITY.md"
     );
     ExitCode::from(2)
 }
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
         "run" => run(rest),
         "test" => test(),
         "bench" => bench(rest),
+        "soak" => soak(rest),
         "-h" | "--help" | "help" => return usage(),
         other => {
             eprintln!("xtask: unknown command {other:?}");
@@ -271,6 +276,22 @@ fn bench(rest: &[String]) -> Result {
     cmd.arg("--write")
         .arg(workspace_root().join("BENCHMARKS.md"))
         .args(rest);
+    status(cmd)
+}
+
+fn soak(rest: &[String]) -> Result {
+    setup::run()?;
+    if !is_root() {
+        return Err(
+            "the soak run attaches eBPF programs and creates namespaces: run as root".into(),
+        );
+    }
+    step("cargo build --release");
+    status(cargo(&["build", "--release"]))?;
+    let mut cmd = Command::new(target_dir().join("release/frametap-soak"));
+    cmd.arg("--write")
+        .arg(workspace_root().join("RELIABILITY.md"))
+        .args(rest.iter().skip_while(|a| a.as_str() == "--"));
     status(cmd)
 }
 

@@ -1,0 +1,410 @@
+//! `frametap-soak` (run by `cargo xtask soak`): mixed WebSocket load through the
+//! agent for a while, with faults injected in turn, then a check that nothing a
+//! peer received is missing from the store.
+//!
+//! * Load: `--clients` loops, each running wss conversations (a handful of text
+//!   messages, some of them large, then a close) from a captured cgroup, every
+//!   message tagged with its connection, so that the store can be checked against
+//!   what the server received.
+//! * Faults, every `--fault-every` seconds, in turn: SIGKILL of the agent (how long
+//!   until its programs are gone, and a captured client goes direct meanwhile; then
+//!   restarted on the same data dir), SIGKILL of the API (restarted; answers again),
+//!   a client that sends half a ClientHello and vanishes.
+//! * Samples of the agent every 5 s: resident memory, open descriptors, threads.
+//! * At the end: every message the server received over a connection the agent
+//!   recorded must be in the store (recorded before it was forwarded).
+use std::{
+    collections::{BTreeMap, HashSet},
+    path::PathBuf,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use clap::Parser;
+use frametap_e2e::{
+    Agent, Lab, TestCgroup,
+    api::Api,
+    frametap_program_ids,
+    netns::UPSTREAM_V4,
+    pki::TestPki,
+    require_root, wait_for,
+    ws::{ClientOptions, WsServer, run_client},
+};
+use frametap_store::{FrameFilter, Store, StoreOptions};
+use serde_json::json;
+
+const HOST: &str = "soak.frametap.test";
+const PORT: u16 = 8443;
+
+#[derive(Parser)]
+struct Args {
+    /// How long the load runs.
+    #[arg(long, default_value_t = 10.0)]
+    minutes: f64,
+    /// Seconds between faults.
+    #[arg(long, default_value_t = 30)]
+    fault_every: u64,
+    /// Concurrent client loops.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Write the results as markdown to this file.
+    #[arg(long)]
+    write: Option<PathBuf>,
+}
+
+/// One sample of the agent process.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    seconds: f64,
+    rss_kib: u64,
+    fds: u64,
+    threads: u64,
+}
+
+fn sample(pid: u32, start: Instant) -> Option<Sample> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+    };
+    Some(Sample {
+        seconds: start.elapsed().as_secs_f64(),
+        rss_kib: field("VmRSS:")?,
+        fds: std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64,
+        threads: field("Threads:")?,
+    })
+}
+
+#[derive(Default)]
+struct Tally {
+    conversations: AtomicU64,
+    failed_conversations: AtomicU64,
+}
+
+#[derive(Default)]
+struct Faults {
+    /// name -> (injected, survived, notes)
+    rows: BTreeMap<&'static str, (u32, u32, Vec<String>)>,
+}
+
+impl Faults {
+    fn record(&mut self, name: &'static str, survived: bool, note: String) {
+        let row = self.rows.entry(name).or_default();
+        row.0 += 1;
+        row.1 += u32::from(survived);
+        if !note.is_empty() {
+            row.2.push(note);
+        }
+    }
+}
+
+fn agent_args(cg: &TestCgroup, pki: &TestPki) -> Vec<String> {
+    vec![
+        "--cgroup".into(),
+        cg.relative.clone(),
+        "--ports".into(),
+        PORT.to_string(),
+        "--upstream-ca".into(),
+        pki.ca.display().to_string(),
+    ]
+}
+
+fn start_agent(lab: &Lab, cg: &TestCgroup, pki: &TestPki, dir: tempfile::TempDir) -> Agent {
+    let args = agent_args(cg, pki);
+    Agent::start_in(
+        lab,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        dir,
+    )
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(
+        require_root(),
+        "the soak run attaches eBPF programs and creates namespaces: run as root"
+    );
+    let lab = Lab::new();
+    let cg = TestCgroup::new("soak");
+    let pki = TestPki::new(&[HOST, UPSTREAM_V4]);
+    let server = WsServer::start(&lab, UPSTREAM_V4, PORT, Some(&pki), true);
+    let agent = start_agent(&lab, &cg, &pki, tempfile::tempdir()?);
+    let data = agent.data_dir.path().to_path_buf();
+    let ca = data.join("ca.pem");
+    let agent = Mutex::new(Some(agent));
+    let mut api = Api::start(&data);
+
+    let start = Instant::now();
+    let stop = AtomicBool::new(false);
+    let tally = Tally::default();
+    let connect = format!("{UPSTREAM_V4}:{PORT}");
+
+    let mut faults = Faults::default();
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new()];
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        // Load.
+        for c in 0..args.clients {
+            let (stop, tally, lab, cg, ca, connect) = (&stop, &tally, &lab, &cg, &ca, &connect);
+            scope.spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let tag = format!("soak:{c}:{n}");
+                    let mut script: Vec<_> = (0..5)
+                        .map(|i| json!({"op": "text", "data": format!("{tag}:{i}")}))
+                        .collect();
+                    let big = "x".repeat(70_000);
+                    script.push(json!({"op": "text", "data": format!("{tag}:big:{big}")}));
+                    script.push(json!({"op": "close", "code": 1000, "reason": ""}));
+                    let opts = ClientOptions {
+                        connect,
+                        host: HOST,
+                        cafile: Some(ca),
+                        deflate: n.is_multiple_of(2),
+                    };
+                    let run = run_client(lab, Some(cg), &opts, &json!(script));
+                    tally.conversations.fetch_add(1, Ordering::Relaxed);
+                    if !run.success {
+                        tally.failed_conversations.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+        // Faults and samples; the load stops even if a fault fails.
+        let result = inject_faults(
+            &args,
+            &lab,
+            &cg,
+            &pki,
+            &agent,
+            &mut api,
+            &data,
+            start,
+            &mut faults,
+            &mut samples,
+        );
+        stop.store(true, Ordering::Relaxed);
+        result
+    })?;
+    let elapsed = start.elapsed();
+    drop(api);
+    let mut last = agent.lock().unwrap().take().context("agent")?;
+    anyhow::ensure!(last.stop().success(), "the agent did not stop cleanly");
+
+    // What the server received against what the store holds.
+    let store = Store::open_primary(&data.join("store"), StoreOptions::default())?;
+    let (traffic, _) = store.traffic_page(0, usize::MAX, |t| t.protocol == "wss")?;
+    let mut recorded = HashSet::new();
+    let mut frames = 0u64;
+    for t in &traffic {
+        let mut after = None;
+        loop {
+            let filter = FrameFilter {
+                from_client: Some(true),
+                opcode: None,
+            };
+            let page = store.frames(t.id, after, 1000, &filter)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.seq);
+            frames += page.len() as u64;
+            for f in &page {
+                if !f.truncated {
+                    recorded.insert(f.payload.clone());
+                }
+            }
+        }
+    }
+    let tag_of = |m: &[u8]| -> Option<String> {
+        let text = std::str::from_utf8(m).ok()?;
+        let mut parts = text.splitn(4, ':');
+        let (a, b, c) = (parts.next()?, parts.next()?, parts.next()?);
+        (a == "soak").then(|| format!("{a}:{b}:{c}"))
+    };
+    let captured: HashSet<String> = recorded.iter().filter_map(|m| tag_of(m)).collect();
+    let received = server.received();
+    let (mut checked, mut lost, mut direct) = (0u64, Vec::new(), 0u64);
+    for (_, message) in &received {
+        let Some(tag) = tag_of(message) else { continue };
+        if !captured.contains(&tag) {
+            direct += 1;
+            continue;
+        }
+        checked += 1;
+        if message.len() <= 1 << 20 && !recorded.contains(message) {
+            lost.push(String::from_utf8_lossy(&message[..message.len().min(40)]).into_owned());
+        }
+    }
+
+    let conversations = tally.conversations.load(Ordering::Relaxed);
+    let failed = tally.failed_conversations.load(Ordering::Relaxed);
+    let mut out = String::new();
+    out.push_str(&format!(
+        "Run: {:.1} min, {} client loops, a fault every {} s. {conversations} wss \
+         conversations ({failed} of them cut by a fault or failed), {} messages received \
+         by the server, {checked} of them over connections the agent recorded, {direct} \
+         over connections that went direct (agent down) or were never recorded; \
+         {frames} client frames in the store.\n\n",
+        elapsed.as_secs_f64() / 60.0,
+        args.clients,
+        args.fault_every,
+        received.len(),
+    ));
+    out.push_str("| fault | injected | survived | notes |\n|---|---|---|---|\n");
+    for (name, (injected, survived, notes)) in &faults.rows {
+        let notes = notes.iter().take(6).cloned().collect::<Vec<_>>().join("; ");
+        out.push_str(&format!("| {name} | {injected} | {survived} | {notes} |\n"));
+    }
+    out.push_str(&format!(
+        "\n**Messages the server received over recorded connections and missing from the \
+         store: {} of {checked}.**\n\n",
+        lost.len()
+    ));
+    out.push_str(
+        "Agent process per incarnation (restarted after each SIGKILL), after a 30 s \
+         warm-up: resident memory, open descriptors, threads (min – max):\n\n\
+         | incarnation | samples | RSS MiB | fds | threads |\n|---|---|---|---|---|\n",
+    );
+    for (i, run) in samples.iter().enumerate() {
+        let first = run.first().map_or(0.0, |s| s.seconds);
+        let warm: Vec<&Sample> = run.iter().filter(|s| s.seconds - first >= 30.0).collect();
+        if warm.is_empty() {
+            continue;
+        }
+        let range = |f: &dyn Fn(&Sample) -> u64| {
+            let (lo, hi) = warm
+                .iter()
+                .map(|s| f(s))
+                .fold((u64::MAX, 0), |(lo, hi), v| (lo.min(v), hi.max(v)));
+            format!("{lo} – {hi}")
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            i + 1,
+            warm.len(),
+            range(&|s| s.rss_kib / 1024),
+            range(&|s| s.fds),
+            range(&|s| s.threads),
+        ));
+    }
+    println!("{out}");
+    if let Some(path) = &args.write {
+        let doc = format!(
+            "# Reliability\n\nWritten by `cargo xtask soak` (tests/src/bin/frametap-soak.rs) \
+             on {}; numbers from one run on a 2-core machine.\n\n{out}",
+            std::process::Command::new("date")
+                .arg("-u")
+                .arg("+%Y-%m-%d")
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_default()
+        );
+        std::fs::write(path, doc).with_context(|| format!("writing {}", path.display()))?;
+    }
+    anyhow::ensure!(lost.is_empty(), "messages lost: {lost:?}");
+    Ok(())
+}
+
+/// Injects a fault every `--fault-every` seconds and samples the agent every 5 s,
+/// until the run's time is up.
+#[allow(clippy::too_many_arguments)]
+fn inject_faults(
+    args: &Args,
+    lab: &Lab,
+    cg: &TestCgroup,
+    pki: &TestPki,
+    agent: &Mutex<Option<Agent>>,
+    api: &mut Api,
+    data: &std::path::Path,
+    start: Instant,
+    faults: &mut Faults,
+    samples: &mut Vec<Vec<Sample>>,
+) -> anyhow::Result<()> {
+    let run_for = Duration::from_secs_f64(args.minutes * 60.0);
+    let connect = format!("{UPSTREAM_V4}:{PORT}");
+    let mut next_fault = Instant::now() + Duration::from_secs(args.fault_every);
+    let mut next_sample = Instant::now();
+    let mut turn = 0usize;
+    while start.elapsed() < run_for {
+        if Instant::now() >= next_sample {
+            let pid = agent.lock().unwrap().as_ref().map(Agent::pid);
+            if let Some(s) = pid.and_then(|pid| sample(pid, start)) {
+                samples.last_mut().unwrap().push(s);
+            }
+            next_sample += Duration::from_secs(5);
+        }
+        if Instant::now() >= next_fault {
+            match turn % 3 {
+                0 => {
+                    let mut slot = agent.lock().unwrap();
+                    let mut old = slot.take().context("agent")?;
+                    let before = frametap_program_ids();
+                    old.process.signal(libc::SIGKILL);
+                    let killed = Instant::now();
+                    old.process.wait_timeout(Duration::from_secs(5));
+                    let gone = wait_for(Duration::from_secs(5), || {
+                        let now = frametap_program_ids();
+                        (now.len() < before.len()).then_some(killed.elapsed())
+                    });
+                    // Captured clients go direct meanwhile.
+                    let opts = ClientOptions {
+                        connect: &connect,
+                        host: HOST,
+                        cafile: Some(&pki.ca),
+                        deflate: false,
+                    };
+                    let direct = run_client(
+                        lab,
+                        Some(cg),
+                        &opts,
+                        &json!([{"op": "text", "data": "direct while the agent is down"},
+                                {"op": "close", "code": 1000, "reason": ""}]),
+                    );
+                    let Agent { data_dir, .. } = old;
+                    *slot = Some(start_agent(lab, cg, pki, data_dir));
+                    samples.push(Vec::new());
+                    let ok = gone.is_some_and(|d| d < Duration::from_secs(1)) && direct.success;
+                    faults.record(
+                        "SIGKILL of the agent",
+                        ok,
+                        format!(
+                            "detached after {:.2} s",
+                            gone.map_or(f64::NAN, |d| d.as_secs_f64())
+                        ),
+                    );
+                }
+                1 => {
+                    api.process.signal(libc::SIGKILL);
+                    api.process.wait_timeout(Duration::from_secs(5));
+                    *api = Api::start(data);
+                    let health = api.request("GET", "/api/health");
+                    faults.record("SIGKILL of the API", health.status == 200, String::new());
+                }
+                _ => {
+                    let abuse =
+                        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/tls_abuse.py");
+                    let out = lab
+                        .client_command(Some(cg), "python3")
+                        .arg(&abuse)
+                        .args(["half-hello", UPSTREAM_V4, &PORT.to_string(), HOST])
+                        .output()?;
+                    faults.record(
+                        "client vanishing mid-handshake",
+                        out.status.success(),
+                        String::new(),
+                    );
+                }
+            }
+            turn += 1;
+            next_fault += Duration::from_secs(args.fault_every);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
