@@ -707,7 +707,10 @@ mod tests {
             Some(root.join("versions/3.12.10/bin/python3.12"))
         );
         assert_eq!(pyenv_python(root, &versions(&["3.11.7", "3.13.0"])), None);
-        assert_eq!(pyenv_python(root, &versions(&["3.12-dev", "3.120.1"])), None);
+        assert_eq!(
+            pyenv_python(root, &versions(&["3.12-dev", "3.120.1"])),
+            None
+        );
     }
 
     #[test]
