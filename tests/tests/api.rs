@@ -1278,8 +1278,8 @@ const CONTRACT_SEED: &str = "20261207";
 /// Schemathesis, as `cargo xtask setup` installs it.
 const SCHEMATHESIS: &str = "/opt/frametap/schemathesis/bin/schemathesis";
 
-/// New traffic until `stop`: an HTTP exchange about every half second, a short wss
-/// conversation every few of them, and now and then a new connection held open
+/// New traffic until `stop`: an HTTP exchange about every quarter second, a short
+/// wss conversation every few of them, and now and then a new connection held open
 /// (the one before is cut), so that the newest entries are of every kind. Nothing
 /// here waits on the peers for long: the fuzzer's rules may drop any message.
 fn keep_recording(
@@ -1301,7 +1301,7 @@ fn keep_recording(
             .client_command(Some(cg), "curl")
             .args(["-sS", "--max-time", "5", "-o", "/dev/null", &url])
             .output();
-        match round % 6 {
+        match round % 8 {
             1 => {
                 _open = Some(spawn_client_on(
                     lab,
@@ -1311,7 +1311,7 @@ fn keep_recording(
                     "/live",
                 ));
             }
-            4 => {
+            3 | 6 => {
                 // Sent without waiting for echoes (a rule the fuzzer added may drop
                 // them, or close the connection), and cut after 10 s whatever happens.
                 let mut client = spawn_client_on(
@@ -1335,7 +1335,7 @@ fn keep_recording(
             }
             _ => {}
         }
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(250));
     }
 }
 
