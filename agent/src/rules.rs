@@ -79,7 +79,7 @@ pub struct MessageFacts<'a> {
 impl CompiledRule {
     pub fn compile(spec: Rule) -> Result<Self, String> {
         spec.check()?;
-        let host = match spec.host.as_deref().map(str::trim) {
+        let host = match spec.host.as_deref().map(frametap_control::rule_host) {
             None | Some("") | Some("*") => None,
             Some(host) => Some(match host.strip_prefix("*.") {
                 Some(suffix) if !suffix.is_empty() => {
@@ -106,7 +106,7 @@ impl CompiledRule {
             .transpose()?;
         let text = spec.message_type.map(|t| t == MessageType::Text);
         let action = match &spec.action {
-            RuleAction::Drop => Action::Drop,
+            RuleAction::Drop {} => Action::Drop,
             RuleAction::Replace {
                 pattern,
                 replacement,

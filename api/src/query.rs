@@ -5,6 +5,10 @@
 
 use crate::error::{ApiError, excerpt};
 
+/// Largest integer a query parameter takes (`offset`, `from`, `to`): the OpenAPI
+/// document's `int64`, which is what clients and tools generate from.
+pub(crate) const MAX_INTEGER: u64 = i64::MAX as u64;
+
 /// The decoded `name=value` pairs of a query string, in order.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct QueryParams {
@@ -54,11 +58,7 @@ impl QueryParams {
         let Some(raw) = self.single(name)? else {
             return Ok(default);
         };
-        let range = if max == u64::MAX {
-            format!("an integer >= {min}")
-        } else {
-            format!("an integer from {min} to {max}")
-        };
+        let range = format!("an integer from {min} to {max}");
         let bad = || {
             ApiError::BadRequest(format!(
                 "query parameter `{name}` must be {range}, got {:?}",
@@ -76,7 +76,22 @@ impl QueryParams {
         Ok(value)
     }
 
-    /// The comma-separated list `name`, items trimmed, empty items skipped; `None` when
+    /// The boolean `name`: exactly `true` or `false` (as JSON and the OpenAPI document
+    /// spell it); `None` when absent.
+    pub(crate) fn boolean(&self, name: &str, meaning: &str) -> Result<Option<bool>, ApiError> {
+        match self.single(name)? {
+            None => Ok(None),
+            Some("true") => Ok(Some(true)),
+            Some("false") => Ok(Some(false)),
+            Some(other) => Err(ApiError::BadRequest(format!(
+                "query parameter `{name}` must be true or false{meaning}, got {:?}",
+                excerpt(other)
+            ))),
+        }
+    }
+
+    /// The comma-separated list `name`, items trimmed of ASCII whitespace (the
+    /// document's patterns spell it `[\t\n\f\r ]`), empty items skipped; `None` when
     /// absent or when it lists nothing.
     pub(crate) fn list(&self, name: &str) -> Result<Option<Vec<&str>>, ApiError> {
         let Some(raw) = self.single(name)? else {
@@ -84,7 +99,7 @@ impl QueryParams {
         };
         let items: Vec<&str> = raw
             .split(',')
-            .map(str::trim)
+            .map(|item| item.trim_matches(|c: char| c.is_ascii_whitespace()))
             .filter(|s| !s.is_empty())
             .collect();
         Ok((!items.is_empty()).then_some(items))
@@ -144,11 +159,46 @@ mod tests {
             q("limit=1000").integer("limit", 1, 1000, 100).unwrap(),
             1000
         );
-        assert_eq!(q("offset=0").integer("offset", 0, u64::MAX, 0).unwrap(), 0);
+        assert_eq!(
+            q("offset=0").integer("offset", 0, MAX_INTEGER, 0).unwrap(),
+            0
+        );
         let err = q("offset=-1")
-            .integer("offset", 0, u64::MAX, 0)
+            .integer("offset", 0, MAX_INTEGER, 0)
             .unwrap_err();
-        assert!(err.message().contains("an integer >= 0"), "{err}");
+        assert!(
+            err.message()
+                .contains("an integer from 0 to 9223372036854775807"),
+            "{err}"
+        );
+        // The document's int64 ends there; one more is out of range, as it says.
+        assert_eq!(
+            q("offset=9223372036854775807")
+                .integer("offset", 0, MAX_INTEGER, 0)
+                .unwrap(),
+            MAX_INTEGER
+        );
+        for over in ["9223372036854775808", "18446744073709551615"] {
+            let err = q(&format!("offset={over}"))
+                .integer("offset", 0, MAX_INTEGER, 0)
+                .unwrap_err();
+            assert_eq!(err.status(), 400, "{over}");
+        }
+    }
+
+    #[test]
+    fn booleans_are_true_or_false() {
+        assert_eq!(q("raw=true").boolean("raw", "").unwrap(), Some(true));
+        assert_eq!(q("raw=false").boolean("raw", "").unwrap(), Some(false));
+        assert_eq!(q("").boolean("raw", "").unwrap(), None);
+        for bad in ["TRUE", "True", "1", "yes", "", "true ", "false%00"] {
+            let err = q(&format!("raw={bad}")).boolean("raw", "").unwrap_err();
+            assert_eq!(err.status(), 400, "{bad:?}");
+            assert!(
+                err.message().contains("`raw` must be true or false"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

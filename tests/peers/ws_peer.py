@@ -9,7 +9,8 @@ server: echo server. Every message is echoed back unchanged (as one frame). A te
 client: runs a script (JSON list of steps: text, binary, fragments, big, many,
         ping, recv (wait for one more message), send (no reply expected),
         fragments_around_recv (a message left open while one is received),
-        send_expect_close, close, ...) and prints one JSON line per event:
+        send_expect_close, close, drain (stay open, taking every message, until
+        closed), ...) and prints one JSON line per event:
         {"echo": i, "type": "text"|"binary", "data": base64} for each reply, and
         {"closed": {"code": .., "reason": ..}} at the end.
 """
@@ -133,6 +134,14 @@ async def run_client(args):
             elif op == "server_ping":
                 await ws.send("ping:" + step["data"])
                 await expect_reply(ws)
+            elif op == "drain":
+                # Stay open, taking whatever arrives (injected messages, echoes),
+                # until the server or the agent closes the connection.
+                try:
+                    async for _ in ws:
+                        pass
+                except ConnectionClosed:
+                    pass
             elif op == "recv":
                 # A message nobody asked for (injected, or an echo of one).
                 await expect_reply(ws)

@@ -14,7 +14,7 @@ use frametap_e2e::{
     netns::UPSTREAM_V4,
     pki::TestPki,
     require_root, serial,
-    ws::{ClientOptions, WsServer, b64, run_client, unb64},
+    ws::{ClientOptions, WsServer, b64, run_client, spawn_client_on, unb64},
 };
 use serde_json::{Value, json};
 
@@ -1259,4 +1259,228 @@ fn recordings_are_root_only_and_an_open_data_dir_is_closed_at_start() {
     });
     assert!(warned, "{}", agent.log_text());
     drop(api);
+}
+
+// ---------------------------------------------------------------------------------
+// The API contract: Schemathesis fuzzes every operation from /api/openapi.json.
+
+/// Seconds of a long contract run (`cargo xtask contract` sets it); unset, the run is
+/// the bounded one of the normal test suite.
+const CONTRACT_SECONDS: &str = "FRAMETAP_CONTRACT_SECONDS";
+/// More Schemathesis arguments, whitespace-separated (e.g. `--report har
+/// --report-dir /tmp/st`; relative paths are inside a temporary directory).
+const CONTRACT_ARGS: &str = "FRAMETAP_CONTRACT_ARGS";
+/// Test cases per operation and phase in the bounded run.
+const CONTRACT_EXAMPLES: &str = "100";
+/// The bounded run's seed: the same cases every time.
+const CONTRACT_SEED: &str = "20261207";
+
+/// Schemathesis, as `cargo xtask setup` installs it.
+const SCHEMATHESIS: &str = "/opt/frametap/schemathesis/bin/schemathesis";
+
+/// New traffic until `stop`: an HTTP exchange about every quarter second, a short
+/// wss conversation every few of them, and now and then a new connection held open
+/// (the one before is cut), so that the newest entries are of every kind. Nothing
+/// here waits on the peers for long: the fuzzer's rules may drop any message.
+fn keep_recording(
+    lab: &Lab,
+    cg: &TestCgroup,
+    opts: &ClientOptions<'_>,
+    base: &str,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    let mut _open = None;
+    let paths = ["/cl/300", "/gzip", "/status/404", "/chunked/2000"];
+    for round in 0usize.. {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let url = format!("{base}{}", paths[round % paths.len()]);
+        // Whatever happens to one exchange (a rule closing it, say), the next comes.
+        let _ = lab
+            .client_command(Some(cg), "curl")
+            .args(["-sS", "--max-time", "5", "-o", "/dev/null", &url])
+            .output();
+        match round % 8 {
+            1 => {
+                _open = Some(spawn_client_on(
+                    lab,
+                    Some(cg),
+                    opts,
+                    &json!([{"op": "send", "data": format!("open {round}")}, {"op": "drain"}]),
+                    "/live",
+                ));
+            }
+            3 | 6 => {
+                // Sent without waiting for echoes (a rule the fuzzer added may drop
+                // them, or close the connection), and cut after 10 s whatever happens.
+                let mut client = spawn_client_on(
+                    lab,
+                    Some(cg),
+                    opts,
+                    &json!([
+                        {"op": "send", "data": format!("round {round}")},
+                        {"op": "send", "data": format!("and more {round}")},
+                        {"op": "close", "code": 1000, "reason": "done"},
+                    ]),
+                    "/chat",
+                );
+                let child = client.child.as_mut().expect("running");
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while child.try_wait().ok().flatten().is_none()
+                    && std::time::Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Schemathesis against the real API on a real recording, with the agent running (so
+/// writes work): every check but `use_after_free` (whose complaint, `[]` for the
+/// frames of a deleted connection, is what the contract specifies), every phase,
+/// including stateful sequences that follow the document's links (traffic ->
+/// entry, bodies, frames -> frame, send). Zero failures: no server error, no
+/// response the document does not describe, no request the document allows
+/// refused and none it forbids accepted.
+#[test]
+fn api_keeps_its_openapi_contract_under_schemathesis() {
+    if !require_root() {
+        return;
+    }
+    assert!(
+        Path::new(SCHEMATHESIS).exists(),
+        "{SCHEMATHESIS} is missing: run `cargo xtask setup`"
+    );
+    let _g = serial();
+    let lab = Lab::new();
+    let cg = TestCgroup::new("api-contract");
+    let pki = TestPki::new(&[HOST, UPSTREAM_V4]);
+    let _server = WsServer::start(&lab, UPSTREAM_V4, 8443, Some(&pki), false);
+    let _peer = start_http_peer(&lab);
+    let data_dir = tempfile::tempdir().unwrap();
+    let dir = data_dir.path().to_path_buf();
+    let ca = pki.ca.display().to_string();
+    let ports = format!("8443,{HTTP_PORT}");
+    let _agent = Agent::start_in(
+        &lab,
+        &[
+            "--cgroup",
+            &cg.relative,
+            "--ports",
+            &ports,
+            "--upstream-ca",
+            &ca,
+        ],
+        data_dir,
+    );
+    let api = Api::start(&dir);
+    api.wait_get("/api/health", |h| {
+        h["agent"]["up"] == true && h["store"]["open"] == true
+    });
+
+    // A closed conversation with every kind of frame, one left open to send into,
+    // and plain HTTP exchanges with bodies (gzip'd, uploaded, failed).
+    converse(
+        &lab,
+        &cg,
+        &dir,
+        &json!([
+            {"op": "text", "data": "{\"action\":\"subscribe\",\"channel\":\"chat\"}"},
+            {"op": "binary", "data": b64(&[0, 1, 2, 250, 255])},
+            {"op": "fragments", "parts": ["frag-a", "frag-b"]},
+            {"op": "ping", "data": "p1"},
+            {"op": "many", "count": 5},
+            {"op": "close", "code": 4000, "reason": "bye now"},
+        ]),
+    );
+    let ca_file = dir.join("ca.pem");
+    let opts = ClientOptions {
+        connect: &format!("{UPSTREAM_V4}:8443"),
+        host: HOST,
+        cafile: Some(&ca_file),
+        deflate: false,
+    };
+    let _open = spawn_client_on(
+        &lab,
+        Some(&cg),
+        &opts,
+        &json!([{"op": "text", "data": "still here"}, {"op": "drain"}]),
+        "/live",
+    );
+    let base = format!("http://{UPSTREAM_V4}:{HTTP_PORT}");
+    captured_curl(&lab, &cg, &[&format!("{base}/cl/5000")]);
+    captured_curl(&lab, &cg, &[&format!("{base}/gzip")]);
+    captured_curl(
+        &lab,
+        &cg,
+        &["--data-binary", "a=1&b=2", &format!("{base}/echo?form")],
+    );
+    captured_curl(&lab, &cg, &[&format!("{base}/status/404")]);
+    captured_curl(&lab, &cg, &[&format!("{base}/status/503")]);
+    let live = wss_entry(&api, "/live");
+    api.wait_get(
+        &format!("/api/websocket/{}", live["id"].as_str().unwrap()),
+        |c| c["open"] == true && c["frameCount"].as_u64() >= Some(2),
+    );
+    api.wait_get("/api/traffic", |v| v["count"] == 7);
+
+    let seconds = std::env::var(CONTRACT_SECONDS).ok();
+    let work = tempfile::tempdir().unwrap();
+    let mut st = Command::new(SCHEMATHESIS);
+    st.current_dir(work.path())
+        .arg("run")
+        .arg(format!("{}/api/openapi.json", api.base()))
+        .args(["-H", &format!("Authorization: Bearer {}", api.token)])
+        .args(["--checks", "all", "--exclude-checks", "use_after_free"])
+        .args(["--phases", "examples,coverage,fuzzing,stateful"])
+        .args(["--workers", "2", "--request-timeout", "30"])
+        .args(["--generation-database", "none", "--no-color"]);
+    match &seconds {
+        // A long run: fuzzing and stateful rounds repeat until the time is spent, each
+        // run with a new seed (printed in the summary, for `--seed`).
+        Some(seconds) => st.args(["--max-time", seconds]),
+        None => st.args(["--max-examples", CONTRACT_EXAMPLES, "--seed", CONTRACT_SEED]),
+    };
+    if let Ok(more) = std::env::var(CONTRACT_ARGS) {
+        st.args(more.split_whitespace());
+    }
+    // The fuzzer deletes traffic as it goes (one entry, by filter, all): new traffic
+    // keeps coming meanwhile, so that there is always some to read, follow links to
+    // and send into.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (out, took) = std::thread::scope(|scope| {
+        scope.spawn(|| keep_recording(&lab, &cg, &opts, &base, &stop));
+        let started = std::time::Instant::now();
+        let out = st.output();
+        let took = started.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (out, took)
+    });
+    let out = out.expect("schemathesis runs");
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "schemathesis found contract violations ({}):\n{output}\n\nAPI log:\n{}",
+        out.status,
+        api.log_text()
+    );
+    // Phases, links followed, warnings and totals, for `cargo xtask contract` (and
+    // `--nocapture`).
+    eprintln!(
+        "schemathesis passed in {:.0} s:\n{output}",
+        took.as_secs_f64()
+    );
+    assert!(
+        !api.log_text().contains("panicked"),
+        "no handler panicked:\n{}",
+        api.log_text()
+    );
 }

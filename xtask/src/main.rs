@@ -10,6 +10,9 @@
 //! * `soak [-- ARGS]`: setup, build (release), mixed load through the agent with
 //!   faults injected in turn, then check that nothing a peer received is missing from
 //!   the store; writes RELIABILITY.md (`-- --minutes 60` for the hour-long run).
+//! * `contract [--minutes N]`: setup, build (release), then the API contract test
+//!   (Schemathesis against a real agent and recording, see tests/tests/api.rs) with a
+//!   time budget of N minutes (default 10) instead of its bounded test-suite run.
 //!
 //! Builds go to one persistent target directory (`$CARGO_TARGET_DIR`, default
 //! /var/tmp/frametap/target) so that a fresh clone does not rebuild every dependency.
@@ -26,12 +29,14 @@ pub const DEFAULT_TARGET_DIR: &str = "/var/tmp/frametap/target";
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: cargo xtask <setup|run|test|bench|soak>\n\
+        "usage: cargo xtask <setup|run|test|bench|soak|contract>\n\
          \n  setup            install toolchains and tools (idempotent)\
          \n  run [-- ARGS]    build, start the API and the agent (ARGS go to `frametap-agent serve`)\
          \n  test             fmt, clippy and every test\
          \n  bench            side-by-side benchmarks, results in BENCHMARKS.md\
-         \n  soak [-- ARGS]   load with faults injected, results in RELIABILITY.md"
+         \n  soak [-- ARGS]   load with faults injected, results in RELIABILITY.md\
+         \n  contract [--minutes N]\
+         \n                   fuzz the API from its OpenAPI document for N minutes (default 10)"
     );
     ExitCode::from(2)
 }
@@ -48,6 +53,13 @@ fn main() -> ExitCode {
         "test" => test(),
         "bench" => bench(rest),
         "soak" => soak(rest),
+        "contract" => match contract_minutes(rest) {
+            Ok(minutes) => contract(minutes),
+            Err(e) => {
+                eprintln!("xtask: {e}");
+                return usage();
+            }
+        },
         "-h" | "--help" | "help" => return usage(),
         other => {
             eprintln!("xtask: unknown command {other:?}");
@@ -295,9 +307,72 @@ fn soak(rest: &[String]) -> Result {
     status(cmd)
 }
 
+/// Minutes of `cargo xtask contract` when `--minutes` is not given.
+const CONTRACT_MINUTES: u64 = 10;
+/// The end-to-end test that fuzzes the API from its OpenAPI document.
+const CONTRACT_TEST: &str = "api_keeps_its_openapi_contract_under_schemathesis";
+
+/// `[--minutes N]` (N >= 1).
+fn contract_minutes(args: &[String]) -> Result<u64> {
+    match args {
+        [] => Ok(CONTRACT_MINUTES),
+        [flag, n] if flag == "--minutes" => n
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| format!("--minutes takes a whole number of minutes >= 1, got {n:?}")),
+        other => Err(format!("contract takes `--minutes N`, got {other:?}")),
+    }
+}
+
+/// The contract test with a time budget: Schemathesis repeats its fuzzing and
+/// stateful rounds until `minutes` are spent, and prints its summary.
+fn contract(minutes: u64) -> Result {
+    setup::run()?;
+    if !is_root() {
+        return Err(
+            "the contract test runs the agent (eBPF, namespaces) under the API: run as root".into(),
+        );
+    }
+    step("cargo build --release --bins");
+    status(cargo(&["build", "--release", "--bins"]))?;
+    step(&format!(
+        "Schemathesis against the API for {minutes} minute(s) ({CONTRACT_TEST})"
+    ));
+    let mut c = cargo(&[
+        "test",
+        "--release",
+        "-p",
+        "frametap-e2e",
+        "--test",
+        "api",
+        CONTRACT_TEST,
+        "--",
+        "--exact",
+        "--nocapture",
+    ]);
+    c.env("FRAMETAP_CONTRACT_SECONDS", (minutes * 60).to_string());
+    status(c)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_test_result;
+    use super::{contract_minutes, parse_test_result};
+
+    #[test]
+    fn contract_takes_whole_minutes() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(contract_minutes(&args(&[])), Ok(10));
+        assert_eq!(contract_minutes(&args(&["--minutes", "3"])), Ok(3));
+        for bad in [
+            &["--minutes", "0"][..],
+            &["--minutes", "x"],
+            &["--minutes"],
+            &["5"],
+        ] {
+            assert!(contract_minutes(&args(bad)).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn reads_cargo_test_summaries() {

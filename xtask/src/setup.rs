@@ -28,6 +28,11 @@
 //!   (`python3 -m pip install` with pinned versions, allowed into Debian's own python3
 //!   despite PEP 668; pyenv shims are rehashed; then checked again).
 //! * `~/.cargo/bin/cargo-fuzz --version` printing version 0.13.2 (`cargo install`).
+//! * `/opt/frametap/schemathesis/bin/schemathesis --version` printing
+//!   `schemathesis, version 4.32.5`, the command the API contract test runs (a venv of
+//!   its own, made with Python 3.12: pyenv's `versions/3.12.*`, else `python3.12` on
+//!   PATH; on 3.11 a CPython AST bug inside Hypothesis aborts some operations. Then
+//!   `pip install schemathesis==4.32.5` into it, and checked again).
 use std::{
     env,
     path::{Path, PathBuf},
@@ -101,6 +106,13 @@ pub const PYTHON_BENCH: &[(Need, &str)] = &[(Need::Command("mitmdump"), "mitmpro
 
 /// cargo-fuzz, for the bounded fuzz runs of `cargo xtask test`.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// Schemathesis, which fuzzes the API from its OpenAPI document (tests/tests/api.rs,
+/// `cargo xtask contract`), in a venv of its own so its pins meet nothing else.
+pub const SCHEMATHESIS_VENV: &str = "/opt/frametap/schemathesis";
+const SCHEMATHESIS_VERSION: &str = "4.32.5";
+/// The Python the venv is made with: 3.11 trips a CPython AST bug inside Hypothesis.
+const SCHEMATHESIS_PYTHON: &str = "3.12";
 
 pub fn cargo_bin() -> PathBuf {
     env::var_os("CARGO_HOME")
@@ -211,6 +223,7 @@ pub fn run() -> Result {
     bpf_linker()?;
     python_packages(PYTHON)?;
     cargo_fuzz()?;
+    schemathesis()?;
     Ok(())
 }
 
@@ -278,6 +291,112 @@ fn cargo_fuzz() -> Result {
     ])
     .env("PATH", path_with_cargo_bin());
     status(c)
+}
+
+/// The Schemathesis command the contract test runs.
+pub fn schemathesis_bin() -> PathBuf {
+    Path::new(SCHEMATHESIS_VENV).join("bin/schemathesis")
+}
+
+/// `schemathesis --version` output naming exactly this version
+/// ("schemathesis, version 4.32.5").
+fn schemathesis_reports(stdout: &str, version: &str) -> bool {
+    stdout.trim().strip_prefix("schemathesis, version ") == Some(version)
+}
+
+fn schemathesis_ok() -> bool {
+    Command::new(schemathesis_bin())
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| {
+            o.status.success()
+                && schemathesis_reports(&String::from_utf8_lossy(&o.stdout), SCHEMATHESIS_VERSION)
+        })
+}
+
+/// The newest `versions/3.12.*/bin/python3.12` under `pyenv_root`, given its entries.
+fn pyenv_python(pyenv_root: &Path, versions: &[String]) -> Option<PathBuf> {
+    let prefix = format!("{SCHEMATHESIS_PYTHON}.");
+    let patch = |v: &str| v.strip_prefix(&prefix)?.parse::<u32>().ok();
+    versions
+        .iter()
+        .filter_map(|v| Some((patch(v)?, v)))
+        .max()
+        .map(|(_, v)| {
+            pyenv_root
+                .join("versions")
+                .join(v)
+                .join(format!("bin/python{SCHEMATHESIS_PYTHON}"))
+        })
+}
+
+/// Python 3.12 for the venv: pyenv's, else `python3.12` on PATH.
+fn python312() -> Result<PathBuf> {
+    let pyenv_root = Command::new("pyenv")
+        .arg("root")
+        .env("PATH", path_with_cargo_bin())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    if let Some(root) = pyenv_root {
+        let versions: Vec<String> = std::fs::read_dir(root.join("versions"))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(python) = pyenv_python(&root, &versions).filter(|p| p.is_file()) {
+            return Ok(python);
+        }
+    }
+    let name = format!("python{SCHEMATHESIS_PYTHON}");
+    if succeeds(Command::new(&name).arg("--version")) {
+        return Ok(PathBuf::from(name));
+    }
+    Err(format!(
+        "Schemathesis needs Python {SCHEMATHESIS_PYTHON} (3.11 trips a CPython bug in \
+         Hypothesis) and there is none: install it with `pyenv install {SCHEMATHESIS_PYTHON}` \
+         (or a python{SCHEMATHESIS_PYTHON} package), then run `cargo xtask setup` again"
+    ))
+}
+
+fn schemathesis() -> Result {
+    if schemathesis_ok() {
+        return Ok(());
+    }
+    let python = python312()?;
+    eprintln!(
+        "setup: installing Schemathesis {SCHEMATHESIS_VERSION} into {SCHEMATHESIS_VENV} \
+         (with {})",
+        python.display()
+    );
+    // A venv left by another Python (or half made) is made again from scratch.
+    let mut venv = Command::new(&python);
+    venv.args(["-m", "venv", "--clear", SCHEMATHESIS_VENV])
+        .env("PATH", path_with_cargo_bin());
+    status(venv)?;
+    let mut pip = Command::new(Path::new(SCHEMATHESIS_VENV).join("bin/python"));
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        &format!("schemathesis=={SCHEMATHESIS_VERSION}"),
+    ]);
+    status(pip)?;
+    if schemathesis_ok() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} --version does not print `schemathesis, version {SCHEMATHESIS_VERSION}` \
+             after installing it; see the output above",
+            schemathesis_bin().display()
+        ))
+    }
 }
 
 fn debian_packages() -> Result {
@@ -467,7 +586,10 @@ fn bpf_linker() -> Result {
 mod tests {
     use std::{collections::BTreeMap, path::Path};
 
-    use super::{Need, file_matches, loads_llvm_from, missing_debian, reports_version};
+    use super::{
+        Need, file_matches, loads_llvm_from, missing_debian, pyenv_python, reports_version,
+        schemathesis_reports,
+    };
 
     /// A directory tree as `dir -> entries`, for `file_matches`.
     fn tree(files: &[&str]) -> BTreeMap<String, Vec<String>> {
@@ -556,6 +678,39 @@ mod tests {
         assert!(!reports_version("bpf-linker 0.13.01\n", "0.13.0"));
         assert!(!reports_version("cargo-fuzz 0.12.0\n", "0.13.2"));
         assert!(!reports_version("", "0.13.2"));
+    }
+
+    #[test]
+    fn schemathesis_must_be_the_pinned_version() {
+        assert!(schemathesis_reports(
+            "schemathesis, version 4.32.5\n",
+            "4.32.5"
+        ));
+        assert!(!schemathesis_reports(
+            "schemathesis, version 4.32.50\n",
+            "4.32.5"
+        ));
+        assert!(!schemathesis_reports(
+            "schemathesis, version 3.39.16\n",
+            "4.32.5"
+        ));
+        // A venv whose interpreter is gone prints nothing (or an error on stderr).
+        assert!(!schemathesis_reports("", "4.32.5"));
+    }
+
+    #[test]
+    fn the_venv_is_made_with_pyenvs_newest_3_12() {
+        let root = Path::new("/root/.pyenv");
+        let versions = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            pyenv_python(root, &versions(&["3.11.7", "3.12.1", "3.12.10", "3.13.0"])),
+            Some(root.join("versions/3.12.10/bin/python3.12"))
+        );
+        assert_eq!(pyenv_python(root, &versions(&["3.11.7", "3.13.0"])), None);
+        assert_eq!(
+            pyenv_python(root, &versions(&["3.12-dev", "3.120.1"])),
+            None
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::export::ChunkStream;
 use super::{PathText, follower};
 use crate::content::{self, Coding};
-use crate::error::{ApiError, ErrorBody, excerpt};
+use crate::error::{ApiError, ErrorBody};
 use crate::query::QueryParams;
 use crate::state::AppState;
 
@@ -161,17 +161,9 @@ async fn serve_body(
     query: Option<&str>,
 ) -> Result<Response, ApiError> {
     let params = QueryParams::parse(query);
-    let raw = match params.single("raw")? {
-        None => false,
-        Some(v) if v.eq_ignore_ascii_case("true") => true,
-        Some(v) if v.eq_ignore_ascii_case("false") => false,
-        Some(v) => {
-            return Err(ApiError::BadRequest(format!(
-                "query parameter `raw` must be true or false, got {:?}",
-                excerpt(v)
-            )));
-        }
-    };
+    let raw = params
+        .boolean("raw", " (true: the bytes as sent)")?
+        .unwrap_or(false);
     let not_found = || ApiError::NotFound("Traffic entry not found".into());
     let id = id.parse::<TrafficId>().ok_or_else(not_found)?;
     let store = follower(state)?;

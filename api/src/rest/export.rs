@@ -29,7 +29,8 @@ use crate::har::{
     has_http_exchange, is_websocket,
 };
 use crate::messages::Reassembler;
-use crate::query::QueryParams;
+use crate::openapi::{FrameIdParam, OpcodeParam, TrafficIdParam};
+use crate::query::{MAX_INTEGER, QueryParams};
 use crate::state::AppState;
 use crate::views::{Direction, DirectionParam, Frame, frame_json};
 
@@ -48,67 +49,72 @@ const NDJSON_CHUNK: usize = 256 << 10;
 /// stream can hold.
 const NDJSON_QUEUE: usize = 4;
 
-/// What a HAR export covers.
+/// What a HAR export covers: the entries started from `from` to `to` (Unix ms, both
+/// included), only `traffic` if given. Every combination of the three parameters is
+/// a selection (the OpenAPI document cannot relate parameters): none is every entry,
+/// and a range that ends before it starts selects nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum HarSelection {
-    /// One traffic entry (a connection, or any exchange).
-    Traffic(TrafficId),
-    /// Every traffic entry started from `from` to `to` (Unix ms, both included).
-    Range { from: u64, to: Option<u64> },
+struct HarSelection {
+    traffic: Option<TrafficId>,
+    from: u64,
+    to: Option<u64>,
 }
 
 impl HarSelection {
     fn parse(params: &QueryParams) -> Result<HarSelection, ApiError> {
-        let traffic = params.single("trafficId")?;
-        let ranged = params.single("from")?.is_some() || params.single("to")?.is_some();
-        match (traffic, ranged) {
-            (Some(_), true) => Err(ApiError::BadRequest(
-                "give either `trafficId` or a time range (`from`, `to`), not both".into(),
-            )),
-            (None, false) => Err(ApiError::BadRequest(
-                "say what to export: `trafficId=<id>`, or a time range `from=<Unix ms>` and/or \
-                 `to=<Unix ms>`"
-                    .into(),
-            )),
-            (Some(raw), false) => raw.parse().map(HarSelection::Traffic).map_err(|_| {
+        let traffic = match params.single("trafficId")? {
+            None => None,
+            Some(raw) => Some(raw.parse::<TrafficId>().map_err(|_| {
                 ApiError::BadRequest(format!(
                     "query parameter `trafficId` must be a traffic entry id (16 hex digits), \
                      got {:?}",
                     excerpt(raw)
                 ))
-            }),
-            (None, true) => {
-                let from = params.integer("from", 0, u64::MAX, 0)?;
-                let to = match params.single("to")? {
-                    None => None,
-                    Some(_) => Some(params.integer("to", 0, u64::MAX, u64::MAX)?),
-                };
-                if let Some(to) = to
-                    && to < from
-                {
-                    return Err(ApiError::BadRequest(format!(
-                        "the time range ends (`to` {to}) before it starts (`from` {from})"
-                    )));
-                }
-                Ok(HarSelection::Range { from, to })
-            }
-        }
+            })?),
+        };
+        let from = params.integer("from", 0, MAX_INTEGER, 0)?;
+        let to = match params.single("to")? {
+            None => None,
+            Some(_) => Some(params.integer("to", 0, MAX_INTEGER, MAX_INTEGER)?),
+        };
+        Ok(HarSelection { traffic, from, to })
+    }
+
+    fn contains(&self, timestamp_ms: u64) -> bool {
+        (self.from..=self.to.unwrap_or(u64::MAX)).contains(&timestamp_ms)
+    }
+
+    /// Why the range selects nothing, if it is empty.
+    fn empty_range(&self) -> Option<String> {
+        self.to.filter(|to| *to < self.from).map(|to| {
+            format!(
+                "frametap: the range ends (`to` {to}) before it starts (`from` {}): no entry \
+                 started in it.",
+                self.from
+            )
+        })
     }
 
     /// The download's file name.
     fn file_name(self) -> String {
-        match self {
-            HarSelection::Traffic(id) => format!("frametap-{id}.har"),
-            HarSelection::Range { from, to: Some(to) } => format!("frametap-{from}-{to}.har"),
-            HarSelection::Range { from, to: None } => format!("frametap-{from}-latest.har"),
+        let range = || match self.to {
+            Some(to) => format!("{}-{to}", self.from),
+            None => format!("{}-latest", self.from),
+        };
+        match self.traffic {
+            Some(id) if self.from == 0 && self.to.is_none() => format!("frametap-{id}.har"),
+            Some(id) => format!("frametap-{id}-{}.har", range()),
+            None => format!("frametap-{}.har", range()),
         }
     }
 }
 
 /// Export traffic as HAR 1.2.
 ///
-/// One traffic entry (`trafficId`), or every entry started in a time range (`from`
-/// and/or `to`, Unix milliseconds, both included), oldest first. WebSocket
+/// Every entry started in a time range (`from` and/or `to`, Unix milliseconds, both
+/// included; without either, every entry), oldest first; with `trafficId`, only that
+/// entry (a HAR without entries, saying why, when it started outside the range). A
+/// range that ends before it starts selects nothing: a HAR without entries. WebSocket
 /// connections carry their messages in Chrome's `_resourceType: "websocket"` and
 /// `_webSocketMessages` (as Chrome DevTools and HTTP Toolkit import them): `send` from
 /// the client, `receive` to it, each message as frametap saw it (dropped and injected
@@ -128,14 +134,14 @@ impl HarSelection {
     tag = "export",
     operation_id = "exportHar",
     params(
-        ("trafficId" = Option<String>, Query, description = "Export this traffic entry (16 hex digits)"),
-        ("from" = Option<u64>, Query, description = "Export the entries started at or after this time (Unix ms)"),
-        ("to" = Option<u64>, Query, description = "Export the entries started at or before this time (Unix ms)"),
+        ("trafficId" = Option<TrafficIdParam>, Query, description = "Export only this traffic entry (16 hex digits)"),
+        ("from" = Option<u64>, Query, minimum = 0, maximum = 9223372036854775807_i64, description = "Export the entries started at or after this time (Unix ms; default 0)"),
+        ("to" = Option<u64>, Query, minimum = 0, maximum = 9223372036854775807_i64, description = "Export the entries started at or before this time (Unix ms; default: no end)"),
     ),
     responses(
         (status = 200, description = "The HAR file", body = Har, content_type = "application/json",
-            headers(("Content-Disposition" = String, description = "`attachment; filename=\"frametap-<trafficId or range>.har\"`"))),
-        (status = 400, description = "Neither or both of `trafficId` and a range, or a malformed value", body = ErrorBody),
+            headers(("Content-Disposition" = String, description = "`attachment; filename=\"frametap-<trafficId and/or range>.har\"`"))),
+        (status = 400, description = "A malformed value", body = ErrorBody),
         (status = 401, description = "Missing or wrong API token", body = ErrorBody),
         (status = 404, description = "No such traffic entry", body = ErrorBody,
             example = json!({"error": "Traffic entry not found"})),
@@ -176,9 +182,16 @@ fn build_har(store: &Store, selection: HarSelection) -> anyhow::Result<Option<Ha
         messages: MAX_HAR_MESSAGES,
         bytes: HAR_CONTENT_BUDGET,
     };
-    let (entries, comment) = match selection {
-        HarSelection::Traffic(id) => match store.traffic(id)? {
+    let (entries, comment) = match selection.traffic {
+        Some(id) => match store.traffic(id)? {
             None => return Ok(None),
+            Some(entry) if !selection.contains(entry.timestamp_ms) => {
+                let note = format!(
+                    "frametap: traffic entry {id} started at {}, outside the range asked for.",
+                    entry.timestamp_ms
+                );
+                return Ok(Some(har(Vec::new(), Some(note))));
+            }
             Some(entry) if !has_http_exchange(&entry) => {
                 let why = entry
                     .not_intercepted
@@ -194,13 +207,16 @@ fn build_har(store: &Store, selection: HarSelection) -> anyhow::Result<Option<Ha
             }
             Some(entry) => (vec![entry], None),
         },
-        HarSelection::Range { from, to } => {
-            let to = to.unwrap_or(u64::MAX);
+        None => {
+            if let Some(note) = selection.empty_range() {
+                return Ok(Some(har(Vec::new(), Some(note))));
+            }
+            let from = selection.from;
             // One pass over the table (newest first), keeping the oldest entries.
             let kept = RefCell::new(VecDeque::new());
             let left_out = std::cell::Cell::new(0u64);
             let (_, total) = store.traffic_page(0, 0, |entry| {
-                let in_range = (from..=to).contains(&entry.timestamp_ms);
+                let in_range = selection.contains(entry.timestamp_ms);
                 let hit = in_range && has_http_exchange(entry);
                 if in_range && !hit {
                     left_out.set(left_out.get() + 1);
@@ -359,14 +375,15 @@ fn websocket_messages(
     operation_id = "exportFramesNdjson",
     params(
         ("trafficId" = String, Path, description = "Traffic entry id of the WebSocket connection (16 hex digits)"),
-        ("after" = Option<String>, Query, description = "Start after this frame id (of the same connection)"),
+        ("after" = Option<FrameIdParam>, Query, description = "Start after this frame id (of the same connection; one of another connection is 404)"),
         ("direction" = Option<DirectionParam>, Query, description = "Only frames sent in this direction: `client-to-server` (or `to-server`), `server-to-client` (or `to-client`)"),
-        ("opcode" = Option<u8>, Query, maximum = 10, description = "Only frames with this opcode: 0, 1, 2, 8, 9 or 10"),
+        ("opcode" = Option<OpcodeParam>, Query, description = "Only frames with this opcode: 0, 1, 2, 8, 9 or 10"),
     ),
     responses(
         (status = 200, description = "One Frame per line (`\\n`-terminated)", body = Frame, content_type = "application/x-ndjson"),
         (status = 400, description = "A malformed query parameter", body = ErrorBody),
         (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 404, description = "`after` is a frame of another connection", body = ErrorBody),
         (status = 503, description = "The capture store is not readable", body = ErrorBody),
     )
 )]
@@ -520,36 +537,53 @@ mod tests {
     }
 
     #[test]
-    fn har_selection_is_one_or_the_other() {
+    fn har_selection_takes_every_combination() {
+        let id = TrafficId(0x0191_a2b3_c4d5_0001);
+        let sel = |traffic, from, to| HarSelection { traffic, from, to };
         assert_eq!(
             parse("trafficId=0191a2b3c4d50001").unwrap(),
-            HarSelection::Traffic(TrafficId(0x0191_a2b3_c4d5_0001))
+            sel(Some(id), 0, None)
         );
+        assert_eq!(parse("from=5&to=9").unwrap(), sel(None, 5, Some(9)));
+        assert_eq!(parse("to=9").unwrap(), sel(None, 0, Some(9)));
+        // Nothing: every entry; an entry and a range: the entry if it is in it.
+        assert_eq!(parse("").unwrap(), sel(None, 0, None));
         assert_eq!(
-            parse("from=5&to=9").unwrap(),
-            HarSelection::Range {
-                from: 5,
-                to: Some(9)
-            }
-        );
-        assert_eq!(
-            parse("to=9").unwrap(),
-            HarSelection::Range {
-                from: 0,
-                to: Some(9)
-            }
+            parse("trafficId=0191a2b3c4d50001&from=1").unwrap(),
+            sel(Some(id), 1, None)
         );
         assert_eq!(
             parse("from=7").unwrap().file_name(),
             "frametap-7-latest.har"
         );
+        assert_eq!(parse("").unwrap().file_name(), "frametap-0-latest.har");
+        assert_eq!(
+            parse("trafficId=0191a2b3c4d50001").unwrap().file_name(),
+            "frametap-0191a2b3c4d50001.har"
+        );
+        assert_eq!(
+            parse("trafficId=0191a2b3c4d50001&to=3")
+                .unwrap()
+                .file_name(),
+            "frametap-0191a2b3c4d50001-0-3.har"
+        );
+        // A range that ends first is empty, not an error.
+        let empty = parse("from=9&to=5").unwrap();
+        assert!(empty.empty_range().unwrap().contains("before it starts"));
+        assert!(!empty.contains(7));
+        assert!(parse("from=5&to=9").unwrap().empty_range().is_none());
+        assert!(
+            parse("to=9223372036854775807")
+                .unwrap()
+                .contains(u64::MAX >> 1)
+        );
         for (q, needle) in [
-            ("", "say what to export"),
-            ("trafficId=0191a2b3c4d50001&from=1", "not both"),
             ("trafficId=nope", "`trafficId`"),
+            ("trafficId=", "`trafficId`"),
+            ("trafficId=0191A2B3C4D50001", "`trafficId`"),
             ("from=-1", "`from`"),
             ("to=1e3", "`to`"),
-            ("from=9&to=5", "before it starts"),
+            ("to=9223372036854775808", "`to`"),
             ("from=1&from=2", "more than once"),
         ] {
             let err = parse(q).unwrap_err();

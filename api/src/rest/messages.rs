@@ -12,6 +12,7 @@ use super::websocket::{
 use super::{PathText, follower};
 use crate::error::{ApiError, ErrorBody};
 use crate::messages::Reassembler;
+use crate::openapi::FrameIdParam;
 use crate::query::QueryParams;
 use crate::state::AppState;
 use crate::views::{Direction, DirectionParam, WebSocketMessage, message_json};
@@ -41,7 +42,7 @@ const READ_STEP: usize = 128;
     params(
         ("trafficId" = String, Path, description = "Traffic entry id of the WebSocket connection (16 hex digits)"),
         ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Most messages to return (1 to 1000, default 100)"),
-        ("after" = Option<String>, Query, description = "Cursor: return the messages whose first frame comes after this frame (a message id of the same connection)"),
+        ("after" = Option<FrameIdParam>, Query, description = "Cursor: return the messages whose first frame comes after this frame (a message id of the same connection; one of another connection is 404)"),
         ("direction" = Option<DirectionParam>, Query, description = "Only messages sent in this direction: `client-to-server` (or `to-server`), `server-to-client` (or `to-client`)"),
     ),
     responses(
@@ -49,6 +50,7 @@ const READ_STEP: usize = 128;
             headers(("Link" = String, description = "`</api/websocket/{trafficId}/messages?after=...>; rel=\"next\"` when more messages may follow"))),
         (status = 400, description = "A malformed query parameter", body = ErrorBody),
         (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 404, description = "`after` is a message of another connection", body = ErrorBody),
         (status = 500, description = "Internal error", body = ErrorBody),
         (status = 503, description = "The capture store is not readable", body = ErrorBody),
     )

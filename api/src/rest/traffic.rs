@@ -8,7 +8,8 @@ use axum::extract::{RawQuery, State};
 use super::websocket::refresh;
 use super::{PathText, agent_error, follower};
 use crate::error::{ApiError, ErrorBody, excerpt};
-use crate::query::QueryParams;
+use crate::openapi::{PidsParam, ProtocolsParam, StatusesParam, TrafficSelection};
+use crate::query::{MAX_INTEGER, QueryParams};
 use crate::state::AppState;
 use crate::views::{TrafficDeleted, TrafficEntry, TrafficPage, traffic_json};
 use frametap_control::DeleteTarget;
@@ -20,6 +21,41 @@ pub(crate) const DEFAULT_TRAFFIC_LIMIT: u64 = 100;
 pub(crate) const MAX_TRAFFIC_LIMIT: u64 = 1000;
 /// The values of `protocol` (and of a traffic entry's `protocol`).
 const PROTOCOLS: [&str; 6] = ["http", "https", "ws", "wss", "tls", "tcp"];
+/// The query parameters that filter traffic (a list, a deletion).
+pub(crate) const FILTER_PARAMS: [&str; 8] = [
+    "methods",
+    "search",
+    "protocol",
+    "pid",
+    "process",
+    "status",
+    "error",
+    "errorContains",
+];
+/// Most digits of a pid (after leading zeros): Linux pids stay below 2^22.
+const MAX_PID_DIGITS: usize = 9;
+
+/// The whitespace [`QueryParams::list`] trims from items, as a regex class: ASCII's,
+/// spelled out (`\s` means more, and not the same more in every regex engine).
+pub(crate) const LIST_SPACE: &str = r"[\t\n\f\r ]";
+
+/// A comma-separated list of `item`s as [`QueryParams::list`] reads it (items
+/// trimmed, empty ones skipped), as a pattern of the OpenAPI document. `item` must
+/// match neither whitespace nor a comma.
+pub(crate) fn list_pattern(item: &str) -> String {
+    format!(
+        r"^[\t\n\f\r ,]*(?:(?:{item}){LIST_SPACE}*,[\t\n\f\r ,]*)*(?:(?:{item}){LIST_SPACE}*)?$"
+    )
+}
+
+/// One item of `protocol`: [`PROTOCOLS`], in any case.
+pub(crate) const PROTOCOL_ITEM: &str =
+    "[hH][tT][tT][pP][sS]?|[wW][sS][sS]?|[tT][lL][sS]|[tT][cC][pP]";
+/// One item of `pid`: a positive integer of at most [`MAX_PID_DIGITS`] digits,
+/// leading zeros aside.
+pub(crate) const PID_ITEM: &str = "0*[1-9][0-9]{0,8}";
+/// One item of `status`: a code from 100 to 599, or a class 1xx to 5xx.
+pub(crate) const STATUS_ITEM: &str = "[1-5](?:[0-9]{2}|[xX]{2})";
 
 /// The filter of a list or a deletion, from the query string: every parameter
 /// checked, and a 400 that says what it takes.
@@ -58,13 +94,17 @@ fn parse_filter(params: &QueryParams) -> Result<TrafficFilter, ApiError> {
             items
                 .iter()
                 .map(|item| {
-                    item.parse::<u32>()
-                        .ok()
-                        .filter(|pid| *pid > 0 && item.bytes().all(|b| b.is_ascii_digit()))
+                    let digits = item.trim_start_matches('0');
+                    Some(digits)
+                        .filter(|d| {
+                            (1..=MAX_PID_DIGITS).contains(&d.len())
+                                && d.bytes().all(|b| b.is_ascii_digit())
+                        })
+                        .and_then(|d| d.parse::<u32>().ok())
                         .ok_or_else(|| {
                             ApiError::BadRequest(format!(
                                 "query parameter `pid` takes a comma-separated list of process \
-                                 ids (positive integers); got {:?}",
+                                 ids (positive integers below 10^9); got {:?}",
                                 excerpt(item)
                             ))
                         })
@@ -84,18 +124,11 @@ fn parse_filter(params: &QueryParams) -> Result<TrafficFilter, ApiError> {
                 .collect::<Result<Vec<_>, _>>()
         })
         .transpose()?;
-    let has_error = match params.single("error")? {
-        None => None,
-        Some(v) if v.eq_ignore_ascii_case("true") => Some(true),
-        Some(v) if v.eq_ignore_ascii_case("false") => Some(false),
-        Some(v) => {
-            return Err(ApiError::BadRequest(format!(
-                "query parameter `error` must be true (entries that failed) or false (those \
-                 that did not), got {:?}; to match the error's text use `errorContains`",
-                excerpt(v)
-            )));
-        }
-    };
+    let has_error = params.boolean(
+        "error",
+        " (true: entries that failed, false: those that did not; to match the error's \
+         text use `errorContains`)",
+    )?;
     let error_contains = params
         .single("errorContains")?
         .filter(|s| !s.is_empty())
@@ -148,14 +181,14 @@ fn status_match(item: &str) -> Result<StatusMatch, ApiError> {
     params(
         ("methods" = Option<String>, Query, description = "Comma-separated HTTP methods, case-insensitive, e.g. GET,POST"),
         ("search" = Option<String>, Query, description = "Case-insensitive substring of the URL, host or path"),
-        ("protocol" = Option<String>, Query, description = "Comma-separated protocols among http, https, ws, wss (HTTP exchanges) and tls, tcp (connections relayed untouched)"),
-        ("pid" = Option<String>, Query, description = "Comma-separated process ids of the client, e.g. 4242,4243"),
+        ("protocol" = Option<ProtocolsParam>, Query, description = "Comma-separated protocols among http, https, ws, wss (HTTP exchanges) and tls, tcp (connections relayed untouched), case-insensitive"),
+        ("pid" = Option<PidsParam>, Query, description = "Comma-separated process ids of the client, e.g. 4242,4243"),
         ("process" = Option<String>, Query, description = "Comma-separated process names of the client, case-insensitive, e.g. curl,python3"),
-        ("status" = Option<String>, Query, description = "Comma-separated response statuses: codes (404) or classes (4xx); entries without a response never match"),
+        ("status" = Option<StatusesParam>, Query, description = "Comma-separated response statuses: codes (404) or classes (4xx); entries without a response never match"),
         ("error" = Option<bool>, Query, description = "`true`: only entries that failed (they have an `error`); `false`: only those that did not"),
         ("errorContains" = Option<String>, Query, description = "Case-insensitive substring of the entry's `error`"),
         ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Most entries to return (1 to 1000, default 100)"),
-        ("offset" = Option<u64>, Query, minimum = 0, description = "Matching entries to skip (default 0)"),
+        ("offset" = Option<u64>, Query, minimum = 0, maximum = 9223372036854775807_i64, description = "Matching entries to skip (default 0)"),
     ),
     responses(
         (status = 200, description = "A page of matching entries", body = TrafficPage),
@@ -172,7 +205,7 @@ pub(crate) async fn list_traffic(
     let params = QueryParams::parse(query.as_deref());
     let filter = parse_filter(&params)?;
     let limit = params.integer("limit", 1, MAX_TRAFFIC_LIMIT, DEFAULT_TRAFFIC_LIMIT)?;
-    let offset = params.integer("offset", 0, u64::MAX, 0)?;
+    let offset = params.integer("offset", 0, MAX_INTEGER, 0)?;
     let (limit, offset) = (
         usize::try_from(limit).unwrap_or(usize::MAX),
         usize::try_from(offset).unwrap_or(usize::MAX),
@@ -232,15 +265,11 @@ pub(crate) async fn get_traffic(
     tag = "traffic",
     operation_id = "deleteTraffic",
     params(
-        ("methods" = Option<String>, Query, description = "Comma-separated HTTP methods, case-insensitive, e.g. GET,POST"),
-        ("search" = Option<String>, Query, description = "Case-insensitive substring of the URL, host or path"),
-        ("protocol" = Option<String>, Query, description = "Comma-separated protocols among http, https, ws, wss"),
-        ("pid" = Option<String>, Query, description = "Comma-separated process ids of the client, e.g. 4242,4243"),
-        ("process" = Option<String>, Query, description = "Comma-separated process names of the client, case-insensitive, e.g. curl,python3"),
-        ("status" = Option<String>, Query, description = "Comma-separated response statuses: codes (404) or classes (4xx); entries without a response never match"),
-        ("error" = Option<bool>, Query, description = "`true`: only entries that failed (they have an `error`); `false`: only those that did not"),
-        ("errorContains" = Option<String>, Query, description = "Case-insensitive substring of the entry's `error`"),
-        ("all" = Option<bool>, Query, description = "`true` deletes every entry (without any filter)"),
+        ("selection" = TrafficSelection, Query, style = Form, explode,
+            description = "What to delete, as separate query parameters: filters as for \
+                `GET /api/traffic` (at least one that selects something: a non-empty \
+                `search` or `errorContains`, a list naming at least one item, or `error`), or \
+                `all=true` without any filter parameter. Never `limit` or `offset`."),
     ),
     responses(
         (status = 200, description = "What was deleted", body = TrafficDeleted),
@@ -264,25 +293,19 @@ pub(crate) async fn delete_traffic(
             )));
         }
     }
-    let all = match params.single("all")? {
-        None => false,
-        Some(v) if v.eq_ignore_ascii_case("true") => true,
-        Some(v) if v.eq_ignore_ascii_case("false") => false,
-        Some(v) => {
-            return Err(ApiError::BadRequest(format!(
-                "query parameter `all` must be true or false, got {:?}",
-                excerpt(v)
-            )));
-        }
-    };
+    let all = params.boolean("all", "")?.unwrap_or(false);
+    // With `all=true`, a filter parameter given at all (even empty) is a mistake.
+    let filtered = FILTER_PARAMS
+        .iter()
+        .any(|name| params.all(name).next().is_some());
     let target = match (all, filter.is_empty()) {
-        (true, true) => DeleteTarget::All,
-        (false, false) => DeleteTarget::Matching { filter },
-        (true, false) => {
+        (true, _) if filtered => {
             return Err(ApiError::BadRequest(
                 "give filters or `all=true`, not both: `all=true` deletes every entry".into(),
             ));
         }
+        (true, _) => DeleteTarget::All,
+        (false, false) => DeleteTarget::Matching { filter },
         (false, true) => {
             return Err(ApiError::BadRequest(
                 "say what to delete: filters as for GET /api/traffic (e.g. `?status=5xx`, \
@@ -404,12 +427,20 @@ mod tests {
         );
         assert_eq!(f.has_error, Some(true));
         assert_eq!(f.error_contains.as_deref(), Some("tls"));
-        assert_eq!(parse("error=FALSE").unwrap().has_error, Some(false));
+        assert_eq!(parse("error=false").unwrap().has_error, Some(false));
+        assert_eq!(
+            parse("pid=007,999999999,%20%2C1").unwrap().pids,
+            Some(vec![7, 999_999_999, 1])
+        );
         for (q, needle) in [
             ("pid=abc", "`pid`"),
             ("pid=0", "`pid`"),
+            ("pid=000", "`pid`"),
             ("pid=-1", "`pid`"),
+            ("pid=%2B1", "`pid`"),
+            ("pid=1000000000", "`pid`"),
             ("pid=99999999999", "`pid`"),
+            ("error=FALSE", "`error`"),
             ("status=600", "`status`"),
             ("status=6xx", "`status`"),
             ("status=099", "`status`"),

@@ -17,6 +17,7 @@ use frametap_store::{FrameFilter, FrameId, Store, TrafficId};
 
 use super::{PathText, agent_error, follower};
 use crate::error::{ApiError, ErrorBody, excerpt};
+use crate::openapi::{FrameIdParam, OpcodeParam};
 use crate::query::QueryParams;
 use crate::state::AppState;
 use crate::views::{
@@ -36,7 +37,7 @@ pub(crate) const PAGE_PAYLOAD_BUDGET: u64 = 64 << 20;
 /// can overshoot [`PAGE_PAYLOAD_BUDGET`] in memory before it is cut.
 const READ_STEP: usize = 32;
 /// Opcodes a frame can have (RFC 6455).
-const OPCODES: [u8; 6] = [0, 1, 2, 8, 9, 10];
+pub(crate) const OPCODES: [u8; 6] = [0, 1, 2, 8, 9, 10];
 
 /// The validated query of a frames page.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,11 +101,14 @@ pub(super) fn after_cursor(params: &QueryParams, what: &str) -> Result<Option<Fr
     })
 }
 
-/// A cursor must belong to the connection being read.
+/// A cursor is a position in the connection being read: one of another connection
+/// names no page of it, 404 (the request is well formed, as the OpenAPI document
+/// says, but what it asks for does not exist).
 pub(super) fn check_cursor(after: Option<FrameId>, traffic: TrafficId) -> Result<(), ApiError> {
     match after {
-        Some(after) if after.traffic != traffic => Err(ApiError::BadRequest(format!(
-            "malformed cursor `after`: frame {after} belongs to connection {}, not {traffic}",
+        Some(after) if after.traffic != traffic => Err(ApiError::NotFound(format!(
+            "cursor `after` is frame {after} of connection {}: connection {traffic} has no \
+             page after it (use the `id` of one of its own frames)",
             after.traffic
         ))),
         _ => Ok(()),
@@ -168,15 +172,16 @@ pub(super) fn with_next_link(mut response: Response, next: Option<String>) -> Re
     params(
         ("trafficId" = String, Path, description = "Traffic entry id of the WebSocket connection (16 hex digits)"),
         ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Most frames to return (1 to 1000, default 100)"),
-        ("after" = Option<String>, Query, description = "Cursor: return the frames after this frame id (of the same connection)"),
+        ("after" = Option<FrameIdParam>, Query, description = "Cursor: return the frames after this frame id (of the same connection; one of another connection is 404)"),
         ("direction" = Option<DirectionParam>, Query, description = "Only frames sent in this direction: `client-to-server` (or `to-server`), `server-to-client` (or `to-client`)"),
-        ("opcode" = Option<u8>, Query, maximum = 10, description = "Only frames with this opcode: 0, 1, 2, 8, 9 or 10"),
+        ("opcode" = Option<OpcodeParam>, Query, description = "Only frames with this opcode: 0, 1, 2, 8, 9 or 10"),
     ),
     responses(
         (status = 200, description = "Frames, oldest first", body = Vec<Frame>,
             headers(("Link" = String, description = "`</api/websocket/{trafficId}/frames?after=...>; rel=\"next\"` when more frames may follow"))),
         (status = 400, description = "A malformed query parameter", body = ErrorBody),
         (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 404, description = "`after` is a frame of another connection", body = ErrorBody),
         (status = 500, description = "Internal error", body = ErrorBody),
         (status = 503, description = "The capture store is not readable", body = ErrorBody),
     )
