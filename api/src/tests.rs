@@ -4802,6 +4802,8 @@ async fn query_parameters_are_exactly_what_the_document_says() {
     let long_seq = format!("{FEED}-100000000");
     let padded_seq = format!("{FEED}-000000001");
     let upper = FEED.to_string().to_uppercase();
+    let widest = format!("{FEED}-ffffffffffffffff");
+    let too_wide = format!("{FEED}-1ffffffffffffffff");
     // (method, path, parameter, values)
     let cases: Vec<(&str, &str, &str, Vec<&str>)> = vec![
         (
@@ -4888,7 +4890,16 @@ async fn query_parameters_are_exactly_what_the_document_says() {
             "get",
             frames,
             "after",
-            vec![&feed_frame, "", "x", &long_seq, &padded_seq, &upper],
+            vec![
+                &feed_frame,
+                "",
+                "x",
+                &long_seq,
+                &padded_seq,
+                &upper,
+                &widest,
+                &too_wide,
+            ],
         ),
         (
             "get",

@@ -542,7 +542,7 @@ fn api_refuses_bad_requests_with_json_errors() {
         "limit=1001",
         "limit=99999999999999999999",
         "after=nonsense",
-        "after=0000000000000001-00000001",
+        "after=",
         "direction=sideways",
         "opcode=3",
         "opcode=x",
@@ -551,6 +551,10 @@ fn api_refuses_bad_requests_with_json_errors() {
         assert_eq!(a.status, 400, "{bad}: {}", a.body);
         assert!(a.json()["error"].as_str().unwrap().len() > 10, "{bad}");
     }
+    // A well-formed cursor of another connection names no page of this one.
+    let foreign = api.request("GET", &format!("{frames}?after=0000000000000001-00000001"));
+    assert_eq!(foreign.status, 404, "{}", foreign.body);
+    assert!(foreign.json()["error"].as_str().unwrap().contains("cursor"));
     for bad in ["limit=0", "offset=-3", "protocol=gopher", "limit=x"] {
         let a = api.request("GET", &format!("/api/traffic?{bad}"));
         assert_eq!(a.status, 400, "{bad}: {}", a.body);
@@ -1278,10 +1282,11 @@ const CONTRACT_SEED: &str = "20261207";
 /// Schemathesis, as `cargo xtask setup` installs it.
 const SCHEMATHESIS: &str = "/opt/frametap/schemathesis/bin/schemathesis";
 
-/// New traffic until `stop`: an HTTP exchange about every quarter second, a short
-/// wss conversation every few of them, and now and then a new connection held open
-/// (the one before is cut), so that the newest entries are of every kind. Nothing
-/// here waits on the peers for long: the fuzzer's rules may drop any message.
+/// New traffic until `stop`, one thing about every quarter second: an HTTP exchange,
+/// a short wss conversation, and every 4 s a new connection held open (for 16 s), so
+/// that the newest entries (what the traffic list's links lead to) are of every
+/// kind. Nothing here waits on the peers for long: the fuzzer's
+/// rules may drop any message.
 fn keep_recording(
     lab: &Lab,
     cg: &TestCgroup,
@@ -1289,29 +1294,37 @@ fn keep_recording(
     base: &str,
     stop: &std::sync::atomic::AtomicBool,
 ) {
-    let mut _open = None;
+    // The last few connections held open, each for some seconds: what `send` can
+    // send into (the oldest is cut when a new one opens).
+    let mut open = std::collections::VecDeque::new();
     let paths = ["/cl/300", "/gzip", "/status/404", "/chunked/2000"];
     for round in 0usize.. {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
-        let url = format!("{base}{}", paths[round % paths.len()]);
-        // Whatever happens to one exchange (a rule closing it, say), the next comes.
-        let _ = lab
-            .client_command(Some(cg), "curl")
-            .args(["-sS", "--max-time", "5", "-o", "/dev/null", &url])
-            .output();
-        match round % 8 {
-            1 => {
-                _open = Some(spawn_client_on(
+        match round % 16 {
+            4 => {
+                open.push_back(spawn_client_on(
                     lab,
                     Some(cg),
                     opts,
                     &json!([{"op": "send", "data": format!("open {round}")}, {"op": "drain"}]),
                     "/live",
                 ));
+                if open.len() > 4 {
+                    open.pop_front();
+                }
             }
-            3 | 6 => {
+            0 | 8 | 12 => {
+                let url = format!("{base}{}", paths[round / 4 % paths.len()]);
+                // Whatever happens to one exchange (a rule closing it, say), the next
+                // comes.
+                let _ = lab
+                    .client_command(Some(cg), "curl")
+                    .args(["-sS", "--max-time", "5", "-o", "/dev/null", &url])
+                    .output();
+            }
+            2 | 6 | 10 | 14 => {
                 // Sent without waiting for echoes (a rule the fuzzer added may drop
                 // them, or close the connection), and cut after 10 s whatever happens.
                 let mut client = spawn_client_on(
@@ -1428,56 +1441,82 @@ fn api_keeps_its_openapi_contract_under_schemathesis() {
     );
     api.wait_get("/api/traffic", |v| v["count"] == 7);
 
-    let seconds = std::env::var(CONTRACT_SECONDS).ok();
-    let work = tempfile::tempdir().unwrap();
-    let mut st = Command::new(SCHEMATHESIS);
-    st.current_dir(work.path())
-        .arg("run")
-        .arg(format!("{}/api/openapi.json", api.base()))
-        .args(["-H", &format!("Authorization: Bearer {}", api.token)])
-        .args(["--checks", "all", "--exclude-checks", "use_after_free"])
-        .args(["--phases", "examples,coverage,fuzzing,stateful"])
-        .args(["--workers", "2", "--request-timeout", "30"])
-        .args(["--generation-database", "none", "--no-color"]);
-    match &seconds {
-        // A long run: fuzzing and stateful rounds repeat until the time is spent, each
-        // run with a new seed (printed in the summary, for `--seed`).
-        Some(seconds) => st.args(["--max-time", seconds]),
-        None => st.args(["--max-examples", CONTRACT_EXAMPLES, "--seed", CONTRACT_SEED]),
-    };
-    if let Ok(more) = std::env::var(CONTRACT_ARGS) {
-        st.args(more.split_whitespace());
-    }
-    // The fuzzer deletes traffic as it goes (one entry, by filter, all): new traffic
-    // keeps coming meanwhile, so that there is always some to read, follow links to
-    // and send into.
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let (out, took) = std::thread::scope(|scope| {
-        scope.spawn(|| keep_recording(&lab, &cg, &opts, &base, &stop));
-        let started = std::time::Instant::now();
-        let out = st.output();
-        let took = started.elapsed();
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        (out, took)
+    // Two passes over the same recording. The fuzzer deletes traffic as it goes (one
+    // entry, by filter, all) faster than any recording refills it: the first pass
+    // leaves DELETE out, so that reads, links and sending meet real entries, frames
+    // and open connections; the second runs every operation. A long run gives each
+    // half of its time.
+    let seconds = std::env::var(CONTRACT_SECONDS).ok().map(|s| {
+        s.parse::<u64>()
+            .expect("FRAMETAP_CONTRACT_SECONDS: whole seconds")
     });
-    let out = out.expect("schemathesis runs");
-    let output = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "schemathesis found contract violations ({}):\n{output}\n\nAPI log:\n{}",
-        out.status,
-        api.log_text()
-    );
-    // Phases, links followed, warnings and totals, for `cargo xtask contract` (and
-    // `--nocapture`).
-    eprintln!(
-        "schemathesis passed in {:.0} s:\n{output}",
-        took.as_secs_f64()
-    );
+    let passes: [(&str, &[&str]); 2] = [
+        (
+            "every operation but DELETE",
+            &["--exclude-method", "DELETE"],
+        ),
+        ("every operation", &[]),
+    ];
+    let work = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let mut st = Command::new(SCHEMATHESIS);
+        st.current_dir(work.path())
+            .arg("run")
+            .arg(format!("{}/api/openapi.json", api.base()))
+            .args(["-H", &format!("Authorization: Bearer {}", api.token)])
+            .args(["--checks", "all", "--exclude-checks", "use_after_free"])
+            .args(["--phases", "examples,coverage,fuzzing,stateful"])
+            .args(["--workers", "2", "--request-timeout", "30"])
+            .args(["--generation-database", "none", "--no-color"])
+            .args(args);
+        match seconds {
+            // A long run: fuzzing and stateful rounds repeat until the time is spent,
+            // each run with a new seed (printed in the summary, for `--seed`).
+            Some(seconds) => st.args(["--max-time", &(seconds / 2).max(1).to_string()]),
+            None => st.args(["--max-examples", CONTRACT_EXAMPLES, "--seed", CONTRACT_SEED]),
+        };
+        if let Ok(more) = std::env::var(CONTRACT_ARGS) {
+            st.args(more.split_whitespace());
+        }
+        let started = std::time::Instant::now();
+        let out = st.output().expect("schemathesis runs");
+        let output = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status, output, started.elapsed())
+    };
+    // New traffic keeps coming meanwhile. Every pass runs before any result is
+    // judged: the recording thread must stop first.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let results = std::thread::scope(|scope| {
+        scope.spawn(|| keep_recording(&lab, &cg, &opts, &base, &stop));
+        let mut results = Vec::new();
+        for (name, args) in passes {
+            let (status, output, took) = run(args);
+            let failed = !status.success();
+            results.push((name, status, output, took));
+            if failed {
+                break;
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        results
+    });
+    for (name, status, output, took) in results {
+        assert!(
+            status.success(),
+            "schemathesis ({name}) found contract violations ({status}):\n{output}\n\nAPI log:\n{}",
+            api.log_text()
+        );
+        // Phases, links followed, warnings and totals, for `cargo xtask contract` (and
+        // `--nocapture`).
+        eprintln!(
+            "schemathesis ({name}) passed in {:.0} s:\n{output}",
+            took.as_secs_f64()
+        );
+    }
     assert!(
         !api.log_text().contains("panicked"),
         "no handler panicked:\n{}",
