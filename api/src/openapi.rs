@@ -189,6 +189,14 @@ fn traffic_selection() -> Value {
         "all".into(),
         json!({"type": "boolean", "description": "`true`: delete every entry (and give no filter)"}),
     );
+    // Named, so that a value given for them is one that reaches the server as
+    // `limit=...` (a deletion refuses paging).
+    for paging in ["limit", "offset"] {
+        properties.insert(
+            paging.into(),
+            json!({"type": "string", "description": "Refused: a deletion deletes every entry it selects"}),
+        );
+    }
     let present = |names: &[&str]| -> Vec<Value> {
         names
             .iter()

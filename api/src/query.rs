@@ -34,8 +34,19 @@ impl QueryParams {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The value of `name`, if given; 400 if given more than once.
+    /// The value of `name`, if given; 400 if given more than once, or in a bracketed
+    /// form (`name[...]=`, as deep-object and PHP-style encoders write objects and
+    /// arrays): silently ignoring that would drop a filter or a limit the client meant.
     pub(crate) fn single(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        if let Some((key, _)) = self.pairs.iter().find(|(key, _)| {
+            key.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('['))
+        }) {
+            return Err(ApiError::BadRequest(format!(
+                "query parameter `{name}` takes one plain value (`{name}=...`), not `{}`",
+                excerpt(key)
+            )));
+        }
         let mut values = self.all(name);
         let first = values.next();
         if values.next().is_some() {
@@ -199,6 +210,22 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn bracketed_forms_are_rejected() {
+        for query in [
+            "limit[]=5",
+            "limit[a]=5",
+            "limit[a][b]=5&limit=1",
+            "limit%5B0%5D=5",
+        ] {
+            let err = q(query).single("limit").unwrap_err();
+            assert_eq!(err.status(), 400, "{query}");
+            assert!(err.message().contains("one plain value"), "{err}");
+        }
+        // Other names that merely start the same are other parameters.
+        assert_eq!(q("limits[]=5&limit=1").single("limit").unwrap(), Some("1"));
     }
 
     #[test]

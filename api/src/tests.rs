@@ -5014,7 +5014,10 @@ async fn traffic_deletion_takes_what_its_selection_schema_says() {
         "all=true&offset=0",
         "unknown=1",
         "unknown=1&search=x",
+        "search=x&limit%5Ba%5D=1",
+        "search%5B%5D=x&status=5xx",
     ] {
+        // The object an exploded `selection` spells: `name[key]=v` is `name: {key: v}`.
         let mut object = serde_json::Map::new();
         for (name, value) in form_urlencoded::parse(query.as_bytes()) {
             let value = match (name.as_ref(), value.as_ref()) {
@@ -5022,7 +5025,15 @@ async fn traffic_deletion_takes_what_its_selection_schema_says() {
                 ("all" | "error", "false") => json!(false),
                 (_, value) => json!(value),
             };
-            object.insert(name.into_owned(), value);
+            match name.split_once('[') {
+                Some((name, key)) => {
+                    let key = key.trim_end_matches(']').to_owned();
+                    object.insert(name.to_owned(), json!({ key: value }));
+                }
+                None => {
+                    object.insert(name.into_owned(), value);
+                }
+            }
         }
         let allowed = selection.is_valid(&Value::Object(object));
         let reply = send_raw(&app, "DELETE", &format!("/api/traffic?{query}"), None, None).await;
