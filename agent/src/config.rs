@@ -162,6 +162,12 @@ pub struct ServeOptions {
     /// ClientHello; then it is closed and recorded as timed out. Default: 10.
     #[arg(long, value_name = "SECONDS")]
     pub handshake_timeout: Option<u64>,
+    /// After one side of a captured connection closed its half, how many seconds
+    /// the other side may stay silent before frametap closes the connection (as
+    /// HAProxy's `timeout client-fin` does); bytes moving restart the clock.
+    /// 0: never. Default: 120.
+    #[arg(long, value_name = "SECONDS")]
+    pub half_open_timeout: Option<u64>,
     /// PEM file of extra CA certificates trusted for upstream servers, on top of the
     /// system trust store (for private CAs). Repeatable; the file's list and the
     /// command line's both apply.
@@ -386,6 +392,7 @@ pub use frametap_logging::LogFormat;
 
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Validated settings of a serving agent. Serialized (`frametap-agent config`) with
 /// the config file's keys, so the JSON read back as a config file gives the same
@@ -409,6 +416,9 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     #[serde(serialize_with = "ser::seconds")]
     pub handshake_timeout: Duration,
+    /// `None`: half-open connections are kept as long as they last.
+    #[serde(serialize_with = "ser::opt_seconds")]
+    pub half_open_timeout: Option<Duration>,
     pub upstream_ca: Vec<PathBuf>,
     pub insecure_upstream: bool,
     pub passthrough: Vec<String>,
@@ -532,6 +542,11 @@ impl ServeConfig {
                 .or(file.handshake_timeout)
                 .filter(|&s| s > 0)
                 .map_or(DEFAULT_HANDSHAKE_TIMEOUT, Duration::from_secs),
+            half_open_timeout: match cli.half_open_timeout.or(file.half_open_timeout) {
+                Some(0) => None,
+                Some(s) => Some(Duration::from_secs(s)),
+                None => Some(DEFAULT_HALF_OPEN_TIMEOUT),
+            },
             upstream_ca,
             insecure_upstream: cli.insecure_upstream || file.insecure_upstream,
             passthrough,

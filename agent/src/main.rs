@@ -366,6 +366,7 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             live,
             alpn: Default::default(),
             handshake_timeout: cfg.handshake_timeout,
+            half_open_timeout: cfg.half_open_timeout,
         },
         recorder.clone(),
     ));

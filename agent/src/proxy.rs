@@ -48,6 +48,8 @@ pub struct InterceptSettings {
     pub alpn: crate::intercept::alpn::AlpnCache,
     /// How long TLS handshakes (both legs) may take after the ClientHello.
     pub handshake_timeout: Duration,
+    /// How long one side may stay silent after the other closed its half.
+    pub half_open_timeout: Option<Duration>,
 }
 
 /// What every connection task shares.

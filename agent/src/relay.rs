@@ -31,6 +31,9 @@ pub enum RelayEnd {
     ClientReset,
     /// The server reset (or failed); the client was reset in turn.
     ServerReset,
+    /// One side closed its half and the other sent nothing for the half-open
+    /// timeout; frametap closed both.
+    HalfOpenTimeout,
 }
 
 impl std::fmt::Display for RelayEnd {
@@ -39,6 +42,7 @@ impl std::fmt::Display for RelayEnd {
             Self::Closed => "closed",
             Self::ClientReset => "client reset",
             Self::ServerReset => "server reset",
+            Self::HalfOpenTimeout => "half-open timeout",
         })
     }
 }
@@ -294,8 +298,13 @@ fn pass_fin(from: &TcpStream, to: &TcpStream) -> PumpEnd {
     }
 }
 
-/// Relay until both directions have ended (or one side resets).
-pub async fn relay(client: TcpStream, server: TcpStream) -> RelayOutcome {
+/// Relay until both directions have ended (or one side resets). Once one direction
+/// has ended, the other may stay silent for at most `half_open` (if given).
+pub async fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    half_open: Option<Duration>,
+) -> RelayOutcome {
     let up = AtomicU64::new(0);
     let down = AtomicU64::new(0);
     // Both directions use the same two sockets through shared references: tokio
@@ -306,6 +315,9 @@ pub async fn relay(client: TcpStream, server: TcpStream) -> RelayOutcome {
     tokio::pin!(upstream, downstream);
 
     let (mut up_done, mut down_done) = (false, false);
+    // While half-open: the open direction's byte count at the last look.
+    let mut idle_check = std::pin::pin!(tokio::time::sleep(Duration::MAX));
+    let mut seen = None;
     let end = loop {
         tokio::select! {
             r = &mut upstream, if !up_done => match r {
@@ -318,9 +330,25 @@ pub async fn relay(client: TcpStream, server: TcpStream) -> RelayOutcome {
                 PumpEnd::ReaderFailed => break RelayEnd::ServerReset,
                 PumpEnd::WriterFailed => break RelayEnd::ClientReset,
             },
+            () = &mut idle_check, if seen.is_some() => {
+                let open = if up_done { &down } else { &up };
+                let now = open.load(Ordering::Relaxed);
+                if seen == Some(now) {
+                    break RelayEnd::HalfOpenTimeout;
+                }
+                seen = Some(now);
+                if let Some(limit) = half_open {
+                    idle_check.as_mut().reset(tokio::time::Instant::now() + limit);
+                }
+            },
         }
         if up_done && down_done {
             break RelayEnd::Closed;
+        }
+        if let (Some(limit), None, true) = (half_open, seen, up_done || down_done) {
+            let open = if up_done { &down } else { &up };
+            seen = Some(open.load(Ordering::Relaxed));
+            idle_check.as_mut().reset(tokio::time::Instant::now() + limit);
         }
     };
     // Leaving drops both pumps and so closes both sockets (with RST where set).
@@ -351,7 +379,7 @@ mod tests {
     async fn relayed() -> (TcpStream, TcpStream, tokio::task::JoinHandle<RelayOutcome>) {
         let (app, proxy_client) = pair().await;
         let (proxy_server, origin) = pair().await;
-        let task = tokio::spawn(relay(proxy_client, proxy_server));
+        let task = tokio::spawn(relay(proxy_client, proxy_server, None));
         (app, origin, task)
     }
 
@@ -372,6 +400,31 @@ mod tests {
         let out = task.await.unwrap();
         assert_eq!(out.end, RelayEnd::Closed);
         assert_eq!((out.client_to_server, out.server_to_client), (7, 10));
+    }
+
+    #[tokio::test]
+    async fn a_silent_half_open_connection_is_closed_but_a_talking_one_is_not() {
+        let limit = Duration::from_millis(300);
+        let (mut app, proxy_client) = pair().await;
+        let (proxy_server, mut origin) = pair().await;
+        let task = tokio::spawn(relay(proxy_client, proxy_server, Some(limit)));
+        app.shutdown().await.unwrap();
+        let mut sink = Vec::new();
+        origin.read_to_end(&mut sink).await.unwrap();
+        // The server keeps talking for three timeouts: the connection stays.
+        for _ in 0..9 {
+            origin.write_all(b"tick").await.unwrap();
+            tokio::time::sleep(limit / 3).await;
+        }
+        assert!(!task.is_finished(), "closed while bytes still moved");
+        let mut got = [0u8; 36];
+        app.read_exact(&mut got).await.unwrap();
+        // Then it goes silent: closed within about two timeouts.
+        let silent = std::time::Instant::now();
+        let out = task.await.unwrap();
+        assert_eq!(out.end, RelayEnd::HalfOpenTimeout);
+        assert!(silent.elapsed() < limit * 3, "{:?}", silent.elapsed());
+        assert_eq!(app.read(&mut got).await.unwrap(), 0, "the client sees a FIN");
     }
 
     #[tokio::test]

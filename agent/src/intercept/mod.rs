@@ -277,6 +277,9 @@ where
     };
     // Present once the connection is a WebSocket: messages the API sends into it.
     let mut injections: Option<(Registration, tokio::sync::mpsc::Receiver<Injection>)> = None;
+    // Once one direction has ended: a timer, and the open direction's bytes when
+    // it was last set.
+    let mut half_open: Option<(Pin<Box<tokio::time::Sleep>>, u64)> = None;
     let ending = std::future::poll_fn(|cx| {
         if let Some((_, queue)) = injections.as_mut() {
             while let Poll::Ready(Some(injection)) = queue.poll_recv(cx) {
@@ -322,6 +325,8 @@ where
                 Poll::Ready(Ending::Reset(side))
             }
             (Some(PumpEnd::Eof), Some(PumpEnd::Eof)) => Poll::Ready(Ending::Closed),
+            (Some(PumpEnd::Eof), None) => silent_too_long(&mut half_open, &down, ctx, cx),
+            (None, Some(PumpEnd::Eof)) => silent_too_long(&mut half_open, &up, ctx, cx),
             _ => Poll::Pending,
         }
     })
@@ -338,10 +343,34 @@ where
             Ending::Closed => "closed".into(),
             Ending::Reset(Side::Client) => "client reset".into(),
             Ending::Reset(Side::Server) => "server reset".into(),
+            Ending::HalfOpen(_) => "half-open timeout".into(),
         },
         error: None,
         warn: false,
         not_intercepted: None,
+    }
+}
+
+/// The other direction has ended: ready with the ending once `open` has moved no
+/// bytes for the half-open timeout (never, without one).
+fn silent_too_long(
+    timer: &mut Option<(Pin<Box<tokio::time::Sleep>>, u64)>,
+    open: &Direction,
+    ctx: &ProxyContext,
+    cx: &mut Context<'_>,
+) -> Poll<Ending> {
+    let Some(limit) = ctx.intercept.half_open_timeout else {
+        return Poll::Pending;
+    };
+    let (sleep, seen) =
+        timer.get_or_insert_with(|| (Box::pin(tokio::time::sleep(limit)), open.moved));
+    if *seen != open.moved {
+        *seen = open.moved;
+        sleep.as_mut().reset(tokio::time::Instant::now() + limit);
+    }
+    match sleep.as_mut().poll(cx) {
+        Poll::Ready(()) => Poll::Ready(Ending::HalfOpen(open.side)),
+        Poll::Pending => Poll::Pending,
     }
 }
 

@@ -61,6 +61,22 @@ pub enum Ending {
     Closed,
     /// One side reset (or failed); the other was reset in turn.
     Reset(Side),
+    /// The other side closed its half and this one sent nothing for the
+    /// half-open timeout; frametap closed the connection.
+    HalfOpen(Side),
+}
+
+fn half_open_why(silent: Side) -> String {
+    let other = match silent {
+        Side::Client => Side::Server,
+        Side::Server => Side::Client,
+    };
+    format!(
+        "the {} closed its side and the {} sent nothing more within the half-open \
+         timeout (--half-open-timeout), so frametap closed the connection",
+        other.name(),
+        silent.name()
+    )
 }
 
 struct Exchange {
@@ -346,7 +362,9 @@ impl SessionState {
     pub fn on_end(&mut self, ending: &Ending, now_ms: u64) -> Vec<Record> {
         let mut records = Vec::new();
         let mut events = Vec::new();
-        if matches!(self.mode, Mode::Http) && *ending == Ending::Closed {
+        // The server's FIN ends a response delimited by the connection's end.
+        let server_closed = matches!(ending, Ending::Closed | Ending::HalfOpen(Side::Client));
+        if matches!(self.mode, Mode::Http) && server_closed {
             self.http.server_eof(&mut events);
             for event in events.drain(..) {
                 self.on_http_event(Side::Server, event, &[], now_ms, &mut records);
@@ -355,6 +373,7 @@ impl SessionState {
         let why = match ending {
             Ending::Closed => "connection closed before the response".to_string(),
             Ending::Reset(side) => format!("{} reset the connection", side.name()),
+            Ending::HalfOpen(side) => half_open_why(*side),
         };
         while let Some(x) = self.exchanges.pop_front() {
             self.record(x, "", Some(why.clone()), &mut records);
@@ -371,6 +390,10 @@ impl SessionState {
                     Some("closed without a close frame".into())
                 }
                 Ending::Closed => ws.error().cloned(),
+                Ending::HalfOpen(side) if ws.mid_message() || ws.first_close().is_none() => {
+                    Some(half_open_why(*side))
+                }
+                Ending::HalfOpen(_) => ws.error().cloned(),
             };
             let (closed_by, close_code, close_reason) = match ws.first_close() {
                 Some((who, code, reason)) => (Some(who.to_string()), *code, reason.clone()),
@@ -850,6 +873,30 @@ mod tests {
         };
         assert_eq!(t.error.as_deref(), Some("server reset the connection"));
         assert_eq!(t.status, None);
+    }
+
+    #[test]
+    fn a_half_open_timeout_is_recorded_as_the_reason() {
+        // The client sent its request and closed its side; the server never answered.
+        let mut s = state();
+        s.on_bytes(Side::Client, b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n", 1);
+        let end = s.on_end(&Ending::HalfOpen(Side::Server), 2);
+        let [Record::Traffic(t)] = &end[..] else {
+            panic!("{end:?}")
+        };
+        let why = t.error.as_deref().unwrap();
+        assert!(why.starts_with("the client closed its side and the server"), "{why}");
+        // The server closed after a response without a length; the client stayed:
+        // the response ended at the server's FIN and is complete.
+        let mut s = state();
+        s.on_bytes(Side::Client, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", 1);
+        s.on_bytes(Side::Server, b"HTTP/1.1 200 OK\r\n\r\nuntil close", 2);
+        let end = s.on_end(&Ending::HalfOpen(Side::Client), 3);
+        let entries = entries(&end);
+        let [entry] = &entries[..] else {
+            panic!("{end:?}")
+        };
+        assert_eq!((entry.status, entry.error.as_deref()), (Some(200), None));
     }
 
     #[test]

@@ -92,7 +92,7 @@ pub async fn relay(
         .persist(vec![Record::Traffic(entry)], None)
         .await;
     let (up, down, end, error) = if sent {
-        let out = relay::relay(client, upstream).await;
+        let out = relay::relay(client, upstream, ctx.intercept.half_open_timeout).await;
         (
             out.client_to_server + prefix.len() as u64,
             out.server_to_client,

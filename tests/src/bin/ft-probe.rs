@@ -2,7 +2,8 @@
 //!
 //! * `serve ADDR --mode echo|pingpong|source --log FILE`: a TCP server. `echo` reads
 //!   the request to EOF and answers "echo <bytes>" (so half-close is exercised);
-//!   `pingpong` answers each byte with one byte; `source` sends `--bytes` bytes.
+//!   `pingpong` answers each byte with one byte; `source` sends `--bytes` bytes;
+//!   `silent` reads the request to EOF and then neither answers nor closes (a minute).
 //!   Each connection is logged to FILE as a JSON line; "ready" is logged first.
 //! * `connect ADDR --send TEXT|--send-file F`: one request, prints {peer, local, reply} as JSON.
 //! * `latency ADDR --count N`: N times connect + 1-byte round trip; prints microseconds.
@@ -33,6 +34,7 @@ enum Mode {
     Echo,
     Pingpong,
     Source,
+    Silent,
 }
 
 #[derive(Subcommand)]
@@ -212,6 +214,12 @@ fn serve(addr: SocketAddr, mode: Mode, bytes: u64, log: PathBuf) -> anyhow::Resu
                         n += 1;
                     }
                     Ok(json!({ "rounds": n }))
+                }
+                Mode::Silent => {
+                    let mut req = Vec::new();
+                    s.read_to_end(&mut req)?;
+                    std::thread::sleep(Duration::from_secs(60));
+                    Ok(json!({ "received": String::from_utf8_lossy(&req) }))
                 }
                 Mode::Source => {
                     let chunk = vec![0x5au8; 256 * 1024];
