@@ -34,7 +34,7 @@ use serde::Serialize;
 use socketioxide::extract::{SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
-use socketioxide::{BroadcastError, SocketIo};
+use socketioxide::{BroadcastError, SocketError, SocketIo};
 use tracing::debug;
 
 use crate::auth::AuthConfig;
@@ -307,9 +307,14 @@ impl LiveEvents {
         match self.io.emit(event, data).await {
             Ok(()) => {}
             Err(BroadcastError::Socket(errors)) => {
+                // A client that is leaving (closed) misses nothing it would have read.
+                let full = errors
+                    .iter()
+                    .filter(|e| matches!(e, SocketError::InternalChannelFull))
+                    .count();
                 self.stats
                     .dropped
-                    .fetch_add(errors.len() as u64, Ordering::Relaxed);
+                    .fetch_add(full as u64, Ordering::Relaxed);
             }
             Err(e) => debug!(error = %e, event, "cannot emit"),
         }

@@ -104,7 +104,7 @@ struct LimitArgs {
     idle_timeout: u64,
     /// Connections served at once (Socket.IO ones included); more wait to be
     /// accepted. Each takes a file descriptor.
-    #[arg(long, env = "FRAMETAP_API_MAX_CONNECTIONS", value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    #[arg(long, env = "FRAMETAP_API_MAX_CONNECTIONS", value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=65536))]
     max_connections: u64,
 }
 

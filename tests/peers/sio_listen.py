@@ -15,6 +15,12 @@ payload is "t:<time.time_ns() of the sender>" (wire-to-event, same host clock).
 it may print them in any order; --ordered uses its asyncio client instead, which
 starts one task per event in arrival order, and the handler never awaits.
 
+--many N --expect TEXT: N concurrent subscribers on bare Engine.IO WebSockets (the
+`websockets` library, one asyncio process). Prints {"event": "connected", "count",
+"failed"} once every one has connected or failed, then waits (at most --seconds)
+until each has received a `websocket:frame` event whose payload is TEXT and prints
+{"summary": true, "received": K} (K: how many did).
+
 --raw (with --bench): count `websocket:frame` events on a bare Engine.IO WebSocket
 (websocket-client, no Socket.IO client library, no JSON decoding), so that the
 measured rate is the server's rather than a Python client's.
@@ -38,7 +44,12 @@ def main():
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--raw", action="store_true")
     p.add_argument("--ordered", action="store_true")
+    p.add_argument("--many", type=int)
+    p.add_argument("--expect")
     args = p.parse_args()
+    if args.many:
+        asyncio.run(many(args))
+        return
     if args.raw:
         raw_rate(args)
         return
@@ -139,6 +150,60 @@ async def ordered(args):
         emit({"event": "connect_failed", "data": str(e)})
         sys.exit(2)
     await sio.wait()
+
+
+async def many(args):
+    import websockets
+
+    url = args.url.replace("http://", "ws://", 1) + "/socket.io/?EIO=4&transport=websocket"
+    wanted = base64.b64encode(args.expect.encode()).decode()
+    connected = asyncio.Event()
+    ready = {"ok": 0, "failed": 0}
+    errors = []
+
+    def settle():
+        if ready["ok"] + ready["failed"] == args.many:
+            connected.set()
+
+    async def subscriber():
+        try:
+            async with websockets.connect(url, max_size=None, open_timeout=60) as ws:
+                opened = await ws.recv()
+                assert opened.startswith("0"), opened
+                await ws.send("40" + json.dumps({"token": args.token}))
+                while True:
+                    msg = await ws.recv()
+                    if msg == "2":
+                        await ws.send("3")
+                        continue
+                    break
+                if not msg.startswith("40"):
+                    raise RuntimeError(f"refused: {msg[:200]}")
+                ready["ok"] += 1
+                settle()
+                while True:
+                    msg = await ws.recv()
+                    if msg == "2":
+                        await ws.send("3")
+                    elif msg.startswith('42["websocket:frame"') and wanted in msg:
+                        return True
+        except Exception as e:  # reported, counted as not received
+            if len(errors) < 5:
+                errors.append(repr(e)[:200])
+            if not connected.is_set():
+                ready["failed"] += 1
+                settle()
+            return False
+
+    tasks = [asyncio.create_task(subscriber()) for _ in range(args.many)]
+    await asyncio.wait_for(connected.wait(), args.seconds)
+    print(json.dumps({"event": "connected", "count": ready["ok"],
+                      "failed": ready["failed"], "errors": errors}), flush=True)
+    done, pending = await asyncio.wait(tasks, timeout=args.seconds)
+    for t in pending:
+        t.cancel()
+    received = sum(1 for t in done if t.result())
+    print(json.dumps({"summary": True, "received": received, "errors": errors}), flush=True)
 
 
 def raw_rate(args):

@@ -231,6 +231,33 @@ impl SioListener {
         if let Some(t) = token {
             cmd.args(["--token", t]);
         }
+        let mut listener = Self::spawn(cmd);
+        match listener.next(Duration::from_secs(20)) {
+            Some(v) if v["event"] == "connected" => Ok(listener),
+            Some(v) => Err(v["data"].to_string()),
+            None => Err("no answer from the Socket.IO listener in 20 s".into()),
+        }
+    }
+
+    /// `n` subscribers at once, each on its own bare Engine.IO WebSocket, each
+    /// waiting for a `websocket:frame` event whose payload is `expect`. Returns once
+    /// all have connected or failed, with the listener's count of them
+    /// (`{"count", "failed", "errors"}`); [`SioListener::next`] then gives the
+    /// summary (`{"received"}`) once every one has its frame (or 120 s passed).
+    pub fn many(api: &Api, n: usize, expect: &str) -> (SioListener, Value) {
+        let mut cmd = Command::new("python3");
+        cmd.arg(sio_script())
+            .args(["--url", &api.base(), "--token", &api.token])
+            .args(["--many", &n.to_string(), "--expect", expect])
+            .args(["--seconds", "120"]);
+        let mut listener = Self::spawn(cmd);
+        let connected = listener
+            .next(Duration::from_secs(130))
+            .expect("the subscribers connected or failed within 120 s");
+        (listener, connected)
+    }
+
+    fn spawn(mut cmd: Command) -> SioListener {
         cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
         let mut process = Spawned::spawn("sio_listen", cmd);
         let stdout = process
@@ -248,12 +275,7 @@ impl SioListener {
                 }
             }
         });
-        let mut listener = SioListener { process, lines };
-        match listener.next(Duration::from_secs(20)) {
-            Some(v) if v["event"] == "connected" => Ok(listener),
-            Some(v) => Err(v["data"].to_string()),
-            None => Err("no answer from the Socket.IO listener in 20 s".into()),
-        }
+        SioListener { process, lines }
     }
 
     pub fn next(&mut self, timeout: Duration) -> Option<Value> {

@@ -486,6 +486,45 @@ fn api_writes_need_the_agent_and_both_survive_restarts() {
 }
 
 #[test]
+fn a_thousand_live_subscribers_each_get_every_frame_and_rest_stays_served() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let lab = Lab::new();
+    let cg = TestCgroup::new("api-many");
+    let pki = TestPki::new(&[HOST, UPSTREAM_V4]);
+    let _server = WsServer::start(&lab, UPSTREAM_V4, 8443, Some(&pki), false);
+    let data_dir = tempfile::tempdir().unwrap();
+    let dir = data_dir.path().to_path_buf();
+    let _agent = start_agent(&lab, &cg, &pki, data_dir);
+    // The API with its default limits: a thousand Socket.IO connections fit.
+    let api = Api::start(&dir);
+    let (mut subscribers, connected) = SioListener::many(&api, 1000, "for everyone");
+    assert_eq!(
+        (connected["count"].as_u64(), connected["failed"].as_u64()),
+        (Some(1000), Some(0)),
+        "{connected}"
+    );
+    // While all of them are connected, REST requests are still answered.
+    assert_eq!(api.get("/api/health")["status"], "ok");
+    converse(
+        &lab,
+        &cg,
+        &dir,
+        &json!([
+            {"op": "text", "data": "for everyone"},
+            {"op": "close", "code": 1000, "reason": ""}
+        ]),
+    );
+    let summary = subscribers
+        .next(Duration::from_secs(130))
+        .expect("the subscribers' summary");
+    assert_eq!(summary["received"], 1000, "{summary}");
+    assert_eq!(api.get("/api/health")["events"]["dropped"], 0);
+}
+
+#[test]
 fn api_refuses_bad_requests_with_json_errors() {
     if !require_root() {
         return;
