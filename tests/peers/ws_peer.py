@@ -19,6 +19,7 @@ import asyncio
 import base64
 import json
 import socket
+import struct
 import ssl
 import sys
 
@@ -48,6 +49,14 @@ async def run_server(args):
                 if kind == "text" and msg.startswith("close:"):
                     _, code, reason = msg.split(":", 2)
                     await ws.close(int(code), reason)
+                    return
+                if kind == "text" and msg.startswith("reset-mid-frame:"):
+                    # Half of a text frame's payload, then a reset (SO_LINGER 0).
+                    sock = ws.transport.get_extra_info("socket")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                    struct.pack("ii", 1, 0))
+                    ws.transport.write(b"\x81\x7e\x10\x00" + b"h" * 2048)
+                    ws.transport.abort()
                     return
                 if kind == "text" and msg.startswith("ping:"):
                     await ws.ping(msg[5:].encode())

@@ -584,12 +584,17 @@ fn a_connection_left_half_open_and_silent_is_closed_after_the_half_open_timeout(
     // Relayed untouched (not HTTP), then watched as HTTP: both are closed by frametap.
     for (n, send) in [(1, "hello"), (2, "GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")] {
         let reply = probe(&lab, Some(&cg), &format!("{UPSTREAM_V4}:8080"), send);
-        assert_eq!(reply["reply"], "", "the client sees a FIN, not its own timeout: {reply}");
+        assert_eq!(
+            reply["reply"], "",
+            "the client sees a FIN, not its own timeout: {reply}"
+        );
         let c = &agent.wait_connections(n)[n - 1];
         assert_eq!(c["end"], "half-open timeout", "{c}");
     }
     let api = frametap_e2e::api::Api::start(agent.data_dir.path());
-    let list = api.wait_get("/api/traffic?protocol=http", |v| v["entries"][0].is_object());
+    let list = api.wait_get("/api/traffic?protocol=http", |v| {
+        v["entries"][0].is_object()
+    });
     let entry = &list["entries"][0];
     let why = entry["error"].as_str().unwrap_or_default();
     assert!(why.contains("--half-open-timeout"), "{entry}");

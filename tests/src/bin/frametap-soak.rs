@@ -9,10 +9,14 @@
 //! * Faults, every `--fault-every` seconds, in turn: SIGKILL of the agent (how long
 //!   until its programs are gone, and a captured client goes direct meanwhile; then
 //!   restarted on the same data dir), SIGKILL of the API (restarted; answers again),
-//!   a client that sends half a ClientHello and vanishes.
+//!   a client that sends half a ClientHello and vanishes, the upstream resetting in
+//!   the middle of a frame (the client is reset, the connection recorded as reset,
+//!   the next conversation unaffected), and the disk filling up and freed again (the
+//!   data dir is on a tmpfs: recording must stop, be reported, and resume by itself).
 //! * Samples of the agent every 5 s: resident memory, open descriptors, threads.
 //! * At the end: every message the server received over a connection the agent
-//!   recorded must be in the store (recorded before it was forwarded).
+//!   recorded must be in the store (recorded before it was forwarded), except over
+//!   conversations that overlapped a full disk: those are counted apart.
 use std::{
     collections::{BTreeMap, HashSet},
     path::PathBuf,
@@ -31,7 +35,9 @@ use frametap_e2e::{
     frametap_program_ids,
     netns::UPSTREAM_V4,
     pki::TestPki,
-    require_root, wait_for,
+    require_root,
+    tmpfs::Tmpfs,
+    wait_for,
     ws::{ClientOptions, WsServer, run_client},
 };
 use frametap_store::{FrameFilter, Store, StoreOptions};
@@ -39,6 +45,8 @@ use serde_json::json;
 
 const HOST: &str = "soak.frametap.test";
 const PORT: u16 = 8443;
+/// A message that makes the upstream send half a frame and reset the connection.
+const RESET_MID_FRAME: &str = "reset-mid-frame:";
 
 #[derive(Parser)]
 struct Args {
@@ -54,6 +62,9 @@ struct Args {
     /// Write the results as markdown to this file.
     #[arg(long)]
     write: Option<PathBuf>,
+    /// Size of the tmpfs that holds the data dir (and that the disk-full fault fills).
+    #[arg(long, default_value = "6g")]
+    disk: String,
 }
 
 /// One sample of the agent process.
@@ -86,6 +97,8 @@ fn sample(pid: u32, start: Instant) -> Option<Sample> {
 struct Tally {
     conversations: AtomicU64,
     failed_conversations: AtomicU64,
+    /// Each conversation's tag, with when it started and ended.
+    windows: Mutex<Vec<(String, Instant, Instant)>>,
 }
 
 #[derive(Default)]
@@ -135,7 +148,8 @@ fn main() -> anyhow::Result<()> {
     let cg = TestCgroup::new("soak");
     let pki = TestPki::new(&[HOST, UPSTREAM_V4]);
     let server = WsServer::start(&lab, UPSTREAM_V4, PORT, Some(&pki), true);
-    let agent = start_agent(&lab, &cg, &pki, tempfile::tempdir()?);
+    let disk = Tmpfs::mount(&args.disk);
+    let agent = start_agent(&lab, &cg, &pki, tempfile::tempdir_in(disk.path())?);
     let data = agent.data_dir.path().to_path_buf();
     let ca = data.join("ca.pem");
     let agent = Mutex::new(Some(agent));
@@ -148,6 +162,8 @@ fn main() -> anyhow::Result<()> {
 
     let mut faults = Faults::default();
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new()];
+    // From filling the disk until recording resumed (and a second more).
+    let mut outages: Vec<(Instant, Instant)> = Vec::new();
     std::thread::scope(|scope| -> anyhow::Result<()> {
         // Load.
         for c in 0..args.clients {
@@ -169,7 +185,13 @@ fn main() -> anyhow::Result<()> {
                         cafile: Some(ca),
                         deflate: n.is_multiple_of(2),
                     };
+                    let began = Instant::now();
                     let run = run_client(lab, Some(cg), &opts, &json!(script));
+                    tally
+                        .windows
+                        .lock()
+                        .unwrap()
+                        .push((tag, began, Instant::now()));
                     tally.conversations.fetch_add(1, Ordering::Relaxed);
                     if !run.success {
                         tally.failed_conversations.fetch_add(1, Ordering::Relaxed);
@@ -178,18 +200,20 @@ fn main() -> anyhow::Result<()> {
             });
         }
         // Faults and samples; the load stops even if a fault fails.
-        let result = inject_faults(
-            &args,
-            &lab,
-            &cg,
-            &pki,
-            &agent,
-            &mut api,
-            &data,
-            start,
-            &mut faults,
-            &mut samples,
-        );
+        let result = FaultInjector {
+            args: &args,
+            lab: &lab,
+            cg: &cg,
+            pki: &pki,
+            agent: &agent,
+            api: &mut api,
+            data: &data,
+            disk: &disk,
+            faults: &mut faults,
+            samples: &mut samples,
+            outages: &mut outages,
+        }
+        .run(start);
         stop.store(true, Ordering::Relaxed);
         result
     })?;
@@ -203,6 +227,8 @@ fn main() -> anyhow::Result<()> {
     let (traffic, _) = store.traffic_page(0, usize::MAX, |t| t.protocol == "wss")?;
     let mut recorded = HashSet::new();
     let mut frames = 0u64;
+    // Connections the upstream reset mid-frame, and those recorded as reset.
+    let (mut reset_connections, mut recorded_as_reset) = (0u64, 0u64);
     for t in &traffic {
         let mut after = None;
         loop {
@@ -215,6 +241,13 @@ fn main() -> anyhow::Result<()> {
             after = Some(last.seq);
             frames += page.len() as u64;
             for f in &page {
+                if f.payload.starts_with(RESET_MID_FRAME.as_bytes()) {
+                    reset_connections += 1;
+                    let abnormal = store.ws_connection(t.id)?.and_then(|c| c.abnormal);
+                    if abnormal.as_deref() == Some("server reset") {
+                        recorded_as_reset += 1;
+                    }
+                }
                 if !f.truncated {
                     recorded.insert(f.payload.clone());
                 }
@@ -229,9 +262,23 @@ fn main() -> anyhow::Result<()> {
     };
     let captured: HashSet<String> = recorded.iter().filter_map(|m| tag_of(m)).collect();
     let received = server.received();
+    let during_outage: HashSet<String> = tally
+        .windows
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, began, ended)| outages.iter().any(|(a, b)| began <= b && ended >= a))
+        .map(|(tag, ..)| tag.clone())
+        .collect();
     let (mut checked, mut lost, mut direct) = (0u64, Vec::new(), 0u64);
+    let (mut outage_messages, mut outage_missing) = (0u64, 0u64);
     for (_, message) in &received {
         let Some(tag) = tag_of(message) else { continue };
+        if during_outage.contains(&tag) {
+            outage_messages += 1;
+            outage_missing += u64::from(!recorded.contains(message));
+            continue;
+        }
         if !captured.contains(&tag) {
             direct += 1;
             continue;
@@ -263,7 +310,12 @@ fn main() -> anyhow::Result<()> {
     }
     out.push_str(&format!(
         "\n**Messages the server received over recorded connections and missing from the \
-         store: {} of {checked}.**\n\n",
+         store: {} of {checked}.**\n\n\
+         Conversations that overlapped a full disk (from filling it until a second after \
+         recording resumed) are counted apart: {outage_messages} messages, {outage_missing} \
+         of them not stored (the agent reports what it could not store; see the notes of \
+         the disk-full row). Connections the upstream reset in the middle of a frame: \
+         {reset_connections}, recorded as `server reset`: {recorded_as_reset}.\n\n",
         lost.len()
     ));
     out.push_str(
@@ -308,103 +360,189 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(path, doc).with_context(|| format!("writing {}", path.display()))?;
     }
     anyhow::ensure!(lost.is_empty(), "messages lost: {lost:?}");
+    anyhow::ensure!(
+        recorded_as_reset == reset_connections,
+        "{reset_connections} connections reset mid-frame, {recorded_as_reset} recorded as reset"
+    );
     Ok(())
 }
 
-/// Injects a fault every `--fault-every` seconds and samples the agent every 5 s,
-/// until the run's time is up.
-#[allow(clippy::too_many_arguments)]
-fn inject_faults(
-    args: &Args,
-    lab: &Lab,
-    cg: &TestCgroup,
-    pki: &TestPki,
-    agent: &Mutex<Option<Agent>>,
-    api: &mut Api,
-    data: &std::path::Path,
-    start: Instant,
-    faults: &mut Faults,
-    samples: &mut Vec<Vec<Sample>>,
-) -> anyhow::Result<()> {
-    let run_for = Duration::from_secs_f64(args.minutes * 60.0);
-    let connect = format!("{UPSTREAM_V4}:{PORT}");
-    let mut next_fault = Instant::now() + Duration::from_secs(args.fault_every);
-    let mut next_sample = Instant::now();
-    let mut turn = 0usize;
-    while start.elapsed() < run_for {
-        if Instant::now() >= next_sample {
-            let pid = agent.lock().unwrap().as_ref().map(Agent::pid);
-            if let Some(s) = pid.and_then(|pid| sample(pid, start)) {
-                samples.last_mut().unwrap().push(s);
+/// What the faults act on, and where they note what happened.
+struct FaultInjector<'a> {
+    args: &'a Args,
+    lab: &'a Lab,
+    cg: &'a TestCgroup,
+    pki: &'a TestPki,
+    agent: &'a Mutex<Option<Agent>>,
+    api: &'a mut Api,
+    data: &'a std::path::Path,
+    disk: &'a Tmpfs,
+    faults: &'a mut Faults,
+    samples: &'a mut Vec<Vec<Sample>>,
+    outages: &'a mut Vec<(Instant, Instant)>,
+}
+
+impl FaultInjector<'_> {
+    /// Injects a fault every `--fault-every` seconds and samples the agent every 5 s,
+    /// until the run's time is up.
+    fn run(mut self, start: Instant) -> anyhow::Result<()> {
+        let run_for = Duration::from_secs_f64(self.args.minutes * 60.0);
+        let mut next_fault = Instant::now() + Duration::from_secs(self.args.fault_every);
+        let mut next_sample = Instant::now();
+        let mut turn = 0usize;
+        while start.elapsed() < run_for {
+            if Instant::now() >= next_sample {
+                let pid = self.agent.lock().unwrap().as_ref().map(Agent::pid);
+                if let Some(s) = pid.and_then(|pid| sample(pid, start)) {
+                    self.samples.last_mut().unwrap().push(s);
+                }
+                next_sample += Duration::from_secs(5);
             }
-            next_sample += Duration::from_secs(5);
-        }
-        if Instant::now() >= next_fault {
-            match turn % 3 {
-                0 => {
-                    let mut slot = agent.lock().unwrap();
-                    let mut old = slot.take().context("agent")?;
-                    let before = frametap_program_ids();
-                    old.process.signal(libc::SIGKILL);
-                    let killed = Instant::now();
-                    old.process.wait_timeout(Duration::from_secs(5));
-                    let gone = wait_for(Duration::from_secs(5), || {
-                        let now = frametap_program_ids();
-                        (now.len() < before.len()).then_some(killed.elapsed())
-                    });
-                    // Captured clients go direct meanwhile.
-                    let opts = ClientOptions {
-                        connect: &connect,
-                        host: HOST,
-                        cafile: Some(&pki.ca),
-                        deflate: false,
-                    };
-                    let direct = run_client(
-                        lab,
-                        Some(cg),
-                        &opts,
-                        &json!([{"op": "text", "data": "direct while the agent is down"},
-                                {"op": "close", "code": 1000, "reason": ""}]),
-                    );
-                    let Agent { data_dir, .. } = old;
-                    *slot = Some(start_agent(lab, cg, pki, data_dir));
-                    samples.push(Vec::new());
-                    let ok = gone.is_some_and(|d| d < Duration::from_secs(1)) && direct.success;
-                    faults.record(
-                        "SIGKILL of the agent",
-                        ok,
-                        format!(
-                            "detached after {:.2} s",
-                            gone.map_or(f64::NAN, |d| d.as_secs_f64())
-                        ),
-                    );
+            if Instant::now() >= next_fault {
+                match turn % 5 {
+                    0 => self.kill_agent()?,
+                    1 => self.kill_api(),
+                    2 => self.half_hello()?,
+                    3 => self.upstream_reset(turn),
+                    _ => self.disk_full()?,
                 }
-                1 => {
-                    api.process.signal(libc::SIGKILL);
-                    api.process.wait_timeout(Duration::from_secs(5));
-                    *api = Api::start(data);
-                    let health = api.request("GET", "/api/health");
-                    faults.record("SIGKILL of the API", health.status == 200, String::new());
-                }
-                _ => {
-                    let abuse =
-                        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/tls_abuse.py");
-                    let out = lab
-                        .client_command(Some(cg), "python3")
-                        .arg(&abuse)
-                        .args(["half-hello", UPSTREAM_V4, &PORT.to_string(), HOST])
-                        .output()?;
-                    faults.record(
-                        "client vanishing mid-handshake",
-                        out.status.success(),
-                        String::new(),
-                    );
-                }
+                turn += 1;
+                // A fault that took long does not make the next ones come in a burst.
+                next_fault =
+                    next_fault.max(Instant::now()) + Duration::from_secs(self.args.fault_every);
             }
-            turn += 1;
-            next_fault += Duration::from_secs(args.fault_every);
+            std::thread::sleep(Duration::from_millis(200));
         }
-        std::thread::sleep(Duration::from_millis(200));
+        Ok(())
     }
-    Ok(())
+
+    /// One conversation from the captured cgroup: through the agent (trusting its
+    /// CA) when it runs, direct (trusting the test CA) when it does not.
+    fn client(&self, script: serde_json::Value) -> bool {
+        let connect = format!("{UPSTREAM_V4}:{PORT}");
+        let agent_ca = self.data.join("ca.pem");
+        let opts = ClientOptions {
+            connect: &connect,
+            host: HOST,
+            cafile: Some(if self.agent_up() {
+                &agent_ca
+            } else {
+                &self.pki.ca
+            }),
+            deflate: false,
+        };
+        run_client(self.lab, Some(self.cg), &opts, &script).success
+    }
+
+    fn agent_up(&self) -> bool {
+        self.agent.lock().unwrap().is_some()
+    }
+
+    fn kill_agent(&mut self) -> anyhow::Result<()> {
+        let mut slot = self.agent.lock().unwrap();
+        let mut old = slot.take().context("agent")?;
+        drop(slot);
+        let before = frametap_program_ids();
+        old.process.signal(libc::SIGKILL);
+        let killed = Instant::now();
+        old.process.wait_timeout(Duration::from_secs(5));
+        let gone = wait_for(Duration::from_secs(5), || {
+            let now = frametap_program_ids();
+            (now.len() < before.len()).then_some(killed.elapsed())
+        });
+        // Captured clients go direct meanwhile.
+        let direct = self.client(json!([
+            {"op": "text", "data": "direct while the agent is down"},
+            {"op": "close", "code": 1000, "reason": ""}
+        ]));
+        let Agent { data_dir, .. } = old;
+        *self.agent.lock().unwrap() = Some(start_agent(self.lab, self.cg, self.pki, data_dir));
+        self.samples.push(Vec::new());
+        let ok = gone.is_some_and(|d| d < Duration::from_secs(1)) && direct;
+        self.faults.record(
+            "SIGKILL of the agent",
+            ok,
+            format!(
+                "detached after {:.2} s",
+                gone.map_or(f64::NAN, |d| d.as_secs_f64())
+            ),
+        );
+        Ok(())
+    }
+
+    fn kill_api(&mut self) {
+        self.api.process.signal(libc::SIGKILL);
+        self.api.process.wait_timeout(Duration::from_secs(5));
+        *self.api = Api::start(self.data);
+        let health = self.api.request("GET", "/api/health");
+        self.faults
+            .record("SIGKILL of the API", health.status == 200, String::new());
+    }
+
+    fn half_hello(&mut self) -> anyhow::Result<()> {
+        let abuse = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/tls_abuse.py");
+        let out = self
+            .lab
+            .client_command(Some(self.cg), "python3")
+            .arg(&abuse)
+            .args(["half-hello", UPSTREAM_V4, &PORT.to_string(), HOST])
+            .output()?;
+        self.faults.record(
+            "client vanishing mid-handshake",
+            out.status.success(),
+            String::new(),
+        );
+        Ok(())
+    }
+
+    /// The upstream sends half a frame and resets: the client must see the reset
+    /// (not hang), and the next conversation must work.
+    fn upstream_reset(&mut self, turn: usize) {
+        let reset = self.client(json!([
+            {"op": "text", "data": format!("{RESET_MID_FRAME}{turn}")}
+        ]));
+        let next = self.client(json!([
+            {"op": "text", "data": "after a reset"},
+            {"op": "close", "code": 1000, "reason": ""}
+        ]));
+        self.faults
+            .record("upstream reset mid-frame", !reset && next, String::new());
+    }
+
+    /// Fills the data dir's filesystem under load until the agent reports recording
+    /// degraded, frees it, and waits for recording to resume by itself.
+    fn disk_full(&mut self) -> anyhow::Result<()> {
+        let filler = self.disk.path().join("filler");
+        let began = Instant::now();
+        Tmpfs::fill(&filler);
+        let state = |api: &Api| {
+            let h = api.request("GET", "/api/health");
+            (h.status == 200).then(|| h.json())
+        };
+        let degraded = wait_for(Duration::from_secs(60), || {
+            state(self.api).filter(|h| h["recording"]["state"] == "degraded")
+        });
+        std::fs::remove_file(&filler).context("freeing the disk")?;
+        let freed = Instant::now();
+        let resumed = wait_for(Duration::from_secs(60), || {
+            state(self.api).filter(|h| h["recording"]["state"] == "ok")
+        });
+        self.outages
+            .push((began, Instant::now() + Duration::from_secs(1)));
+        let note = match (&degraded, &resumed) {
+            (Some(_), Some(h)) => format!(
+                "resumed {:.1} s after the space came back, {} records lost",
+                freed.elapsed().as_secs_f64(),
+                h["recording"]["lastOutage"]["recordsLost"]
+            ),
+            (None, _) => "recording never reported degraded".into(),
+            (_, None) => "recording did not resume within 60 s".into(),
+        };
+        self.faults.record(
+            "disk full, then freed",
+            degraded.is_some() && resumed.is_some(),
+            note,
+        );
+        Ok(())
+    }
 }
