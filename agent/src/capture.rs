@@ -15,13 +15,14 @@ use std::{
 use anyhow::{Context as _, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, SockOps},
 };
 use capture_common::{
-    AgentConfig, GLOBAL_AGENT, MAP_EXCLUDED_V4, MAP_EXCLUDED_V6, MAP_INCLUDED_V4, MAP_INCLUDED_V6,
-    MAP_ORIGINAL_BY_CLIENT, MAP_PAUSED, MAP_SELECTED_PORTS, MAP_STATS, OriginalDst, SocketKey,
-    stat,
+    AgentConfig, ClientKey, GLOBAL_AGENT, MAP_EXCLUDED_V4, MAP_EXCLUDED_V6, MAP_INCLUDED_V4,
+    MAP_INCLUDED_V6, MAP_NETNS_ANNOUNCED, MAP_NETNS_LISTENERS, MAP_NETNS_SEEN,
+    MAP_ORIGINAL_BY_CLIENT, MAP_PAUSED, MAP_SELECTED_PORTS, MAP_STATS, NetnsListener,
+    OriginalDst, SocketKey, stat,
 };
 use ipnet::IpNet;
 
@@ -53,10 +54,17 @@ pub struct CaptureSettings {
 pub struct Capture {
     // Owns the programs and their links.
     _ebpf: Ebpf,
-    original_by_client: Mutex<HashMap<MapData, SocketKey, OriginalDst>>,
+    original_by_client: Mutex<HashMap<MapData, ClientKey, OriginalDst>>,
     stats: PerCpuArray<MapData, u64>,
     /// See [`Capture::set_paused`].
     paused: Mutex<Array<MapData, u32>>,
+    netns_listeners: Mutex<HashMap<MapData, u64, NetnsListener>>,
+    /// An LRU hash map (aya's HashMap type covers both kinds).
+    netns_announced: Mutex<HashMap<MapData, u64, u8>>,
+    /// Taken once by whoever serves other namespaces.
+    netns_seen: Mutex<Option<RingBuf<MapData>>>,
+    /// The agent's own namespace.
+    pub netns_cookie: u64,
 }
 
 fn program_error(name: &str, hook: &str, what: &str, err: ProgramError) -> anyhow::Error {
@@ -190,19 +198,40 @@ impl Capture {
         )?;
         let stats = PerCpuArray::try_from(ebpf.take_map(MAP_STATS).context("no STATS map")?)?;
         let paused = Array::try_from(ebpf.take_map(MAP_PAUSED).context("no PAUSED map")?)?;
+        let lacks = |name: &str| format!("eBPF object lacks the {name} map");
+        let netns_listeners = HashMap::try_from(
+            ebpf.take_map(MAP_NETNS_LISTENERS)
+                .with_context(|| lacks(MAP_NETNS_LISTENERS))?,
+        )?;
+        let netns_announced = HashMap::try_from(
+            ebpf.take_map(MAP_NETNS_ANNOUNCED)
+                .with_context(|| lacks(MAP_NETNS_ANNOUNCED))?,
+        )?;
+        let netns_seen = RingBuf::try_from(
+            ebpf.take_map(MAP_NETNS_SEEN)
+                .with_context(|| lacks(MAP_NETNS_SEEN))?,
+        )?;
         Ok(Self {
             _ebpf: ebpf,
             original_by_client: Mutex::new(original_by_client),
             stats,
             paused: Mutex::new(paused),
+            netns_listeners: Mutex::new(netns_listeners),
+            netns_announced: Mutex::new(netns_announced),
+            netns_seen: Mutex::new(Some(netns_seen)),
+            netns_cookie: agent.netns_cookie,
         })
     }
 
     /// The original destination of a redirected connection, found by the client's
     /// endpoint (the accepted socket's peer). The entry is taken: each connection is
     /// accepted once, and the eBPF side also forgets it when the socket closes.
-    pub fn take_original_dst(&self, client: SocketAddr) -> Option<OriginalDst> {
-        let key = SocketKey::from_socket_addr(client);
+    pub fn take_original_dst(&self, netns: u64, client: SocketAddr) -> Option<OriginalDst> {
+        let key = ClientKey {
+            netns,
+            endpoint: SocketKey::from_socket_addr(client),
+            reserved: 0,
+        };
         let mut map = self
             .original_by_client
             .lock()
@@ -210,6 +239,37 @@ impl Capture {
         let found = map.get(&key, 0).ok()?;
         let _ = map.remove(&key);
         Some(found)
+    }
+
+    /// From now on, selected connects from namespace `netns` go to the agent's
+    /// listener there (127.0.0.1, and ::1 with `has_v6`, on `port`).
+    pub fn add_netns_listener(&self, netns: u64, port: u16, has_v6: bool) -> anyhow::Result<()> {
+        let listener = NetnsListener {
+            port: port.into(),
+            has_v6: has_v6.into(),
+        };
+        lock(&self.netns_listeners)
+            .insert(netns, listener, 0)
+            .context("cannot add to the eBPF NETNS_LISTENERS map (is it full?)")?;
+        let _ = lock(&self.netns_announced).remove(&netns);
+        Ok(())
+    }
+
+    /// Connects from `netns` go direct again (its listener is closing).
+    pub fn remove_netns_listener(&self, netns: u64) {
+        let _ = lock(&self.netns_listeners).remove(&netns);
+        let _ = lock(&self.netns_announced).remove(&netns);
+    }
+
+    /// Namespaces with a listener, as the eBPF map has them.
+    pub fn netns_listener_count(&self) -> usize {
+        lock(&self.netns_listeners).keys().count()
+    }
+
+    /// The ring of namespaces announced by the connect hooks (once: the first
+    /// caller gets it).
+    pub fn take_netns_seen(&self) -> Option<RingBuf<MapData>> {
+        lock(&self.netns_seen).take()
     }
 
     /// While paused, new connects are not redirected (they go direct): the agent
@@ -236,6 +296,10 @@ impl Capture {
             .map(|i| (stat::NAMES[i as usize], self.stat(i)))
             .collect()
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The network namespace cookie of the calling thread (SO_NETNS_COOKIE, Linux 5.14+).

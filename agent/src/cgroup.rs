@@ -49,12 +49,12 @@ pub fn cgroup2_mount() -> anyhow::Result<PathBuf> {
     )
 }
 
-/// Absolute directory of a cgroup path given relative to the mount ("/" is the root).
+/// Absolute directory of a cgroup path given relative to the mount ("/" is the
+/// root; a leading "/" is allowed, as /proc/PID/cgroup writes them).
 pub fn cgroup_dir(mount: &Path, relative: &str) -> PathBuf {
-    if relative == "/" {
-        mount.to_path_buf()
-    } else {
-        mount.join(relative)
+    match relative.trim_start_matches('/') {
+        "" => mount.to_path_buf(),
+        inside => mount.join(inside),
     }
 }
 
@@ -141,6 +141,8 @@ cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
 
     #[test]
     fn dirs_relative_to_mount() {
+        let m = Path::new("/sys/fs/cgroup/unified");
+        assert_eq!(cgroup_dir(m, "/libpod_parent/libpod-1"), m.join("libpod_parent/libpod-1"));
         let m = Path::new("/cg");
         assert_eq!(cgroup_dir(m, "/"), PathBuf::from("/cg"));
         assert_eq!(cgroup_dir(m, "a/b"), PathBuf::from("/cg/a/b"));

@@ -6,6 +6,10 @@
 //! * [`preflight`]: is this machine able to run us (root, BTF, cgroup2)?
 //! * [`cgroup`]: finding, creating and entering cgroup v2 directories.
 //! * [`capture`]: the eBPF side: load, configure, attach, original-destination lookups.
+//! * [`netns`]: entering another network namespace to create a socket there.
+//! * [`netns_listeners`]: the agent's listeners inside containers' namespaces:
+//!   found, opened and closed while running.
+//! * [`origin`]: a connection's cgroup, network namespace and container.
 //! * [`proxy`]: the accept loop and the life of one redirected connection.
 //! * [`intercept`]: sniff the first bytes; TLS interception, HTTP/1.1 and WebSocket
 //!   recording (the protocol logic itself is sans-IO, in `frametap-proto`).
@@ -28,6 +32,9 @@ pub mod fd_budget;
 pub mod hint;
 pub mod intercept;
 pub mod live;
+pub mod netns;
+pub mod netns_listeners;
+pub mod origin;
 pub mod preflight;
 pub mod proxy;
 pub mod recorder;

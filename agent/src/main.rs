@@ -19,6 +19,8 @@ use frametap_agent::{
     hint,
     intercept::Passthrough,
     live::LiveConnections,
+    netns::bind_listener,
+    netns_listeners::{Accepting, NetnsListeners},
     preflight,
     proxy::{self, InterceptSettings, ProxyContext},
     recorder::Recorder,
@@ -146,21 +148,7 @@ fn main() {
 /// Bind one of the workers' listeners: SO_REUSEPORT lets every worker have its
 /// own socket on the same address, and the kernel spreads connections over them.
 fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        None,
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.bind(&addr.into())?;
-    // Deep backlog: connection bursts arrive all at once.
-    socket.listen(4096)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
+    bind_listener(None, addr)
 }
 
 /// SO_REUSEPORT would let a second agent share our port silently: make sure
@@ -336,7 +324,7 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         "capturing outbound TCP connects from these cgroups (and their descendants) to these ports"
     );
     if cfg.host_wide() {
-        info!("host-wide mode: every process of this network namespace is captured");
+        info!("host-wide mode: every process is captured, in containers too");
     } else {
         let hint = hint::exec_hint(
             &hint::invocation(),
@@ -371,14 +359,26 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         recorder.clone(),
     ));
     let grace = cfg.shutdown_grace;
+    // Each worker also serves listeners opened later in containers' namespaces.
+    let (to_workers, from_manager): (Vec<_>, Vec<_>) = (0..worker_listeners.len())
+        .map(|_| tokio::sync::mpsc::unbounded_channel())
+        .unzip();
+    let namespaces = Arc::new(NetnsListeners::new(
+        Arc::clone(&capture),
+        cfg.listen.port(),
+        to_workers,
+        cgroup_dirs.clone(),
+        mount.clone(),
+    )?);
     let threads = worker_listeners
         .into_iter()
+        .zip(from_manager)
         .enumerate()
-        .map(|(i, listeners)| {
+        .map(|(i, (listeners, more))| {
             let (ctx, stop_rx) = (Arc::clone(&ctx), stop_rx.clone());
             std::thread::Builder::new()
                 .name(format!("frametap-worker-{i}"))
-                .spawn(move || run_worker(listeners, ctx, stop_rx, grace))
+                .spawn(move || run_worker(listeners, more, ctx, stop_rx, grace))
                 .context("cannot start a worker thread")
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -390,6 +390,7 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     info!(socket = %control.path().display(), "control socket for frametap-api");
     let result = signals.block_on(async {
         let watching = tokio::spawn(fds.watch());
+        let serving_namespaces = tokio::spawn(Arc::clone(&namespaces).run(stop_rx.clone()));
         tokio::select! {
             signal = wait_for_signal() => signal?,
             () = control.serve(control_ctx) => {}
@@ -397,6 +398,7 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         watching.abort();
         info!("shutting down: new connections are no longer captured");
         let _ = stop_tx.send(true);
+        let _ = serving_namespaces.await;
         let workers_done = tokio::task::spawn_blocking(move || {
             for t in threads {
                 let _ = t.join();
@@ -443,6 +445,7 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
 /// never move between threads, which keeps per-connection latency low.
 fn run_worker(
     listeners: Vec<std::net::TcpListener>,
+    more: tokio::sync::mpsc::UnboundedReceiver<Accepting>,
     ctx: Arc<ProxyContext>,
     stop: tokio::sync::watch::Receiver<bool>,
     grace: Duration,
@@ -466,7 +469,7 @@ fn run_worker(
                     .ok()
             })
             .collect();
-        proxy::serve(listeners, ctx, stop, grace).await;
+        proxy::serve(listeners, more, ctx, stop, grace).await;
     });
     // Connections still open after the grace period are dropped (closed) here.
     runtime.shutdown_timeout(Duration::from_millis(100));

@@ -22,6 +22,9 @@ use tracing::{debug, info, warn};
 use crate::{
     capture::Capture,
     intercept::{self, Passthrough},
+    netns::Netns,
+    netns_listeners::Accepting,
+    origin::Origin,
     recorder::Recorder,
     relay,
     tls::TlsContext,
@@ -89,6 +92,11 @@ pub struct ConnectionInfo {
     pub client_addr: SocketAddr,
     pub original: OriginalDst,
     pub accepted_at: Instant,
+    /// The client's network namespace when it is not the agent's (a container's):
+    /// the upstream connection is made from there.
+    pub netns: Option<Arc<Netns>>,
+    /// The client's cgroup, network namespace and container.
+    pub origin: Origin,
 }
 
 impl ConnectionInfo {
@@ -100,24 +108,45 @@ impl ConnectionInfo {
 /// Accept until `shutdown` turns true, then wait for open connections to finish
 /// (at most `grace`). Each connection task holds a clone of `drain_tx`; when the
 /// last one is gone, `drain_rx` yields None (mini-redis's shutdown pattern).
+/// Listeners in other network namespaces arrive on `more` while running.
 pub async fn serve(
     listeners: Vec<TcpListener>,
+    mut more: mpsc::UnboundedReceiver<Accepting>,
     ctx: Arc<ProxyContext>,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
     let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
-    let accepts: Vec<_> = listeners
+    let mut accepts: Vec<_> = listeners
         .into_iter()
         .map(|listener| {
             tokio::spawn(accept_loop(
                 listener,
+                None,
                 Arc::clone(&ctx),
                 shutdown.clone(),
                 drain_tx.clone(),
             ))
         })
         .collect();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            accepting = more.recv() => {
+                let Some(Accepting { listener, netns, stop }) = accepting else { break };
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => accepts.push(tokio::spawn(accept_loop(
+                        listener,
+                        Some((netns, stop)),
+                        Arc::clone(&ctx),
+                        shutdown.clone(),
+                        drain_tx.clone(),
+                    ))),
+                    Err(e) => warn!(error = %e, "cannot serve a listener in another network namespace"),
+                }
+            }
+        }
+    }
     drop(drain_tx);
     for a in accepts {
         let _ = a.await;
@@ -136,23 +165,37 @@ pub async fn serve(
     }
 }
 
+/// A listener in another namespace, and what closes when it stops being served.
+type InNetns = (Arc<Netns>, watch::Receiver<()>);
+
 async fn accept_loop(
     listener: TcpListener,
+    mut netns: Option<InNetns>,
     ctx: Arc<ProxyContext>,
     mut shutdown: watch::Receiver<bool>,
     drain: mpsc::Sender<()>,
 ) {
     loop {
+        let unserved = async {
+            match netns.as_mut() {
+                Some((_, stop)) => {
+                    let _ = stop.changed().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
             _ = shutdown.changed() => return,
+            () = unserved => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     ctx.fds.accepted(std::os::fd::AsRawFd::as_raw_fd(&stream));
                     let ctx = Arc::clone(&ctx);
                     let drain = drain.clone();
+                    let netns = netns.as_ref().map(|(n, _)| Arc::clone(n));
                     tokio::spawn(async move {
-                        accept_one(ctx, stream, peer).await;
+                        accept_one(ctx, stream, peer, netns).await;
                         drop(drain);
                     });
                 }
@@ -171,10 +214,16 @@ async fn accept_loop(
     }
 }
 
-async fn accept_one(ctx: Arc<ProxyContext>, client: TcpStream, client_addr: SocketAddr) {
+async fn accept_one(
+    ctx: Arc<ProxyContext>,
+    client: TcpStream,
+    client_addr: SocketAddr,
+    netns: Option<Arc<Netns>>,
+) {
     let accepted_at = Instant::now();
     let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
-    let Some(original) = ctx.capture.take_original_dst(client_addr) else {
+    let cookie = netns.as_ref().map_or(ctx.capture.netns_cookie, |n| n.cookie);
+    let Some(original) = ctx.capture.take_original_dst(cookie, client_addr) else {
         // Someone connected to the listener directly; relaying it to ourselves would loop.
         warn!(
             conn = id,
@@ -184,21 +233,32 @@ async fn accept_one(ctx: Arc<ProxyContext>, client: TcpStream, client_addr: Sock
         return;
     };
     let _ = client.set_nodelay(true);
+    let origin = Origin::of(original.tgid, netns.as_ref().map(|n| n.inode));
     let info = ConnectionInfo {
         id,
         client_addr,
         original,
         accepted_at,
+        netns,
+        origin,
     };
     handle_redirected(&ctx, client, info).await;
 }
 
-/// Open the agent's own connection to the original destination. The mark keeps
-/// the eBPF hooks from redirecting it back to us.
-pub async fn connect_upstream(dst: SocketAddr, mark: u32) -> std::io::Result<TcpStream> {
-    let socket = match dst {
-        SocketAddr::V4(_) => TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+/// Open the agent's own connection to the original destination, from the
+/// client's network namespace (its routes, DNS answer, firewall and NAT). The mark
+/// keeps the eBPF hooks from redirecting it back to us.
+pub async fn connect_upstream(
+    dst: SocketAddr,
+    mark: u32,
+    netns: Option<&Netns>,
+) -> std::io::Result<TcpStream> {
+    let socket = match netns {
+        Some(n) => TcpSocket::from_std_stream(n.socket_for(dst)?.into()),
+        None => match dst {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        },
     };
     socket2::SockRef::from(&socket).set_mark(mark)?;
     socket.set_nodelay(true)?;
@@ -215,7 +275,7 @@ pub async fn connect_upstream(dst: SocketAddr, mark: u32) -> std::io::Result<Tcp
 pub async fn handle_redirected(ctx: &ProxyContext, client: TcpStream, info: ConnectionInfo) {
     let dst = info.destination();
     debug!(conn = info.id, client = %info.client_addr, original_dst = %dst, pid = info.original.tgid, "accepted");
-    let upstream = match connect_upstream(dst, ctx.mark).await {
+    let upstream = match connect_upstream(dst, ctx.mark, info.netns.as_deref()).await {
         Ok(s) => s,
         Err(e) => {
             // The client's connect already succeeded (to us): the closest thing to
@@ -249,6 +309,9 @@ fn log_closed(info: &ConnectionInfo, out: &intercept::Outcome) {
                 conn = info.id,
                 pid = info.original.tgid,
                 comm = info.original.comm(),
+                cgroup = info.origin.cgroup.as_deref(),
+                container = info.origin.container_id.as_deref(),
+                netns = info.origin.netns,
                 client = %info.client_addr,
                 original_dst = %info.destination(),
                 kind = out.kind,

@@ -160,6 +160,10 @@ fn filter_schemas() -> Vec<(&'static str, Value)> {
             "process",
             text("Comma-separated process names of the client, case-insensitive"),
         ),
+        (
+            "container",
+            text("Comma-separated container ids or id prefixes, case-insensitive"),
+        ),
         ("status", schema(StatusesParam::schema())),
         (
             "error",

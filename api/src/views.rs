@@ -418,6 +418,19 @@ pub struct TrafficEntry {
     /// The client process name, when known.
     #[schema(required = true)]
     pub process: Option<String>,
+    /// The client process's cgroup v2 path, when known.
+    #[serde(default)]
+    #[schema(required = true, example = "/libpod_parent/libpod-3f1c0a9e7b2d")]
+    pub cgroup: Option<String>,
+    /// The inode of the client's network namespace, when known.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub netns: Option<u64>,
+    /// The id of the client's container (64 hexadecimal digits), when the client
+    /// ran in one.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub container_id: Option<String>,
     /// TLS server name indication sent by the client.
     #[schema(required = true)]
     pub sni: Option<String>,
@@ -483,6 +496,9 @@ pub fn traffic_json(entry: &frametap_store::TrafficEntry) -> TrafficEntry {
         client_address: entry.client_address.clone(),
         pid: entry.pid,
         process: entry.process.clone(),
+        cgroup: entry.cgroup.clone(),
+        netns: entry.netns,
+        container_id: entry.container_id.clone(),
         sni: entry.sni.clone(),
         not_intercepted: entry.not_intercepted.clone(),
         alpn_offered: entry.alpn_offered.clone(),

@@ -22,6 +22,15 @@ pub const MAP_STATS: &str = "STATS";
 /// One `u32`: non-zero while the agent cannot take more connections (it is out of
 /// file descriptors); new connects then go direct.
 pub const MAP_PAUSED: &str = "PAUSED";
+/// Network namespace cookie -> [`NetnsListener`]: where connects from that
+/// namespace (a container's) are redirected to.
+pub const MAP_NETNS_LISTENERS: &str = "NETNS_LISTENERS";
+/// Ring buffer of [`NetnsSeen`]: a selected connect came from a namespace that
+/// has no listener yet.
+pub const MAP_NETNS_SEEN: &str = "NETNS_SEEN";
+/// Namespaces already announced on [`MAP_NETNS_SEEN`] (so each is announced once
+/// until the agent answers it).
+pub const MAP_NETNS_ANNOUNCED: &str = "NETNS_ANNOUNCED";
 /// Name of the global the agent sets at load time.
 pub const GLOBAL_AGENT: &str = "AGENT";
 
@@ -32,6 +41,10 @@ pub const ORIGINAL_MAP_CAPACITY: u32 = 65_536;
 pub const EXCLUDED_CAPACITY: u32 = 1_024;
 pub const INCLUDED_CAPACITY: u32 = 1_024;
 pub const SELECTED_PORTS_CAPACITY: u32 = 1_024;
+/// Most network namespaces with a listener at once.
+pub const NETNS_CAPACITY: u32 = 4_096;
+/// Bytes of the [`MAP_NETNS_SEEN`] ring buffer (a power of two, whole pages).
+pub const NETNS_SEEN_BYTES: u32 = 64 * 1024;
 
 /// One endpoint: family, address and port.
 #[repr(C)]
@@ -53,6 +66,39 @@ pub struct OriginalDst {
     pub tgid: u32,
     /// `comm` of that task, NUL padded.
     pub comm: [u8; 16],
+    /// Cookie of the network namespace the connect came from.
+    pub netns: u64,
+}
+
+/// A client endpoint in a network namespace: what the agent sees as the peer of
+/// a socket its listener in that namespace accepted. Endpoints alone are not
+/// unique: every container has its own 127.0.0.1.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ClientKey {
+    pub netns: u64,
+    pub endpoint: SocketKey,
+    pub reserved: u32,
+}
+
+/// The agent's listener inside one network namespace: 127.0.0.1 (and ::1 when
+/// `has_v6`) on `port`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NetnsListener {
+    /// Host byte order.
+    pub port: u32,
+    pub has_v6: u32,
+}
+
+/// A selected connect from a network namespace without a listener.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NetnsSeen {
+    pub netns: u64,
+    /// The process that connected (its `/proc/PID/ns/net` is the namespace).
+    pub tgid: u32,
+    pub reserved: u32,
 }
 
 /// Load-time settings of the eBPF programs (a read-only global).
@@ -91,7 +137,9 @@ pub mod stat {
     pub const MAP_FULL: u32 = 6;
     pub const SKIPPED_NOT_INCLUDED: u32 = 7;
     pub const SKIPPED_PAUSED: u32 = 8;
-    pub const COUNT: u32 = 9;
+    /// Redirected to a listener in another network namespace (a container's).
+    pub const REDIRECTED_OTHER_NETNS: u32 = 9;
+    pub const COUNT: u32 = 10;
     pub const NAMES: [&str; COUNT as usize] = [
         "redirected",
         "skipped_agent",
@@ -102,6 +150,7 @@ pub mod stat {
         "map_update_failed",
         "skipped_not_included",
         "skipped_paused",
+        "redirected_other_netns",
     ];
 }
 
@@ -143,6 +192,9 @@ mod user {
     unsafe impl aya::Pod for SocketKey {}
     unsafe impl aya::Pod for OriginalDst {}
     unsafe impl aya::Pod for AgentConfig {}
+    unsafe impl aya::Pod for ClientKey {}
+    unsafe impl aya::Pod for NetnsListener {}
+    unsafe impl aya::Pod for NetnsSeen {}
 
     fn words(octets: [u8; 16]) -> [u32; 4] {
         let mut w = [0u32; 4];
@@ -219,7 +271,12 @@ mod tests {
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<SocketKey>(), 20);
         assert_eq!(align_of::<SocketKey>(), 4);
-        assert_eq!(size_of::<OriginalDst>(), 40);
+        assert_eq!(size_of::<OriginalDst>(), 48);
+        assert_eq!(core::mem::offset_of!(OriginalDst, netns), 40);
+        assert_eq!(size_of::<ClientKey>(), 32);
+        assert_eq!(core::mem::offset_of!(ClientKey, endpoint), 8);
+        assert_eq!(size_of::<NetnsListener>(), 8);
+        assert_eq!(size_of::<NetnsSeen>(), 16);
         assert_eq!(size_of::<AgentConfig>(), 48);
         assert_eq!(align_of::<AgentConfig>(), 8);
         assert_eq!(core::mem::offset_of!(SocketKey, port), 16);
@@ -262,6 +319,7 @@ mod tests {
             dst: SocketKey::default(),
             tgid: 1,
             comm,
+            netns: 0,
         };
         assert_eq!(o.comm(), "curl");
     }

@@ -2,7 +2,10 @@
 //!
 //! * `ft_connect4` / `ft_connect6` (cgroup/connect4|6): for a TCP connect from a
 //!   selected cgroup to a selected port, remember the original destination under the
-//!   socket cookie and rewrite the destination to the agent's loopback listener.
+//!   socket cookie and rewrite the destination to the agent's loopback listener: the
+//!   one in the agent's namespace, or the one the agent opened inside the
+//!   connecting socket's network namespace (a container's). A namespace without
+//!   one yet is announced to the agent and its connect left alone.
 //! * `ft_sockops` (sock_ops): when such a connection is established, file the original
 //!   destination under the client's (address, port), which is what the agent sees as
 //!   the peer of the accepted socket; forget both entries when the socket closes.
@@ -21,11 +24,12 @@ use aya_ebpf::{
         generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
     },
     macros::{cgroup_sock_addr, map, sock_ops},
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::{SockAddrContext, SockOpsContext},
 };
 use capture_common::{
-    AF_INET, AF_INET6, AgentConfig, EXCLUDED_CAPACITY, INCLUDED_CAPACITY, ORIGINAL_MAP_CAPACITY,
+    AF_INET, AF_INET6, AgentConfig, ClientKey, EXCLUDED_CAPACITY, INCLUDED_CAPACITY,
+    NETNS_CAPACITY, NETNS_SEEN_BYTES, NetnsListener, NetnsSeen, ORIGINAL_MAP_CAPACITY,
     OriginalDst, SELECTED_PORTS_CAPACITY, SocketKey, is_v4_mapped, stat,
 };
 
@@ -54,8 +58,20 @@ static ORIGINAL_BY_COOKIE: LruHashMap<u64, OriginalDst> =
     LruHashMap::with_max_entries(ORIGINAL_MAP_CAPACITY, 0);
 
 #[map]
-static ORIGINAL_BY_CLIENT: LruHashMap<SocketKey, OriginalDst> =
+static ORIGINAL_BY_CLIENT: LruHashMap<ClientKey, OriginalDst> =
     LruHashMap::with_max_entries(ORIGINAL_MAP_CAPACITY, 0);
+
+/// The agent's listener in each other network namespace it serves.
+#[map]
+static NETNS_LISTENERS: HashMap<u64, NetnsListener> = HashMap::with_max_entries(NETNS_CAPACITY, 0);
+
+/// Selected connects from namespaces without a listener, for the agent to serve.
+#[map]
+static NETNS_SEEN: RingBuf = RingBuf::with_byte_size(NETNS_SEEN_BYTES, 0);
+
+/// Namespaces announced on NETNS_SEEN and not answered yet: announced once.
+#[map]
+static NETNS_ANNOUNCED: LruHashMap<u64, u8> = LruHashMap::with_max_entries(NETNS_CAPACITY, 0);
 
 /// Destination ports to capture (host byte order).
 #[map]
@@ -128,50 +144,98 @@ fn in_networks(v4: &LpmTrie<[u8; 4], u8>, v6: &LpmTrie<[u8; 16], u8>, dst: &Sock
     }
 }
 
-/// Why not: every check that keeps a connect away from the agent.
+/// Where a selected connect goes: the agent's listener in the socket's namespace.
+#[derive(Clone, Copy)]
+struct Target {
+    v4: u32,
+    /// All zero: no IPv6 listener.
+    v6: [u32; 4],
+    port: u32,
+    /// In a namespace other than the agent's.
+    other_netns: bool,
+}
+
+const LOOPBACK_V4: u32 = u32::from_ne_bytes([127, 0, 0, 1]);
+const LOOPBACK_V6: [u32; 4] = [0, 0, 0, u32::from_ne_bytes([0, 0, 0, 1])];
+
+/// The listener serving `netns`, if any. A namespace without one is announced
+/// (once) so that the agent opens one; until then its connects go direct.
 #[inline(always)]
-fn selected(ctx: &SockAddrContext, cfg: &AgentConfig, dst: &SocketKey) -> bool {
+fn target_in(cfg: &AgentConfig, netns: u64) -> Option<Target> {
+    if cfg.netns_cookie == 0 || netns == cfg.netns_cookie {
+        return Some(Target {
+            v4: cfg.listen_v4,
+            v6: cfg.listen_v6,
+            port: cfg.listen_port,
+            other_netns: false,
+        });
+    }
+    // SAFETY: lookup of a u64 key in a hash map.
+    if let Some(l) = unsafe { NETNS_LISTENERS.get(&netns) } {
+        return Some(Target {
+            v4: LOOPBACK_V4,
+            v6: if l.has_v6 != 0 { LOOPBACK_V6 } else { [0; 4] },
+            port: l.port,
+            other_netns: true,
+        });
+    }
+    count(stat::SKIPPED_OTHER_NETNS);
+    // SAFETY: lookup of a u64 key in an LRU hash map.
+    if unsafe { NETNS_ANNOUNCED.get(&netns) }.is_none()
+        && NETNS_ANNOUNCED.insert(&netns, &1, 0).is_ok()
+    {
+        let seen = NetnsSeen {
+            netns,
+            tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+            reserved: 0,
+        };
+        // A full ring loses the event; the agent's periodic scan still finds it.
+        let _ = NETNS_SEEN.output(&seen, 0);
+    }
+    None
+}
+
+/// Why not: every check that keeps a connect away from the agent. `Some`: where
+/// the connect goes instead.
+#[inline(always)]
+fn selected(ctx: &SockAddrContext, cfg: &AgentConfig, dst: &SocketKey) -> Option<Target> {
     // SAFETY: ctx pointer is valid for the program's lifetime.
     let sa: &bpf_sock_addr = unsafe { &*ctx.sock_addr };
     if unsafe { core::ptr::read_volatile(&sa.type_) } != SOCK_STREAM {
-        return false;
+        return None;
     }
     // SAFETY: lookup of a u16 key in a hash map.
     if unsafe { SELECTED_PORTS.get(&dst.port) }.is_none() {
-        return false;
+        return None;
     }
     // Never the agent itself: by process and by the mark on its upstream sockets.
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if tgid == cfg.agent_tgid {
         count(stat::SKIPPED_AGENT);
-        return false;
+        return None;
     }
     if PAUSED.get(0).is_some_and(|&paused| paused != 0) {
         count(stat::SKIPPED_PAUSED);
-        return false;
+        return None;
     }
     let sk = unsafe { core::ptr::read_volatile(&sa.__bindgen_anon_1) };
     let sk = unsafe { sk.sk };
     if !sk.is_null() && unsafe { (*sk).mark } == cfg.agent_mark {
         count(stat::SKIPPED_AGENT);
-        return false;
-    }
-    // The listener is on loopback, which only exists in the agent's own namespace.
-    let netns = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
-    if cfg.netns_cookie != 0 && netns != cfg.netns_cookie {
-        count(stat::SKIPPED_OTHER_NETNS);
-        return false;
+        return None;
     }
     // Exclusions win over inclusions: an address in both is not captured.
     if in_networks(&EXCLUDED_V4, &EXCLUDED_V6, dst) {
         count(stat::SKIPPED_EXCLUDED);
-        return false;
+        return None;
     }
     if cfg.include_only != 0 && !in_networks(&INCLUDED_V4, &INCLUDED_V6, dst) {
         count(stat::SKIPPED_NOT_INCLUDED);
-        return false;
+        return None;
     }
-    true
+    // The listener is on loopback, which is per namespace.
+    let netns = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
+    target_in(cfg, netns)
 }
 
 /// Remember where the socket wanted to go. False when the map refused the entry,
@@ -183,12 +247,22 @@ fn remember(ctx: &SockAddrContext, dst: SocketKey) -> bool {
         dst,
         tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        netns: unsafe { bpf_get_netns_cookie(ctx.as_ptr()) },
     };
     if ORIGINAL_BY_COOKIE.insert(&cookie, &original, 0).is_err() {
         count(stat::MAP_FULL);
         return false;
     }
     true
+}
+
+#[inline(always)]
+fn count_redirect(target: &Target) {
+    count(if target.other_netns {
+        stat::REDIRECTED_OTHER_NETNS
+    } else {
+        stat::REDIRECTED
+    });
 }
 
 #[cgroup_sock_addr(connect4)]
@@ -200,19 +274,19 @@ pub fn ft_connect4(ctx: SockAddrContext) -> i32 {
         let ip = core::ptr::read_volatile(&(*sa).user_ip4);
         let port = u16::from_be(core::ptr::read_volatile(&(*sa).user_port) as u16);
         let dst = SocketKey::v4(ip, port);
-        if ip == cfg.listen_v4 && port as u32 == cfg.listen_port {
+        let Some(target) = selected(&ctx, &cfg, &dst) else {
+            return 1;
+        };
+        if ip == target.v4 && port as u32 == target.port {
             return 1;
         }
-        if !selected(&ctx, &cfg, &dst) || !remember(&ctx, dst) {
+        if !remember(&ctx, dst) {
             return 1;
         }
-        core::ptr::write_volatile(&mut (*sa).user_ip4, cfg.listen_v4);
-        core::ptr::write_volatile(
-            &mut (*sa).user_port,
-            (cfg.listen_port as u16).to_be() as u32,
-        );
+        core::ptr::write_volatile(&mut (*sa).user_ip4, target.v4);
+        core::ptr::write_volatile(&mut (*sa).user_port, (target.port as u16).to_be() as u32);
+        count_redirect(&target);
     }
-    count(stat::REDIRECTED);
     1
 }
 
@@ -255,31 +329,28 @@ pub fn ft_connect6(ctx: SockAddrContext) -> i32 {
         } else {
             SocketKey::v6(ip, port)
         };
-        let (listen, is_listener) = if mapped {
-            (
-                [0, 0, V4_MAPPED_PREFIX, cfg.listen_v4],
-                ip[3] == cfg.listen_v4,
-            )
-        } else {
-            (cfg.listen_v6, ip == cfg.listen_v6)
+        let Some(target) = selected(&ctx, &cfg, &dst) else {
+            return 1;
         };
-        if is_listener && port as u32 == cfg.listen_port {
+        let (listen, is_listener) = if mapped {
+            ([0, 0, V4_MAPPED_PREFIX, target.v4], ip[3] == target.v4)
+        } else {
+            (target.v6, ip == target.v6)
+        };
+        if is_listener && port as u32 == target.port {
             return 1;
         }
-        // No IPv6 listener (IPv6 is off in the agent's namespace): leave IPv6 alone.
-        if !mapped && cfg.listen_v6 == [0; 4] {
+        // No IPv6 listener (IPv6 is off in that namespace): leave IPv6 alone.
+        if !mapped && target.v6 == [0; 4] {
             return 1;
         }
-        if !selected(&ctx, &cfg, &dst) || !remember(&ctx, dst) {
+        if !remember(&ctx, dst) {
             return 1;
         }
         write_ip6(sa, listen);
-        core::ptr::write_volatile(
-            &mut (*sa).user_port,
-            (cfg.listen_port as u16).to_be() as u32,
-        );
+        core::ptr::write_volatile(&mut (*sa).user_port, (target.port as u16).to_be() as u32);
+        count_redirect(&target);
     }
-    count(stat::REDIRECTED);
     1
 }
 
@@ -319,10 +390,12 @@ fn on_established(ctx: &SockOpsContext) {
     if family != AF_INET as u32 && family != AF_INET6 as u32 {
         return;
     }
-    if ORIGINAL_BY_CLIENT
-        .insert(&client_key(ctx), &original, 0)
-        .is_err()
-    {
+    let key = ClientKey {
+        netns: original.netns,
+        endpoint: client_key(ctx),
+        reserved: 0,
+    };
+    if ORIGINAL_BY_CLIENT.insert(&key, &original, 0).is_err() {
         count(stat::MAP_FULL);
         return;
     }
@@ -334,8 +407,16 @@ fn on_established(ctx: &SockOpsContext) {
 #[inline(always)]
 fn on_close(ctx: &SockOpsContext) {
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let Some(original) = (unsafe { ORIGINAL_BY_COOKIE.get(&cookie) }) else {
+        return;
+    };
+    let key = ClientKey {
+        netns: original.netns,
+        endpoint: client_key(ctx),
+        reserved: 0,
+    };
+    let _ = ORIGINAL_BY_CLIENT.remove(&key);
     let _ = ORIGINAL_BY_COOKIE.remove(&cookie);
-    let _ = ORIGINAL_BY_CLIENT.remove(&client_key(ctx));
 }
 
 #[inline(always)]

@@ -47,6 +47,10 @@ pub struct TrafficFilter {
     /// The client process name is one of these (compared without regard to case).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub processes: Option<Vec<String>>,
+    /// The client's container id starts with one of these (lower-cased); entries
+    /// from outside containers never match.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub containers: Option<Vec<String>>,
     /// The response status matches one of these; entries without a response never
     /// match.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -84,6 +88,15 @@ impl TrafficFilter {
                 processes
                     .iter()
                     .any(|wanted| wanted.eq_ignore_ascii_case(name))
+            })
+        {
+            return false;
+        }
+        if let Some(containers) = &self.containers
+            && !entry.container_id.as_deref().is_some_and(|id| {
+                containers
+                    .iter()
+                    .any(|prefix| id.to_ascii_lowercase().starts_with(prefix.as_str()))
             })
         {
             return false;
@@ -164,6 +177,20 @@ mod tests {
     }
 
     #[test]
+    fn containers_match_by_id_prefix_and_host_entries_never() {
+        let mut e = entry(Some(42), Some("curl"), None);
+        let by = |ids: &[&str]| TrafficFilter {
+            containers: Some(ids.iter().map(|s| s.to_string()).collect()),
+            ..TrafficFilter::default()
+        };
+        assert!(!by(&["ab12"]).matches(&e), "not in a container");
+        e.container_id = Some("AB12cd34".into());
+        assert!(by(&["ab12"]).matches(&e));
+        assert!(by(&["x", "ab12cd34"]).matches(&e));
+        assert!(!by(&["cd34"]).matches(&e));
+    }
+
+    #[test]
     fn every_condition_must_hold() {
         let e = entry(Some(42), Some("curl"), Some(404));
         assert!(TrafficFilter::default().matches(&e));
@@ -177,6 +204,7 @@ mod tests {
             statuses: Some(vec![StatusMatch::Class(4)]),
             has_error: Some(false),
             error_contains: None,
+            containers: None,
         };
         assert!(!f.is_empty());
         assert!(f.matches(&e));

@@ -32,6 +32,15 @@ pub struct TrafficEntry {
     pub client_address: String,
     pub pid: Option<u32>,
     pub process: Option<String>,
+    /// The client process's cgroup v2 path (relative to the mount), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// The inode of the client's network namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<u64>,
+    /// The id of the client's container, as its cgroup path names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
     pub sni: Option<String>,
     /// Why the connection was relayed untouched instead of intercepted (e.g.
     /// `"server selected h2"`); `None` for intercepted traffic.

@@ -355,7 +355,7 @@ async fn probe_first(conn: Conn<'_>, upstream: TcpStream, legs: Legs) -> Outcome
 async fn relay_on_new_connection(conn: Conn<'_>, why: String, selected: Option<&[u8]>) -> Outcome {
     let u = conn.untouched(why, selected);
     let dst = conn.info.destination();
-    match connect_upstream(dst, conn.ctx.mark).await {
+    match connect_upstream(dst, conn.ctx.mark, conn.info.netns.as_deref()).await {
         Ok(upstream) => {
             untouched::relay(conn.ctx, conn.client, upstream, conn.prefix, conn.info, u).await
         }

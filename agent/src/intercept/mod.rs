@@ -239,6 +239,7 @@ fn meta(
         process: Some(info.original.comm()).filter(|c| !c.is_empty()),
         alpn_offered: Vec::new(),
         alpn_selected: None,
+        origin: info.origin.clone(),
     }
 }
 

@@ -37,6 +37,8 @@ pub struct SessionMeta {
     /// ALPN the client offered, and what the server selected (TLS only).
     pub alpn_offered: Vec<String>,
     pub alpn_selected: Option<String>,
+    /// cgroup, network namespace and container of the client.
+    pub origin: crate::origin::Origin,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -480,7 +482,7 @@ impl SessionState {
             alpn_selected: self.meta.alpn_selected.clone(),
             request_body: Some(x.request_body.info()),
             response_body: x.response.is_some().then(|| x.response_body.info()),
-            ..TrafficEntry::default()
+            ..self.meta.origin.entry_base()
         }
     }
 
@@ -514,7 +516,7 @@ impl SessionState {
             alpn_selected: self.meta.alpn_selected.clone(),
             request_body: None,
             response_body: None,
-            ..TrafficEntry::default()
+            ..self.meta.origin.entry_base()
         }
     }
 

@@ -59,7 +59,7 @@ impl Untouched {
             not_intercepted: Some(self.reason.clone()),
             alpn_offered: self.alpn_offered.clone(),
             alpn_selected: self.alpn_selected.clone(),
-            ..TrafficEntry::default()
+            ..info.origin.entry_base()
         }
     }
 }

@@ -22,12 +22,13 @@ pub(crate) const MAX_TRAFFIC_LIMIT: u64 = 1000;
 /// The values of `protocol` (and of a traffic entry's `protocol`).
 const PROTOCOLS: [&str; 6] = ["http", "https", "ws", "wss", "tls", "tcp"];
 /// The query parameters that filter traffic (a list, a deletion).
-pub(crate) const FILTER_PARAMS: [&str; 8] = [
+pub(crate) const FILTER_PARAMS: [&str; 9] = [
     "methods",
     "search",
     "protocol",
     "pid",
     "process",
+    "container",
     "status",
     "error",
     "errorContains",
@@ -115,6 +116,9 @@ fn parse_filter(params: &QueryParams) -> Result<TrafficFilter, ApiError> {
     let processes = params
         .list("process")?
         .map(|items| items.iter().map(|p| (*p).to_owned()).collect());
+    let containers = params
+        .list("container")?
+        .map(|items| items.iter().map(|c| c.to_ascii_lowercase()).collect());
     let statuses = params
         .list("status")?
         .map(|items| {
@@ -139,6 +143,7 @@ fn parse_filter(params: &QueryParams) -> Result<TrafficFilter, ApiError> {
         protocols,
         pids,
         processes,
+        containers,
         statuses,
         has_error,
         error_contains,
@@ -184,6 +189,7 @@ fn status_match(item: &str) -> Result<StatusMatch, ApiError> {
         ("protocol" = Option<ProtocolsParam>, Query, description = "Comma-separated protocols among http, https, ws, wss (HTTP exchanges) and tls, tcp (connections relayed untouched), case-insensitive"),
         ("pid" = Option<PidsParam>, Query, description = "Comma-separated process ids of the client, e.g. 4242,4243"),
         ("process" = Option<String>, Query, description = "Comma-separated process names of the client, case-insensitive, e.g. curl,python3"),
+        ("container" = Option<String>, Query, description = "Comma-separated container ids or id prefixes (the 12-digit short id works), case-insensitive; entries from outside containers never match"),
         ("status" = Option<StatusesParam>, Query, description = "Comma-separated response statuses: codes (404) or classes (4xx); entries without a response never match"),
         ("error" = Option<bool>, Query, description = "`true`: only entries that failed (they have an `error`); `false`: only those that did not"),
         ("errorContains" = Option<String>, Query, description = "Case-insensitive substring of the entry's `error`"),
@@ -428,6 +434,10 @@ mod tests {
         assert_eq!(f.has_error, Some(true));
         assert_eq!(f.error_contains.as_deref(), Some("tls"));
         assert_eq!(parse("error=false").unwrap().has_error, Some(false));
+        assert_eq!(
+            parse("container=3F1C0A9E7B2D,%20ab").unwrap().containers,
+            Some(vec!["3f1c0a9e7b2d".to_string(), "ab".to_string()])
+        );
         assert_eq!(
             parse("pid=007,999999999,%20%2C1").unwrap().pids,
             Some(vec![7, 999_999_999, 1])
