@@ -250,11 +250,12 @@ impl NetnsListeners {
                 bind_listener(Some(&netns), v4(0)).map_err(|e| format!("cannot listen on 127.0.0.1 there: {e}"))?
             }
             Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
-                return Err("it has no loopback (lo is down)".into());
+                return Err("it has no loopback address (is lo down?)".into());
             }
             Err(e) => return Err(format!("cannot listen on 127.0.0.1 there: {e}")),
         };
         let port = first.local_addr().map_err(|e| e.to_string())?.port();
+        answers_on_loopback(&netns, &first, v4(port))?;
         let mut v4_listeners = vec![first];
         for _ in 1..self.workers.len() {
             v4_listeners.push(
@@ -315,6 +316,35 @@ impl NetnsListeners {
         }
     }
 }
+
+/// Whether a connect inside the namespace reaches `listener` (a loopback that is
+/// down keeps its address, so binding alone proves nothing); the test connection is
+/// taken off the listener again.
+fn answers_on_loopback(
+    netns: &Netns,
+    listener: &std::net::TcpListener,
+    addr: SocketAddr,
+) -> Result<(), String> {
+    let probe = netns.socket_for(addr).map_err(|e| e.to_string())?;
+    probe.set_nonblocking(false).map_err(|e| e.to_string())?;
+    probe
+        .connect_timeout(&addr.into(), LOOPBACK_CHECK)
+        .map_err(|e| format!("its loopback does not answer ({e}): is lo down?"))?;
+    let deadline = std::time::Instant::now() + LOOPBACK_CHECK;
+    while std::time::Instant::now() < deadline {
+        match listener.accept() {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => return Err(format!("cannot accept on its loopback: {e}")),
+        }
+    }
+    Err("its loopback does not answer: is lo down?".into())
+}
+
+/// How long the loopback check may take.
+const LOOPBACK_CHECK: Duration = Duration::from_millis(500);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())

@@ -11,6 +11,10 @@ pub const CLIENT_V4: &str = "10.77.0.1";
 pub const UPSTREAM_V4: &str = "10.77.0.2";
 pub const CLIENT_V6: &str = "fd77::1";
 pub const UPSTREAM_V6: &str = "fd77::2";
+/// The client host's side of the link to a [`Namespaced`] application, and the
+/// application's address.
+pub const BRIDGE_V4: &str = "10.78.0.1";
+pub const NAMESPACED_V4: &str = "10.78.0.2";
 
 static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
@@ -138,6 +142,63 @@ impl Lab {
     }
 }
 
+/// An application namespace on the client host, as a container has: its own
+/// loopback and its own address on a link to the client host, which routes it to
+/// the upstream host. Deleted when dropped.
+pub struct Namespaced {
+    pub netns: Netns,
+}
+
+impl Namespaced {
+    /// A command in the namespace, inside `cgroup` when given (captured).
+    pub fn command(
+        &self,
+        cgroup: Option<&crate::TestCgroup>,
+        program: impl AsRef<std::ffi::OsStr>,
+    ) -> Command {
+        let mut cmd = Command::new(program);
+        place(
+            &mut cmd,
+            Placement {
+                netns: Some(&self.netns.file),
+                cgroup_procs: cgroup.map(|c| c.procs_path()),
+            },
+        );
+        cmd
+    }
+}
+
+impl Lab {
+    /// A new application namespace linked to the client host (one per lab: the
+    /// addresses are fixed). With `loopback: false` its `lo` stays down.
+    pub fn namespaced(&self, loopback: bool) -> Namespaced {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("ftk-{}-{n}", std::process::id());
+        let netns = Netns::create(name.clone());
+        if !loopback {
+            ip(&["-n", &name, "link", "set", "lo", "down"]);
+        }
+        let (c, u, k) = (self.client.name.as_str(), self.upstream.name.as_str(), name.as_str());
+        ip(&[
+            "link", "add", "ftk0", "netns", c, "type", "veth", "peer", "name", "ftk1", "netns", k,
+        ]);
+        ip(&["-n", c, "addr", "add", &format!("{BRIDGE_V4}/24"), "dev", "ftk0"]);
+        ip(&["-n", k, "addr", "add", &format!("{NAMESPACED_V4}/24"), "dev", "ftk1"]);
+        ip(&["-n", c, "link", "set", "ftk0", "up"]);
+        ip(&["-n", k, "link", "set", "ftk1", "up"]);
+        ip(&["-n", k, "route", "add", "default", "via", BRIDGE_V4]);
+        ip(&["-n", u, "route", "add", "10.78.0.0/24", "via", CLIENT_V4]);
+        let forward = self
+            .client
+            .command("sh")
+            .args(["-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"])
+            .status()
+            .expect("sh");
+        assert!(forward.success(), "enable forwarding on the client host");
+        Namespaced { netns }
+    }
+}
+
 impl Default for Lab {
     fn default() -> Self {
         Self::new()
@@ -153,7 +214,8 @@ pub fn remove_stale() {
         let name = e.file_name().to_string_lossy().into_owned();
         let rest = name
             .strip_prefix("ftc-")
-            .or_else(|| name.strip_prefix("ftu-"));
+            .or_else(|| name.strip_prefix("ftu-"))
+            .or_else(|| name.strip_prefix("ftk-"));
         let Some(pid) = rest.and_then(|r| r.split('-').next()) else {
             continue;
         };
