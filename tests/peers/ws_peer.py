@@ -80,6 +80,9 @@ async def run_client(args):
         scheme = "wss"
     host, port = args.connect.rsplit(":", 1)
     sock = socket.create_connection((host.strip("[]"), int(port)))
+    # What the application sees as its peer (the original destination, captured or not).
+    peer_host, peer_port = sock.getpeername()[:2]
+    sys.stdout.write(json.dumps({"peer": f"{peer_host}:{peer_port}"}) + "\n")
     uri = f"{scheme}://{args.host}:{port}{args.path}"
     kwargs = dict(sock=sock, ssl=ctx, max_size=None, ping_interval=None,
                   compression=None if args.no_deflate else "deflate")

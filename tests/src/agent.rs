@@ -67,21 +67,32 @@ impl Agent {
         args: &[&str],
         data_dir: tempfile::TempDir,
     ) -> Result<Self, Failed> {
-        Self::try_start_logging(lab, args, data_dir, "json")
+        Self::try_start_logging(lab.client.command(workspace_bin("frametap-agent")), args, data_dir, "json")
+    }
+
+    /// Start in the test's own network namespace (the host's), for containers: pass
+    /// a `--listen` of its own.
+    pub fn start_on_host(args: &[&str]) -> Self {
+        let cmd = std::process::Command::new(workspace_bin("frametap-agent"));
+        match Self::try_start_logging(cmd, args, tempfile::tempdir().expect("tempdir"), "json") {
+            Ok(a) => a,
+            Err(f) => panic!("agent did not start ({}):\n{}", f.status, f.stderr),
+        }
     }
 
     /// Start with text logs, as an operator would run it with its stderr sent to a
     /// file (or journald); `NO_COLOR` is unset, so only the agent decides on colour.
     pub fn start_with_text_logs(lab: &Lab, args: &[&str]) -> Self {
         let data_dir = tempfile::tempdir().expect("tempdir");
-        match Self::try_start_logging(lab, args, data_dir, "text") {
+        let cmd = lab.client.command(workspace_bin("frametap-agent"));
+        match Self::try_start_logging(cmd, args, data_dir, "text") {
             Ok(a) => a,
             Err(f) => panic!("agent did not start ({}):\n{}", f.status, f.stderr),
         }
     }
 
     fn try_start_logging(
-        lab: &Lab,
+        mut cmd: std::process::Command,
         args: &[&str],
         data_dir: tempfile::TempDir,
         log_format: &str,
@@ -89,7 +100,6 @@ impl Agent {
         let log_dir = tempfile::tempdir().expect("tempdir");
         let log_path = log_dir.path().join("agent.log");
         let log = std::fs::File::create(&log_path).expect("log file");
-        let mut cmd = lab.client.command(workspace_bin("frametap-agent"));
         cmd.arg("serve")
             .args(args)
             .arg("--data-dir")

@@ -16,6 +16,7 @@ pub mod cgroup;
 pub mod netns;
 pub mod peers;
 pub mod pki;
+pub mod podman;
 pub mod procs;
 pub mod tmpfs;
 pub mod ws;

@@ -34,9 +34,24 @@ pub struct WsServer {
 
 impl WsServer {
     pub fn start(lab: &Lab, host: &str, port: u16, pki: Option<&TestPki>, deflate: bool) -> Self {
+        Self::start_from(lab.upstream.command("python3"), host, port, pki, deflate)
+    }
+
+    /// A server in the test's own network namespace (the host's), e.g. on the
+    /// address of Podman's bridge, for containers to reach.
+    pub fn start_on_host(host: &str, port: u16, pki: Option<&TestPki>, deflate: bool) -> Self {
+        Self::start_from(std::process::Command::new("python3"), host, port, pki, deflate)
+    }
+
+    fn start_from(
+        mut cmd: std::process::Command,
+        host: &str,
+        port: u16,
+        pki: Option<&TestPki>,
+        deflate: bool,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("ws-server.log");
-        let mut cmd = lab.upstream.command("python3");
         cmd.arg(peer_script())
             .args([
                 "server",

@@ -127,3 +127,108 @@ fn a_namespace_without_loopback_is_left_alone_and_its_connections_go_direct() {
     );
     assert!(agent.connections().is_empty());
 }
+
+const HOST: &str = "podman.frametap.test";
+const WSS_PORT: u16 = 18443;
+
+/// A Python `websockets` client inside a Podman container talks wss to a server
+/// on the host's side of Podman's bridge, selected by the container's cgroup: its
+/// messages arrive byte for byte, it sees the original destination as its peer,
+/// and the agent records every frame with the container's id.
+#[test]
+fn a_podman_container_selected_by_its_cgroup_is_captured_frame_by_frame() {
+    use frametap_e2e::{
+        api::Api,
+        pki::TestPki,
+        podman::{BRIDGE_HOST_V4, Container},
+        ws::{WsServer, peer_script},
+    };
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let container = Container::start(&format!("ft-e2e-{}", std::process::id()), &["sleep", "300"]);
+    let cgroup = container.cgroup();
+    assert!(cgroup.contains(&container.id), "{cgroup}");
+    let pki = TestPki::new(&[HOST, BRIDGE_HOST_V4]);
+    let server = WsServer::start_on_host(BRIDGE_HOST_V4, WSS_PORT, Some(&pki), true);
+    let ca = pki.ca.display().to_string();
+    let agent = Agent::start_on_host(&[
+        "--cgroup",
+        &cgroup,
+        "--ports",
+        &WSS_PORT.to_string(),
+        "--listen",
+        "127.0.0.1:15071",
+        "--upstream-ca",
+        &ca,
+    ]);
+    let serving = wait_logged(&agent, SERVING, 1);
+    assert_eq!(serving[0]["cgroup"], format!("/{cgroup}"));
+
+    let agent_ca = agent.data_dir.path().join("ca.pem");
+    let messages = ["hello from a container", "ünïcödé", &"x".repeat(70_000)];
+    let mut script: Vec<Value> = messages
+        .iter()
+        .map(|m| serde_json::json!({"op": "text", "data": m}))
+        .collect();
+    script.push(serde_json::json!({"op": "close", "code": 1000, "reason": "bye"}));
+    let connect = format!("{BRIDGE_HOST_V4}:{WSS_PORT}");
+    let peer = peer_script().display().to_string();
+    let out = container.exec(&[
+        "python3",
+        &peer,
+        "client",
+        "--connect",
+        &connect,
+        "--host",
+        HOST,
+        "--cafile",
+        &agent_ca.display().to_string(),
+        "--script",
+        &Value::Array(script).to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "client in the container: {}\nagent:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        agent.log_text()
+    );
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(events[0]["peer"], connect, "getpeername() inside the container");
+    let received: Vec<Vec<u8>> = server.received().into_iter().map(|(_, m)| m).collect();
+    let sent: Vec<Vec<u8>> = messages.iter().map(|m| m.as_bytes().to_vec()).collect();
+    assert_eq!(received, sent, "byte-identical at the server");
+
+    // Recorded with the container's id, frame by frame, both directions.
+    let c = &agent.wait_connections(1)[0];
+    assert_eq!(c["container"], container.id.as_str(), "{c}");
+    let api = Api::start(agent.data_dir.path());
+    let short = &container.id[..12];
+    let list = api.wait_get(&format!("/api/traffic?container={short}"), |v| {
+        v["entries"].as_array().is_some_and(|e| e.len() == 1)
+    });
+    let entry = &list["entries"][0];
+    assert_eq!(entry["protocol"], "wss");
+    assert_eq!(entry["containerId"], container.id.as_str());
+    assert_eq!(entry["cgroup"], format!("/{cgroup}"));
+    let id = entry["id"].as_str().unwrap();
+    let frames = api.get(&format!("/api/websocket/{id}/frames?limit=100"));
+    let text = |direction: &str| -> Vec<Vec<u8>> {
+        frames
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["direction"] == direction && f["opcode"] == 1)
+            .map(|f| frametap_e2e::ws::unb64(f["data"].as_str().unwrap()))
+            .collect()
+    };
+    assert_eq!(text("client-to-server"), sent);
+    assert_eq!(text("server-to-client"), sent, "the echoes");
+    // Nothing of other containers or the host under this container's id.
+    let none = api.get("/api/traffic?container=0000");
+    assert_eq!(none["entries"], serde_json::json!([]));
+}

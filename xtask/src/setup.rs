@@ -81,6 +81,12 @@ const DEBIAN: &[(Need, &str)] = &[
     ),
     // Node's http2 and https modules are the TLS test servers (tests/peers/tls_server.js).
     (Need::Command("node"), "nodejs"),
+    // Real containers for the container tests (tests/src/podman.rs): Podman with runc
+    // (crun refuses hybrid cgroup layouts), its monitor and its bridge network.
+    (Need::Command("podman"), "podman"),
+    (Need::Command("runc"), "runc"),
+    (Need::Command("conmon"), "conmon"),
+    (Need::File("/usr/lib/cni/bridge"), "containernetworking-plugins"),
     // bindgen (librocksdb-sys) loads `libclang.so` at build time; clang-sys finds it in
     // /usr/lib/llvm-N/lib. `libclang-cpp.so.N` (often preinstalled) is not it.
     (
