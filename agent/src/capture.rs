@@ -8,7 +8,7 @@
 use std::{
     fs::File,
     net::{IpAddr, SocketAddr},
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Mutex,
 };
 
@@ -16,13 +16,16 @@ use anyhow::{Context as _, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
-    programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, SockOps},
+    programs::{
+        CgroupAttachMode, CgroupSockAddr, ProgramError, SockOps,
+        cgroup_sock_addr::CgroupSockAddrLinkId, sock_ops::SockOpsLinkId,
+    },
 };
 use capture_common::{
     AgentConfig, ClientKey, GLOBAL_AGENT, MAP_EXCLUDED_V4, MAP_EXCLUDED_V6, MAP_INCLUDED_V4,
     MAP_INCLUDED_V6, MAP_NETNS_ANNOUNCED, MAP_NETNS_LISTENERS, MAP_NETNS_SEEN,
-    MAP_ORIGINAL_BY_CLIENT, MAP_PAUSED, MAP_SELECTED_PORTS, MAP_STATS, NetnsListener,
-    OriginalDst, SocketKey, stat,
+    MAP_ORIGINAL_BY_CLIENT, MAP_PAUSED, MAP_SELECTED_PORTS, MAP_STATS, NetnsListener, OriginalDst,
+    SocketKey, stat,
 };
 use ipnet::IpNet;
 
@@ -52,8 +55,8 @@ pub struct CaptureSettings {
 
 /// Loaded and attached programs. Dropping it detaches everything.
 pub struct Capture {
-    // Owns the programs and their links.
-    _ebpf: Ebpf,
+    /// Owns the programs and their links.
+    ebpf: Mutex<Ebpf>,
     original_by_client: Mutex<HashMap<MapData, ClientKey, OriginalDst>>,
     stats: PerCpuArray<MapData, u64>,
     /// See [`Capture::set_paused`].
@@ -168,28 +171,9 @@ impl Capture {
                 .map_err(|e| program_error(name, hook, "load", e))?;
         }
 
-        let cgroups = settings
-            .cgroup_dirs
-            .iter()
-            .map(|d| File::open(d).with_context(|| format!("cannot open cgroup {}", d.display())))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        // Links are always multi-attach (they coexist with other programs on the cgroup);
-        // the kernel wants no mode flag with them, which is what `Single` sends.
         // On any error below, `ebpf` is dropped and every link made so far goes with it.
-        for (cgroup, dir) in cgroups.iter().zip(&settings.cgroup_dirs) {
-            let prog: &mut SockOps = ebpf.program_mut(SOCK_OPS).expect("loaded").try_into()?;
-            prog.attach(cgroup, CgroupAttachMode::Single)
-                .map_err(|e| program_error(SOCK_OPS, "sock_ops", "attach", e))
-                .with_context(|| format!("attaching to {}", dir.display()))?;
-        }
-        for (name, hook) in SOCK_ADDR_PROGRAMS {
-            for (cgroup, dir) in cgroups.iter().zip(&settings.cgroup_dirs) {
-                let prog: &mut CgroupSockAddr =
-                    ebpf.program_mut(name).expect("loaded").try_into()?;
-                prog.attach(cgroup, CgroupAttachMode::Single)
-                    .map_err(|e| program_error(name, hook, "attach", e))
-                    .with_context(|| format!("attaching to {}", dir.display()))?;
-            }
+        for dir in &settings.cgroup_dirs {
+            attach_to(&mut ebpf, dir)?;
         }
 
         let original_by_client = HashMap::try_from(
@@ -212,7 +196,7 @@ impl Capture {
                 .with_context(|| lacks(MAP_NETNS_SEEN))?,
         )?;
         Ok(Self {
-            _ebpf: ebpf,
+            ebpf: Mutex::new(ebpf),
             original_by_client: Mutex::new(original_by_client),
             stats,
             paused: Mutex::new(paused),
@@ -239,6 +223,17 @@ impl Capture {
         let found = map.get(&key, 0).ok()?;
         let _ = map.remove(&key);
         Some(found)
+    }
+
+    /// Capture one more cgroup (and its descendants) from now on, until
+    /// [`Capture::detach`].
+    pub fn attach(&self, dir: &Path) -> anyhow::Result<Attachment> {
+        attach_to(&mut lock(&self.ebpf), dir)
+    }
+
+    /// Stop capturing a cgroup attached with [`Capture::attach`] (already gone: fine).
+    pub fn detach(&self, attachment: Attachment) {
+        detach_from(&mut lock(&self.ebpf), attachment);
     }
 
     /// From now on, selected connects from namespace `netns` go to the agent's
@@ -295,6 +290,61 @@ impl Capture {
         (0..stat::COUNT)
             .map(|i| (stat::NAMES[i as usize], self.stat(i)))
             .collect()
+    }
+}
+
+/// The links that capture one cgroup.
+pub struct Attachment {
+    sock_ops: SockOpsLinkId,
+    sock_addr: Vec<(&'static str, CgroupSockAddrLinkId)>,
+}
+
+/// Attach every (loaded) program to the cgroup at `dir`: the bookkeeping hooks
+/// first, the redirecting connect hooks last, so that no connection is redirected
+/// before its original destination can be found.
+fn attach_to(ebpf: &mut Ebpf, dir: &Path) -> anyhow::Result<Attachment> {
+    let cgroup =
+        File::open(dir).with_context(|| format!("cannot open cgroup {}", dir.display()))?;
+    // Links are always multi-attach (they coexist with other programs on the cgroup);
+    // the kernel wants no mode flag with them, which is what `Single` sends.
+    let prog: &mut SockOps = ebpf
+        .program_mut(SOCK_OPS)
+        .context("no ft_sockops")?
+        .try_into()?;
+    let sock_ops = prog
+        .attach(&cgroup, CgroupAttachMode::Single)
+        .map_err(|e| program_error(SOCK_OPS, "sock_ops", "attach", e))
+        .with_context(|| format!("attaching to {}", dir.display()))?;
+    let mut attachment = Attachment {
+        sock_ops,
+        sock_addr: Vec::new(),
+    };
+    for (name, hook) in SOCK_ADDR_PROGRAMS {
+        let prog: &mut CgroupSockAddr = ebpf.program_mut(name).context("a program")?.try_into()?;
+        match prog
+            .attach(&cgroup, CgroupAttachMode::Single)
+            .map_err(|e| program_error(name, hook, "attach", e))
+            .with_context(|| format!("attaching to {}", dir.display()))
+        {
+            Ok(link) => attachment.sock_addr.push((name, link)),
+            Err(e) => {
+                // Nothing half-attached stays behind.
+                detach_from(ebpf, attachment);
+                return Err(e);
+            }
+        }
+    }
+    Ok(attachment)
+}
+
+fn detach_from(ebpf: &mut Ebpf, attachment: Attachment) {
+    if let Some(Ok(prog)) = ebpf.program_mut(SOCK_OPS).map(<&mut SockOps>::try_from) {
+        let _ = prog.detach(attachment.sock_ops);
+    }
+    for (name, link) in attachment.sock_addr {
+        if let Some(Ok(prog)) = ebpf.program_mut(name).map(<&mut CgroupSockAddr>::try_from) {
+            let _ = prog.detach(link);
+        }
     }
 }
 

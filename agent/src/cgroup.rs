@@ -142,7 +142,10 @@ cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
     #[test]
     fn dirs_relative_to_mount() {
         let m = Path::new("/sys/fs/cgroup/unified");
-        assert_eq!(cgroup_dir(m, "/libpod_parent/libpod-1"), m.join("libpod_parent/libpod-1"));
+        assert_eq!(
+            cgroup_dir(m, "/libpod_parent/libpod-1"),
+            m.join("libpod_parent/libpod-1")
+        );
         let m = Path::new("/cg");
         assert_eq!(cgroup_dir(m, "/"), PathBuf::from("/cg"));
         assert_eq!(cgroup_dir(m, "a/b"), PathBuf::from("/cg/a/b"));

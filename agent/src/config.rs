@@ -117,6 +117,11 @@ pub struct ServeOptions {
     /// missing).
     #[arg(long, value_name = "PATH", value_delimiter = ',')]
     pub cgroup: Option<Vec<String>>,
+    /// A container to capture, by name or id (Docker or Podman, through their API
+    /// socket; by id alone without one). Repeatable. A container started later under
+    /// that name is captured too. With only containers given, no other cgroup is.
+    #[arg(long, value_name = "NAME_OR_ID")]
+    pub container: Option<Vec<String>>,
     /// Destination ports to capture: a list such as 80,443 or a range 8000-8010.
     /// Repeatable. Default: 80,443.
     #[arg(long, value_name = "PORTS")]
@@ -403,6 +408,9 @@ pub struct ServeConfig {
     /// cgroup paths relative to the cgroup2 mount, "/" for host-wide.
     #[serde(rename = "cgroup")]
     pub cgroups: Vec<String>,
+    /// `--container` names and ids, kept attached while running.
+    #[serde(rename = "container")]
+    pub containers: Vec<String>,
     pub ports: BTreeSet<u16>,
     pub exclude: Vec<IpNet>,
     /// When not empty, only destinations inside these networks are captured
@@ -463,8 +471,11 @@ impl ServeConfig {
 
     /// Command line over file over defaults.
     pub fn resolve(cli: ServeOptions, file: ServeOptions) -> anyhow::Result<Self> {
+        let mut containers = cli.container.or(file.container).unwrap_or_default();
+        containers.sort();
+        containers.dedup();
         let mut cgroups = cli.cgroup.or(file.cgroup).unwrap_or_default();
-        if cgroups.is_empty() {
+        if cgroups.is_empty() && containers.is_empty() {
             cgroups.push(DEFAULT_CGROUP.to_string());
         }
         for c in &mut cgroups {
@@ -519,6 +530,7 @@ impl ServeConfig {
         crate::rules::RuleBook::new(rules.clone()).map_err(anyhow::Error::msg)?;
         Ok(Self {
             cgroups,
+            containers,
             ports,
             exclude,
             include,

@@ -6,6 +6,9 @@
 //! * [`preflight`]: is this machine able to run us (root, BTF, cgroup2)?
 //! * [`cgroup`]: finding, creating and entering cgroup v2 directories.
 //! * [`capture`]: the eBPF side: load, configure, attach, original-destination lookups.
+//! * [`containers`]: running containers (id, name, cgroup, namespace), by the
+//!   runtime's API ([`runtime_api`]) or the cgroup tree.
+//! * [`container_selection`]: keeps `--container` names attached as they come and go.
 //! * [`netns`]: entering another network namespace to create a socket there.
 //! * [`netns_listeners`]: the agent's listeners inside containers' namespaces:
 //!   found, opened and closed while running.
@@ -25,6 +28,8 @@ pub mod attached;
 pub mod capture;
 pub mod cgroup;
 pub mod config;
+pub mod container_selection;
+pub mod containers;
 pub mod control;
 pub mod events;
 pub mod exec;
@@ -40,4 +45,5 @@ pub mod proxy;
 pub mod recorder;
 pub mod relay;
 pub mod rules;
+pub mod runtime_api;
 pub mod tls;

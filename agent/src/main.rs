@@ -13,6 +13,7 @@ use frametap_agent::{
     capture::{self, Capture, CaptureSettings},
     cgroup,
     config::{self, LogFormat, ServeConfig, ServeOptions},
+    container_selection::ContainerSelection,
     control::{ControlContext, ControlSocket},
     exec,
     fd_budget::{self, FdGuard},
@@ -69,6 +70,9 @@ enum Command {
     /// Print the path and PEM of the frametap CA certificate (created if missing), to
     /// install as trusted on the captured hosts.
     Ca(CaArgs),
+    /// List the running containers: id, name (with a runtime API socket), cgroup,
+    /// network namespace, and whether a running agent captures them.
+    Containers,
 }
 
 #[derive(Args)]
@@ -135,6 +139,7 @@ fn main() {
             exec::run(&args.cgroup, &args.command)
         }
         Command::Ca(args) => print_ca(&args).map(|()| 0),
+        Command::Containers => list_containers().map(|()| 0),
     };
     match result {
         Ok(code) => std::process::exit(code),
@@ -315,6 +320,7 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         .join(", ");
     info!(
         cgroups = dirs,
+        containers = cfg.containers.join(","),
         ports,
         exclude = list(&cfg.exclude),
         include = list(&cfg.include),
@@ -325,7 +331,7 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     );
     if cfg.host_wide() {
         info!("host-wide mode: every process is captured, in containers too");
-    } else {
+    } else if !cfg.cgroups.is_empty() {
         let hint = hint::exec_hint(
             &hint::invocation(),
             hint::started_through_sudo(),
@@ -383,6 +389,25 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
 
+    // `--container` names: attached now if running, and whenever they (re)start.
+    let stop_containers = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let containers_thread = if cfg.containers.is_empty() {
+        None
+    } else {
+        let mut selection = ContainerSelection::new(
+            cfg.containers.clone(),
+            Arc::clone(&capture),
+            Arc::clone(&namespaces),
+            mount.clone(),
+        );
+        selection.start()?;
+        Some(
+            selection
+                .spawn(Arc::clone(&stop_containers))
+                .context("cannot start the container watcher")?,
+        )
+    };
+
     let signals = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -411,6 +436,10 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     });
+    stop_containers.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(t) = containers_thread {
+        let _ = t.join();
+    }
     for (name, value) in capture.stats() {
         info!(counter = name, value, "eBPF counter");
     }
@@ -439,6 +468,41 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     info!("detached; bye");
     signals.shutdown_background();
     result
+}
+
+/// `frametap-agent containers`: one line per running container.
+fn list_containers() -> anyhow::Result<()> {
+    let socket = frametap_agent::runtime_api::find_socket();
+    let running = frametap_agent::containers::running(socket.as_deref())?;
+    let mount = cgroup::cgroup2_mount()?;
+    let agents: std::collections::BTreeSet<u32> = frametap_agent::attached::agent_programs()
+        .map(|p| p.into_iter().map(|p| p.id).collect())
+        .unwrap_or_default();
+    match &socket {
+        Some(s) => println!("# containers from {}", s.display()),
+        None => println!(
+            "# no container runtime API socket answers ({}): containers found in the cgroup tree, by id only",
+            frametap_agent::runtime_api::SOCKETS.join(", ")
+        ),
+    }
+    println!(
+        "{:<12}  {:<24}  {:<8}  {:<12}  CGROUP",
+        "ID", "NAME", "CAPTURED", "NETNS"
+    );
+    for c in running {
+        let captured = frametap_agent::attached::connect4_programs(&c.cgroup_dir(&mount), true)
+            .map(|ids| ids.iter().any(|id| agents.contains(id)))
+            .unwrap_or(false);
+        println!(
+            "{:<12}  {:<24}  {:<8}  {:<12}  {}",
+            &c.id[..c.id.len().min(12)],
+            c.name.as_deref().unwrap_or("-"),
+            if captured { "yes" } else { "no" },
+            c.netns.map_or("-".to_string(), |n| n.to_string()),
+            c.cgroup
+        );
+    }
+    Ok(())
 }
 
 /// One worker: a single-threaded event loop serving its own listeners. Connections

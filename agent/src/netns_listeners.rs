@@ -65,7 +65,7 @@ pub struct NetnsListeners {
     port: u16,
     workers: Vec<mpsc::UnboundedSender<Accepting>>,
     /// Captured cgroup directories (absolute), for the scan.
-    selection: Vec<PathBuf>,
+    selection: Mutex<Vec<PathBuf>>,
     cgroup_mount: PathBuf,
     host_inode: u64,
     served: Mutex<HashMap<u64, Served>>,
@@ -86,7 +86,7 @@ impl NetnsListeners {
             capture,
             port,
             workers,
-            selection,
+            selection: Mutex::new(selection),
             cgroup_mount,
             host_inode: netns::current_inode()?,
             served: Mutex::default(),
@@ -153,7 +153,11 @@ impl NetnsListeners {
         };
         let own = std::process::id();
         for entry in dir.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
                 continue;
             };
             if pid == own {
@@ -190,7 +194,17 @@ impl NetnsListeners {
             return false;
         };
         let dir = cgroup::cgroup_dir(&self.cgroup_mount, &path);
-        self.selection.iter().any(|s| dir.starts_with(s))
+        lock(&self.selection).iter().any(|s| dir.starts_with(s))
+    }
+
+    /// One more captured cgroup directory (a container's) for the scan.
+    pub fn select(&self, dir: PathBuf) {
+        lock(&self.selection).push(dir);
+    }
+
+    /// A cgroup directory no longer captured.
+    pub fn unselect(&self, dir: &std::path::Path) {
+        lock(&self.selection).retain(|d| d != dir);
     }
 
     /// Opens listeners in the namespace of `pid` unless it is the agent's own or
@@ -247,7 +261,8 @@ impl NetnsListeners {
         let first = match bind_listener(Some(&netns), v4(self.port)) {
             Ok(l) => l,
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                bind_listener(Some(&netns), v4(0)).map_err(|e| format!("cannot listen on 127.0.0.1 there: {e}"))?
+                bind_listener(Some(&netns), v4(0))
+                    .map_err(|e| format!("cannot listen on 127.0.0.1 there: {e}"))?
             }
             Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
                 return Err("it has no loopback address (is lo down?)".into());

@@ -46,7 +46,13 @@ impl Origin {
 
 const ID_LEN: usize = 64;
 /// What runtimes put before the id in a path component.
-const PREFIXES: [&str; 5] = ["docker-", "libpod-", "cri-containerd-", "crio-", "containerd-"];
+const PREFIXES: [&str; 5] = [
+    "docker-",
+    "libpod-",
+    "cri-containerd-",
+    "crio-",
+    "containerd-",
+];
 
 /// The container id a cgroup path names, if any: the last component that is a
 /// 64-digit hexadecimal id, bare or with a runtime's prefix and `.scope` suffix.

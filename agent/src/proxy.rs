@@ -222,7 +222,9 @@ async fn accept_one(
 ) {
     let accepted_at = Instant::now();
     let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
-    let cookie = netns.as_ref().map_or(ctx.capture.netns_cookie, |n| n.cookie);
+    let cookie = netns
+        .as_ref()
+        .map_or(ctx.capture.netns_cookie, |n| n.cookie);
     let Some(original) = ctx.capture.take_original_dst(cookie, client_addr) else {
         // Someone connected to the listener directly; relaying it to ourselves would loop.
         warn!(

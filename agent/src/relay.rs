@@ -348,7 +348,9 @@ pub async fn relay(
         if let (Some(limit), None, true) = (half_open, seen, up_done || down_done) {
             let open = if up_done { &down } else { &up };
             seen = Some(open.load(Ordering::Relaxed));
-            idle_check.as_mut().reset(tokio::time::Instant::now() + limit);
+            idle_check
+                .as_mut()
+                .reset(tokio::time::Instant::now() + limit);
         }
     };
     // Leaving drops both pumps and so closes both sockets (with RST where set).
@@ -424,7 +426,11 @@ mod tests {
         let out = task.await.unwrap();
         assert_eq!(out.end, RelayEnd::HalfOpenTimeout);
         assert!(silent.elapsed() < limit * 3, "{:?}", silent.elapsed());
-        assert_eq!(app.read(&mut got).await.unwrap(), 0, "the client sees a FIN");
+        assert_eq!(
+            app.read(&mut got).await.unwrap(),
+            0,
+            "the client sees a FIN"
+        );
     }
 
     #[tokio::test]

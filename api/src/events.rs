@@ -312,9 +312,7 @@ impl LiveEvents {
                     .iter()
                     .filter(|e| matches!(e, SocketError::InternalChannelFull))
                     .count();
-                self.stats
-                    .dropped
-                    .fetch_add(full as u64, Ordering::Relaxed);
+                self.stats.dropped.fetch_add(full as u64, Ordering::Relaxed);
             }
             Err(e) => debug!(error = %e, event, "cannot emit"),
         }

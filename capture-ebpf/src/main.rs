@@ -29,8 +29,8 @@ use aya_ebpf::{
 };
 use capture_common::{
     AF_INET, AF_INET6, AgentConfig, ClientKey, EXCLUDED_CAPACITY, INCLUDED_CAPACITY,
-    NETNS_CAPACITY, NETNS_SEEN_BYTES, NetnsListener, NetnsSeen, ORIGINAL_MAP_CAPACITY,
-    OriginalDst, SELECTED_PORTS_CAPACITY, SocketKey, is_v4_mapped, stat,
+    NETNS_CAPACITY, NETNS_SEEN_BYTES, NetnsListener, NetnsSeen, ORIGINAL_MAP_CAPACITY, OriginalDst,
+    SELECTED_PORTS_CAPACITY, SocketKey, is_v4_mapped, stat,
 };
 
 const SOCK_STREAM: u32 = 1;

@@ -67,7 +67,12 @@ impl Agent {
         args: &[&str],
         data_dir: tempfile::TempDir,
     ) -> Result<Self, Failed> {
-        Self::try_start_logging(lab.client.command(workspace_bin("frametap-agent")), args, data_dir, "json")
+        Self::try_start_logging(
+            lab.client.command(workspace_bin("frametap-agent")),
+            args,
+            data_dir,
+            "json",
+        )
     }
 
     /// Start in the test's own network namespace (the host's), for containers: pass

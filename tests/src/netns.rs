@@ -178,12 +178,32 @@ impl Lab {
         if !loopback {
             ip(&["-n", &name, "link", "set", "lo", "down"]);
         }
-        let (c, u, k) = (self.client.name.as_str(), self.upstream.name.as_str(), name.as_str());
+        let (c, u, k) = (
+            self.client.name.as_str(),
+            self.upstream.name.as_str(),
+            name.as_str(),
+        );
         ip(&[
             "link", "add", "ftk0", "netns", c, "type", "veth", "peer", "name", "ftk1", "netns", k,
         ]);
-        ip(&["-n", c, "addr", "add", &format!("{BRIDGE_V4}/24"), "dev", "ftk0"]);
-        ip(&["-n", k, "addr", "add", &format!("{NAMESPACED_V4}/24"), "dev", "ftk1"]);
+        ip(&[
+            "-n",
+            c,
+            "addr",
+            "add",
+            &format!("{BRIDGE_V4}/24"),
+            "dev",
+            "ftk0",
+        ]);
+        ip(&[
+            "-n",
+            k,
+            "addr",
+            "add",
+            &format!("{NAMESPACED_V4}/24"),
+            "dev",
+            "ftk1",
+        ]);
         ip(&["-n", c, "link", "set", "ftk0", "up"]);
         ip(&["-n", k, "link", "set", "ftk1", "up"]);
         ip(&["-n", k, "route", "add", "default", "via", BRIDGE_V4]);

@@ -13,7 +13,9 @@ pub fn podman() -> Command {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("cannot run podman (cargo xtask setup installs it)");
+    let out = cmd
+        .output()
+        .expect("cannot run podman (cargo xtask setup installs it)");
     assert!(
         out.status.success(),
         "{cmd:?}: {}",
@@ -37,10 +39,18 @@ impl Container {
         let _ = podman().args(["rm", "-f", "-t", "0", name]).output();
         let out = run(podman()
             .args(["run", "-d", "--name", name, "--network", "bridge"])
-            .args(["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=1000:1000"])
+            .args([
+                "--ulimit",
+                "nofile=20000:20000",
+                "--ulimit",
+                "nproc=1000:1000",
+            ])
             // The test's PATH (its Python and packages), inside.
             .arg("--env")
-            .arg(format!("PATH={}", std::env::var("PATH").unwrap_or_default()))
+            .arg(format!(
+                "PATH={}",
+                std::env::var("PATH").unwrap_or_default()
+            ))
             .args(["--rootfs", "/:O"])
             .args(command));
         Self {
@@ -85,5 +95,47 @@ impl Drop for Container {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+/// Podman's Docker-compatible API on `/run/podman/podman.sock`, as the
+/// `podman.socket` unit provides it on a normal host: started here when nothing
+/// answers there yet, stopped (and its socket removed) when dropped.
+pub struct ApiService {
+    child: Option<std::process::Child>,
+}
+
+pub const API_SOCKET: &str = "/run/podman/podman.sock";
+
+impl ApiService {
+    pub fn start() -> Self {
+        if std::os::unix::net::UnixStream::connect(API_SOCKET).is_ok() {
+            return Self { child: None };
+        }
+        // Without the directory, the service fails silently.
+        std::fs::create_dir_all("/run/podman").expect("create /run/podman");
+        let _ = std::fs::remove_file(API_SOCKET);
+        let child = podman()
+            .args(["system", "service", "--time=0"])
+            .arg(format!("unix://{API_SOCKET}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("podman system service");
+        let up = crate::wait_for(std::time::Duration::from_secs(10), || {
+            std::os::unix::net::UnixStream::connect(API_SOCKET).ok()
+        });
+        assert!(up.is_some(), "podman's API did not come up on {API_SOCKET}");
+        Self { child: Some(child) }
+    }
+}
+
+impl Drop for ApiService {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::fs::remove_file(API_SOCKET);
+        }
     }
 }

@@ -40,7 +40,13 @@ impl WsServer {
     /// A server in the test's own network namespace (the host's), e.g. on the
     /// address of Podman's bridge, for containers to reach.
     pub fn start_on_host(host: &str, port: u16, pki: Option<&TestPki>, deflate: bool) -> Self {
-        Self::start_from(std::process::Command::new("python3"), host, port, pki, deflate)
+        Self::start_from(
+            std::process::Command::new("python3"),
+            host,
+            port,
+            pki,
+            deflate,
+        )
     }
 
     fn start_from(

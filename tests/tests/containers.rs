@@ -65,13 +65,23 @@ fn an_application_in_another_network_namespace_is_captured_like_a_host_one() {
     holder.arg("60");
     let holder = Spawned::spawn("sleep", holder);
     let serving = wait_logged(&agent, SERVING, 1);
-    assert_eq!(serving[0]["cgroup"], format!("/{}", cg.relative), "{serving:?}");
+    assert_eq!(
+        serving[0]["cgroup"],
+        format!("/{}", cg.relative),
+        "{serving:?}"
+    );
 
     let reply = probe_in(&ns, Some(&cg), &addr, "from a container");
     assert_eq!(reply["reply"], "echo from a container", "{reply}");
-    assert_eq!(reply["peer"], addr, "getpeername() is the original destination");
+    assert_eq!(
+        reply["peer"], addr,
+        "getpeername() is the original destination"
+    );
     let c = &agent.wait_connections(1)[0];
-    assert_eq!((&c["original_dst"], &c["end"]), (&Value::from(addr.clone()), &Value::from("closed")));
+    assert_eq!(
+        (&c["original_dst"], &c["end"]),
+        (&Value::from(addr.clone()), &Value::from("closed"))
+    );
     assert_eq!(c["cgroup"], format!("/{}", cg.relative), "{c}");
     assert_eq!(c["netns"], serving[0]["netns"], "{c}");
     // The agent's own connection left from inside the namespace: its routes, its
@@ -83,7 +93,10 @@ fn an_application_in_another_network_namespace_is_captured_like_a_host_one() {
     // Not in the captured cgroup: direct, even from the same namespace.
     let direct = probe_in(&ns, None, &addr, "not selected");
     assert_eq!(direct["reply"], "echo not selected");
-    assert!(direct["local"].as_str().unwrap().starts_with(NAMESPACED_V4), "{direct}");
+    assert!(
+        direct["local"].as_str().unwrap().starts_with(NAMESPACED_V4),
+        "{direct}"
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(agent.connections().len(), 1);
 
@@ -121,7 +134,11 @@ fn a_namespace_without_loopback_is_left_alone_and_its_connections_go_direct() {
     );
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
-        logged(&agent, "cannot capture in this network namespace: its connections go direct").len(),
+        logged(
+            &agent,
+            "cannot capture in this network namespace: its connections go direct"
+        )
+        .len(),
         1,
         "logged once"
     );
@@ -198,7 +215,10 @@ fn a_podman_container_selected_by_its_cgroup_is_captured_frame_by_frame() {
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
-    assert_eq!(events[0]["peer"], connect, "getpeername() inside the container");
+    assert_eq!(
+        events[0]["peer"], connect,
+        "getpeername() inside the container"
+    );
     let received: Vec<Vec<u8>> = server.received().into_iter().map(|(_, m)| m).collect();
     let sent: Vec<Vec<u8>> = messages.iter().map(|m| m.as_bytes().to_vec()).collect();
     assert_eq!(received, sent, "byte-identical at the server");
@@ -231,4 +251,96 @@ fn a_podman_container_selected_by_its_cgroup_is_captured_frame_by_frame() {
     // Nothing of other containers or the host under this container's id.
     let none = api.get("/api/traffic?container=0000");
     assert_eq!(none["entries"], serde_json::json!([]));
+}
+
+/// Selected by name through Podman's API socket, before the container exists: the
+/// agent captures it once it starts, and again (new id, new cgroup) after it was
+/// replaced by another container of the same name. `frametap-agent containers`
+/// lists it as captured.
+#[test]
+fn a_container_selected_by_name_is_captured_when_it_starts_and_restarts() {
+    use frametap_e2e::{
+        pki::TestPki,
+        podman::{ApiService, BRIDGE_HOST_V4, Container},
+        ws::{WsServer, peer_script},
+    };
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let _api = ApiService::start();
+    let name = format!("ft-e2e-named-{}", std::process::id());
+    let pki = TestPki::new(&[HOST, BRIDGE_HOST_V4]);
+    // Started first, so that Podman's bridge (and its host address) exists.
+    let first = Container::start(&name, &["sleep", "300"]);
+    let _server = WsServer::start_on_host(BRIDGE_HOST_V4, WSS_PORT + 1, Some(&pki), false);
+    drop(first);
+    let ca = pki.ca.display().to_string();
+    let agent = Agent::start_on_host(&[
+        "--container",
+        &name,
+        "--ports",
+        &(WSS_PORT + 1).to_string(),
+        "--listen",
+        "127.0.0.1:15072",
+        "--upstream-ca",
+        &ca,
+    ]);
+    let waiting = wait_logged(&agent, "not running: captured as soon as it starts", 1);
+    assert_eq!(waiting[0]["container"], name.as_str());
+
+    let agent_ca = agent.data_dir.path().join("ca.pem").display().to_string();
+    let connect = format!("{BRIDGE_HOST_V4}:{}", WSS_PORT + 1);
+    let peer = peer_script().display().to_string();
+    let converse = |container: &Container, text: &str| {
+        let script = serde_json::json!([{"op": "text", "data": text}, {"op": "close", "code": 1000, "reason": ""}]);
+        let out = container.exec(&[
+            "python3",
+            &peer,
+            "client",
+            "--connect",
+            &connect,
+            "--host",
+            HOST,
+            "--cafile",
+            &agent_ca,
+            "--no-deflate",
+            "--script",
+            &script.to_string(),
+        ]);
+        assert!(
+            out.status.success(),
+            "client in {}: {}\nagent:\n{}",
+            container.name,
+            String::from_utf8_lossy(&out.stderr),
+            agent.log_text()
+        );
+    };
+    for round in 1..=2 {
+        let container = Container::start(&name, &["sleep", "300"]);
+        let capturing = wait_logged(&agent, "capturing container", round);
+        assert_eq!(
+            capturing[round - 1]["id"],
+            container.id.as_str(),
+            "{capturing:?}"
+        );
+        converse(&container, &format!("round {round}"));
+        let c = &agent.wait_connections(round)[round - 1];
+        assert_eq!(c["container"], container.id.as_str(), "{c}");
+        if round == 1 {
+            let list = std::process::Command::new(workspace_bin("frametap-agent"))
+                .arg("containers")
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&list.stdout);
+            let line = text
+                .lines()
+                .find(|l| l.contains(&name))
+                .unwrap_or_else(|| panic!("{name} not listed:\n{text}"));
+            assert!(line.starts_with(&container.id[..12]), "{line}");
+            assert!(line.contains(" yes "), "listed as captured: {line}");
+        }
+        drop(container);
+        wait_logged(&agent, "no longer capturing container", round);
+    }
 }

@@ -86,7 +86,10 @@ const DEBIAN: &[(Need, &str)] = &[
     (Need::Command("podman"), "podman"),
     (Need::Command("runc"), "runc"),
     (Need::Command("conmon"), "conmon"),
-    (Need::File("/usr/lib/cni/bridge"), "containernetworking-plugins"),
+    (
+        Need::File("/usr/lib/cni/bridge"),
+        "containernetworking-plugins",
+    ),
     // bindgen (librocksdb-sys) loads `libclang.so` at build time; clang-sys finds it in
     // /usr/lib/llvm-N/lib. `libclang-cpp.so.N` (often preinstalled) is not it.
     (

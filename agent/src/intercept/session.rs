@@ -887,7 +887,10 @@ mod tests {
             panic!("{end:?}")
         };
         let why = t.error.as_deref().unwrap();
-        assert!(why.starts_with("the client closed its side and the server"), "{why}");
+        assert!(
+            why.starts_with("the client closed its side and the server"),
+            "{why}"
+        );
         // The server closed after a response without a length; the client stayed:
         // the response ended at the server's FIN and is complete.
         let mut s = state();

@@ -1,0 +1,97 @@
+//! Running containers: which they are (id, and name when a runtime API socket
+//! answers), where they are (cgroup, network namespace), and which one a
+//! `--container NAME_OR_ID` means.
+//!
+//! Without an API socket, containers are found in the cgroup tree: every process
+//! whose cgroup path names a container id (see [`crate::origin`]); they are then
+//! known by id only.
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use anyhow::bail;
+
+use crate::{cgroup, netns, origin::container_id_in, runtime_api};
+
+/// A running container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Running {
+    pub id: String,
+    /// Known through the runtime's API socket only.
+    pub name: Option<String>,
+    /// Its main process (the lowest pid found in its cgroup, without a socket).
+    pub pid: u32,
+    /// Its cgroup v2 path, relative to the mount, with a leading `/`.
+    pub cgroup: String,
+    pub netns: Option<u64>,
+}
+
+impl Running {
+    fn of(id: String, name: Option<String>, pid: u32) -> Option<Self> {
+        Some(Self {
+            id,
+            name,
+            pid,
+            cgroup: cgroup::cgroup_of(pid)?,
+            netns: netns::inode_of(pid).ok(),
+        })
+    }
+
+    /// The container's cgroup directory under the mount.
+    pub fn cgroup_dir(&self, mount: &Path) -> PathBuf {
+        cgroup::cgroup_dir(mount, &self.cgroup)
+    }
+}
+
+/// Every running container, from `socket` (a runtime's API) or the cgroup tree.
+pub fn running(socket: Option<&Path>) -> anyhow::Result<Vec<Running>> {
+    if let Some(socket) = socket {
+        return Ok(runtime_api::running(socket)?
+            .into_iter()
+            .filter(|i| i.pid != 0)
+            .filter_map(|i| Running::of(i.id, Some(i.name), i.pid))
+            .collect());
+    }
+    let mut by_id: BTreeMap<String, u32> = BTreeMap::new();
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Some(id) = cgroup::cgroup_of(pid).as_deref().and_then(container_id_in) else {
+            continue;
+        };
+        let lowest = by_id.entry(id).or_insert(pid);
+        *lowest = (*lowest).min(pid);
+    }
+    Ok(by_id
+        .into_iter()
+        .filter_map(|(id, pid)| Running::of(id, None, pid))
+        .collect())
+}
+
+/// The running container `wanted` names (a name, a full id or an id prefix of at
+/// least 3 digits), or `None` when none runs now.
+pub fn resolve(wanted: &str, socket: Option<&Path>) -> anyhow::Result<Option<Running>> {
+    if let Some(socket) = socket {
+        return Ok(runtime_api::inspect(socket, wanted)?
+            .filter(|i| i.pid != 0)
+            .and_then(|i| Running::of(i.id, Some(i.name), i.pid)));
+    }
+    let prefix = wanted.to_ascii_lowercase();
+    if prefix.len() < 3 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!(
+            "container {wanted:?}: no container runtime API socket answers ({}), so \
+             containers can only be named by id (3 or more hex digits); start the \
+             runtime's API (`systemctl start podman.socket`, or Docker) or give the id",
+            runtime_api::SOCKETS.join(", ")
+        );
+    }
+    Ok(running(None)?
+        .into_iter()
+        .find(|r| r.id.starts_with(&prefix)))
+}
