@@ -256,6 +256,12 @@ impl Capture {
         let _ = lock(&self.netns_announced).remove(&netns);
     }
 
+    /// Let the connect hooks announce `netns` again (its announcement could not be
+    /// answered: the process had already gone).
+    pub fn forget_announced(&self, netns: u64) {
+        let _ = lock(&self.netns_announced).remove(&netns);
+    }
+
     /// Namespaces with a listener, as the eBPF map has them.
     pub fn netns_listener_count(&self) -> usize {
         lock(&self.netns_listeners).keys().count()

@@ -91,7 +91,7 @@ impl ContainerSelection {
                     Ok(attachment) => {
                         self.namespaces.select(dir.clone());
                         // Its namespace is served before its next connect.
-                        self.namespaces.serve_pid(running.pid);
+                        let _ = self.namespaces.serve_pid(running.pid);
                         info!(
                             container = wanted,
                             id = running.id.as_str(),

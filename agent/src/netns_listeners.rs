@@ -136,7 +136,11 @@ impl NetnsListeners {
                     guard.clear_ready();
                     for event in seen {
                         debug!(pid = event.tgid, netns_cookie = event.netns, "selected connect from a namespace without a listener");
-                        self.serve_pid(event.tgid);
+                        if !self.serve_pid(event.tgid) {
+                            // The process was gone: the namespace's next connect
+                            // announces it again.
+                            self.capture.forget_announced(event.netns);
+                        }
                     }
                 }
             }
@@ -171,7 +175,7 @@ impl NetnsListeners {
                 continue;
             }
             if self.is_selected(pid) {
-                self.serve_pid(pid);
+                let _ = self.serve_pid(pid);
             }
         }
         let gone: Vec<u64> = lock(&self.served)
@@ -208,18 +212,18 @@ impl NetnsListeners {
     }
 
     /// Opens listeners in the namespace of `pid` unless it is the agent's own or
-    /// served already.
-    pub fn serve_pid(&self, pid: u32) {
+    /// served already. False when the process (and so its namespace) was not found.
+    pub fn serve_pid(&self, pid: u32) -> bool {
         let netns = match Netns::of_pid(pid) {
             Ok(n) => n,
             // The process is gone; its namespace may be too.
             Err(e) => {
                 debug!(pid, error = %e, "cannot open the network namespace of a process");
-                return;
+                return false;
             }
         };
         if netns.inode == self.host_inode || self.known(netns.inode) {
-            return;
+            return true;
         }
         let inode = netns.inode;
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
@@ -252,23 +256,25 @@ impl NetnsListeners {
                 lock(&self.refused).insert(inode, why);
             }
         }
+        true
     }
 
     /// Listeners in `netns` for every worker, then the eBPF map entry.
     fn open(&self, netns: Netns) -> Result<(u16, bool), String> {
         let netns = Arc::new(netns);
         let v4 = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let first = match bind_listener(Some(&netns), v4(self.port)) {
-            Ok(l) => l,
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                bind_listener(Some(&netns), v4(0))
-                    .map_err(|e| format!("cannot listen on 127.0.0.1 there: {e}"))?
-            }
+        // SO_REUSEPORT would share a port someone already listens on there (another
+        // agent, or the application): take it only when a plain bind can.
+        let wanted = match port_is_free(&netns, v4(self.port)) {
+            Ok(true) => self.port,
+            Ok(false) => 0,
             Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
                 return Err("it has no loopback address (is lo down?)".into());
             }
             Err(e) => return Err(format!("cannot listen on 127.0.0.1 there: {e}")),
         };
+        let first = bind_listener(Some(&netns), v4(wanted))
+            .map_err(|e| format!("cannot listen on 127.0.0.1 there: {e}"))?;
         let port = first.local_addr().map_err(|e| e.to_string())?.port();
         answers_on_loopback(&netns, &first, v4(port))?;
         let mut v4_listeners = vec![first];
@@ -329,6 +335,16 @@ impl NetnsListeners {
         for inode in all {
             self.close(inode, "the agent is stopping");
         }
+    }
+}
+
+/// Whether nobody listens on `addr` in the namespace (a plain bind succeeds).
+fn port_is_free(netns: &Netns, addr: SocketAddr) -> std::io::Result<bool> {
+    let socket = netns.socket_for(addr)?;
+    match socket.bind(&addr.into()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

@@ -105,22 +105,34 @@ pub fn original_map_ids() -> Vec<u32> {
         .collect()
 }
 
-/// Number of entries in one of those maps (keys: a u64 cookie or a 20-byte endpoint;
-/// values: the 40-byte original destination).
+/// Number of entries in a hash map of frametap's (the original-destination maps:
+/// keys a u64 cookie or a 32-byte namespace and endpoint, values the 48-byte
+/// original destination; `NETNS_LISTENERS`: u64 keys, 8-byte values).
 pub fn original_map_entries(id: u32) -> usize {
     use aya::maps::{HashMap, Map, MapData};
-    let map = Map::from_map_data(MapData::from_id(id).expect("map by id")).expect("map");
-    match aya::maps::MapInfo::from_id(id)
-        .expect("map info")
-        .key_size()
-    {
-        8 => HashMap::<_, u64, [u8; 40]>::try_from(map)
+    let map = || Map::from_map_data(MapData::from_id(id).expect("map by id")).expect("map");
+    let info = aya::maps::MapInfo::from_id(id).expect("map info");
+    match (info.key_size(), info.value_size()) {
+        (8, 48) => HashMap::<_, u64, [u8; 48]>::try_from(map())
             .expect("hash map")
             .keys()
             .count(),
-        _ => HashMap::<_, [u8; 20], [u8; 40]>::try_from(map)
+        (8, 8) => HashMap::<_, u64, [u8; 8]>::try_from(map())
+            .expect("hash map")
+            .keys()
+            .count(),
+        _ => HashMap::<_, [u8; 32], [u8; 48]>::try_from(map())
             .expect("hash map")
             .keys()
             .count(),
     }
+}
+
+/// IDs of the `NETNS_LISTENERS` maps of the frametap agents now loaded.
+pub fn netns_listener_map_ids() -> Vec<u32> {
+    aya::maps::loaded_maps()
+        .filter_map(Result::ok)
+        .filter(|m| m.name_as_str() == Some("NETNS_LISTENERS"))
+        .map(|m| m.id())
+        .collect()
 }

@@ -183,6 +183,22 @@ impl Lab {
             self.upstream.name.as_str(),
             name.as_str(),
         );
+        // The link of an earlier one goes only once nothing holds its namespace any
+        // more (the agent lets go of it within a scan).
+        let link_gone = crate::wait_for(std::time::Duration::from_secs(10), || {
+            let out = Command::new("ip")
+                .args(["-n", c, "link", "show", "ftk0"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .ok()?;
+            (!out.success()).then_some(())
+        });
+        assert!(
+            link_gone.is_some(),
+            "the link to an earlier namespace stayed"
+        );
         ip(&[
             "link", "add", "ftk0", "netns", c, "type", "veth", "peer", "name", "ftk1", "netns", k,
         ]);
@@ -207,7 +223,15 @@ impl Lab {
         ip(&["-n", c, "link", "set", "ftk0", "up"]);
         ip(&["-n", k, "link", "set", "ftk1", "up"]);
         ip(&["-n", k, "route", "add", "default", "via", BRIDGE_V4]);
-        ip(&["-n", u, "route", "add", "10.78.0.0/24", "via", CLIENT_V4]);
+        ip(&[
+            "-n",
+            u,
+            "route",
+            "replace",
+            "10.78.0.0/24",
+            "via",
+            CLIENT_V4,
+        ]);
         let forward = self
             .client
             .command("sh")

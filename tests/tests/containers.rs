@@ -344,3 +344,183 @@ fn a_container_selected_by_name_is_captured_when_it_starts_and_restarts() {
         wait_logged(&agent, "no longer capturing container", round);
     }
 }
+
+/// The agent's threads, and what its open descriptors are (sockets, pipes and
+/// namespaces by kind, files by path), from /proc.
+fn threads_and_fds(agent: &Agent) -> (usize, Vec<String>) {
+    let threads = std::fs::read_dir(format!("/proc/{}/task", agent.pid()))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", agent.pid()))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .map(|t| {
+                    let t = t.display().to_string();
+                    // socket:[inode] -> socket
+                    t.split(":[").next().unwrap_or(&t).to_string()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    fds.sort();
+    (threads, fds)
+}
+
+/// 200 namespaces come and go, each served: listeners, threads, descriptors and
+/// map entries all return to where they started.
+#[test]
+fn namespaces_that_come_and_go_leave_nothing_behind() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let lab = Lab::new();
+    let cg = TestCgroup::new("netns-churn");
+    let _server = Server::start(&lab, &format!("{UPSTREAM_V4}:8080"), "echo", &[]);
+    let maps_before = frametap_e2e::netns_listener_map_ids();
+    // One worker: what each thread sets up once (its namespace handle, its pipe
+    // pool) is then all set up after the first rounds.
+    let agent = Agent::start(
+        &lab,
+        &[
+            "--cgroup",
+            &cg.relative,
+            "--ports",
+            "8080",
+            "--workers",
+            "1",
+        ],
+    );
+    let map = *frametap_e2e::netns_listener_map_ids()
+        .iter()
+        .find(|id| !maps_before.contains(id))
+        .expect("the agent's NETNS_LISTENERS map");
+    let addr = format!("{UPSTREAM_V4}:8080");
+    // Measured after two rounds: what the first connections set up once (per-thread
+    // namespace handles, pooled pipes) is not a leak.
+    let mut before = None;
+    const ROUNDS: usize = 200;
+    for round in 1..=ROUNDS {
+        if round == 3 {
+            wait_logged(&agent, STOPPED, 2);
+            before = Some(threads_and_fds(&agent));
+        }
+        let ns = lab.namespaced(true);
+        // A connect from a namespace without a listener goes direct and announces
+        // it; a short-lived process may be gone before the agent gets there, so its
+        // next one announces again. Once served, connects are captured.
+        let captured = wait_for(Duration::from_secs(5), || {
+            let reply = probe_in(&ns, Some(&cg), &addr, "hello");
+            assert_eq!(reply["reply"], "echo hello", "round {round}: {reply}");
+            reply["local"]
+                .as_str()
+                .is_some_and(|l| l.starts_with("127.0.0.1:"))
+                .then_some(())
+        });
+        assert!(
+            captured.is_some(),
+            "round {round}: never captured:\n{}",
+            agent.log_text()
+        );
+        assert_eq!(logged(&agent, SERVING).len(), round);
+        drop(ns);
+    }
+    let stopped = wait_for(Duration::from_secs(15), || {
+        let n = logged(&agent, STOPPED).len();
+        (n == ROUNDS).then_some(n)
+    });
+    assert_eq!(stopped, Some(ROUNDS), "{}", agent.log_text());
+    assert_eq!(
+        frametap_e2e::original_map_entries(map),
+        0,
+        "NETNS_LISTENERS entries left"
+    );
+    let (threads_before, fds_before) = before.expect("measured");
+    let (threads, fds) = threads_and_fds(&agent);
+    assert_eq!(threads, threads_before, "threads");
+    // Sockets, pipes and namespaces as before; the store may have opened a table
+    // file or two for the entries recorded.
+    let kinds = |fds: &[String]| -> Vec<String> {
+        fds.iter()
+            .filter(|f| !f.ends_with(".sst") && !f.ends_with(".log"))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        kinds(&fds),
+        kinds(&fds_before),
+        "descriptors other than the store's"
+    );
+    assert!(
+        fds.len() <= fds_before.len() + 4,
+        "descriptors: {fds_before:?} before, {fds:?} after"
+    );
+}
+
+/// The agent dies while a namespace is served and a connection from it is open:
+/// the namespace's next connection goes direct.
+#[test]
+fn after_a_sigkill_of_the_agent_namespaced_applications_go_direct() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let lab = Lab::new();
+    let cg = TestCgroup::new("netns-kill");
+    let _server = Server::start(&lab, &format!("{UPSTREAM_V4}:8081"), "pingpong", &[]);
+    let ns = lab.namespaced(true);
+    let mut agent = Agent::start(&lab, &["--cgroup", &cg.relative, "--ports", "8081"]);
+    let mut holder = ns.command(Some(&cg), "sleep");
+    holder.arg("60");
+    let _holder = Spawned::spawn("sleep", holder);
+    wait_logged(&agent, SERVING, 1);
+    // One connection open through the agent (ft-probe hold keeps it).
+    let mut open = ns.command(Some(&cg), workspace_bin("ft-probe"));
+    open.args(["hold", &format!("{UPSTREAM_V4}:8081"), "--count", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _open = Spawned::spawn("ft-probe hold", open);
+    std::thread::sleep(Duration::from_millis(300));
+    agent.process.signal(libc::SIGKILL);
+    agent.process.wait_timeout(Duration::from_secs(5));
+    let _server2 = Server::start(&lab, &format!("{UPSTREAM_V4}:8080"), "echo", &[]);
+    let after = wait_for(Duration::from_secs(2), || {
+        let r = probe_in(&ns, Some(&cg), &format!("{UPSTREAM_V4}:8080"), "direct");
+        (r["reply"] == "echo direct").then_some(r)
+    })
+    .expect("the namespace's connections work again");
+    assert!(
+        after["local"].as_str().unwrap().starts_with(NAMESPACED_V4),
+        "direct: {after}"
+    );
+}
+
+/// Host-wide mode (`--cgroup /`) captures processes of other namespaces too.
+#[test]
+fn host_wide_mode_captures_other_namespaces() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let lab = Lab::new();
+    let _server = Server::start(&lab, &format!("{UPSTREAM_V4}:8092"), "echo", &[]);
+    let ns = lab.namespaced(true);
+    let agent = Agent::start(&lab, &["--cgroup", "/", "--ports", "8092"]);
+    let addr = format!("{UPSTREAM_V4}:8092");
+    let captured = wait_for(Duration::from_secs(5), || {
+        let r = probe_in(&ns, None, &addr, "anywhere");
+        assert_eq!(r["reply"], "echo anywhere", "{r}");
+        r["local"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+            .then_some(r)
+    });
+    assert!(captured.is_some(), "never captured:\n{}", agent.log_text());
+    let inode = std::fs::metadata(format!("/var/run/netns/{}", ns.netns.name))
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap();
+    let conns = agent.wait_connections(1);
+    assert!(conns.iter().any(|c| c["netns"] == inode), "{conns:?}");
+}
