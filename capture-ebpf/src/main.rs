@@ -205,9 +205,7 @@ fn selected(ctx: &SockAddrContext, cfg: &AgentConfig, dst: &SocketKey) -> Option
         return None;
     }
     // SAFETY: lookup of a u16 key in a hash map.
-    if unsafe { SELECTED_PORTS.get(&dst.port) }.is_none() {
-        return None;
-    }
+    unsafe { SELECTED_PORTS.get(&dst.port) }?;
     // Never the agent itself: by process and by the mark on its upstream sockets.
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if tgid == cfg.agent_tgid {
