@@ -66,7 +66,11 @@ const ROUNDS: usize = 20;
 const MIB: u64 = 1024 * 1024;
 
 fn run_probe(lab: &Lab, cg: Option<&TestCgroup>, args: &[String]) -> anyhow::Result<Value> {
-    let mut cmd = lab.client_command(cg, workspace_bin("ft-probe"));
+    run_probe_with(lab.client_command(cg, workspace_bin("ft-probe")), args)
+}
+
+/// `ft-probe` with `args`, started as `cmd` (placed in a namespace and cgroup).
+fn run_probe_with(mut cmd: std::process::Command, args: &[String]) -> anyhow::Result<Value> {
     cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
     let out = Spawned::spawn("ft-probe", cmd).output();
     if !out.status.success() {
@@ -104,6 +108,23 @@ fn alternate(
     args: impl Fn(usize) -> Vec<String>,
     key: &str,
 ) -> anyhow::Result<Sides> {
+    alternate_with(
+        &|cg| lab.client_command(cg, workspace_bin("ft-probe")),
+        cg,
+        rounds,
+        args,
+        key,
+    )
+}
+
+/// [`alternate`] with the probe started by `probe` (direct: outside any cgroup).
+fn alternate_with(
+    probe: &dyn Fn(Option<&TestCgroup>) -> std::process::Command,
+    cg: &TestCgroup,
+    rounds: usize,
+    args: impl Fn(usize) -> Vec<String>,
+    key: &str,
+) -> anyhow::Result<Sides> {
     let mut sides = Sides {
         direct: Vec::new(),
         captured: Vec::new(),
@@ -116,7 +137,7 @@ fn alternate(
             [true, false]
         };
         for captured in order {
-            let v = run_probe(lab, captured.then_some(cg), &args(round))?;
+            let v = run_probe_with(probe(captured.then_some(cg)), &args(round))?;
             let target = if captured {
                 &mut sides.captured
             } else {
@@ -235,6 +256,7 @@ fn main() -> anyhow::Result<()> {
         loopback.extend(floats(&v, "micros"));
     }
     let loop50 = percentile(&mut loopback, 0.5);
+    let containers = container_section(&lab, &cg, &agent, per_round)?;
 
     eprintln!(
         "throughput: {} x 1 MiB, {} x 100 MiB per side",
@@ -354,7 +376,7 @@ fn main() -> anyhow::Result<()> {
         nl = large.direct.len(),
         rl = cl / dl * 100.0,
     );
-    let table = format!("{table}\n{websocket}\n{api_live}\n{api_store}");
+    let table = format!("{table}\n{containers}\n{websocket}\n{api_live}\n{api_store}");
     println!("{table}");
     if let Some(path) = args.write {
         let doc = format!(
@@ -365,6 +387,75 @@ fn main() -> anyhow::Result<()> {
         eprintln!("written to {}", path.display());
     }
     Ok(())
+}
+
+/// Connect latency from an application namespace of its own (a container's), direct
+/// and captured, beside the same from the agent's namespace; and how long after a
+/// container's first process appears its namespace is served.
+fn container_section(
+    lab: &Lab,
+    cg: &TestCgroup,
+    agent: &Agent,
+    per_round: usize,
+) -> anyhow::Result<String> {
+    const SERVING: &str = "capturing in another network namespace";
+    let served = || {
+        agent
+            .logs()
+            .iter()
+            .filter(|l| l["message"] == SERVING)
+            .count()
+    };
+    let before = served();
+    let ns = lab.namespaced(true);
+    let mut holder = ns.command(Some(cg), "sleep");
+    holder.arg("3600");
+    let started = std::time::Instant::now();
+    let _holder = Spawned::spawn("sleep", holder);
+    frametap_e2e::wait_for(std::time::Duration::from_secs(10), || {
+        (served() > before).then_some(())
+    })
+    .context("the agent never served the namespace")?;
+    let to_served = started.elapsed().as_secs_f64() * 1e3;
+    let args = |_| {
+        vec![
+            "latency".into(),
+            format!("{UPSTREAM_V4}:9000"),
+            "--count".into(),
+            per_round.to_string(),
+        ]
+    };
+    let probe = |cg: Option<&TestCgroup>| ns.command(cg, workspace_bin("ft-probe"));
+    // Warm-up, as for the host's side.
+    for captured in [false, true] {
+        run_probe_with(probe(captured.then_some(cg)), &args(0))?;
+    }
+    let mut from_ns = alternate_with(&probe, cg, ROUNDS, args, "micros")?;
+    let mut from_host = alternate(lab, cg, ROUNDS / 4, args, "micros")?;
+    let (d50, c50) = (
+        percentile(&mut from_ns.direct, 0.5),
+        percentile(&mut from_ns.captured, 0.5),
+    );
+    let host50 = percentile(&mut from_host.captured, 0.5);
+    let host_direct50 = percentile(&mut from_host.direct, 0.5);
+    Ok(format!(
+        "## Containers: connect latency from another network namespace
+
+         An application namespace of its own, routed through the agent's (as a container's          is), with a process of the captured cgroup in it. Same run, rounds alternating.
+
+         | measure | direct | through frametap | frametap vs direct |
+         |---|---|---|---|
+         | connect + 1-byte round trip from the container's namespace, median ({n} conns) | {d50:.0} µs | {c50:.0} µs | +{a50:.0} µs |
+         | the same from the agent's own namespace, median ({h} conns) | {host_direct50:.0} µs | {host50:.0} µs | +{ah:.0} µs |
+         | from the container's first process to its namespace served (a /proc scan every second) | | {to_served:.0} ms | |
+
+         The agent's listener and its upstream socket for a container live in the container's          namespace, so a captured connection takes the same path as from the host; the direct          path from the container crosses one more veth and the host's forwarding.
+",
+        n = from_ns.direct.len(),
+        a50 = c50 - d50,
+        h = from_host.direct.len(),
+        ah = host50 - host_direct50,
+    ))
 }
 
 fn ws_bench_script() -> PathBuf {
