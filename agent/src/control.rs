@@ -96,6 +96,8 @@ pub struct ControlContext {
     pub recorder: Recorder,
     pub rules: Arc<RuleBook>,
     pub live: Arc<LiveConnections>,
+    /// Listeners in other network namespaces, for the status.
+    pub namespaces: Arc<crate::netns_listeners::NetnsStats>,
     /// Serialises rule changes, so the snapshots reach the store in order.
     pub rule_changes: tokio::sync::Mutex<()>,
 }
@@ -288,6 +290,7 @@ fn status(ctx: &ControlContext) -> AgentStatus {
             &ctx.recorder.writer().recording(),
             &ctx.recorder.writer().stats(),
         ),
+        namespaces: ctx.namespaces.report(),
     }
 }
 

@@ -21,7 +21,7 @@ use frametap_agent::{
     intercept::Passthrough,
     live::LiveConnections,
     netns::bind_listener,
-    netns_listeners::{Accepting, NetnsListeners},
+    netns_listeners::{Accepting, NetnsListeners, NetnsStats},
     preflight,
     proxy::{self, InterceptSettings, ProxyContext},
     recorder::Recorder,
@@ -273,7 +273,9 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     // The API shows these while the agent is down.
     frametap_agent::control::record_rules(&store, &rules)?;
     let live = Arc::new(LiveConnections::default());
+    let namespace_stats = Arc::new(NetnsStats::default());
     let control_ctx = Arc::new(ControlContext {
+        namespaces: Arc::clone(&namespace_stats),
         store: store.clone(),
         recorder: recorder.clone(),
         rules: Arc::clone(&rules),
@@ -375,6 +377,7 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         to_workers,
         cgroup_dirs.clone(),
         mount.clone(),
+        namespace_stats,
     )?);
     let threads = worker_listeners
         .into_iter()

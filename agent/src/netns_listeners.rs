@@ -50,13 +50,28 @@ struct Served {
     _stop: watch::Sender<()>,
 }
 
-/// Counters for the log and the API's health.
+/// Counters for the API's health.
 #[derive(Default)]
 pub struct NetnsStats {
     pub opened: AtomicU64,
     pub closed: AtomicU64,
     /// Namespaces that could not be served (each counted once).
     pub refused: AtomicU64,
+}
+
+impl NetnsStats {
+    pub fn report(&self) -> frametap_control::NamespacesReport {
+        let (opened, closed) = (
+            self.opened.load(Ordering::Relaxed),
+            self.closed.load(Ordering::Relaxed),
+        );
+        frametap_control::NamespacesReport {
+            served: opened.saturating_sub(closed),
+            opened,
+            closed,
+            refused: self.refused.load(Ordering::Relaxed),
+        }
+    }
 }
 
 pub struct NetnsListeners {
@@ -71,7 +86,7 @@ pub struct NetnsListeners {
     served: Mutex<HashMap<u64, Served>>,
     /// Namespaces (inodes) that could not be served, with why.
     refused: Mutex<HashMap<u64, String>>,
-    pub stats: NetnsStats,
+    pub stats: Arc<NetnsStats>,
 }
 
 impl NetnsListeners {
@@ -81,6 +96,7 @@ impl NetnsListeners {
         workers: Vec<mpsc::UnboundedSender<Accepting>>,
         selection: Vec<PathBuf>,
         cgroup_mount: PathBuf,
+        stats: Arc<NetnsStats>,
     ) -> std::io::Result<Self> {
         Ok(Self {
             capture,
@@ -91,7 +107,7 @@ impl NetnsListeners {
             host_inode: netns::current_inode()?,
             served: Mutex::default(),
             refused: Mutex::default(),
-            stats: NetnsStats::default(),
+            stats,
         })
     }
 

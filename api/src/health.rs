@@ -10,8 +10,8 @@ use crate::agent_link::AgentLink;
 use crate::events::EventStats;
 use crate::follower::Follower;
 use crate::state::{
-    AgentHealth, EventsHealth, Health, HealthSource, HealthStatus, OutageHealth, RecordingHealth,
-    RecordingState, StoreHealth,
+    AgentHealth, EventsHealth, Health, HealthSource, HealthStatus, NamespacesHealth, OutageHealth,
+    RecordingHealth, RecordingState, StoreHealth,
 };
 
 pub struct ApiHealth {
@@ -39,6 +39,12 @@ impl HealthSource for ApiHealth {
             agent: AgentHealth {
                 up: agent_up,
                 pid: agent.as_ref().ok().map(|s| s.pid),
+                namespaces: agent.as_ref().ok().map(|s| NamespacesHealth {
+                    served: s.namespaces.served,
+                    opened: s.namespaces.opened,
+                    closed: s.namespaces.closed,
+                    refused: s.namespaces.refused,
+                }),
                 error: agent.err(),
             },
             store: StoreHealth {

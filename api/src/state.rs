@@ -216,6 +216,25 @@ pub struct AgentHealth {
     /// Why the agent is considered down.
     #[schema(required = true)]
     pub error: Option<String>,
+    /// The agent's listeners in other network namespaces (containers); `null` while
+    /// the agent is down.
+    #[schema(required = true)]
+    pub namespaces: Option<NamespacesHealth>,
+}
+
+/// Network namespaces other than the agent's (containers) that it captures in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespacesHealth {
+    /// Served now.
+    pub served: u64,
+    /// Since the agent started: listeners opened, and closed when no process was
+    /// left in their namespace.
+    pub opened: u64,
+    pub closed: u64,
+    /// Namespaces the agent could not serve (no loopback, gone); their connections
+    /// go direct. Each is logged once with the reason.
+    pub refused: u64,
 }
 
 /// The follower store part of [`Health`].

@@ -439,6 +439,7 @@ fn sample_health() -> Health {
         agent: AgentHealth {
             up: false,
             pid: None,
+            namespaces: None,
             error: Some("control socket /var/lib/frametap/agent.sock: connection refused".into()),
         },
         store: StoreHealth {
@@ -3269,7 +3270,7 @@ async fn health_reports_the_health_source() {
         json!({
             "status": "degraded",
             "version": "0.1.0",
-            "agent": {"up": false, "pid": null, "error": "control socket /var/lib/frametap/agent.sock: connection refused"},
+            "agent": {"up": false, "pid": null, "error": "control socket /var/lib/frametap/agent.sock: connection refused", "namespaces": null},
             "store": {"open": true, "lastCatchUpMsAgo": 3, "sequence": 42, "agentSequence": null, "sequenceLag": null, "error": null},
             "events": {"connected": false, "received": 7, "dropped": 3, "recordsReceived": 7,
                        "recordsDropped": 1, "eventsEmitted": 9, "deliveriesDropped": 2},

@@ -586,6 +586,24 @@ pub struct AgentStatus {
     /// Whether records are being stored (absent from older agents).
     #[serde(default)]
     pub recording: RecordingReport,
+    /// Its listeners in other network namespaces (absent from older agents).
+    #[serde(default)]
+    pub namespaces: NamespacesReport,
+}
+
+/// The agent's listeners in other network namespaces (containers), in
+/// [`AgentStatus`]. Counts since the agent started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespacesReport {
+    /// Namespaces served now.
+    pub served: u64,
+    /// Listeners opened and closed (a namespace served, then gone).
+    pub opened: u64,
+    pub closed: u64,
+    /// Namespaces that could not be served (no loopback, gone): their connections
+    /// went direct.
+    pub refused: u64,
 }
 
 /// Whether the agent's writes to its store succeed, in [`AgentStatus`].
@@ -909,6 +927,12 @@ mod tests {
                 frames: 40,
             }),
             Message::Reply(Reply::Status(AgentStatus {
+                namespaces: NamespacesReport {
+                    served: 1,
+                    opened: 3,
+                    closed: 2,
+                    refused: 1,
+                },
                 pid: 7,
                 version: "0.1.0".into(),
                 sequence: 99,

@@ -143,6 +143,11 @@ fn a_namespace_without_loopback_is_left_alone_and_its_connections_go_direct() {
         "logged once"
     );
     assert!(agent.connections().is_empty());
+    // Counted in the API's health.
+    let api = frametap_e2e::api::Api::start(agent.data_dir.path());
+    let health = api.wait_get("/api/health", |h| h["agent"]["up"] == true);
+    assert_eq!(health["agent"]["namespaces"]["refused"], 1, "{health}");
+    assert_eq!(health["agent"]["namespaces"]["served"], 0, "{health}");
 }
 
 const HOST: &str = "podman.frametap.test";
