@@ -109,6 +109,13 @@ pub unsafe fn enter_cgroup_raw(procs_path: &std::ffi::CStr) -> std::io::Result<(
     Ok(())
 }
 
+/// The ids of the processes running now, as /proc lists them.
+pub fn pids() -> std::io::Result<impl Iterator<Item = u32>> {
+    Ok(fs::read_dir("/proc")?
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok()))
+}
+
 /// The cgroup v2 path (relative to the mount) of a process, from /proc/PID/cgroup.
 pub fn cgroup_of(pid: u32) -> Option<String> {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;

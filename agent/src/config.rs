@@ -739,6 +739,24 @@ mod tests {
     }
 
     #[test]
+    fn containers_alone_capture_no_other_cgroup() {
+        let file: ServeOptions = toml::from_str(r#"container = ["web", "db", "web"]"#).unwrap();
+        let c = ServeConfig::resolve(ServeOptions::default(), file).unwrap();
+        assert_eq!(c.containers, vec!["db", "web"]);
+        assert!(c.cgroups.is_empty(), "{:?}", c.cgroups);
+        let both = ServeOptions {
+            container: Some(vec!["web".into()]),
+            cgroup: Some(vec!["svc".into()]),
+            ..ServeOptions::default()
+        };
+        let c = ServeConfig::resolve(both, ServeOptions::default()).unwrap();
+        assert_eq!(
+            (c.cgroups, c.containers),
+            (vec!["svc".to_string()], vec!["web".to_string()])
+        );
+    }
+
+    #[test]
     fn file_then_cli_precedence() {
         let file: ServeOptions = toml::from_str(
             r#"

@@ -89,6 +89,11 @@ impl ContainerSelection {
                 let dir = running.cgroup_dir(&self.mount);
                 match self.capture.attach(&dir) {
                     Ok(attachment) => {
+                        if let Some(name) = &running.name {
+                            self.namespaces
+                                .names()
+                                .remember(&running.id, Some(name.clone()));
+                        }
                         self.namespaces.select(dir.clone());
                         // Its namespace is served before its next connect.
                         let _ = self.namespaces.serve_pid(running.pid);

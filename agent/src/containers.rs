@@ -6,8 +6,9 @@
 //! whose cgroup path names a container id (see [`crate::origin`]); they are then
 //! known by id only.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
+    sync::Mutex,
 };
 
 use anyhow::bail;
@@ -54,14 +55,7 @@ pub fn running(socket: Option<&Path>) -> anyhow::Result<Vec<Running>> {
             .collect());
     }
     let mut by_id: BTreeMap<String, u32> = BTreeMap::new();
-    for entry in std::fs::read_dir("/proc")?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for pid in cgroup::pids()? {
         let Some(id) = cgroup::cgroup_of(pid).as_deref().and_then(container_id_in) else {
             continue;
         };
@@ -94,4 +88,46 @@ pub fn resolve(wanted: &str, socket: Option<&Path>) -> anyhow::Result<Option<Run
     Ok(running(None)?
         .into_iter()
         .find(|r| r.id.starts_with(&prefix)))
+}
+
+/// Container names by id, learnt from the runtime's API socket off the connection
+/// path (when a container's namespace is first served, or a `--container` name
+/// resolves) and read without blocking when a connection is accepted.
+#[derive(Default)]
+pub struct ContainerNames {
+    by_id: Mutex<HashMap<String, Option<String>>>,
+}
+
+/// Ids remembered at most; the oldest are not tracked, the map is just cleared.
+const NAMES_KEPT: usize = 4096;
+
+impl ContainerNames {
+    /// The name of container `id`, if known.
+    pub fn name_of(&self, id: &str) -> Option<String> {
+        self.lock().get(id).cloned().flatten()
+    }
+
+    /// Remember `name` for `id`.
+    pub fn remember(&self, id: &str, name: Option<String>) {
+        let mut map = self.lock();
+        if map.len() >= NAMES_KEPT {
+            map.clear();
+        }
+        map.insert(id.to_string(), name);
+    }
+
+    /// Ask the runtime (blocking) for the name of `id` unless asked before.
+    pub fn learn(&self, id: &str) {
+        if self.lock().contains_key(id) {
+            return;
+        }
+        let name = runtime_api::find_socket()
+            .and_then(|socket| runtime_api::inspect(&socket, id).ok().flatten())
+            .map(|i| i.name);
+        self.remember(id, name);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<String>>> {
+        self.by_id.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }

@@ -349,6 +349,7 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let fds = FdGuard::new(Arc::clone(&capture));
+    let names = Arc::new(frametap_agent::containers::ContainerNames::default());
     let ctx = Arc::new(ProxyContext::new(
         Arc::clone(&capture),
         Arc::clone(&fds),
@@ -363,6 +364,7 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             alpn: Default::default(),
             handshake_timeout: cfg.handshake_timeout,
             half_open_timeout: cfg.half_open_timeout,
+            names: Arc::clone(&names),
         },
         recorder.clone(),
     ));
@@ -378,6 +380,7 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         cgroup_dirs.clone(),
         mount.clone(),
         namespace_stats,
+        Arc::clone(&names),
     )?);
     let threads = worker_listeners
         .into_iter()

@@ -79,6 +79,8 @@ pub struct NetnsListeners {
     /// Port tried first in every namespace: the agent's own.
     port: u16,
     workers: Vec<mpsc::UnboundedSender<Accepting>>,
+    /// Names of the containers whose namespaces are served, for the records.
+    names: Arc<crate::containers::ContainerNames>,
     /// Captured cgroup directories (absolute), for the scan.
     selection: Mutex<Vec<PathBuf>>,
     cgroup_mount: PathBuf,
@@ -97,8 +99,10 @@ impl NetnsListeners {
         selection: Vec<PathBuf>,
         cgroup_mount: PathBuf,
         stats: Arc<NetnsStats>,
+        names: Arc<crate::containers::ContainerNames>,
     ) -> std::io::Result<Self> {
         Ok(Self {
+            names,
             capture,
             port,
             workers,
@@ -168,18 +172,11 @@ impl NetnsListeners {
     /// no process uses any more.
     pub fn scan(&self) {
         let mut live = HashSet::new();
-        let Ok(dir) = std::fs::read_dir("/proc") else {
+        let Ok(pids) = cgroup::pids() else {
             return;
         };
         let own = std::process::id();
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
+        for pid in pids {
             if pid == own {
                 continue;
             }
@@ -217,6 +214,11 @@ impl NetnsListeners {
         lock(&self.selection).iter().any(|s| dir.starts_with(s))
     }
 
+    /// The container names learnt so far.
+    pub fn names(&self) -> &crate::containers::ContainerNames {
+        &self.names
+    }
+
     /// One more captured cgroup directory (a container's) for the scan.
     pub fn select(&self, dir: PathBuf) {
         lock(&self.selection).push(dir);
@@ -246,6 +248,9 @@ impl NetnsListeners {
             .map(|c| c.trim().to_string())
             .unwrap_or_default();
         let cgroup = cgroup::cgroup_of(pid).unwrap_or_default();
+        if let Some(id) = crate::origin::container_id_in(&cgroup) {
+            self.names.learn(&id);
+        }
         match self.open(netns) {
             Ok((port, has_v6)) => {
                 self.stats.opened.fetch_add(1, Ordering::Relaxed);

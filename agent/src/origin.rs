@@ -6,7 +6,7 @@
 //! `libpod-<id>.scope` or `libpod_parent/libpod-<id>`, containerd
 //! `cri-containerd-<id>.scope`, CRI-O `crio-<id>.scope`; Kubernetes puts those
 //! under `kubepods.slice/...`. The id is 64 hexadecimal digits.
-use crate::cgroup;
+use crate::{cgroup, containers::ContainerNames};
 
 /// What the agent knows about a connection's origin.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -17,14 +17,20 @@ pub struct Origin {
     pub netns: Option<u64>,
     /// Container id, from the cgroup path.
     pub container_id: Option<String>,
+    /// Its name, when the runtime's API told it.
+    pub container_name: Option<String>,
 }
 
 impl Origin {
-    /// The origin of process `pid` (gone processes give what is left: `netns`).
-    pub fn of(pid: u32, netns: Option<u64>) -> Self {
+    /// The origin of process `pid` (gone processes give what is left: `netns`);
+    /// container names come from `names` (never asked for here: this runs as
+    /// connections are accepted).
+    pub fn of(pid: u32, netns: Option<u64>, names: &ContainerNames) -> Self {
         let cgroup = cgroup::cgroup_of(pid);
+        let container_id = cgroup.as_deref().and_then(container_id_in);
         Self {
-            container_id: cgroup.as_deref().and_then(container_id_in),
+            container_name: container_id.as_deref().and_then(|id| names.name_of(id)),
+            container_id,
             cgroup,
             netns: netns.or_else(|| crate::netns::inode_of(pid).ok()),
         }
@@ -39,6 +45,7 @@ impl Origin {
             cgroup: self.cgroup.clone(),
             netns: self.netns,
             container_id: self.container_id.clone(),
+            container_name: self.container_name.clone(),
             ..frametap_store::TrafficEntry::default()
         }
     }

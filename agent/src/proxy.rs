@@ -53,6 +53,8 @@ pub struct InterceptSettings {
     pub handshake_timeout: Duration,
     /// How long one side may stay silent after the other closed its half.
     pub half_open_timeout: Option<Duration>,
+    /// Container names, for the records.
+    pub names: Arc<crate::containers::ContainerNames>,
 }
 
 /// What every connection task shares.
@@ -235,7 +237,11 @@ async fn accept_one(
         return;
     };
     let _ = client.set_nodelay(true);
-    let origin = Origin::of(original.tgid, netns.as_ref().map(|n| n.inode));
+    let origin = Origin::of(
+        original.tgid,
+        netns.as_ref().map(|n| n.inode),
+        &ctx.intercept.names,
+    );
     let info = ConnectionInfo {
         id,
         client_addr,
@@ -313,6 +319,7 @@ fn log_closed(info: &ConnectionInfo, out: &intercept::Outcome) {
                 comm = info.original.comm(),
                 cgroup = info.origin.cgroup.as_deref(),
                 container = info.origin.container_id.as_deref(),
+                container_name = info.origin.container_name.as_deref(),
                 netns = info.origin.netns,
                 client = %info.client_addr,
                 original_dst = %info.destination(),

@@ -162,7 +162,7 @@ fn filter_schemas() -> Vec<(&'static str, Value)> {
         ),
         (
             "container",
-            text("Comma-separated container ids or id prefixes, case-insensitive"),
+            text("Comma-separated container names or ids or id prefixes, case-insensitive"),
         ),
         ("status", schema(StatusesParam::schema())),
         (

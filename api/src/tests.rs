@@ -1488,6 +1488,7 @@ async fn traffic_entry_view_and_404() {
             "cgroup": null,
             "netns": null,
             "containerId": null,
+            "containerName": null,
             "sni": "chat.example.com",
             "notIntercepted": null,
             "alpnOffered": [],

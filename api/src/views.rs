@@ -431,6 +431,10 @@ pub struct TrafficEntry {
     #[serde(default)]
     #[schema(required = true)]
     pub container_id: Option<String>,
+    /// The container's name, when the runtime's API socket told the agent.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub container_name: Option<String>,
     /// TLS server name indication sent by the client.
     #[schema(required = true)]
     pub sni: Option<String>,
@@ -499,6 +503,7 @@ pub fn traffic_json(entry: &frametap_store::TrafficEntry) -> TrafficEntry {
         cgroup: entry.cgroup.clone(),
         netns: entry.netns,
         container_id: entry.container_id.clone(),
+        container_name: entry.container_name.clone(),
         sni: entry.sni.clone(),
         not_intercepted: entry.not_intercepted.clone(),
         alpn_offered: entry.alpn_offered.clone(),

@@ -47,8 +47,9 @@ pub struct TrafficFilter {
     /// The client process name is one of these (compared without regard to case).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub processes: Option<Vec<String>>,
-    /// The client's container id starts with one of these (lower-cased); entries
-    /// from outside containers never match.
+    /// The client's container id starts with one of these (lower-cased), or its
+    /// name is one of them (ignoring case); entries from outside containers never
+    /// match.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub containers: Option<Vec<String>>,
     /// The response status matches one of these; entries without a response never
@@ -94,9 +95,13 @@ impl TrafficFilter {
         }
         if let Some(containers) = &self.containers
             && !entry.container_id.as_deref().is_some_and(|id| {
-                containers
-                    .iter()
-                    .any(|prefix| id.to_ascii_lowercase().starts_with(prefix.as_str()))
+                containers.iter().any(|wanted| {
+                    id.to_ascii_lowercase().starts_with(wanted.as_str())
+                        || entry
+                            .container_name
+                            .as_deref()
+                            .is_some_and(|name| name.eq_ignore_ascii_case(wanted))
+                })
             })
         {
             return false;
@@ -188,6 +193,9 @@ mod tests {
         assert!(by(&["ab12"]).matches(&e));
         assert!(by(&["x", "ab12cd34"]).matches(&e));
         assert!(!by(&["cd34"]).matches(&e));
+        e.container_name = Some("Web".into());
+        assert!(by(&["web"]).matches(&e));
+        assert!(!by(&["we"]).matches(&e), "names match whole");
     }
 
     #[test]

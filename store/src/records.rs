@@ -41,6 +41,9 @@ pub struct TrafficEntry {
     /// The id of the client's container, as its cgroup path names it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
+    /// The container's name, when its runtime's API socket told it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
     pub sni: Option<String>,
     /// Why the connection was relayed untouched instead of intercepted (e.g.
     /// `"server selected h2"`); `None` for intercepted traffic.

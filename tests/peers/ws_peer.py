@@ -80,9 +80,11 @@ async def run_client(args):
         scheme = "wss"
     host, port = args.connect.rsplit(":", 1)
     sock = socket.create_connection((host.strip("[]"), int(port)))
-    # What the application sees as its peer (the original destination, captured or not).
-    peer_host, peer_port = sock.getpeername()[:2]
-    sys.stdout.write(json.dumps({"peer": f"{peer_host}:{peer_port}"}) + "\n")
+    if args.print_peer:
+        # What the application sees as its peer (the original destination, captured
+        # or not), as the first line.
+        peer_host, peer_port = sock.getpeername()[:2]
+        sys.stdout.write(json.dumps({"peer": f"{peer_host}:{peer_port}"}) + "\n")
     uri = f"{scheme}://{args.host}:{port}{args.path}"
     kwargs = dict(sock=sock, ssl=ctx, max_size=None, ping_interval=None,
                   compression=None if args.no_deflate else "deflate")
@@ -197,6 +199,8 @@ def main():
     c.add_argument("--cafile")
     c.add_argument("--no-deflate", action="store_true")
     c.add_argument("--script", required=True)
+    c.add_argument("--print-peer", action="store_true",
+                   help="print the connected socket's getpeername() first")
     args = p.parse_args()
     asyncio.run(run_server(args) if args.mode == "server" else run_client(args))
 

@@ -45,6 +45,23 @@ impl Netns {
         Self { name, file }
     }
 
+    /// A command inside this namespace and, when given, inside `cgroup`.
+    pub fn command_in(
+        &self,
+        cgroup: Option<&crate::TestCgroup>,
+        program: impl AsRef<std::ffi::OsStr>,
+    ) -> Command {
+        let mut cmd = Command::new(program);
+        place(
+            &mut cmd,
+            Placement {
+                netns: Some(&self.file),
+                cgroup_procs: cgroup.map(|c| c.procs_path()),
+            },
+        );
+        cmd
+    }
+
     /// A command that runs inside this namespace.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new(program);
@@ -130,15 +147,7 @@ impl Lab {
         cgroup: Option<&crate::TestCgroup>,
         program: impl AsRef<std::ffi::OsStr>,
     ) -> Command {
-        let mut cmd = Command::new(program);
-        place(
-            &mut cmd,
-            Placement {
-                netns: Some(&self.client.file),
-                cgroup_procs: cgroup.map(|c| c.procs_path()),
-            },
-        );
-        cmd
+        self.client.command_in(cgroup, program)
     }
 }
 
@@ -156,15 +165,7 @@ impl Namespaced {
         cgroup: Option<&crate::TestCgroup>,
         program: impl AsRef<std::ffi::OsStr>,
     ) -> Command {
-        let mut cmd = Command::new(program);
-        place(
-            &mut cmd,
-            Placement {
-                netns: Some(&self.netns.file),
-                cgroup_procs: cgroup.map(|c| c.procs_path()),
-            },
-        );
-        cmd
+        self.netns.command_in(cgroup, program)
     }
 }
 

@@ -55,9 +55,17 @@ impl Server {
 /// One request/response with `ft-probe connect` from the client namespace,
 /// inside `cgroup` (captured) or not.
 pub fn probe(lab: &Lab, cgroup: Option<&TestCgroup>, addr: &str, send: &str) -> Value {
+    probe_from(
+        lab.client_command(cgroup, workspace_bin("ft-probe")),
+        addr,
+        send,
+    )
+}
+
+/// [`probe`] with `ft-probe` started as `cmd` (placed in some namespace and cgroup).
+pub fn probe_from(mut cmd: std::process::Command, addr: &str, send: &str) -> Value {
     let payload = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(payload.path(), send).expect("write payload");
-    let mut cmd = lab.client_command(cgroup, workspace_bin("ft-probe"));
     cmd.args(["connect", addr, "--send-file"])
         .arg(payload.path())
         .stdout(Stdio::piped())

@@ -13,17 +13,7 @@ use serde_json::Value;
 
 /// `ft-probe connect` from inside `ns` (in `cgroup` when given): its JSON report.
 fn probe_in(ns: &Namespaced, cgroup: Option<&TestCgroup>, addr: &str, send: &str) -> Value {
-    let mut cmd = ns.command(cgroup, workspace_bin("ft-probe"));
-    cmd.args(["connect", addr, "--send", send])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let out = Spawned::spawn("ft-probe connect", cmd).output();
-    assert!(
-        out.status.success(),
-        "ft-probe connect failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("probe prints JSON")
+    frametap_e2e::peers::probe_from(ns.command(cgroup, workspace_bin("ft-probe")), addr, send)
 }
 
 /// The agent's log lines with this message.
@@ -207,6 +197,7 @@ fn a_podman_container_selected_by_its_cgroup_is_captured_frame_by_frame() {
         HOST,
         "--cafile",
         &agent_ca.display().to_string(),
+        "--print-peer",
         "--script",
         &Value::Array(script).to_string(),
     ]);
@@ -332,6 +323,11 @@ fn a_container_selected_by_name_is_captured_when_it_starts_and_restarts() {
         converse(&container, &format!("round {round}"));
         let c = &agent.wait_connections(round)[round - 1];
         assert_eq!(c["container"], container.id.as_str(), "{c}");
+        assert_eq!(
+            c["container_name"],
+            name.as_str(),
+            "named by the runtime: {c}"
+        );
         if round == 1 {
             let list = std::process::Command::new(workspace_bin("frametap-agent"))
                 .arg("containers")

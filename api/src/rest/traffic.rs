@@ -189,7 +189,7 @@ fn status_match(item: &str) -> Result<StatusMatch, ApiError> {
         ("protocol" = Option<ProtocolsParam>, Query, description = "Comma-separated protocols among http, https, ws, wss (HTTP exchanges) and tls, tcp (connections relayed untouched), case-insensitive"),
         ("pid" = Option<PidsParam>, Query, description = "Comma-separated process ids of the client, e.g. 4242,4243"),
         ("process" = Option<String>, Query, description = "Comma-separated process names of the client, case-insensitive, e.g. curl,python3"),
-        ("container" = Option<String>, Query, description = "Comma-separated container ids or id prefixes (the 12-digit short id works), case-insensitive; entries from outside containers never match"),
+        ("container" = Option<String>, Query, description = "Comma-separated container names or ids or id prefixes (the 12-digit short id works), case-insensitive; entries from outside containers never match"),
         ("status" = Option<StatusesParam>, Query, description = "Comma-separated response statuses: codes (404) or classes (4xx); entries without a response never match"),
         ("error" = Option<bool>, Query, description = "`true`: only entries that failed (they have an `error`); `false`: only those that did not"),
         ("errorContains" = Option<String>, Query, description = "Case-insensitive substring of the entry's `error`"),
