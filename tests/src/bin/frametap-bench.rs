@@ -439,18 +439,19 @@ fn container_section(
     let host50 = percentile(&mut from_host.captured, 0.5);
     let host_direct50 = percentile(&mut from_host.direct, 0.5);
     Ok(format!(
-        "## Containers: connect latency from another network namespace
-
-         An application namespace of its own, routed through the agent's (as a container's          is), with a process of the captured cgroup in it. Same run, rounds alternating.
-
-         | measure | direct | through frametap | frametap vs direct |
-         |---|---|---|---|
-         | connect + 1-byte round trip from the container's namespace, median ({n} conns) | {d50:.0} µs | {c50:.0} µs | +{a50:.0} µs |
-         | the same from the agent's own namespace, median ({h} conns) | {host_direct50:.0} µs | {host50:.0} µs | +{ah:.0} µs |
-         | from the container's first process to its namespace served (a /proc scan every second) | | {to_served:.0} ms | |
-
-         The agent's listener and its upstream socket for a container live in the container's          namespace, so a captured connection takes the same path as from the host; the direct          path from the container crosses one more veth and the host's forwarding.
-",
+        "## Containers: connect latency from another network namespace\n\n\
+         An application namespace of its own, routed through the agent's (as a \
+         container's is), with a process of the captured cgroup in it. Same run, rounds \
+         alternating.\n\n\
+         | measure | direct | through frametap | frametap vs direct |\n\
+         |---|---|---|---|\n\
+         | connect + 1-byte round trip from the container's namespace, median ({n} conns) | {d50:.0} µs | {c50:.0} µs | +{a50:.0} µs |\n\
+         | the same from the agent's own namespace, median ({h} conns) | {host_direct50:.0} µs | {host50:.0} µs | +{ah:.0} µs |\n\
+         | from the container's first process to its namespace served (a /proc scan every second) | | {to_served:.0} ms | |\n\n\
+         The agent's listener and its upstream socket for a container live in the \
+         container's namespace, so a captured connection takes the same path as from the \
+         host; the direct path from the container crosses one more veth and the host's \
+         forwarding.\n",
         n = from_ns.direct.len(),
         a50 = c50 - d50,
         h = from_host.direct.len(),
