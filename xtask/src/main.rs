@@ -10,6 +10,9 @@
 //! * `soak [-- ARGS]`: setup, build (release), mixed load through the agent with
 //!   faults injected in turn, then check that nothing a peer received is missing from
 //!   the store; writes RELIABILITY.md (`-- --minutes 60` for the hour-long run).
+//! * `churn [-- --containers N]`: setup, build (release), then N real Podman
+//!   containers (200 by default) started and stopped under one agent; fails if its
+//!   threads or descriptors do not come back.
 //! * `contract [--minutes N]`: setup, build (release), then the API contract test
 //!   (Schemathesis against a real agent and recording, see tests/tests/api.rs) with a
 //!   time budget of N minutes (default 10) instead of its bounded test-suite run.
@@ -29,12 +32,14 @@ pub const DEFAULT_TARGET_DIR: &str = "/var/tmp/frametap/target";
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: cargo xtask <setup|run|test|bench|soak|contract>\n\
+        "usage: cargo xtask <setup|run|test|bench|soak|churn|contract>\n\
          \n  setup            install toolchains and tools (idempotent)\
          \n  run [-- ARGS]    build, start the API and the agent (ARGS go to `frametap-agent serve`)\
          \n  test             fmt, clippy and every test\
          \n  bench            side-by-side benchmarks, results in BENCHMARKS.md\
          \n  soak [-- ARGS]   load with faults injected, results in RELIABILITY.md\
+         \n  churn [-- --containers N]\
+         \n                   Podman containers started and stopped under one agent\
          \n  contract [--minutes N]\
          \n                   fuzz the API from its OpenAPI document for N minutes (default 10)"
     );
@@ -53,6 +58,7 @@ fn main() -> ExitCode {
         "test" => test(),
         "bench" => bench(rest),
         "soak" => soak(rest),
+        "churn" => churn(rest),
         "contract" => match contract_minutes(rest) {
             Ok(minutes) => contract(minutes),
             Err(e) => {
@@ -304,6 +310,20 @@ fn soak(rest: &[String]) -> Result {
     cmd.arg("--write")
         .arg(workspace_root().join("RELIABILITY.md"))
         .args(rest.iter().skip_while(|a| a.as_str() == "--"));
+    status(cmd)
+}
+
+fn churn(rest: &[String]) -> Result {
+    setup::run()?;
+    if !is_root() {
+        return Err(
+            "the churn run attaches eBPF programs and starts containers: run as root".into(),
+        );
+    }
+    step("cargo build --release");
+    status(cargo(&["build", "--release"]))?;
+    let mut cmd = Command::new(target_dir().join("release/frametap-churn"));
+    cmd.args(rest.iter().skip_while(|a| a.as_str() == "--"));
     status(cmd)
 }
 
