@@ -262,11 +262,6 @@ impl Capture {
         let _ = lock(&self.netns_announced).remove(&netns);
     }
 
-    /// Namespaces with a listener, as the eBPF map has them.
-    pub fn netns_listener_count(&self) -> usize {
-        lock(&self.netns_listeners).keys().count()
-    }
-
     /// The ring of namespaces announced by the connect hooks (once: the first
     /// caller gets it).
     pub fn take_netns_seen(&self) -> Option<RingBuf<MapData>> {

@@ -20,7 +20,7 @@ use frametap_agent::{
     hint,
     intercept::Passthrough,
     live::LiveConnections,
-    netns::bind_listener,
+    netns::{bind_listener, ensure_free},
     netns_listeners::{Accepting, NetnsListeners, NetnsStats},
     preflight,
     proxy::{self, InterceptSettings, ProxyContext},
@@ -150,28 +150,9 @@ fn main() {
     }
 }
 
-/// Bind one of the workers' listeners: SO_REUSEPORT lets every worker have its
-/// own socket on the same address, and the kernel spreads connections over them.
-fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    bind_listener(None, addr)
-}
-
-/// SO_REUSEPORT would let a second agent share our port silently: make sure
-/// nobody holds it first, with a plain bind.
-fn ensure_free(addr: SocketAddr) -> std::io::Result<()> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        None,
-    )?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.bind(&addr.into())
-}
-
-/// Per worker: its IPv4 listener and, when IPv6 loopback exists, its IPv6 one.
+/// Per worker: its IPv4 listener and, when IPv6 loopback exists, its IPv6 one
+/// (SO_REUSEPORT: every worker has its own socket on the same address, and the
+/// kernel spreads connections over them).
 fn bind_workers(
     listen: std::net::SocketAddrV4,
     workers: usize,
@@ -180,9 +161,9 @@ fn bind_workers(
     let in_use = |addr: SocketAddr| {
         format!("cannot listen on {addr}: is another frametap-agent running? Pick another --listen")
     };
-    ensure_free(v4_addr).with_context(|| in_use(v4_addr))?;
+    ensure_free(None, v4_addr).with_context(|| in_use(v4_addr))?;
     let v6_addr = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::LOCALHOST, listen.port(), 0, 0));
-    let ipv6 = match ensure_free(v6_addr) {
+    let ipv6 = match ensure_free(None, v6_addr) {
         Ok(()) => true,
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
             return Err(e).with_context(|| in_use(v6_addr));
@@ -194,9 +175,9 @@ fn bind_workers(
     };
     (0..workers)
         .map(|_| {
-            let mut set = vec![bind(v4_addr).with_context(|| in_use(v4_addr))?];
+            let mut set = vec![bind_listener(None, v4_addr).with_context(|| in_use(v4_addr))?];
             if ipv6 {
-                set.push(bind(v6_addr).with_context(|| in_use(v6_addr))?);
+                set.push(bind_listener(None, v6_addr).with_context(|| in_use(v6_addr))?);
             }
             Ok(set)
         })

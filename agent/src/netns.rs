@@ -97,6 +97,21 @@ fn new_socket(addr: SocketAddr) -> io::Result<socket2::Socket> {
     Ok(socket)
 }
 
+/// Whether a plain bind (no SO_REUSEPORT, which would share the port silently with
+/// whoever listens there) of `addr` succeeds, in `netns` (or this thread's own):
+/// `AddrInUse` when someone holds it.
+pub fn ensure_free(netns: Option<&Netns>, addr: SocketAddr) -> io::Result<()> {
+    let socket = match netns {
+        Some(n) => n.socket_for(addr)?,
+        None => new_socket(addr)?,
+    };
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())
+}
+
 /// A listening socket on `addr`, in `netns` (or this thread's own), shared with
 /// the other workers' listeners (SO_REUSEPORT).
 pub fn bind_listener(netns: Option<&Netns>, addr: SocketAddr) -> io::Result<std::net::TcpListener> {

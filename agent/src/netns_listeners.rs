@@ -115,11 +115,6 @@ impl NetnsListeners {
         })
     }
 
-    /// Namespaces served now.
-    pub fn served(&self) -> usize {
-        lock(&self.served).len()
-    }
-
     /// Until `stop` turns true: answer the connect hooks' announcements and scan.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut ring = match self.capture.take_netns_seen() {
@@ -286,9 +281,9 @@ impl NetnsListeners {
         let v4 = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         // SO_REUSEPORT would share a port someone already listens on there (another
         // agent, or the application): take it only when a plain bind can.
-        let wanted = match port_is_free(&netns, v4(self.port)) {
-            Ok(true) => self.port,
-            Ok(false) => 0,
+        let wanted = match netns::ensure_free(Some(&netns), v4(self.port)) {
+            Ok(()) => self.port,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => 0,
             Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
                 return Err("it has no loopback address (is lo down?)".into());
             }
@@ -356,16 +351,6 @@ impl NetnsListeners {
         for inode in all {
             self.close(inode, "the agent is stopping");
         }
-    }
-}
-
-/// Whether nobody listens on `addr` in the namespace (a plain bind succeeds).
-fn port_is_free(netns: &Netns, addr: SocketAddr) -> std::io::Result<bool> {
-    let socket = netns.socket_for(addr)?;
-    match socket.bind(&addr.into()) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Ok(false),
-        Err(e) => Err(e),
     }
 }
 

@@ -298,6 +298,42 @@ fn pass_fin(from: &TcpStream, to: &TcpStream) -> PumpEnd {
     }
 }
 
+/// The half-open timeout's clock: once one direction of a connection has ended,
+/// ready when the other has moved no bytes for `limit`; bytes moving restart it.
+pub struct SilenceTimer {
+    limit: Duration,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// The open direction's byte count when the clock last started.
+    seen: u64,
+}
+
+impl SilenceTimer {
+    /// Starts the clock; `moved`: the open direction's bytes so far.
+    pub fn new(limit: Duration, moved: u64) -> Self {
+        Self {
+            limit,
+            sleep: Box::pin(tokio::time::sleep(limit)),
+            seen: moved,
+        }
+    }
+
+    /// Ready once `moved` (the open direction's bytes so far) has stayed the same
+    /// for the whole limit.
+    pub fn poll_silent(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        moved: u64,
+    ) -> std::task::Poll<()> {
+        if moved != self.seen {
+            self.seen = moved;
+            self.sleep
+                .as_mut()
+                .reset(tokio::time::Instant::now() + self.limit);
+        }
+        self.sleep.as_mut().poll(cx)
+    }
+}
+
 /// Relay until both directions have ended (or one side resets). Once one direction
 /// has ended, the other may stay silent for at most `half_open` (if given).
 pub async fn relay(
@@ -315,9 +351,7 @@ pub async fn relay(
     tokio::pin!(upstream, downstream);
 
     let (mut up_done, mut down_done) = (false, false);
-    // While half-open: the open direction's byte count at the last look.
-    let mut idle_check = std::pin::pin!(tokio::time::sleep(Duration::MAX));
-    let mut seen = None;
+    let mut silence: Option<SilenceTimer> = None;
     let end = loop {
         tokio::select! {
             r = &mut upstream, if !up_done => match r {
@@ -330,27 +364,18 @@ pub async fn relay(
                 PumpEnd::ReaderFailed => break RelayEnd::ServerReset,
                 PumpEnd::WriterFailed => break RelayEnd::ClientReset,
             },
-            () = &mut idle_check, if seen.is_some() => {
+            () = std::future::poll_fn(|cx| {
                 let open = if up_done { &down } else { &up };
-                let now = open.load(Ordering::Relaxed);
-                if seen == Some(now) {
-                    break RelayEnd::HalfOpenTimeout;
-                }
-                seen = Some(now);
-                if let Some(limit) = half_open {
-                    idle_check.as_mut().reset(tokio::time::Instant::now() + limit);
-                }
-            },
+                let timer = silence.as_mut().expect("checked");
+                timer.poll_silent(cx, open.load(Ordering::Relaxed))
+            }), if silence.is_some() => break RelayEnd::HalfOpenTimeout,
         }
         if up_done && down_done {
             break RelayEnd::Closed;
         }
-        if let (Some(limit), None, true) = (half_open, seen, up_done || down_done) {
+        if let (Some(limit), None, true) = (half_open, &silence, up_done || down_done) {
             let open = if up_done { &down } else { &up };
-            seen = Some(open.load(Ordering::Relaxed));
-            idle_check
-                .as_mut()
-                .reset(tokio::time::Instant::now() + limit);
+            silence = Some(SilenceTimer::new(limit, open.load(Ordering::Relaxed)));
         }
     };
     // Leaving drops both pumps and so closes both sockets (with RST where set).

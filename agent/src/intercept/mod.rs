@@ -278,9 +278,8 @@ where
     };
     // Present once the connection is a WebSocket: messages the API sends into it.
     let mut injections: Option<(Registration, tokio::sync::mpsc::Receiver<Injection>)> = None;
-    // Once one direction has ended: a timer, and the open direction's bytes when
-    // it was last set.
-    let mut half_open: Option<(Pin<Box<tokio::time::Sleep>>, u64)> = None;
+    // Once one direction has ended: the half-open timeout's clock.
+    let mut half_open: Option<relay::SilenceTimer> = None;
     let ending = std::future::poll_fn(|cx| {
         if let Some((_, queue)) = injections.as_mut() {
             while let Poll::Ready(Some(injection)) = queue.poll_recv(cx) {
@@ -355,7 +354,7 @@ where
 /// The other direction has ended: ready with the ending once `open` has moved no
 /// bytes for the half-open timeout (never, without one).
 fn silent_too_long(
-    timer: &mut Option<(Pin<Box<tokio::time::Sleep>>, u64)>,
+    timer: &mut Option<relay::SilenceTimer>,
     open: &Direction,
     ctx: &ProxyContext,
     cx: &mut Context<'_>,
@@ -363,16 +362,10 @@ fn silent_too_long(
     let Some(limit) = ctx.intercept.half_open_timeout else {
         return Poll::Pending;
     };
-    let (sleep, seen) =
-        timer.get_or_insert_with(|| (Box::pin(tokio::time::sleep(limit)), open.moved));
-    if *seen != open.moved {
-        *seen = open.moved;
-        sleep.as_mut().reset(tokio::time::Instant::now() + limit);
-    }
-    match sleep.as_mut().poll(cx) {
-        Poll::Ready(()) => Poll::Ready(Ending::HalfOpen(open.side)),
-        Poll::Pending => Poll::Pending,
-    }
+    timer
+        .get_or_insert_with(|| relay::SilenceTimer::new(limit, open.moved))
+        .poll_silent(cx, open.moved)
+        .map(|()| Ending::HalfOpen(open.side))
 }
 
 fn lock(state: &Mutex<SessionState>) -> std::sync::MutexGuard<'_, SessionState> {
