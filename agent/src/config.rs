@@ -527,7 +527,7 @@ impl ServeConfig {
             .collect();
 
         let rules = cli.rules.or(file.rules).unwrap_or_default();
-        crate::rules::RuleBook::new(rules.clone()).map_err(anyhow::Error::msg)?;
+        frametap_session::rules::RuleBook::new(rules.clone()).map_err(anyhow::Error::msg)?;
         Ok(Self {
             cgroups,
             containers,

@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::bail;
 
-use crate::{cgroup, netns, origin::container_id_in, runtime_api};
+use crate::{cgroup, container_id::container_id_in, netns, runtime_api};
 
 /// A running container.
 #[derive(Debug, Clone, PartialEq, Eq)]

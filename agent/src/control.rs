@@ -21,7 +21,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, info, warn};
 
-use crate::{intercept::session::Side, live::LiveConnections, recorder::Recorder, rules::RuleBook};
+use frametap_session::rules::RuleBook;
+
+use crate::{live::LiveConnections, recorder::Recorder};
 
 /// A client has this long to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -270,11 +272,9 @@ async fn send(
     let content = BASE64
         .decode(payload)
         .map_err(|e| (Refusal::BadRequest, format!("payload is not base64: {e}")))?;
-    let to = match direction {
-        InjectDirection::ToClient => Side::Client,
-        InjectDirection::ToServer => Side::Server,
-    };
-    ctx.live.inject(id, to, content, is_binary).await
+    ctx.live
+        .inject(id, direction.receiver(), content, is_binary)
+        .await
 }
 
 fn status(ctx: &ControlContext) -> AgentStatus {

@@ -282,25 +282,8 @@ mod tests {
 
     fn frame(seq: u64) -> Record {
         Record::Frame(FrameRecord {
-            traffic: TrafficId(1),
-            seq,
             timestamp_ms: seq,
-            from_client: seq.is_multiple_of(2),
-            opcode: 1,
-            fin: true,
-            rsv: 0,
-            masked: false,
-            compressed: false,
-            wire_len: 0,
-            payload_len: 0,
-            truncated: false,
-            payload: Vec::new(),
-            close_code: None,
-            close_reason: None,
-            injected: false,
-            dropped: false,
-            binary_message: false,
-            modified: false,
+            ..frametap_model::testing::frame(TrafficId(1), seq, seq.is_multiple_of(2), b"")
         })
     }
 

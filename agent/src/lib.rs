@@ -8,14 +8,18 @@
 //! * [`capture`]: the eBPF side: load, configure, attach, original-destination lookups.
 //! * [`containers`]: running containers (id, name, cgroup, namespace), by the
 //!   runtime's API ([`runtime_api`]) or the cgroup tree.
+//! * [`container_id`]: which container a cgroup path names.
 //! * [`container_selection`]: keeps `--container` names attached as they come and go.
 //! * [`netns`]: entering another network namespace to create a socket there.
 //! * [`netns_listeners`]: the agent's listeners inside containers' namespaces:
 //!   found, opened and closed while running.
 //! * [`origin`]: a connection's cgroup, network namespace and container.
+//! * [`context`]: what a connection task works with: settings, shared state, the
+//!   accepted connection's facts, the upstream connect.
 //! * [`proxy`]: the accept loop and the life of one redirected connection.
-//! * [`intercept`]: sniff the first bytes; TLS interception, HTTP/1.1 and WebSocket
-//!   recording (the protocol logic itself is sans-IO, in `frametap-proto`).
+//! * [`intercept`]: sniff the first bytes; TLS interception, and the async glue that
+//!   feeds an intercepted connection's bytes to its session (the sans-IO session
+//!   layer is `frametap-session`, the protocol parsers `frametap-proto`).
 //! * [`tls`]: the CA, leaf certificates, rustls configurations of both legs.
 //! * [`recorder`]: hands records to the store's writer (group commit, WAL).
 //! * [`events`]: the live stream of persisted records, fanned out to subscribers.
@@ -28,8 +32,10 @@ pub mod attached;
 pub mod capture;
 pub mod cgroup;
 pub mod config;
+pub mod container_id;
 pub mod container_selection;
 pub mod containers;
+pub mod context;
 pub mod control;
 pub mod events;
 pub mod exec;
@@ -44,6 +50,5 @@ pub mod preflight;
 pub mod proxy;
 pub mod recorder;
 pub mod relay;
-pub mod rules;
 pub mod runtime_api;
 pub mod tls;

@@ -10,14 +10,14 @@ use frametap_control::Refusal;
 use frametap_store::TrafficId;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::intercept::session::Side;
+use frametap_session::Peer;
 
 /// Injections waiting for one connection's relay to take them.
 const QUEUE: usize = 64;
 
 /// A message to send into a live connection, and where to say how it went.
 pub struct Injection {
-    pub to: Side,
+    pub to: Peer,
     pub content: Vec<u8>,
     pub is_binary: bool,
     /// The injected frame's sequence number, or why it was refused.
@@ -65,7 +65,7 @@ impl LiveConnections {
     pub async fn inject(
         &self,
         traffic: TrafficId,
-        to: Side,
+        to: Peer,
         content: Vec<u8>,
         is_binary: bool,
     ) -> Result<u64, (Refusal, String)> {

@@ -14,6 +14,7 @@ use frametap_agent::{
     cgroup,
     config::{self, LogFormat, ServeConfig, ServeOptions},
     container_selection::ContainerSelection,
+    context::{InterceptSettings, ProxyContext},
     control::{ControlContext, ControlSocket},
     exec,
     fd_budget::{self, FdGuard},
@@ -22,12 +23,11 @@ use frametap_agent::{
     live::LiveConnections,
     netns::{bind_listener, ensure_free},
     netns_listeners::{Accepting, NetnsListeners, NetnsStats},
-    preflight,
-    proxy::{self, InterceptSettings, ProxyContext},
+    preflight, proxy,
     recorder::Recorder,
-    rules::RuleBook,
     tls::{self, CertificateAuthority, LeafMinter, TlsContext, UpstreamTrust},
 };
+use frametap_session::rules::RuleBook;
 use frametap_store::{Store, StoreOptions, Writer, data_dir};
 
 /// The RocksDB store, inside the data dir (the API opens it as a secondary).
@@ -338,9 +338,13 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         InterceptSettings {
             tls,
             passthrough,
-            payload_cap: usize::try_from(cfg.max_frame_payload).unwrap_or(usize::MAX),
-            body_cap: cfg.max_body_size,
-            rules,
+            session: frametap_session::Settings {
+                ids: Arc::clone(&recorder.ids),
+                payload_cap: usize::try_from(cfg.max_frame_payload).unwrap_or(usize::MAX),
+                body_cap: cfg.max_body_size,
+                rules,
+                mask_keys: frametap_agent::intercept::random_mask_key,
+            },
             live,
             alpn: Default::default(),
             handshake_timeout: cfg.handshake_timeout,

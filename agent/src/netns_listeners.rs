@@ -243,7 +243,7 @@ impl NetnsListeners {
             .map(|c| c.trim().to_string())
             .unwrap_or_default();
         let cgroup = cgroup::cgroup_of(pid).unwrap_or_default();
-        if let Some(id) = crate::origin::container_id_in(&cgroup) {
+        if let Some(id) = crate::container_id::container_id_in(&cgroup) {
             self.names.learn(&id);
         }
         match self.open(netns) {

@@ -1,117 +1,19 @@
 //! Where a captured connection came from beyond its process: the process's cgroup,
 //! its network namespace, and the container that cgroup belongs to.
-//!
-//! Container runtimes name a container's cgroup after its id, each in its own way:
-//! Docker `docker-<id>.scope` (systemd) or `docker/<id>` (cgroupfs), Podman
-//! `libpod-<id>.scope` or `libpod_parent/libpod-<id>`, containerd
-//! `cri-containerd-<id>.scope`, CRI-O `crio-<id>.scope`; Kubernetes puts those
-//! under `kubepods.slice/...`. The id is 64 hexadecimal digits.
-use crate::{cgroup, containers::ContainerNames};
+pub use frametap_store::Origin;
 
-/// What the agent knows about a connection's origin.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Origin {
-    /// cgroup v2 path of the process, relative to the mount.
-    pub cgroup: Option<String>,
-    /// Inode of the process's network namespace.
-    pub netns: Option<u64>,
-    /// Container id, from the cgroup path.
-    pub container_id: Option<String>,
-    /// Its name, when the runtime's API told it.
-    pub container_name: Option<String>,
-}
+use crate::{cgroup, container_id::container_id_in, containers::ContainerNames};
 
-impl Origin {
-    /// The origin of process `pid` (gone processes give what is left: `netns`);
-    /// container names come from `names` (never asked for here: this runs as
-    /// connections are accepted).
-    pub fn of(pid: u32, netns: Option<u64>, names: &ContainerNames) -> Self {
-        let cgroup = cgroup::cgroup_of(pid);
-        let container_id = cgroup.as_deref().and_then(container_id_in);
-        Self {
-            container_name: container_id.as_deref().and_then(|id| names.name_of(id)),
-            container_id,
-            cgroup,
-            netns: netns.or_else(|| crate::netns::inode_of(pid).ok()),
-        }
-    }
-}
-
-impl Origin {
-    /// An empty traffic entry carrying this origin, to complete entries with
-    /// (`..origin.entry_base()`).
-    pub fn entry_base(&self) -> frametap_store::TrafficEntry {
-        frametap_store::TrafficEntry {
-            cgroup: self.cgroup.clone(),
-            netns: self.netns,
-            container_id: self.container_id.clone(),
-            container_name: self.container_name.clone(),
-            ..frametap_store::TrafficEntry::default()
-        }
-    }
-}
-
-const ID_LEN: usize = 64;
-/// What runtimes put before the id in a path component.
-const PREFIXES: [&str; 5] = [
-    "docker-",
-    "libpod-",
-    "cri-containerd-",
-    "crio-",
-    "containerd-",
-];
-
-/// The container id a cgroup path names, if any: the last component that is a
-/// 64-digit hexadecimal id, bare or with a runtime's prefix and `.scope` suffix.
-/// Podman's `libpod-conmon-<id>.scope` is its monitor, not the container.
-pub fn container_id_in(cgroup_path: &str) -> Option<String> {
-    cgroup_path.rsplit('/').find_map(|part| {
-        let part = part.strip_suffix(".scope").unwrap_or(part);
-        let id = PREFIXES
-            .iter()
-            .find_map(|p| part.strip_prefix(p))
-            .unwrap_or(part);
-        (id.len() == ID_LEN && id.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then(|| id.to_ascii_lowercase())
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const ID: &str = "3f1c0a9e7b2d4c6f8a1b3c5d7e9f0a2b4c6d8e0f1a3b5c7d9e1f2a4b6c8d0e2f";
-
-    #[test]
-    fn ids_of_every_runtime_layout() {
-        for path in [
-            format!("/system.slice/docker-{ID}.scope"),
-            format!("/docker/{ID}"),
-            format!("/machine.slice/libpod-{ID}.scope"),
-            format!("/libpod_parent/libpod-{ID}"),
-            format!("/machine.slice/libpod-{ID}.scope/container"),
-            format!(
-                "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/cri-containerd-{ID}.scope"
-            ),
-            format!("/kubepods/burstable/pod1/{ID}"),
-            format!("/system.slice/crio-{ID}.scope"),
-        ] {
-            assert_eq!(container_id_in(&path).as_deref(), Some(ID), "{path}");
-        }
-    }
-
-    #[test]
-    fn host_cgroups_and_monitors_are_not_containers() {
-        for path in [
-            "/",
-            "/user.slice/user-0.slice/session-1.scope",
-            "/system.slice/docker.service",
-            "/frametap",
-            &format!("/machine.slice/libpod-conmon-{ID}.scope"),
-            &format!("/docker/{}", &ID[..63]),
-            &format!("/docker/{}g", &ID[..63]),
-        ] {
-            assert_eq!(container_id_in(path), None, "{path}");
-        }
+/// The origin of process `pid` (gone processes give what is left: `netns`);
+/// container names come from `names` (never asked for here: this runs as
+/// connections are accepted).
+pub fn origin_of(pid: u32, netns: Option<u64>, names: &ContainerNames) -> Origin {
+    let cgroup = cgroup::cgroup_of(pid);
+    let container_id = cgroup.as_deref().and_then(container_id_in);
+    Origin {
+        container_name: container_id.as_deref().and_then(|id| names.name_of(id)),
+        container_id,
+        cgroup,
+        netns: netns.or_else(|| crate::netns::inode_of(pid).ok()),
     }
 }

@@ -5,107 +5,23 @@
 //! the original destination is known and the upstream socket is open.
 use std::{
     net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use capture_common::OriginalDst;
 use tokio::{
-    net::{TcpListener, TcpSocket, TcpStream},
+    net::{TcpListener, TcpStream},
     sync::{mpsc, watch},
 };
 use tracing::{debug, info, warn};
 
 use crate::{
-    capture::Capture,
-    intercept::{self, Passthrough},
+    context::{ConnectionInfo, ProxyContext, connect_upstream},
+    intercept,
     netns::Netns,
     netns_listeners::Accepting,
-    origin::Origin,
-    recorder::Recorder,
     relay,
-    tls::TlsContext,
 };
-
-/// How long the agent waits for the original destination to accept.
-pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Settings of the interception layer (TLS, HTTP, WebSocket recording).
-pub struct InterceptSettings {
-    pub tls: Arc<TlsContext>,
-    pub passthrough: Passthrough,
-    /// Most payload bytes stored per frame; the rest is counted only. Also the
-    /// most a message rule holds back before letting a message through unexamined.
-    pub payload_cap: usize,
-    /// Most bytes stored of each HTTP request and response body (0: none); the
-    /// rest is counted only.
-    pub body_cap: u64,
-    /// Message rules (drop, replace, close).
-    pub rules: Arc<crate::rules::RuleBook>,
-    /// Open WebSocket connections, for injecting messages.
-    pub live: Arc<crate::live::LiveConnections>,
-    /// What servers selected for clients offering more than http/1.1.
-    pub alpn: crate::intercept::alpn::AlpnCache,
-    /// How long TLS handshakes (both legs) may take after the ClientHello.
-    pub handshake_timeout: Duration,
-    /// How long one side may stay silent after the other closed its half.
-    pub half_open_timeout: Option<Duration>,
-    /// Container names, for the records.
-    pub names: Arc<crate::containers::ContainerNames>,
-}
-
-/// What every connection task shares.
-pub struct ProxyContext {
-    pub capture: Arc<Capture>,
-    /// Told when an accept fails for lack of file descriptors.
-    pub fds: Arc<crate::fd_budget::FdGuard>,
-    /// SO_MARK on upstream sockets, so the eBPF hooks leave them alone.
-    pub mark: u32,
-    pub intercept: InterceptSettings,
-    pub recorder: Recorder,
-    next_id: AtomicU64,
-}
-
-impl ProxyContext {
-    pub fn new(
-        capture: Arc<Capture>,
-        fds: Arc<crate::fd_budget::FdGuard>,
-        mark: u32,
-        intercept: InterceptSettings,
-        recorder: Recorder,
-    ) -> Self {
-        Self {
-            capture,
-            fds,
-            mark,
-            intercept,
-            recorder,
-            next_id: AtomicU64::new(1),
-        }
-    }
-}
-
-/// What is known about a redirected connection once it is accepted.
-pub struct ConnectionInfo {
-    pub id: u64,
-    pub client_addr: SocketAddr,
-    pub original: OriginalDst,
-    pub accepted_at: Instant,
-    /// The client's network namespace when it is not the agent's (a container's):
-    /// the upstream connection is made from there.
-    pub netns: Option<Arc<Netns>>,
-    /// The client's cgroup, network namespace and container.
-    pub origin: Origin,
-}
-
-impl ConnectionInfo {
-    pub fn destination(&self) -> SocketAddr {
-        self.original.dst.to_socket_addr()
-    }
-}
 
 /// Accept until `shutdown` turns true, then wait for open connections to finish
 /// (at most `grace`). Each connection task holds a clone of `drain_tx`; when the
@@ -223,7 +139,7 @@ async fn accept_one(
     netns: Option<Arc<Netns>>,
 ) {
     let accepted_at = Instant::now();
-    let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
+    let id = ctx.next_connection_id();
     let cookie = netns
         .as_ref()
         .map_or(ctx.capture.netns_cookie, |n| n.cookie);
@@ -237,7 +153,7 @@ async fn accept_one(
         return;
     };
     let _ = client.set_nodelay(true);
-    let origin = Origin::of(
+    let origin = crate::origin::origin_of(
         original.tgid,
         netns.as_ref().map(|n| n.inode),
         &ctx.intercept.names,
@@ -251,32 +167,6 @@ async fn accept_one(
         origin,
     };
     handle_redirected(&ctx, client, info).await;
-}
-
-/// Open the agent's own connection to the original destination, from the
-/// client's network namespace (its routes, DNS answer, firewall and NAT). The mark
-/// keeps the eBPF hooks from redirecting it back to us.
-pub async fn connect_upstream(
-    dst: SocketAddr,
-    mark: u32,
-    netns: Option<&Netns>,
-) -> std::io::Result<TcpStream> {
-    let socket = match netns {
-        Some(n) => TcpSocket::from_std_stream(n.socket_for(dst)?.into()),
-        None => match dst {
-            SocketAddr::V4(_) => TcpSocket::new_v4()?,
-            SocketAddr::V6(_) => TcpSocket::new_v6()?,
-        },
-    };
-    socket2::SockRef::from(&socket).set_mark(mark)?;
-    socket.set_nodelay(true)?;
-    match tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, socket.connect(dst)).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("no answer within {}s", UPSTREAM_CONNECT_TIMEOUT.as_secs()),
-        )),
-    }
 }
 
 /// The per-connection pipeline: connect upstream, then intercept (or relay).
@@ -295,7 +185,7 @@ pub async fn handle_redirected(ctx: &ProxyContext, client: TcpStream, info: Conn
                     kind: "tcp",
                     bytes_up: 0,
                     bytes_down: 0,
-                    end: "upstream connect failed".into(),
+                    end: crate::intercept::End::UpstreamConnectFailed,
                     error: Some(e.to_string()),
                     warn: false,
                     not_intercepted: None,
@@ -327,7 +217,7 @@ fn log_closed(info: &ConnectionInfo, out: &intercept::Outcome) {
                 bytes_up = out.bytes_up,
                 bytes_down = out.bytes_down,
                 duration_ms = frametap_logging::millis(info.accepted_at.elapsed()),
-                end = out.end.as_str(),
+                end = %out.end,
                 not_intercepted = out.not_intercepted.as_deref(),
                 error = out.error.as_deref(),
                 "connection closed"

@@ -10,7 +10,7 @@ use std::sync::{
 };
 
 use frametap_control::{Message, RecordingEvent};
-use frametap_store::{Record, RecordingChange, TrafficId, Writer, WrittenNow};
+use frametap_store::{Record, RecordingChange, TrafficIds, Writer, WrittenNow};
 
 use crate::events::{Batch, EventBus, LiveOrder, Slot};
 
@@ -27,30 +27,15 @@ enum Live {
     Ordered(Vec<Slot>),
 }
 
-/// Monotonic traffic ids: (unix ms << 16) | counter, never repeating within a run.
-#[derive(Default)]
-pub struct TrafficIds {
-    last: AtomicU64,
-}
-
-impl TrafficIds {
-    pub fn next(&self) -> TrafficId {
-        let floor = TrafficId::new(now_ms(), 0).0;
-        let mut prev = self.last.load(Ordering::Relaxed);
-        loop {
-            let next = floor.max(prev + 1);
-            match self
-                .last
-                .compare_exchange_weak(prev, next, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) => return TrafficId(next),
-                Err(actual) => prev = actual,
-            }
-        }
-    }
-}
-
 pub use frametap_store::now_ms;
+
+/// Microseconds since the Unix epoch: the time the session layer is given.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
 
 #[derive(Default)]
 pub struct RecorderStats {
@@ -186,21 +171,9 @@ fn publish_recording_change(events: &EventBus, change: &RecordingChange) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn traffic_ids_are_unique_and_increasing() {
-        let ids = TrafficIds::default();
-        let mut prev = ids.next();
-        for _ in 0..100_000 {
-            let next = ids.next();
-            assert!(next.0 > prev.0);
-            prev = next;
-        }
-        assert!(prev.timestamp_ms() >= now_ms() - 60_000);
-    }
-
     fn close(n: u64) -> Record {
         Record::WsClose(frametap_store::WsClose {
-            traffic: TrafficId(n),
+            traffic: frametap_store::TrafficId(n),
             timestamp_ms: n,
             closed_by: None,
             close_code: None,

@@ -16,42 +16,18 @@ use std::{
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
 };
 
+use frametap_session::{Ending, Peer};
 use tokio::{io::Interest, net::TcpStream};
 
 /// Per-direction buffer. Large enough for loopback bulk transfers to move in few
 /// syscalls, small enough that idle connections don't pin much memory.
 pub const RELAY_BUFFER: usize = 64 * 1024;
 
-/// How a relayed connection ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RelayEnd {
-    /// Both sides sent FIN; everything was delivered.
-    Closed,
-    /// The client reset (or failed); the server was reset in turn.
-    ClientReset,
-    /// The server reset (or failed); the client was reset in turn.
-    ServerReset,
-    /// One side closed its half and the other sent nothing for the half-open
-    /// timeout; frametap closed both.
-    HalfOpenTimeout,
-}
-
-impl std::fmt::Display for RelayEnd {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Closed => "closed",
-            Self::ClientReset => "client reset",
-            Self::ServerReset => "server reset",
-            Self::HalfOpenTimeout => "half-open timeout",
-        })
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RelayOutcome {
     pub client_to_server: u64,
     pub server_to_client: u64,
-    pub end: RelayEnd,
+    pub end: Ending,
 }
 
 /// Which side of one direction failed.
@@ -356,22 +332,24 @@ pub async fn relay(
         tokio::select! {
             r = &mut upstream, if !up_done => match r {
                 PumpEnd::Eof => up_done = true,
-                PumpEnd::ReaderFailed => break RelayEnd::ClientReset,
-                PumpEnd::WriterFailed => break RelayEnd::ServerReset,
+                PumpEnd::ReaderFailed => break Ending::Reset(Peer::Client),
+                PumpEnd::WriterFailed => break Ending::Reset(Peer::Server),
             },
             r = &mut downstream, if !down_done => match r {
                 PumpEnd::Eof => down_done = true,
-                PumpEnd::ReaderFailed => break RelayEnd::ServerReset,
-                PumpEnd::WriterFailed => break RelayEnd::ClientReset,
+                PumpEnd::ReaderFailed => break Ending::Reset(Peer::Server),
+                PumpEnd::WriterFailed => break Ending::Reset(Peer::Client),
             },
             () = std::future::poll_fn(|cx| {
                 let open = if up_done { &down } else { &up };
                 let timer = silence.as_mut().expect("checked");
                 timer.poll_silent(cx, open.load(Ordering::Relaxed))
-            }), if silence.is_some() => break RelayEnd::HalfOpenTimeout,
+            }), if silence.is_some() => {
+                break Ending::HalfOpen(if up_done { Peer::Server } else { Peer::Client });
+            }
         }
         if up_done && down_done {
-            break RelayEnd::Closed;
+            break Ending::Closed;
         }
         if let (Some(limit), None, true) = (half_open, &silence, up_done || down_done) {
             let open = if up_done { &down } else { &up };
@@ -425,7 +403,7 @@ mod tests {
         app.read_to_end(&mut reply).await.unwrap();
         assert_eq!(reply, b"late reply");
         let out = task.await.unwrap();
-        assert_eq!(out.end, RelayEnd::Closed);
+        assert_eq!(out.end, Ending::Closed);
         assert_eq!((out.client_to_server, out.server_to_client), (7, 10));
     }
 
@@ -449,7 +427,7 @@ mod tests {
         // Then it goes silent: closed within about two timeouts.
         let silent = std::time::Instant::now();
         let out = task.await.unwrap();
-        assert_eq!(out.end, RelayEnd::HalfOpenTimeout);
+        assert!(matches!(out.end, Ending::HalfOpen(_)));
         assert!(silent.elapsed() < limit * 3, "{:?}", silent.elapsed());
         assert_eq!(
             app.read(&mut got).await.unwrap(),
@@ -466,7 +444,7 @@ mod tests {
         let mut buf = [0u8; 16];
         let err = origin.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
-        assert_eq!(task.await.unwrap().end, RelayEnd::ClientReset);
+        assert_eq!(task.await.unwrap().end, Ending::Reset(Peer::Client));
     }
 
     #[tokio::test]
@@ -477,7 +455,7 @@ mod tests {
         let mut buf = [0u8; 16];
         let err = app.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
-        assert_eq!(task.await.unwrap().end, RelayEnd::ServerReset);
+        assert_eq!(task.await.unwrap().end, Ending::Reset(Peer::Server));
     }
 
     #[tokio::test]
@@ -508,7 +486,7 @@ mod tests {
         let mut sink = Vec::new();
         origin.read_to_end(&mut sink).await.unwrap();
         app.read_to_end(&mut sink).await.unwrap();
-        assert_eq!(task.await.unwrap().end, RelayEnd::Closed);
+        assert_eq!(task.await.unwrap().end, Ending::Closed);
         // Two pipes, or one if the second direction started after the first had
         // already handed its pipe back.
         let spare = SPARE_PIPES.with(|p| p.borrow().len());

@@ -2,7 +2,8 @@
 //! cap, at most one error ends the events, and chunking never changes them.
 #![no_main]
 
-use frametap_proto::ws::{DeflateConfig, Sender, WsDirection, WsEvent};
+use frametap_proto::Peer;
+use frametap_proto::ws::{DeflateConfig, WsDirection, WsEvent};
 
 /// Small, so that truncation paths run often.
 const CAP: usize = 4096;
@@ -14,9 +15,9 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     // Bit 0: sender. Bit 1: deflate negotiated. Bit 2: no_context_takeover for
     // both peers. Bit 3: foreign extensions. Bits 4-7: chunk size.
     let sender = if selector & 1 == 0 {
-        Sender::Client
+        Peer::Client
     } else {
-        Sender::Server
+        Peer::Server
     };
     let deflate = (selector & 2 != 0).then(|| DeflateConfig {
         server_no_context_takeover: selector & 4 != 0,

@@ -6,6 +6,10 @@
 //! * [`tls_hello`]: is this a TLS ClientHello, and which SNI and ALPN does it carry?
 //! * [`http1`]: HTTP/1.1 message framing in both directions, pipelining, upgrades.
 //! * [`ws`]: WebSocket frames (RFC 6455), permessage-deflate (RFC 7692), messages.
+//! * [`Peer`]: which end of a connection, the one name for it across frametap.
 pub mod http1;
+mod peer;
 pub mod tls_hello;
 pub mod ws;
+
+pub use peer::Peer;

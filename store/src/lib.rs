@@ -42,36 +42,33 @@
 //! "not recorded".
 
 mod bodies;
-pub mod codec;
 pub mod data_dir;
 mod delete;
-mod filter;
-mod ids;
 mod meta;
-pub mod recording;
-mod records;
 mod retention;
 mod store;
 mod writer;
 
-pub use bodies::BodyReader;
-pub use codec::CodecError;
-pub use filter::{StatusMatch, TrafficFilter, contains_ignoring_case};
-pub use ids::{FrameId, IdParseError, TrafficId};
-pub use meta::StoredRules;
-pub use recording::{Outage, RecordingChange, RecordingMonitor, RecordingState, RecordingStatus};
-pub use records::{
-    BodyChunk, BodyInfo, BodyOf, FrameRecord, Record, TrafficEntry, TunnelEnd, WsClose,
-    WsConnection, WsOpen,
+// The data model lives in its own crate (no RocksDB); the store re-exports it so
+// that code which opens a store has one import.
+pub use frametap_model::{
+    BodyChunk, BodyInfo, BodyOf, CodecError, FrameId, FrameRecord, IdParseError, Origin, Outage,
+    Record, RecordingChange, RecordingMonitor, RecordingState, RecordingStatus, StatusMatch,
+    TrafficEntry, TrafficFilter, TrafficId, TrafficIds, TunnelEnd, WriterStats, WsClose,
+    WsConnection, WsOpen, contains_ignoring_case,
 };
+pub use frametap_model::{codec, recording};
+use frametap_model::{filter, ids, records};
+
+pub use bodies::BodyReader;
+pub use meta::StoredRules;
 pub use retention::{DeleteStats, RetentionHandle, RetentionReport, spawn_retention};
 pub use store::{
     CF_BODIES, CF_DELETIONS, CF_FRAMES, CF_META, CF_TRAFFIC, CF_WS, COLUMN_FAMILIES, FrameFilter,
     FrameTotals, Store, StoreOptions, TRAFFIC_COLUMN_FAMILIES, now_ms,
 };
 pub use writer::{
-    MAX_BATCH_BYTES, MAX_BATCH_RECORDS, RECOVERY_TICK, REOPEN_AFTER, WriteError, Writer,
-    WriterStats, WrittenNow,
+    MAX_BATCH_BYTES, MAX_BATCH_RECORDS, RECOVERY_TICK, REOPEN_AFTER, WriteError, Writer, WrittenNow,
 };
 
 #[cfg(test)]

@@ -40,28 +40,16 @@ fn primary(dir: &Path) -> Store {
 
 fn frame(traffic: TrafficId, seq: u64, ts: u64) -> FrameRecord {
     let from_client = seq % 2 == 1;
-    let opcode = if seq.is_multiple_of(5) { 2 } else { 1 };
     let payload = format!("frame {seq} of {traffic}").into_bytes();
+    let frame = if seq.is_multiple_of(5) {
+        frametap_model::testing::binary_frame
+    } else {
+        frametap_model::testing::frame
+    };
     FrameRecord {
-        traffic,
-        seq,
         timestamp_ms: ts,
-        from_client,
-        opcode,
-        fin: true,
-        rsv: 0,
-        masked: from_client,
-        compressed: false,
         wire_len: payload.len() as u64 + if from_client { 6 } else { 2 },
-        payload_len: payload.len() as u64,
-        truncated: false,
-        payload,
-        close_code: None,
-        close_reason: None,
-        injected: false,
-        dropped: false,
-        binary_message: opcode == 2,
-        modified: false,
+        ..frame(traffic, seq, from_client, &payload)
     }
 }
 

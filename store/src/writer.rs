@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use rocksdb::WriteBatch;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::recording::{RecordingChange, RecordingMonitor, RecordingStatus};
+use crate::recording::{RecordingChange, RecordingMonitor, RecordingStatus, WriterStats};
 use crate::records::Record;
 use crate::store::{Store, now_ms};
 
@@ -61,24 +61,6 @@ pub enum WriteError {
     /// A record could not be encoded.
     #[error("cannot encode record: {0}")]
     Encode(String),
-}
-
-/// Counters of a [`Writer`] (snapshot).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WriterStats {
-    /// Batches written successfully.
-    pub batches: u64,
-    /// Records written successfully.
-    pub records_written: u64,
-    /// Records whose write failed (database or encoding error).
-    pub records_failed: u64,
-    /// Records dropped without trying: queue full or writer stopped.
-    pub records_dropped: u64,
-    /// Bytes of successfully written batches (`WriteBatch` size, keys + values +
-    /// small per-record overhead).
-    pub bytes_written: u64,
-    /// Times the store was reopened to get out of a write error.
-    pub reopens: u64,
 }
 
 #[derive(Default)]

@@ -19,6 +19,9 @@
 //!
 //! Builds go to one persistent target directory (`$CARGO_TARGET_DIR`, default
 //! /var/tmp/frametap/target) so that a fresh clone does not rebuild every dependency.
+mod fuzz;
+#[cfg(test)]
+mod imports;
 mod run;
 mod setup;
 
@@ -32,7 +35,7 @@ pub const DEFAULT_TARGET_DIR: &str = "/var/tmp/frametap/target";
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: cargo xtask <setup|run|test|bench|soak|churn|contract>\n\
+        "usage: cargo xtask <setup|run|test|bench|soak|churn|fuzz|contract>\n\
          \n  setup            install toolchains and tools (idempotent)\
          \n  run [-- ARGS]    build, start the API and the agent (ARGS go to `frametap-agent serve`)\
          \n  test             fmt, clippy and every test\
@@ -40,6 +43,8 @@ fn usage() -> ExitCode {
          \n  soak [-- ARGS]   load with faults injected, results in RELIABILITY.md\
          \n  churn [-- --containers N]\
          \n                   Podman containers started and stopped under one agent\
+         \n  fuzz [--minutes N] [--executions N] [TARGET...]\
+         \n                   fuzz campaign: executions and coverage per target\
          \n  contract [--minutes N]\
          \n                   fuzz the API from its OpenAPI document for N minutes (default 10)"
     );
@@ -59,6 +64,7 @@ fn main() -> ExitCode {
         "bench" => bench(rest),
         "soak" => soak(rest),
         "churn" => churn(rest),
+        "fuzz" => fuzz::campaign(rest),
         "contract" => match contract_minutes(rest) {
             Ok(minutes) => contract(minutes),
             Err(e) => {
@@ -119,7 +125,7 @@ pub fn status(mut cmd: Command) -> Result {
     }
 }
 
-fn step(title: &str) {
+pub fn step(title: &str) {
     eprintln!("\n==> {title}");
 }
 
@@ -160,7 +166,7 @@ fn test() -> Result {
         .env("CARGO_TARGET_DIR", target_dir().join("ebpf-clippy"))
         .env("PATH", setup::path_with_cargo_bin());
     status(clippy_ebpf)?;
-    fuzz()?;
+    fuzz::test()?;
     step("cargo test");
     // SAFETY: geteuid has no preconditions; checked only to say what runs.
     if !is_root() {
@@ -222,37 +228,6 @@ fn parse_test_result(line: &str) -> Option<(u64, u64)> {
             .and_then(|n| n.trim().parse::<u64>().ok())
     };
     Some((count(" passed")?, count(" failed")?))
-}
-
-/// Fuzz targets of the sans-IO parsers (fuzz/), each run for a bounded time.
-const FUZZ_TARGETS: [&str; 3] = ["ws_frames", "http1_stream", "tls_hello"];
-const FUZZ_SECONDS: u32 = 15;
-
-fn fuzz() -> Result {
-    step(&format!("bounded fuzz runs ({FUZZ_SECONDS} s per target)"));
-    for target in FUZZ_TARGETS {
-        let mut c = Command::new("rustup");
-        c.args([
-            "run",
-            setup::EBPF_TOOLCHAIN,
-            "cargo",
-            "fuzz",
-            "run",
-            "--fuzz-dir",
-            "fuzz",
-            target,
-        ])
-        .args([
-            "--",
-            &format!("-max_total_time={FUZZ_SECONDS}"),
-            "-rss_limit_mb=2048",
-        ])
-        .current_dir(workspace_root())
-        .env("CARGO_TARGET_DIR", target_dir().join("fuzz"))
-        .env("PATH", setup::path_with_cargo_bin());
-        status(c).map_err(|e| format!("fuzz target {target} found a crash: {e}"))?;
-    }
-    Ok(())
 }
 
 fn is_root() -> bool {

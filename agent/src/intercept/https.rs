@@ -28,20 +28,24 @@ use tokio::{
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::{
-    Outcome, TLS_SOCKET_BUFFER,
     alpn::{self, Destination, Plan},
     diagnose::{self, Upstream, UpstreamFailure},
-    meta,
+    outcome::{End, Outcome},
     prefixed::Prefixed,
-    session::SessionState,
     untouched::{self, Untouched},
 };
+use frametap_session::SessionState;
+
 use crate::{
-    proxy::{ConnectionInfo, ProxyContext, connect_upstream},
-    recorder::now_ms,
+    context::{ConnectionInfo, ProxyContext, connect_upstream},
+    recorder::now_us,
     relay::wire_bytes,
     tls::{LeafSubject, upstream_server_name},
 };
+
+/// Socket read buffer under each TLS leg: rustls asks for 4 KiB at a time, so without
+/// it a 16 KiB record costs five read(2) calls.
+const TLS_SOCKET_BUFFER: usize = 64 * 1024;
 
 /// How long the client may take to send its request head before a 502 goes out
 /// without it.
@@ -88,16 +92,10 @@ impl Conn<'_> {
 
     /// Only used to shape the records of failures and answered requests.
     fn state(&self, selected: Option<&[u8]>) -> SessionState {
-        let mut meta = meta(self.info, true, self.hello.sni.clone(), None);
+        let mut meta = self.info.session_meta(true, self.hello.sni.clone(), None);
         meta.alpn_offered = self.offered.clone();
         meta.alpn_selected = selected.map(alpn::name);
-        SessionState::new(
-            meta,
-            self.ctx.recorder.ids.clone(),
-            self.ctx.intercept.payload_cap,
-            self.ctx.intercept.body_cap,
-            self.ctx.intercept.rules.clone(),
-        )
+        SessionState::new(meta, &self.ctx.intercept.session)
     }
 
     fn client_leg(
@@ -230,10 +228,10 @@ async fn both_at_once(conn: Conn<'_>, upstream: TcpStream, legs: Legs, cached: b
     match (client_tls, server_tls) {
         (Ok(client_tls), Ok(server_tls)) => {
             let selected = server_tls.get_ref().1.alpn_protocol().map(alpn::name);
-            let mut meta = meta(info, true, sni, tls_version(&client_tls));
+            let mut meta = info.session_meta(true, sni, tls_version(&client_tls));
             meta.alpn_offered = offered;
             meta.alpn_selected = selected;
-            super::session(
+            super::pump::session(
                 ctx,
                 client_tls,
                 server_tls,
@@ -333,10 +331,10 @@ async fn probe_first(conn: Conn<'_>, upstream: TcpStream, legs: Legs) -> Outcome
     };
     match client_tls {
         Ok(client_tls) => {
-            let mut meta = meta(info, true, sni, tls_version(&client_tls));
+            let mut meta = info.session_meta(true, sni, tls_version(&client_tls));
             meta.alpn_offered = offered;
             meta.alpn_selected = selected.as_deref().map(alpn::name);
-            super::session(
+            super::pump::session(
                 ctx,
                 client_tls,
                 server_tls,
@@ -383,8 +381,7 @@ async fn answer_gateway_error(
     state: &SessionState,
     failure: &UpstreamFailure,
 ) -> Outcome {
-    let started_ms = now_ms();
-    let started = Instant::now();
+    let started_us = now_us();
     let request = read_request_head(&mut client_tls).await;
     let body = failure.body();
     let headers = [
@@ -405,8 +402,7 @@ async fn answer_gateway_error(
     let record = match request {
         Some(request) => state.answered_entry(
             request,
-            started_ms,
-            started,
+            started_us,
             ResponseHead {
                 status: 502,
                 reason: "Bad Gateway".into(),
@@ -421,8 +417,9 @@ async fn answer_gateway_error(
                 head_len: 0,
             },
             error.clone(),
+            now_us(),
         ),
-        None => state.failure_entry(now_ms(), error.clone()),
+        None => state.failure_entry(now_us(), error.clone()),
     };
     ctx.recorder.persist(vec![record], None).await;
     let (up, down) = wire_bytes(client_tls.get_ref().0.get_ref().get_ref()).unwrap_or((0, 0));
@@ -430,7 +427,7 @@ async fn answer_gateway_error(
         kind: "https",
         bytes_up: up,
         bytes_down: down,
-        end: "upstream TLS failed".into(),
+        end: End::UpstreamTlsFailed,
         error: Some(error),
         warn: true,
         not_intercepted: None,
@@ -487,13 +484,13 @@ async fn timed_out(ctx: &ProxyContext, state: &SessionState) -> Outcome {
          or the server stopped answering; the connection was closed"
     );
     ctx.recorder
-        .persist(vec![state.failure_entry(now_ms(), error.clone())], None)
+        .persist(vec![state.failure_entry(now_us(), error.clone())], None)
         .await;
     Outcome {
         kind: "https",
         bytes_up: 0,
         bytes_down: 0,
-        end: "handshake timeout".into(),
+        end: End::HandshakeTimeout,
         error: Some(error),
         warn: true,
         not_intercepted: None,
@@ -518,7 +515,7 @@ async fn client_failed(
     drop(io);
     ctx.recorder
         .persist(
-            vec![state.failure_entry(now_ms(), failure.text.clone())],
+            vec![state.failure_entry(now_us(), failure.text.clone())],
             None,
         )
         .await;
@@ -527,9 +524,9 @@ async fn client_failed(
         bytes_up: up,
         bytes_down: down,
         end: if failure.distrusts_ca {
-            "client does not trust the frametap CA".into()
+            End::ClientDistrustsCa
         } else {
-            "client TLS failed".into()
+            End::ClientTlsFailed
         },
         error: Some(failure.text),
         warn: true,

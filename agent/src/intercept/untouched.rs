@@ -8,14 +8,15 @@
 //! [`TunnelEnd`] with bytes and duration when it ends, which readers merge in.
 use std::net::SocketAddr;
 
+use frametap_session::{Ending, Peer};
 use frametap_store::{Record, TrafficEntry, TunnelEnd};
 use tokio::{io::AsyncWriteExt as _, net::TcpStream};
 
-use super::Outcome;
+use super::outcome::{End, Outcome};
 use crate::{
-    proxy::{ConnectionInfo, ProxyContext},
+    context::{ConnectionInfo, ProxyContext},
     recorder::now_ms,
-    relay::{self, RelayEnd},
+    relay,
 };
 
 /// What is known about a connection relayed untouched.
@@ -45,7 +46,7 @@ impl Untouched {
         let dst = info.destination();
         let host = self.sni.clone().unwrap_or_else(|| dst.ip().to_string());
         TrafficEntry {
-            id: ctx.recorder.ids.next(),
+            id: ctx.recorder.ids.next(now_ms()),
             timestamp_ms: now_ms(),
             conn_id: info.id,
             url: url(self.protocol, &host, dst),
@@ -104,7 +105,7 @@ pub async fn relay(
         (
             0,
             0,
-            RelayEnd::ServerReset,
+            Ending::Reset(Peer::Server),
             Some(
                 "the server closed the connection before the client's first bytes reached it"
                     .to_string(),
@@ -138,7 +139,7 @@ pub async fn refused(
         id,
         0,
         0,
-        RelayEnd::ServerReset,
+        Ending::Reset(Peer::Server),
         Some(error),
     )
     .await
@@ -152,7 +153,7 @@ async fn finish(
     id: frametap_store::TrafficId,
     bytes_up: u64,
     bytes_down: u64,
-    end: RelayEnd,
+    end: Ending,
     error: Option<String>,
 ) -> Outcome {
     ctx.recorder
@@ -173,7 +174,7 @@ async fn finish(
         kind: untouched.protocol,
         bytes_up,
         bytes_down,
-        end: end.to_string(),
+        end: End::Connection(end),
         warn: error.is_some(),
         error,
         not_intercepted: Some(untouched.reason),

@@ -7,7 +7,7 @@
 
 use std::ops::Range;
 
-use super::{HttpError, MAX_HEAD_LEN};
+use super::message::{HttpError, MAX_HEAD_LEN};
 
 /// Longest chunk-size line (size, extensions, line end) accepted. Extensions are
 /// rare and short; a longer line is garbage or an attack.

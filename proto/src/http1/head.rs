@@ -8,7 +8,7 @@
 //! [`EARLY_CHECK_LEN`] bytes), so that a client speaking another protocol is
 //! recognised at once rather than after 64 KiB.
 
-use super::{Header, HttpError, MAX_HEAD_LEN, MAX_HEADERS, RequestHead, ResponseHead};
+use super::message::{Header, HttpError, MAX_HEAD_LEN, MAX_HEADERS, RequestHead, ResponseHead};
 
 /// How much of an unfinished start line is checked eagerly. A foreign protocol
 /// shows itself in its first bytes; checking more of a long line on every push would

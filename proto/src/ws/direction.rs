@@ -4,10 +4,11 @@ use std::fmt;
 
 use super::ProtocolError;
 use super::error::is_valid_close_code;
-use super::events::{Message, RecordedFrame, Sender, WsEvent};
+use super::events::{Message, RecordedFrame, WsEvent};
 use super::extension::DeflateConfig;
 use super::inflate::Inflater;
 use super::mask::apply_mask;
+use crate::Peer;
 
 /// Payload kept per frame and per message unless the caller picks another cap.
 pub const DEFAULT_PAYLOAD_CAP: usize = 1024 * 1024;
@@ -70,7 +71,7 @@ struct OpenMessage {
 /// sends, in order and in any split; it reports frames, messages and at most
 /// one protocol error.
 pub struct WsDirection {
-    sender: Sender,
+    sender: Peer,
     deflate: Option<DeflateConfig>,
     /// The sender negotiated no_context_takeover: every message starts a fresh window.
     reset_after_message: bool,
@@ -115,10 +116,10 @@ impl WsDirection {
     /// A parser for the bytes `sender` sends. `deflate` is what the server's 101
     /// response accepted; `payload_cap` bounds what is kept of each frame and of
     /// each message ([`DEFAULT_PAYLOAD_CAP`] is a sensible choice).
-    pub fn new(sender: Sender, deflate: Option<DeflateConfig>, payload_cap: usize) -> Self {
+    pub fn new(sender: Peer, deflate: Option<DeflateConfig>, payload_cap: usize) -> Self {
         let reset_after_message = deflate.as_ref().is_some_and(|config| match sender {
-            Sender::Client => config.client_no_context_takeover,
-            Sender::Server => config.server_no_context_takeover,
+            Peer::Client => config.client_no_context_takeover,
+            Peer::Server => config.server_no_context_takeover,
         });
         Self {
             sender,
@@ -151,7 +152,7 @@ impl WsDirection {
         self
     }
 
-    pub fn sender(&self) -> Sender {
+    pub fn sender(&self) -> Peer {
         self.sender
     }
 
@@ -285,8 +286,8 @@ impl WsDirection {
             return Err(ProtocolError::FragmentedControlFrame { opcode });
         }
         match (self.sender, masked) {
-            (Sender::Client, false) => return Err(ProtocolError::UnmaskedClientFrame),
-            (Sender::Server, true) => return Err(ProtocolError::MaskedServerFrame),
+            (Peer::Client, false) => return Err(ProtocolError::UnmaskedClientFrame),
+            (Peer::Server, true) => return Err(ProtocolError::MaskedServerFrame),
             _ => {}
         }
         match (opcode, self.message.is_some()) {
@@ -619,7 +620,7 @@ impl WsDirection {
         let truncated = message.len > message.content.len() as u64;
         let invalid_text = message.is_text && !could_be_utf8(&message.content, truncated);
         out.push(WsEvent::Message(Message {
-            from_client: self.sender == Sender::Client,
+            from_client: self.sender == Peer::Client,
             is_text: message.is_text,
             content: message.content,
             len: message.len,
@@ -728,14 +729,14 @@ mod tests {
     }
 
     fn server() -> WsDirection {
-        WsDirection::new(Sender::Server, None, DEFAULT_PAYLOAD_CAP)
+        WsDirection::new(Peer::Server, None, DEFAULT_PAYLOAD_CAP)
     }
 
     fn client() -> WsDirection {
-        WsDirection::new(Sender::Client, None, DEFAULT_PAYLOAD_CAP)
+        WsDirection::new(Peer::Client, None, DEFAULT_PAYLOAD_CAP)
     }
 
-    fn deflating(sender: Sender, config: DeflateConfig) -> WsDirection {
+    fn deflating(sender: Peer, config: DeflateConfig) -> WsDirection {
         WsDirection::new(sender, Some(config), DEFAULT_PAYLOAD_CAP)
     }
 
@@ -1014,7 +1015,7 @@ mod tests {
 
     #[test]
     fn rfc7692_compressed_hello() {
-        let mut direction = deflating(Sender::Server, DeflateConfig::default());
+        let mut direction = deflating(Peer::Server, DeflateConfig::default());
         let events = push_all(
             &mut direction,
             &[0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
@@ -1038,7 +1039,7 @@ mod tests {
 
     #[test]
     fn rfc7692_compressed_hello_in_fragments() {
-        let mut direction = deflating(Sender::Server, DeflateConfig::default());
+        let mut direction = deflating(Peer::Server, DeflateConfig::default());
         let events = push_all(
             &mut direction,
             &[
@@ -1078,7 +1079,7 @@ mod tests {
             Some([1, 2, 3, 4]),
             &[0xc9, 0xc9, 0x07, 0x00],
         ));
-        let mut direction = deflating(Sender::Client, DeflateConfig::default());
+        let mut direction = deflating(Peer::Client, DeflateConfig::default());
         let events = push_all(&mut direction, &bytes);
         assert_eq!(message(&events[2]).content, b"Hello");
         assert!(message(&events[2]).from_client);
@@ -1089,7 +1090,7 @@ mod tests {
 
     #[test]
     fn rfc7692_context_takeover() {
-        let mut direction = deflating(Sender::Server, DeflateConfig::default());
+        let mut direction = deflating(Peer::Server, DeflateConfig::default());
         push_all(&mut direction, &FIRST_HELLO);
         let events = push_all(&mut direction, &SECOND_HELLO);
         let mut expected = compressed_hello_frame();
@@ -1113,7 +1114,7 @@ mod tests {
             server_no_context_takeover: true,
             ..DeflateConfig::default()
         };
-        let mut direction = deflating(Sender::Server, config);
+        let mut direction = deflating(Peer::Server, config);
         push_all(&mut direction, &FIRST_HELLO);
         let events = push_all(&mut direction, &SECOND_HELLO);
         assert!(!back_reference_resolved(&events), "{events:?}");
@@ -1123,7 +1124,7 @@ mod tests {
             client_no_context_takeover: true,
             ..DeflateConfig::default()
         };
-        let mut direction = deflating(Sender::Server, config);
+        let mut direction = deflating(Peer::Server, config);
         push_all(&mut direction, &FIRST_HELLO);
         let events = push_all(&mut direction, &SECOND_HELLO);
         assert!(back_reference_resolved(&events), "{events:?}");
@@ -1136,7 +1137,7 @@ mod tests {
             client_no_context_takeover: true,
             ..DeflateConfig::default()
         };
-        let mut direction = deflating(Sender::Client, config);
+        let mut direction = deflating(Peer::Client, config);
         push_all(&mut direction, &mask(&FIRST_HELLO));
         let events = push_all(&mut direction, &mask(&SECOND_HELLO));
         assert!(!back_reference_resolved(&events), "{events:?}");
@@ -1145,7 +1146,7 @@ mod tests {
             server_no_context_takeover: true,
             ..DeflateConfig::default()
         };
-        let mut direction = deflating(Sender::Client, config);
+        let mut direction = deflating(Peer::Client, config);
         push_all(&mut direction, &mask(&FIRST_HELLO));
         let events = push_all(&mut direction, &mask(&SECOND_HELLO));
         assert!(back_reference_resolved(&events), "{events:?}");
@@ -1157,7 +1158,7 @@ mod tests {
             server_no_context_takeover: true,
             ..DeflateConfig::default()
         };
-        let mut direction = deflating(Sender::Server, config);
+        let mut direction = deflating(Peer::Server, config);
         for _ in 0..3 {
             let events = push_all(&mut direction, &FIRST_HELLO);
             assert_eq!(message(&events[1]).content, b"Hello");
@@ -1166,7 +1167,7 @@ mod tests {
 
     #[test]
     fn rfc7692_uncompressed_block() {
-        let mut direction = deflating(Sender::Server, DeflateConfig::default());
+        let mut direction = deflating(Peer::Server, DeflateConfig::default());
         let events = push_all(
             &mut direction,
             &[
@@ -1178,7 +1179,7 @@ mod tests {
 
     #[test]
     fn rfc7692_bfinal_block() {
-        let mut direction = deflating(Sender::Server, DeflateConfig::default());
+        let mut direction = deflating(Peer::Server, DeflateConfig::default());
         let events = push_all(
             &mut direction,
             &[0xc1, 0x08, 0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00],
@@ -1191,7 +1192,7 @@ mod tests {
 
     #[test]
     fn rfc7692_two_deflate_blocks_in_one_message() {
-        let mut direction = deflating(Sender::Server, DeflateConfig::default());
+        let mut direction = deflating(Peer::Server, DeflateConfig::default());
         let events = push_all(
             &mut direction,
             &[
@@ -1204,7 +1205,7 @@ mod tests {
 
     #[test]
     fn empty_compressed_message_and_empty_final_fragment() {
-        let mut direction = deflating(Sender::Server, DeflateConfig::default());
+        let mut direction = deflating(Peer::Server, DeflateConfig::default());
         let events = push_all(&mut direction, &[0xc1, 0x01, 0x00]);
         assert_eq!(message(&events[1]).content, b"");
         assert!(message(&events[1]).compressed);
@@ -1218,7 +1219,7 @@ mod tests {
             &compress_message(&mut compressor, b"Hello"),
         );
         bytes.extend(encode_frame(true, false, 0, None, b""));
-        let mut direction = deflating(Sender::Server, DeflateConfig::default());
+        let mut direction = deflating(Peer::Server, DeflateConfig::default());
         let events = push_all(&mut direction, &bytes);
         assert_eq!(frame(&events[0]).payload, b"Hello");
         assert_eq!(frame(&events[1]).payload, b"");
@@ -1229,7 +1230,7 @@ mod tests {
 
     #[test]
     fn uncompressed_message_on_a_deflate_connection() {
-        let mut direction = deflating(Sender::Server, DeflateConfig::default());
+        let mut direction = deflating(Peer::Server, DeflateConfig::default());
         let events = push_all(&mut direction, &[0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]);
         assert_eq!(*frame(&events[0]), plain_frame(true, 1, false, b"Hello"));
         assert!(!message(&events[1]).compressed);
@@ -1251,7 +1252,7 @@ mod tests {
             &compressed[cut..],
         ));
         for chunk_len in [bytes.len(), 7777, 4096, 1001] {
-            let mut direction = deflating(Sender::Client, DeflateConfig::default());
+            let mut direction = deflating(Peer::Client, DeflateConfig::default());
             let events = push_in_chunks(&mut direction, &bytes, chunk_len);
             let frames = frames_in(&events);
             let mut joined = frames[0].payload.clone();
@@ -1270,7 +1271,7 @@ mod tests {
         let text: Vec<u8> = b"all work and no play makes jack a dull boy. ".repeat(250);
         let mut compressor = new_compressor();
         let compressed = compress_message(&mut compressor, &text);
-        let mut direction = WsDirection::new(Sender::Server, Some(DeflateConfig::default()), 100);
+        let mut direction = WsDirection::new(Peer::Server, Some(DeflateConfig::default()), 100);
         let events = push_all(
             &mut direction,
             &encode_frame(true, true, 1, None, &compressed),
@@ -1304,7 +1305,7 @@ mod tests {
         compressed.extend_from_slice(&tail);
         assert!(compressed.len() < INFLATED / 100);
 
-        let mut direction = WsDirection::new(Sender::Server, Some(DeflateConfig::default()), CAP);
+        let mut direction = WsDirection::new(Peer::Server, Some(DeflateConfig::default()), CAP);
         let bytes = encode_frame(true, true, 2, None, &compressed);
         let mut events = Vec::new();
         for chunk in bytes.chunks(1000) {
@@ -1334,7 +1335,7 @@ mod tests {
         const CAP: usize = 1024 * 1024;
         let payload: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
         let bytes = encode_frame(true, false, 2, Some([0xa5, 0x5a, 0x0f, 0xf0]), &payload);
-        let mut direction = WsDirection::new(Sender::Client, None, CAP);
+        let mut direction = WsDirection::new(Peer::Client, None, CAP);
         let mut events = Vec::new();
         for chunk in bytes.chunks(64 * 1024 + 3) {
             direction.push(chunk, &mut events);
@@ -1380,7 +1381,7 @@ mod tests {
             let opcode = if index == 0 { 1 } else { 0 };
             bytes.extend(encode_frame(index == 2, false, opcode, None, &[byte; 10]));
         }
-        let mut direction = WsDirection::new(Sender::Server, None, 25);
+        let mut direction = WsDirection::new(Peer::Server, None, 25);
         let events = push_all(&mut direction, &bytes);
         for (index, byte) in [b'a', b'b', b'c'].into_iter().enumerate() {
             assert_eq!(frame(&events[index]).payload, [byte; 10]);
@@ -1395,7 +1396,7 @@ mod tests {
 
     #[test]
     fn zero_cap_keeps_nothing_but_counts_everything() {
-        let mut direction = WsDirection::new(Sender::Client, None, 0);
+        let mut direction = WsDirection::new(Peer::Client, None, 0);
         let mut bytes = encode_frame(true, false, 1, Some(KEY), b"Hello");
         bytes.extend(encode_frame(
             true,
@@ -1452,7 +1453,7 @@ mod tests {
 
     #[test]
     fn close_body_is_judged_whole_even_when_cut_at_the_cap() {
-        let mut direction = WsDirection::new(Sender::Server, None, 3);
+        let mut direction = WsDirection::new(Peer::Server, None, 3);
         let events = push_all(
             &mut direction,
             &encode_frame(true, false, 8, None, b"\x03\xe9bye"),
@@ -1488,15 +1489,15 @@ mod tests {
         let frames = direction.frames();
         let wire_bytes = direction.wire_bytes();
         let valid = match direction.sender {
-            Sender::Client => encode_frame(true, false, 1, Some(KEY), b"after"),
-            Sender::Server => encode_frame(true, false, 1, None, b"after"),
+            Peer::Client => encode_frame(true, false, 1, Some(KEY), b"after"),
+            Peer::Server => encode_frame(true, false, 1, None, b"after"),
         };
         assert!(push_all(&mut direction, &valid).is_empty());
         assert_eq!(direction.frames(), frames);
         assert_eq!(direction.wire_bytes(), wire_bytes + valid.len() as u64);
     }
 
-    fn with_deflate(sender: Sender) -> WsDirection {
+    fn with_deflate(sender: Peer) -> WsDirection {
         deflating(sender, DeflateConfig::default())
     }
 
@@ -1522,7 +1523,7 @@ mod tests {
         assert_fails(server(), &[0xf1, 0x00], 0, bits(true, true, true));
         // Deflate claims RSV1 only.
         assert_fails(
-            with_deflate(Sender::Server),
+            with_deflate(Peer::Server),
             &[0xe1, 0x00],
             0,
             bits(false, true, false),
@@ -1532,14 +1533,14 @@ mod tests {
     #[test]
     fn rsv1_only_on_the_first_frame_of_a_data_message() {
         assert_fails(
-            with_deflate(Sender::Server),
+            with_deflate(Peer::Server),
             &[0x01, 0x01, b'a', 0xc0, 0x01, b'b'],
             1,
             ProtocolError::CompressedContinuation,
         );
         for opcode in [8u8, 9, 10] {
             assert_fails(
-                with_deflate(Sender::Server),
+                with_deflate(Peer::Server),
                 &[0xc0 | opcode, 0x00],
                 0,
                 ProtocolError::CompressedControlFrame { opcode },
@@ -1695,14 +1696,14 @@ mod tests {
     #[test]
     fn truncated_text_is_judged_only_on_what_was_kept() {
         // "aaa€" cut after 4 bytes splits the euro sign: not an error.
-        let mut direction = WsDirection::new(Sender::Server, None, 4);
+        let mut direction = WsDirection::new(Peer::Server, None, 4);
         push_all(
             &mut direction,
             &encode_frame(true, false, 1, None, "aaa€".as_bytes()),
         );
         assert!(!direction.failed());
         // An invalid byte inside the kept part is an error all the same.
-        let direction = WsDirection::new(Sender::Server, None, 4);
+        let direction = WsDirection::new(Peer::Server, None, 4);
         assert_fails(
             direction,
             &[0x81, 0x06, 0xff, b'a', b'b', b'c', b'd', b'e'],
@@ -1713,7 +1714,7 @@ mod tests {
 
     #[test]
     fn inflate_failure() {
-        let mut direction = with_deflate(Sender::Server);
+        let mut direction = with_deflate(Peer::Server);
         let events = push_all(&mut direction, &[0xc1, 0x03, 0xff, 0xff, 0xff]);
         assert!(
             matches!(
@@ -1767,14 +1768,14 @@ mod tests {
 
     #[test]
     fn deflate_keeps_rsv1_rules_alongside_foreign_extensions() {
-        let direction = with_deflate(Sender::Server).with_foreign_extensions(true);
+        let direction = with_deflate(Peer::Server).with_foreign_extensions(true);
         assert_fails(
             direction,
             &[0xc9, 0x00],
             0,
             ProtocolError::CompressedControlFrame { opcode: 9 },
         );
-        let mut direction = with_deflate(Sender::Server).with_foreign_extensions(true);
+        let mut direction = with_deflate(Peer::Server).with_foreign_extensions(true);
         let events = push_all(&mut direction, &FIRST_HELLO);
         assert_eq!(message(&events[1]).content, b"Hello");
     }
@@ -1798,7 +1799,7 @@ mod tests {
         assert!(!direction.mid_message());
         assert_eq!(direction.frames(), 3);
         assert_eq!(direction.wire_bytes(), 8);
-        assert_eq!(direction.sender(), Sender::Server);
+        assert_eq!(direction.sender(), Peer::Server);
     }
 
     #[test]
@@ -1934,7 +1935,7 @@ mod tests {
             ..DeflateConfig::default()
         };
         let events = assert_split_invariant(
-            || WsDirection::new(Sender::Client, Some(config.clone()), 64),
+            || WsDirection::new(Peer::Client, Some(config.clone()), 64),
             &client_stream(),
         );
         // The stream exercises what it claims to.
@@ -1965,7 +1966,7 @@ mod tests {
     #[test]
     fn server_stream_is_split_invariant() {
         let events = assert_split_invariant(
-            || WsDirection::new(Sender::Server, Some(DeflateConfig::default()), 200),
+            || WsDirection::new(Peer::Server, Some(DeflateConfig::default()), 200),
             &server_stream(),
         );
         let messages: Vec<&Message> = events

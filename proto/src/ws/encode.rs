@@ -191,11 +191,7 @@ mod tests {
         );
     }
 
-    fn parse(
-        sender: super::super::Sender,
-        deflate: bool,
-        bytes: &[u8],
-    ) -> Vec<super::super::WsEvent> {
+    fn parse(sender: crate::Peer, deflate: bool, bytes: &[u8]) -> Vec<super::super::WsEvent> {
         let config = deflate.then(super::super::DeflateConfig::default);
         let mut direction = super::super::WsDirection::new(sender, config, 1 << 20);
         let mut events = Vec::new();
@@ -225,21 +221,21 @@ mod tests {
                 if bits == 15 {
                     assert!(bytes.len() < text.len() / 4, "compressed: {}", bytes.len());
                 }
-                let message = message_of(&parse(super::super::Sender::Server, true, &bytes));
+                let message = message_of(&parse(crate::Peer::Server, true, &bytes));
                 assert!(message.compressed && message.is_text);
                 assert_eq!(message.content, text.as_bytes());
             }
         }
         let mut deflater = Deflater::new(15);
         let empty = encode_message(false, b"", Some([1, 2, 3, 4]), Some(&mut deflater));
-        let message = message_of(&parse(super::super::Sender::Client, true, &empty));
+        let message = message_of(&parse(crate::Peer::Client, true, &empty));
         assert_eq!((message.is_text, message.content.len()), (false, 0));
     }
 
     #[test]
     fn plain_masked_message_and_close_payload() {
         let bytes = encode_message(false, &[0, 1, 2, 255], Some([9, 8, 7, 6]), None);
-        let message = message_of(&parse(super::super::Sender::Client, false, &bytes));
+        let message = message_of(&parse(crate::Peer::Client, false, &bytes));
         assert_eq!(message.content, [0, 1, 2, 255]);
         assert_eq!(close_payload(4000, "bye"), b"\x0f\xa0bye");
         let long = "é".repeat(100);

@@ -2,14 +2,6 @@
 
 use super::ProtocolError;
 
-/// Which peer sends the bytes of this direction. Client frames must be masked,
-/// server frames must not.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Sender {
-    Client,
-    Server,
-}
-
 /// A frame as recorded: header facts plus the payload as the application sees it
 /// (unmasked, and inflated when the message is compressed), capped.
 #[derive(Clone, Debug, PartialEq, Eq)]

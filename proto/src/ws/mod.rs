@@ -19,7 +19,7 @@ mod mask;
 pub use direction::{DEFAULT_PAYLOAD_CAP, WsDirection};
 pub use encode::{Deflater, close_payload, encode_frame, encode_message};
 pub use error::{ProtocolError, is_valid_close_code};
-pub use events::{Message, RecordedFrame, Sender, WsEvent};
+pub use events::{Message, RecordedFrame, WsEvent};
 pub use extension::{
     DeflateConfig, ExtensionError, NegotiatedExtensions, negotiate_deflate, negotiate_extensions,
 };

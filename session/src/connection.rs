@@ -1,0 +1,430 @@
+//! What one intercepted HTTP/1.x connection means, as a state machine with no I/O:
+//! bytes of either direction go in, records for the store come out (traffic
+//! entries, WebSocket open/close, frames). The async pumps around it forward every
+//! byte unchanged; this only watches.
+//!
+//! Modes: HTTP/1.x (requests and responses paired in order, their bodies recorded
+//! as they pass, see [`super::body`]), then, after a `101 Switching Protocols` for
+//! `Upgrade: websocket`, WebSocket (one frame parser per direction); anything that
+//! stops being parseable HTTP becomes opaque bytes.
+//!
+//! Time and ids come from the caller: every call that can make a record takes
+//! `now_us` (microseconds since the Unix epoch), and ids come from the
+//! [`TrafficIds`] it passes in.
+use std::{collections::VecDeque, sync::Arc};
+
+use frametap_model::{BodyOf, Record, Refusal, TrafficId, TrafficIds, WsClose, WsOpen};
+use frametap_proto::{
+    Peer,
+    http1::{Http1Conn, HttpEvent, RequestHead, ResponseHead},
+    ws,
+};
+
+use crate::body::BodyCapture;
+use crate::ending::{Ending, half_open_why};
+pub use crate::entry::SessionMeta;
+use crate::entry::{Exchange, bare_entry, entry};
+use crate::rules::{ConnectionFacts, RuleBook};
+use crate::ws::{Forward, MaskKeys, Outbox, WsSession, WsSetup};
+
+/// What the sessions of one agent share: where traffic ids come from, the caps,
+/// the rules, and the masking keys of frames frametap writes.
+#[derive(Clone)]
+pub struct Settings {
+    pub ids: Arc<TrafficIds>,
+    /// Most payload bytes recorded (and held for rules) per frame or message.
+    pub payload_cap: usize,
+    /// Most bytes stored per HTTP body.
+    pub body_cap: u64,
+    pub rules: Arc<RuleBook>,
+    pub mask_keys: MaskKeys,
+}
+
+enum Mode {
+    Http,
+    WebSocket(Box<WsSession>),
+    Opaque,
+}
+
+pub struct SessionState {
+    meta: SessionMeta,
+    ids: Arc<TrafficIds>,
+    payload_cap: usize,
+    /// Most bytes stored per body.
+    body_cap: u64,
+    rules: Arc<RuleBook>,
+    mask_keys: MaskKeys,
+    http: Http1Conn,
+    mode: Mode,
+    exchanges: VecDeque<Exchange>,
+    /// The exchange whose request body the client is sending.
+    request_in_progress: Option<TrafficId>,
+    held_client: Vec<u8>,
+    http_events: Vec<HttpEvent>,
+}
+
+impl SessionState {
+    pub fn new(meta: SessionMeta, settings: &Settings) -> Self {
+        Self {
+            meta,
+            ids: Arc::clone(&settings.ids),
+            payload_cap: settings.payload_cap,
+            body_cap: settings.body_cap,
+            rules: Arc::clone(&settings.rules),
+            mask_keys: settings.mask_keys,
+            // Body data is followed even with a cap of 0: sizes are recorded anyway.
+            http: Http1Conn::new().with_body_data(),
+            mode: Mode::Http,
+            exchanges: VecDeque::new(),
+            request_in_progress: None,
+            held_client: Vec::new(),
+            http_events: Vec::new(),
+        }
+    }
+
+    /// The WebSocket connection's traffic id, once upgraded.
+    pub fn websocket(&self) -> Option<TrafficId> {
+        match &self.mode {
+            Mode::WebSocket(ws) => Some(ws.traffic()),
+            _ => None,
+        }
+    }
+
+    /// Bytes `side` sent: the records they complete, and what to forward.
+    pub fn on_bytes(&mut self, side: Peer, bytes: &[u8], now_us: u64) -> (Vec<Record>, Forward) {
+        let mut records = Vec::new();
+        let mut forward = Forward::AsIs;
+        match &mut self.mode {
+            Mode::Opaque => {}
+            Mode::WebSocket(ws) => forward = ws.feed(side, bytes, now_us / 1000, &mut records),
+            Mode::Http => {
+                let mut events = std::mem::take(&mut self.http_events);
+                match side {
+                    Peer::Client => self.http.push_client(bytes, &mut events),
+                    Peer::Server => self.http.push_server(bytes, &mut events),
+                }
+                for event in events.drain(..) {
+                    self.on_http_event(side, event, bytes, now_us, &mut records);
+                }
+                self.http_events = events;
+            }
+        }
+        (records, forward)
+    }
+
+    /// Sends a message into the WebSocket connection (see [`WsSession::inject`]).
+    pub fn inject(
+        &mut self,
+        to: Peer,
+        content: &[u8],
+        is_binary: bool,
+        now_us: u64,
+    ) -> Result<u64, (Refusal, String)> {
+        match &mut self.mode {
+            Mode::WebSocket(ws) => ws.inject(to, content, is_binary, now_us / 1000),
+            _ => Err((
+                Refusal::Conflict,
+                "the WebSocket connection has ended".into(),
+            )),
+        }
+    }
+
+    /// Bytes to write to `to` before the next read's (injected messages, close frames).
+    pub fn take_outbox(&mut self, to: Peer) -> Option<Outbox> {
+        match &mut self.mode {
+            Mode::WebSocket(ws) => ws.take_outbox(to),
+            _ => None,
+        }
+    }
+
+    pub fn has_outbox(&self, to: Peer) -> bool {
+        matches!(&self.mode, Mode::WebSocket(ws) if ws.has_outbox(to))
+    }
+
+    fn on_http_event(
+        &mut self,
+        side: Peer,
+        event: HttpEvent,
+        input: &[u8],
+        now_us: u64,
+        records: &mut Vec<Record>,
+    ) {
+        match event {
+            HttpEvent::RequestHead(request) => {
+                let id = self.ids.next(now_us / 1000);
+                self.request_in_progress = Some(id);
+                self.exchanges.push_back(Exchange {
+                    id,
+                    started_us: now_us,
+                    request,
+                    response: None,
+                    request_body: BodyCapture::new(id, BodyOf::Request, self.body_cap),
+                    response_body: BodyCapture::new(id, BodyOf::Response, self.body_cap),
+                });
+            }
+            HttpEvent::RequestBody(range) => {
+                // Gone already when the server answered before the body was over.
+                if let Some(x) = self.request_exchange() {
+                    x.request_body.push(&input[range], records);
+                }
+            }
+            HttpEvent::RequestEnd { .. } => {
+                if let Some(x) = self.request_exchange() {
+                    x.request_body.finish(records);
+                }
+                self.request_in_progress = None;
+            }
+            HttpEvent::ResponseBody(range) => {
+                // Responses come in order: the oldest exchange's is the one streaming.
+                if let Some(x) = self.exchanges.front_mut() {
+                    x.response_body.push(&input[range], records);
+                }
+            }
+            HttpEvent::ResponseHead(response) => {
+                // Interim responses (100 Continue, 103 Early Hints) precede the real one.
+                let interim = (100..200).contains(&response.status) && response.status != 101;
+                if !interim
+                    && let Some(x) = self.exchanges.iter_mut().find(|x| x.response.is_none())
+                {
+                    x.response = Some(response);
+                }
+            }
+            HttpEvent::ResponseEnd { .. } => {
+                if let Some(x) = self.exchanges.pop_front() {
+                    self.record(x, "", None, now_us, records);
+                }
+            }
+            HttpEvent::Switched { websocket, rest } => {
+                let rest = &input[input.len() - rest.min(input.len())..];
+                let Some(x) = self.exchanges.pop_front() else {
+                    self.mode = Mode::Opaque;
+                    return;
+                };
+                if !websocket {
+                    self.record(x, "", None, now_us, records);
+                    self.mode = Mode::Opaque;
+                    return;
+                }
+                self.upgrade(x, rest, now_us, records);
+            }
+            HttpEvent::Tunnel { .. } => {
+                if let Some(x) = self.exchanges.pop_front() {
+                    self.record(x, "", None, now_us, records);
+                }
+                self.mode = Mode::Opaque;
+            }
+            HttpEvent::HeldForUpgrade { len } => {
+                self.held_client
+                    .extend_from_slice(&input[input.len() - len.min(input.len())..]);
+            }
+            HttpEvent::NotHttp => self.mode = Mode::Opaque,
+            HttpEvent::Error(e) => {
+                let error = format!("{} sent malformed HTTP: {e}", side.name());
+                match self.exchanges.pop_front() {
+                    Some(x) => self.record(x, "", Some(error), now_us, records),
+                    None => records.push(self.failure_entry(now_us, error)),
+                }
+                // A faithful proxy passes the bytes on and lets the peer judge them.
+                self.mode = Mode::Opaque;
+            }
+        }
+    }
+
+    /// The exchange whose request body is streaming, if it is still waiting.
+    fn request_exchange(&mut self) -> Option<&mut Exchange> {
+        let id = self.request_in_progress?;
+        self.exchanges.iter_mut().rev().find(|x| x.id == id)
+    }
+
+    /// Records a finished (or failed) exchange: what is left of its bodies, then its
+    /// traffic entry. `protocol` as for [`Self::entry`].
+    fn record(
+        &self,
+        mut x: Exchange,
+        protocol: &str,
+        error: Option<String>,
+        now_us: u64,
+        records: &mut Vec<Record>,
+    ) {
+        x.request_body.finish(records);
+        x.response_body.finish(records);
+        records.push(Record::Traffic(entry(
+            &self.meta, x, protocol, error, now_us,
+        )));
+    }
+
+    fn upgrade(&mut self, mut x: Exchange, rest: &[u8], now_us: u64, records: &mut Vec<Record>) {
+        let now_ms = now_us / 1000;
+        x.request_body.finish(records);
+        x.response_body.finish(records);
+        let response = x.response.as_ref();
+        let extensions = response
+            .and_then(|r| r.header("sec-websocket-extensions"))
+            .map(str::to_string);
+        let subprotocol = response
+            .and_then(|r| r.header("sec-websocket-protocol"))
+            .map(str::to_string);
+        let (negotiated, error) = match extensions.as_deref().map(ws::negotiate_extensions) {
+            None => (ws::NegotiatedExtensions::default(), None),
+            Some(Ok(n)) => (n, None),
+            Some(Err(e)) => (
+                ws::NegotiatedExtensions::default(),
+                Some(format!("unusable Sec-WebSocket-Extensions: {e}")),
+            ),
+        };
+        // RSV bits of extensions we don't know are theirs to use, not errors.
+        let foreign = !negotiated.others.is_empty() || error.is_some();
+        let deflate = negotiated.deflate;
+        let entry = entry(
+            &self.meta,
+            x,
+            if self.meta.tls { "wss" } else { "ws" },
+            None,
+            now_us,
+        );
+        // The entry first: live subscribers get it before they hear the connection opened.
+        records.push(Record::Traffic(entry.clone()));
+        records.push(Record::WsOpen(WsOpen {
+            traffic: entry.id,
+            timestamp_ms: now_ms,
+            url: entry.url.clone(),
+            client_address: self.meta.client_address.clone(),
+            server_address: self.meta.server_address.clone(),
+            subprotocol,
+            extensions,
+            deflate: deflate.is_some(),
+        }));
+        let conn = ConnectionFacts {
+            host: entry.host.clone(),
+            path: entry.path.clone(),
+        };
+        let mut ws = Box::new(WsSession::new(WsSetup {
+            traffic: entry.id,
+            conn,
+            deflate,
+            foreign_extensions: foreign,
+            error,
+            payload_cap: self.payload_cap,
+            rules: self.rules.clone(),
+            mask_keys: self.mask_keys,
+        }));
+        // These bytes go out with the HTTP read that carried them: recorded, not gated.
+        let held = std::mem::take(&mut self.held_client);
+        ws.feed_direct(Peer::Client, &held, now_ms, records);
+        ws.feed_direct(Peer::Server, rest, now_ms, records);
+        self.mode = Mode::WebSocket(ws);
+    }
+
+    /// The connection is over: what was still open gets its final record.
+    pub fn on_end(&mut self, ending: &Ending, now_us: u64) -> Vec<Record> {
+        let now_ms = now_us / 1000;
+        let mut records = Vec::new();
+        let mut events = Vec::new();
+        // The server's FIN ends a response delimited by the connection's end.
+        let server_closed = matches!(ending, Ending::Closed | Ending::HalfOpen(Peer::Client));
+        if matches!(self.mode, Mode::Http) && server_closed {
+            self.http.server_eof(&mut events);
+            for event in events.drain(..) {
+                self.on_http_event(Peer::Server, event, &[], now_us, &mut records);
+            }
+        }
+        let why = match ending {
+            Ending::Closed => "connection closed before the response".to_string(),
+            Ending::Reset(side) => format!("{} reset the connection", side.name()),
+            Ending::HalfOpen(side) => half_open_why(*side),
+        };
+        while let Some(x) = self.exchanges.pop_front() {
+            self.record(x, "", Some(why.clone()), now_us, &mut records);
+        }
+        if let Mode::WebSocket(ws) = &mut self.mode {
+            // Before the counts: what never went out is recorded as dropped.
+            ws.finish(&mut records);
+            let abnormal = match ending {
+                Ending::Reset(side) => Some(format!("{} reset", side.name())),
+                Ending::Closed if ws.mid_message() => {
+                    Some("closed in the middle of a frame or message".into())
+                }
+                Ending::Closed if ws.first_close().is_none() => {
+                    Some("closed without a close frame".into())
+                }
+                Ending::Closed => ws.error().cloned(),
+                Ending::HalfOpen(side) if ws.mid_message() || ws.first_close().is_none() => {
+                    Some(half_open_why(*side))
+                }
+                Ending::HalfOpen(_) => ws.error().cloned(),
+            };
+            let (closed_by, close_code, close_reason) = match ws.first_close() {
+                Some(first) => (
+                    Some(first.by.name().to_string()),
+                    first.code,
+                    first.reason.clone(),
+                ),
+                None => (None, None, None),
+            };
+            let (frames_from_client, bytes_from_client) = ws.counts(Peer::Client);
+            let (frames_from_server, bytes_from_server) = ws.counts(Peer::Server);
+            records.push(Record::WsClose(WsClose {
+                traffic: ws.traffic(),
+                timestamp_ms: now_ms,
+                closed_by,
+                close_code,
+                close_reason,
+                frames_from_client,
+                frames_from_server,
+                bytes_from_client,
+                bytes_from_server,
+                abnormal,
+                frames_from_frametap: Some(ws.frametap_frames()),
+            }));
+        }
+        self.mode = Mode::Opaque;
+        records
+    }
+
+    /// A record for a connection that failed before any HTTP (e.g. TLS refused).
+    pub fn failure_entry(&self, now_us: u64, error: String) -> Record {
+        Record::Traffic(bare_entry(
+            &self.meta,
+            self.ids.next(now_us / 1000),
+            now_us / 1000,
+            error,
+        ))
+    }
+
+    /// A record for a request frametap answered itself (`response`, e.g. a 502 when
+    /// the upstream's certificate was refused), with why. A WebSocket upgrade request
+    /// is listed as `ws`/`wss`, what the client asked for.
+    pub fn answered_entry(
+        &self,
+        request: RequestHead,
+        started_us: u64,
+        response: ResponseHead,
+        error: String,
+        now_us: u64,
+    ) -> Record {
+        let websocket = request
+            .header("upgrade")
+            .is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+        let protocol = match (websocket, self.meta.tls) {
+            (false, _) => "",
+            (true, true) => "wss",
+            (true, false) => "ws",
+        };
+        let id = self.ids.next(now_us / 1000);
+        let exchange = Exchange {
+            id,
+            started_us,
+            request,
+            response: Some(response),
+            // Neither body is read or recorded: frametap answered without the server.
+            request_body: BodyCapture::new(id, BodyOf::Request, 0),
+            response_body: BodyCapture::new(id, BodyOf::Response, 0),
+        };
+        let mut entry = entry(&self.meta, exchange, protocol, Some(error), now_us);
+        (entry.request_body, entry.response_body) = (None, None);
+        Record::Traffic(entry)
+    }
+}
+
+#[cfg(test)]
+mod tests;
