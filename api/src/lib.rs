@@ -77,7 +77,7 @@ pub use views::{
 /// The REST API: every `/api` route behind the token check, JSON 404 for unknown paths
 /// and JSON 405 for unsupported methods.
 pub fn router(state: AppState) -> Router {
-    let (routes, _) = rest::routes().split_for_parts();
+    let (routes, _) = openapi::routes().split_for_parts();
     routes
         // Before the auth layer, so that wrong methods also need the token.
         .method_not_allowed_fallback(error::method_not_allowed)

@@ -1,249 +1,41 @@
 //! The OpenAPI document, generated from the handlers' `#[utoipa::path]` attributes and
 //! the views' `ToSchema` derives, plus the API's title, its two ways of sending the
-//! token, the links between operations and the query parameters' schemas.
+//! token and the links between operations; and its route, `/api/openapi.json`.
+//!
+//! This module is on top of the handlers (`rest`): it builds every route (`routes`)
+//! and the document from them, and they never refer to it. The query parameters'
+//! schemas live next to their parsers, in the handlers' modules (re-exported here).
 //!
 //! The document is a contract the handlers keep exactly: every request it allows is
 //! accepted (unless what it names does not exist: 404, 409), every request it forbids
 //! is refused with 400, and every answer is one it describes. Schemathesis checks
 //! that end to end (tests/tests/api.rs, `cargo xtask contract`), so each query
-//! parameter's schema here is what its parser takes, down to patterns.
+//! parameter's schema is what its parser takes, down to patterns.
 
 use std::sync::OnceLock;
 
-use serde_json::{Value, json};
+use axum::http::header;
+use axum::response::IntoResponse;
 use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::Operation;
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi, RefOr, SecurityRequirement};
-use utoipa::{Modify, PartialSchema, ToSchema};
+use utoipa::{Modify, OpenApi as _};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ErrorBody;
-use crate::rest::traffic::{FILTER_PARAMS, PID_ITEM, PROTOCOL_ITEM, STATUS_ITEM, list_pattern};
-use crate::rest::websocket::OPCODES;
+use crate::state::AppState;
 use crate::views::{
     DirectionParam, Frame, TrafficEntry, TunnelEnded, WebSocketClosed, WebSocketMessage,
     WebSocketOpened,
 };
 
-/// A traffic id as `TrafficId` parses it: 16 lowercase hex digits.
-pub const TRAFFIC_ID_PATTERN: &str = "^[0-9a-f]{16}$";
-/// A frame id as `FrameId` parses it: the traffic id, `-`, and the seq in lowercase
-/// hex, 8 digits zero-padded or up to 16 without a leading zero.
-pub const FRAME_ID_PATTERN: &str = "^[0-9a-f]{16}-(?:[0-9a-f]{8}|[1-9a-f][0-9a-f]{8,15})$";
-
-/// A string schema with a pattern.
-fn pattern_schema(pattern: &str, description: &str) -> RefOr<Schema> {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .pattern(Some(pattern))
-        .description(Some(description))
-        .into()
-}
-
-/// `after`: a frame id (a message's id is its first frame's).
-pub struct FrameIdParam;
-
-impl PartialSchema for FrameIdParam {
-    fn schema() -> RefOr<Schema> {
-        pattern_schema(
-            FRAME_ID_PATTERN,
-            "A frame id, e.g. `0191a2b3c4d50001-00000001`: the connection's traffic id, `-`, \
-             and the frame's seq in lowercase hex (8 digits, zero-padded, or more without a \
-             leading zero).",
-        )
-    }
-}
-
-impl ToSchema for FrameIdParam {}
-
-/// `trafficId` of a HAR export.
-pub struct TrafficIdParam;
-
-impl PartialSchema for TrafficIdParam {
-    fn schema() -> RefOr<Schema> {
-        pattern_schema(
-            TRAFFIC_ID_PATTERN,
-            "A traffic entry id: 16 lowercase hex digits, e.g. `0191a2b3c4d50001`.",
-        )
-    }
-}
-
-impl ToSchema for TrafficIdParam {}
-
-/// `opcode`: the opcodes a frame can have.
-pub struct OpcodeParam;
-
-impl PartialSchema for OpcodeParam {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::Integer)
-            .enum_values(Some(OPCODES))
-            .description(Some(
-                "A WebSocket opcode (RFC 6455): 0 continuation, 1 text, 2 binary, 8 close, \
-                 9 ping, 10 pong; in decimal, without sign or leading zeros.",
-            ))
-            .into()
-    }
-}
-
-impl ToSchema for OpcodeParam {}
-
-/// `protocol` of the traffic filters.
-pub struct ProtocolsParam;
-
-impl PartialSchema for ProtocolsParam {
-    fn schema() -> RefOr<Schema> {
-        pattern_schema(
-            &list_pattern(PROTOCOL_ITEM),
-            "A comma-separated list of http, https, ws, wss, tls, tcp (any case); ASCII \
-             whitespace around items and empty items are ignored.",
-        )
-    }
-}
-
-impl ToSchema for ProtocolsParam {}
-
-/// `pid` of the traffic filters.
-pub struct PidsParam;
-
-impl PartialSchema for PidsParam {
-    fn schema() -> RefOr<Schema> {
-        pattern_schema(
-            &list_pattern(PID_ITEM),
-            "A comma-separated list of process ids: positive decimal integers below 10^9 \
-             (leading zeros allowed); ASCII whitespace around items and empty items are \
-             ignored.",
-        )
-    }
-}
-
-impl ToSchema for PidsParam {}
-
-/// `status` of the traffic filters.
-pub struct StatusesParam;
-
-impl PartialSchema for StatusesParam {
-    fn schema() -> RefOr<Schema> {
-        pattern_schema(
-            &list_pattern(STATUS_ITEM),
-            "A comma-separated list of status codes (100 to 599) or classes (1xx to 5xx, \
-             any case); ASCII whitespace around items and empty items are ignored.",
-        )
-    }
-}
-
-impl ToSchema for StatusesParam {}
-
-/// What `DELETE /api/traffic` deletes: its query string as one exploded object, the
-/// only way OpenAPI can relate parameters. Either `all=true` and no filter
-/// parameter, or (without `all`, or `all=false`) at least one filter that selects:
-/// what `delete_traffic` accepts.
-pub struct TrafficSelection;
-
-/// The traffic filters' schemas, by parameter name ([`FILTER_PARAMS`]).
-fn filter_schemas() -> Vec<(&'static str, Value)> {
-    let schema = |schema: RefOr<Schema>| serde_json::to_value(schema).expect("a schema");
-    let text = |description: &str| json!({"type": "string", "description": description});
-    let filters = vec![
-        (
-            "methods",
-            text("Comma-separated HTTP methods, case-insensitive, e.g. GET,POST"),
-        ),
-        (
-            "search",
-            text("Case-insensitive substring of the URL, host or path"),
-        ),
-        ("protocol", schema(ProtocolsParam::schema())),
-        ("pid", schema(PidsParam::schema())),
-        (
-            "process",
-            text("Comma-separated process names of the client, case-insensitive"),
-        ),
-        (
-            "container",
-            text("Comma-separated container names or ids or id prefixes, case-insensitive"),
-        ),
-        ("status", schema(StatusesParam::schema())),
-        (
-            "error",
-            json!({"type": "boolean", "description": "`true`: entries that failed; `false`: those that did not"}),
-        ),
-        (
-            "errorContains",
-            text("Case-insensitive substring of the entry's `error`"),
-        ),
-    ];
-    debug_assert!(
-        filters
-            .iter()
-            .map(|(name, _)| *name)
-            .eq(FILTER_PARAMS.iter().copied())
-    );
-    filters
-}
-
-/// The [`TrafficSelection`] schema.
-fn traffic_selection() -> Value {
-    let mut properties = serde_json::Map::new();
-    for (name, schema) in filter_schemas() {
-        properties.insert(name.into(), schema);
-    }
-    properties.insert(
-        "all".into(),
-        json!({"type": "boolean", "description": "`true`: delete every entry (and give no filter)"}),
-    );
-    // Named, so that a value given for them is one that reaches the server as
-    // `limit=...` (a deletion refuses paging).
-    for paging in ["limit", "offset"] {
-        properties.insert(
-            paging.into(),
-            json!({"type": "string", "description": "Refused: a deletion deletes every entry it selects"}),
-        );
-    }
-    let present = |names: &[&str]| -> Vec<Value> {
-        names
-            .iter()
-            .map(|name| json!({"required": [name]}))
-            .collect()
-    };
-    // A filter that selects: a list naming an item, a non-empty text, or `error`.
-    let selects = |name: &str| match name {
-        "search" | "errorContains" => {
-            json!({"required": [name], "properties": {name: {"minLength": 1}}})
-        }
-        "error" => json!({"required": [name]}),
-        _ => json!({"required": [name], "properties": {name: {"pattern": "[^\\t\\n\\f\\r ,]"}}}),
-    };
-    json!({
-        "type": "object",
-        "description": "What to delete, as separate query parameters: `all=true` alone, or \
-            filters of which one at least selects something.",
-        "properties": properties,
-        "not": {"anyOf": present(&["limit", "offset"])},
-        "oneOf": [
-            {
-                "title": "everything",
-                "required": ["all"],
-                "properties": {"all": {"const": true}},
-                "not": {"anyOf": present(&FILTER_PARAMS)},
-            },
-            {
-                "title": "filtered",
-                "properties": {"all": {"const": false}},
-                "anyOf": FILTER_PARAMS.iter().map(|name| selects(name)).collect::<Vec<_>>(),
-            },
-        ],
-    })
-}
-
-impl PartialSchema for TrafficSelection {
-    fn schema() -> RefOr<Schema> {
-        frametap_control::raw_schema(traffic_selection())
-    }
-}
-
-impl ToSchema for TrafficSelection {}
+// The query parameters' schemas live next to their parsers, in the handlers' modules.
+pub use crate::rest::traffic::{PidsParam, ProtocolsParam, StatusesParam, TrafficSelection};
+pub use crate::rest::websocket::{
+    FRAME_ID_PATTERN, FrameIdParam, OpcodeParam, TRAFFIC_ID_PATTERN, TrafficIdParam,
+};
 
 /// Name of the `Authorization: Bearer` security scheme in the document.
 pub const BEARER_SCHEME: &str = "bearerToken";
@@ -329,9 +121,15 @@ impl Modify for Security {
     }
 }
 
+/// Every `/api` route with its OpenAPI description: the handlers of `rest` and this
+/// document's own, on the document's base ([`ApiDoc`]).
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    crate::rest::routes(ApiDoc::openapi()).routes(routes!(openapi_json))
+}
+
 /// The OpenAPI document of every route [`crate::router`] serves.
 pub fn openapi() -> OpenApi {
-    let mut doc = crate::rest::routes().split_for_parts().1;
+    let mut doc = routes().split_for_parts().1;
     // The routes' operations exist only now: what refers to them comes last.
     links(&mut doc);
     raw_bodies(&mut doc);
@@ -513,11 +311,29 @@ fn raw_bodies(doc: &mut OpenApi) {
 }
 
 /// [`openapi`] as JSON, built once.
-pub(crate) fn openapi_json() -> &'static str {
+fn document_json() -> &'static str {
     static JSON: OnceLock<String> = OnceLock::new();
     JSON.get_or_init(|| {
         openapi()
             .to_pretty_json()
             .expect("an OpenAPI document always serialises")
     })
+}
+
+/// This API's OpenAPI document.
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    tag = "meta",
+    operation_id = "openapi",
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document", body = serde_json::Value, content_type = "application/json"),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+    )
+)]
+async fn openapi_json() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document_json(),
+    )
 }

@@ -389,7 +389,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
-    use crate::rest::JsonBody;
+    use crate::rest::common::JsonBody;
 
     const SLOW: Duration = Duration::from_secs(600);
 

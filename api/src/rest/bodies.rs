@@ -17,8 +17,8 @@ use axum::response::{IntoResponse, Response};
 use frametap_store::{BodyInfo, BodyOf, Store, TrafficEntry, TrafficId};
 use tokio::sync::{mpsc, oneshot};
 
+use super::common::{PathText, follower};
 use super::export::ChunkStream;
-use super::{PathText, follower};
 use crate::content::{self, Coding};
 use crate::error::{ApiError, ErrorBody};
 use crate::query::QueryParams;

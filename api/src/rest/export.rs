@@ -21,15 +21,17 @@ use axum::response::{IntoResponse, Response};
 use frametap_store::{BodyOf, FrameFilter, Store, TrafficEntry, TrafficId};
 use tokio::sync::mpsc;
 
-use super::websocket::{after_cursor, check_cursor, direction_param, opcode_param};
-use super::{PathText, follower};
+use super::common::{PathText, follower};
+use super::websocket::{
+    FrameIdParam, OpcodeParam, TrafficIdParam, after_cursor, check_cursor, direction_param,
+    opcode_param,
+};
 use crate::error::{ApiError, ErrorBody, excerpt};
 use crate::har::{
     Har, HarBodies, HarEntry, HarWebSocketMessage, har, har_body, har_entry, har_message,
     has_http_exchange, is_websocket,
 };
 use crate::messages::Reassembler;
-use crate::openapi::{FrameIdParam, OpcodeParam, TrafficIdParam};
 use crate::query::{MAX_INTEGER, QueryParams};
 use crate::state::AppState;
 use crate::views::{Direction, DirectionParam, Frame, frame_json};

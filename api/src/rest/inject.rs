@@ -13,8 +13,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use frametap_control::Refusal;
 use frametap_store::{FrameId, TrafficId};
 
+use super::common::{JsonBody, PathText, agent_error, follower};
 use super::websocket::refresh;
-use super::{JsonBody, PathText, agent_error, follower};
 use crate::agent_views::{SendMessage, Sent};
 use crate::error::{ApiError, ErrorBody};
 use crate::state::{AppState, ControlError};

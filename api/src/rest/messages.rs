@@ -6,13 +6,13 @@ use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use frametap_store::{FrameFilter, Store, TrafficId};
 
+use super::common::{PathText, follower};
 use super::websocket::{
-    PAGE_PAYLOAD_BUDGET, after_cursor, check_cursor, direction_param, page_limit, with_next_link,
+    FrameIdParam, PAGE_PAYLOAD_BUDGET, after_cursor, check_cursor, direction_param, page_limit,
+    with_next_link,
 };
-use super::{PathText, follower};
 use crate::error::{ApiError, ErrorBody};
 use crate::messages::Reassembler;
-use crate::openapi::FrameIdParam;
 use crate::query::QueryParams;
 use crate::state::AppState;
 use crate::views::{Direction, DirectionParam, WebSocketMessage, message_json};

@@ -1,9 +1,7 @@
-//! `/api/health` and `/api/openapi.json`.
+//! `/api/health`. (`/api/openapi.json` is served by `crate::openapi`.)
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
 
 use crate::error::ErrorBody;
 use crate::state::{AppState, Health};
@@ -24,22 +22,4 @@ use crate::state::{AppState, Health};
 )]
 pub(crate) async fn health(State(state): State<AppState>) -> Json<Health> {
     Json(state.health.health())
-}
-
-/// This API's OpenAPI document.
-#[utoipa::path(
-    get,
-    path = "/api/openapi.json",
-    tag = "meta",
-    operation_id = "openapi",
-    responses(
-        (status = 200, description = "The OpenAPI 3.1 document", body = serde_json::Value, content_type = "application/json"),
-        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
-    )
-)]
-pub(crate) async fn openapi_json() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        crate::openapi::openapi_json(),
-    )
 }

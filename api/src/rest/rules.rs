@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 
-use super::{JsonBody, PathText, agent_error, follower};
+use super::common::{JsonBody, PathText, agent_error, follower};
 use crate::agent_views::{RuleDeleted, RuleList};
 use crate::error::{ApiError, ErrorBody, excerpt};
 use crate::state::{AppState, ControlError};

@@ -5,15 +5,18 @@
 use axum::Json;
 use axum::extract::{RawQuery, State};
 
-use super::websocket::refresh;
-use super::{PathText, agent_error, follower};
+use super::common::{PathText, agent_error, follower};
+use super::websocket::{pattern_schema, refresh};
 use crate::error::{ApiError, ErrorBody, excerpt};
-use crate::openapi::{PidsParam, ProtocolsParam, StatusesParam, TrafficSelection};
 use crate::query::{MAX_INTEGER, QueryParams};
 use crate::state::AppState;
 use crate::views::{TrafficDeleted, TrafficEntry, TrafficPage, traffic_json};
 use frametap_control::DeleteTarget;
 use frametap_store::{StatusMatch, TrafficFilter, TrafficId};
+use serde_json::{Value, json};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::Schema;
+use utoipa::{PartialSchema, ToSchema};
 
 /// Entries per page when `limit` is not given.
 pub(crate) const DEFAULT_TRAFFIC_LIMIT: u64 = 100;
@@ -57,6 +60,164 @@ pub(crate) const PROTOCOL_ITEM: &str =
 pub(crate) const PID_ITEM: &str = "0*[1-9][0-9]{0,8}";
 /// One item of `status`: a code from 100 to 599, or a class 1xx to 5xx.
 pub(crate) const STATUS_ITEM: &str = "[1-5](?:[0-9]{2}|[xX]{2})";
+
+// The schemas of the traffic filters, as `parse_filter` below reads them.
+
+/// `protocol` of the traffic filters.
+pub struct ProtocolsParam;
+
+impl PartialSchema for ProtocolsParam {
+    fn schema() -> RefOr<Schema> {
+        pattern_schema(
+            &list_pattern(PROTOCOL_ITEM),
+            "A comma-separated list of http, https, ws, wss, tls, tcp (any case); ASCII \
+             whitespace around items and empty items are ignored.",
+        )
+    }
+}
+
+impl ToSchema for ProtocolsParam {}
+
+/// `pid` of the traffic filters.
+pub struct PidsParam;
+
+impl PartialSchema for PidsParam {
+    fn schema() -> RefOr<Schema> {
+        pattern_schema(
+            &list_pattern(PID_ITEM),
+            "A comma-separated list of process ids: positive decimal integers below 10^9 \
+             (leading zeros allowed); ASCII whitespace around items and empty items are \
+             ignored.",
+        )
+    }
+}
+
+impl ToSchema for PidsParam {}
+
+/// `status` of the traffic filters.
+pub struct StatusesParam;
+
+impl PartialSchema for StatusesParam {
+    fn schema() -> RefOr<Schema> {
+        pattern_schema(
+            &list_pattern(STATUS_ITEM),
+            "A comma-separated list of status codes (100 to 599) or classes (1xx to 5xx, \
+             any case); ASCII whitespace around items and empty items are ignored.",
+        )
+    }
+}
+
+impl ToSchema for StatusesParam {}
+
+/// What `DELETE /api/traffic` deletes: its query string as one exploded object, the
+/// only way OpenAPI can relate parameters. Either `all=true` and no filter
+/// parameter, or (without `all`, or `all=false`) at least one filter that selects:
+/// what `delete_traffic` accepts.
+pub struct TrafficSelection;
+
+/// The traffic filters' schemas, by parameter name ([`FILTER_PARAMS`]).
+fn filter_schemas() -> Vec<(&'static str, Value)> {
+    let schema = |schema: RefOr<Schema>| serde_json::to_value(schema).expect("a schema");
+    let text = |description: &str| json!({"type": "string", "description": description});
+    let filters = vec![
+        (
+            "methods",
+            text("Comma-separated HTTP methods, case-insensitive, e.g. GET,POST"),
+        ),
+        (
+            "search",
+            text("Case-insensitive substring of the URL, host or path"),
+        ),
+        ("protocol", schema(ProtocolsParam::schema())),
+        ("pid", schema(PidsParam::schema())),
+        (
+            "process",
+            text("Comma-separated process names of the client, case-insensitive"),
+        ),
+        (
+            "container",
+            text("Comma-separated container names or ids or id prefixes, case-insensitive"),
+        ),
+        ("status", schema(StatusesParam::schema())),
+        (
+            "error",
+            json!({"type": "boolean", "description": "`true`: entries that failed; `false`: those that did not"}),
+        ),
+        (
+            "errorContains",
+            text("Case-insensitive substring of the entry's `error`"),
+        ),
+    ];
+    debug_assert!(
+        filters
+            .iter()
+            .map(|(name, _)| *name)
+            .eq(FILTER_PARAMS.iter().copied())
+    );
+    filters
+}
+
+/// The [`TrafficSelection`] schema.
+fn traffic_selection() -> Value {
+    let mut properties = serde_json::Map::new();
+    for (name, schema) in filter_schemas() {
+        properties.insert(name.into(), schema);
+    }
+    properties.insert(
+        "all".into(),
+        json!({"type": "boolean", "description": "`true`: delete every entry (and give no filter)"}),
+    );
+    // Named, so that a value given for them is one that reaches the server as
+    // `limit=...` (a deletion refuses paging).
+    for paging in ["limit", "offset"] {
+        properties.insert(
+            paging.into(),
+            json!({"type": "string", "description": "Refused: a deletion deletes every entry it selects"}),
+        );
+    }
+    let present = |names: &[&str]| -> Vec<Value> {
+        names
+            .iter()
+            .map(|name| json!({"required": [name]}))
+            .collect()
+    };
+    // A filter that selects: a list naming an item, a non-empty text, or `error`.
+    let selects = |name: &str| match name {
+        "search" | "errorContains" => {
+            json!({"required": [name], "properties": {name: {"minLength": 1}}})
+        }
+        "error" => json!({"required": [name]}),
+        _ => json!({"required": [name], "properties": {name: {"pattern": "[^\\t\\n\\f\\r ,]"}}}),
+    };
+    json!({
+        "type": "object",
+        "description": "What to delete, as separate query parameters: `all=true` alone, or \
+            filters of which one at least selects something.",
+        "properties": properties,
+        "not": {"anyOf": present(&["limit", "offset"])},
+        "oneOf": [
+            {
+                "title": "everything",
+                "required": ["all"],
+                "properties": {"all": {"const": true}},
+                "not": {"anyOf": present(&FILTER_PARAMS)},
+            },
+            {
+                "title": "filtered",
+                "properties": {"all": {"const": false}},
+                "anyOf": FILTER_PARAMS.iter().map(|name| selects(name)).collect::<Vec<_>>(),
+            },
+        ],
+    })
+}
+
+impl PartialSchema for TrafficSelection {
+    fn schema() -> RefOr<Schema> {
+        frametap_control::raw_schema(traffic_selection())
+    }
+}
+
+impl ToSchema for TrafficSelection {}
 
 /// The filter of a list or a deletion, from the query string: every parameter
 /// checked, and a 400 that says what it takes.

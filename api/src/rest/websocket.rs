@@ -14,10 +14,12 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use frametap_store::{FrameFilter, FrameId, Store, TrafficId};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{PartialSchema, ToSchema};
 
-use super::{PathText, agent_error, follower};
+use super::common::{PathText, agent_error, follower};
 use crate::error::{ApiError, ErrorBody, excerpt};
-use crate::openapi::{FrameIdParam, OpcodeParam};
 use crate::query::QueryParams;
 use crate::state::AppState;
 use crate::views::{
@@ -38,6 +40,72 @@ pub(crate) const PAGE_PAYLOAD_BUDGET: u64 = 64 << 20;
 const READ_STEP: usize = 32;
 /// Opcodes a frame can have (RFC 6455).
 pub(crate) const OPCODES: [u8; 6] = [0, 1, 2, 8, 9, 10];
+
+// The schemas of the ids and opcodes taken here (and by the messages and NDJSON
+// endpoints), as the parsers below read them.
+
+/// A traffic id as `TrafficId` parses it: 16 lowercase hex digits.
+pub const TRAFFIC_ID_PATTERN: &str = "^[0-9a-f]{16}$";
+/// A frame id as `FrameId` parses it: the traffic id, `-`, and the seq in lowercase
+/// hex, 8 digits zero-padded or up to 16 without a leading zero.
+pub const FRAME_ID_PATTERN: &str = "^[0-9a-f]{16}-(?:[0-9a-f]{8}|[1-9a-f][0-9a-f]{8,15})$";
+
+/// A string schema with a pattern.
+pub(crate) fn pattern_schema(pattern: &str, description: &str) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(pattern))
+        .description(Some(description))
+        .into()
+}
+
+/// `after`: a frame id (a message's id is its first frame's).
+pub struct FrameIdParam;
+
+impl PartialSchema for FrameIdParam {
+    fn schema() -> RefOr<Schema> {
+        pattern_schema(
+            FRAME_ID_PATTERN,
+            "A frame id, e.g. `0191a2b3c4d50001-00000001`: the connection's traffic id, `-`, \
+             and the frame's seq in lowercase hex (8 digits, zero-padded, or more without a \
+             leading zero).",
+        )
+    }
+}
+
+impl ToSchema for FrameIdParam {}
+
+/// `trafficId` of a HAR export.
+pub struct TrafficIdParam;
+
+impl PartialSchema for TrafficIdParam {
+    fn schema() -> RefOr<Schema> {
+        pattern_schema(
+            TRAFFIC_ID_PATTERN,
+            "A traffic entry id: 16 lowercase hex digits, e.g. `0191a2b3c4d50001`.",
+        )
+    }
+}
+
+impl ToSchema for TrafficIdParam {}
+
+/// `opcode`: the opcodes a frame can have.
+pub struct OpcodeParam;
+
+impl PartialSchema for OpcodeParam {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .enum_values(Some(OPCODES))
+            .description(Some(
+                "A WebSocket opcode (RFC 6455): 0 continuation, 1 text, 2 binary, 8 close, \
+                 9 ping, 10 pong; in decimal, without sign or leading zeros.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for OpcodeParam {}
 
 /// The validated query of a frames page.
 #[derive(Debug, Clone, PartialEq, Eq)]
