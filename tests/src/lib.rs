@@ -12,6 +12,7 @@
 //! Both ends live in namespaces the lab creates, so no traffic leaves them.
 pub mod agent;
 pub mod api;
+pub mod case;
 pub mod cgroup;
 pub mod netns;
 pub mod peers;
@@ -24,6 +25,7 @@ pub mod ws;
 use std::sync::{Mutex, MutexGuard};
 
 pub use agent::Agent;
+pub use case::Case;
 pub use cgroup::TestCgroup;
 pub use netns::Lab;
 pub use procs::Spawned;

@@ -9,35 +9,24 @@ use std::process::Command;
 use std::time::Duration;
 
 use frametap_e2e::{
-    Agent, Lab, TestCgroup,
+    Case, Lab, TestCgroup,
     api::{Api, SioListener},
+    case::CaseBuilder,
     netns::UPSTREAM_V4,
     pki::TestPki,
-    require_root, serial,
+    require_root,
     ws::{ClientOptions, WsServer, b64, run_client, spawn_client_on, unb64},
 };
 use serde_json::{Value, json};
 
 const HOST: &str = "upstream.frametap.test";
 
-fn agent_args(cg: &TestCgroup, pki: &TestPki) -> Vec<String> {
-    vec![
-        "--cgroup".into(),
-        cg.relative.clone(),
-        "--ports".into(),
-        "8443".into(),
-        "--upstream-ca".into(),
-        pki.ca.display().to_string(),
-    ]
-}
-
-fn start_agent(lab: &Lab, cg: &TestCgroup, pki: &TestPki, data_dir: tempfile::TempDir) -> Agent {
-    let args = agent_args(cg, pki);
-    Agent::start_in(
-        lab,
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        data_dir,
-    )
+/// The echo server on 8443, and an agent capturing it that trusts the PKI's CA.
+fn wss_case(tag: &str) -> CaseBuilder<impl FnOnce(&Lab, &TestPki) -> WsServer> {
+    Case::new(tag)
+        .ports("8443")
+        .upstream_ca()
+        .server(|lab, pki| WsServer::start(lab, UPSTREAM_V4, 8443, Some(pki), false))
 }
 
 /// Runs `script` as a captured wss client trusting the agent's CA.
@@ -166,14 +155,9 @@ const SEED_PIPELINE: &str = r#"curl -s -H "Authorization: Bearer $TOKEN" "http:/
 
 #[test]
 fn api_serves_a_recorded_wss_conversation_rest_and_live() {
-    if !require_root() {
+    let Some(prepared) = wss_case("api").prepare() else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("api");
-    let pki = TestPki::new(&[HOST, UPSTREAM_V4]);
-    let _server = WsServer::start(&lab, UPSTREAM_V4, 8443, Some(&pki), false);
+    };
     let data_dir = tempfile::tempdir().unwrap();
     let dir = data_dir.path().to_path_buf();
 
@@ -187,18 +171,18 @@ fn api_serves_a_recorded_wss_conversation_rest_and_live() {
     assert_eq!(early.status, 503, "{}", early.body);
     assert!(early.json()["error"].as_str().unwrap().contains("store"));
 
-    let agent = start_agent(&lab, &cg, &pki, data_dir);
+    let case = prepared.start_in(data_dir);
     let health = api.wait_get("/api/health", |h| {
         h["agent"]["up"] == true && h["store"]["open"] == true && h["events"]["connected"] == true
     });
     assert_eq!(health["status"], "ok");
-    assert_eq!(health["agent"]["pid"], agent.pid());
+    assert_eq!(health["agent"]["pid"], case.agent.pid());
 
     let mut live = SioListener::connect(&api, Some(&api.token)).expect("Socket.IO connects");
     let binary = vec![0u8, 1, 2, 250, 255];
     converse(
-        &lab,
-        &cg,
+        &case.lab,
+        &case.cg,
         &dir,
         &json!([
             {"op": "text", "data": "{\"action\":\"subscribe\",\"channel\":\"chat\"}"},
@@ -412,35 +396,29 @@ fn api_serves_a_recorded_wss_conversation_rest_and_live() {
         assert_eq!(gone.status, 404);
         assert_eq!(gone.json(), json!({"error": "Frame not found"}));
     }
+    // The agent, then the API, then the rest of the case.
     drop(live);
-    drop(agent);
+    drop(case.agent);
+    drop(api);
 }
 
 #[test]
 fn api_writes_need_the_agent_and_both_survive_restarts() {
-    if !require_root() {
+    let Some(mut case) = wss_case("api-restart").start() else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("api-restart");
-    let pki = TestPki::new(&[HOST, UPSTREAM_V4]);
-    let _server = WsServer::start(&lab, UPSTREAM_V4, 8443, Some(&pki), false);
-    let data_dir = tempfile::tempdir().unwrap();
-    let dir = data_dir.path().to_path_buf();
-    let mut agent = start_agent(&lab, &cg, &pki, data_dir);
-    let mut api = Api::start(&dir);
+    };
+    let dir = case.data_dir().to_path_buf();
+    let mut api = case.api();
     api.wait_get("/api/health", |h| h["store"]["open"] == true);
 
     let script = |text: &str| json!([{"op": "text", "data": text}, {"op": "close", "code": 1000, "reason": ""}]);
-    converse(&lab, &cg, &dir, &script("first"));
+    converse(&case.lab, &case.cg, &dir, &script("first"));
     let first = wss_entry(&api, "/chat")["id"].as_str().unwrap().to_string();
     let count_path = format!("/api/websocket/{first}/count");
     let before = api.wait_get(&count_path, |c| c["count"] == 4);
 
     // Agent down: reads still work, writes are refused and change nothing.
-    assert!(agent.stop().success());
-    let Agent { data_dir, .. } = agent;
+    assert!(case.agent.stop().success());
     api.wait_get("/api/health", |h| h["agent"]["up"] == false);
     let refused = api.request("DELETE", &format!("/api/websocket/{first}/frames"));
     assert_eq!(refused.status, 503, "{}", refused.body);
@@ -448,12 +426,12 @@ fn api_writes_need_the_agent_and_both_survive_restarts() {
     assert_eq!(api.get(&count_path), before);
 
     // Agent back on the same data dir: the running API follows it again.
-    let agent = start_agent(&lab, &cg, &pki, data_dir);
+    case.restart_agent();
     api.wait_get("/api/health", |h| {
         h["agent"]["up"] == true && h["events"]["connected"] == true
     });
     let mut live = SioListener::connect(&api, Some(&api.token)).expect("Socket.IO connects");
-    converse(&lab, &cg, &dir, &script("second"));
+    converse(&case.lab, &case.cg, &dir, &script("second"));
     let frames = live.collect_until(|ev| ev.iter().any(|e| e["event"] == "websocket:close"));
     let second_frame = frames
         .iter()
@@ -482,24 +460,17 @@ fn api_writes_need_the_agent_and_both_survive_restarts() {
         json!({"count": 4}),
         "other connections keep their frames"
     );
-    drop(agent);
+    drop(case.agent);
 }
 
 #[test]
 fn a_thousand_live_subscribers_each_get_every_frame_and_rest_stays_served() {
-    if !require_root() {
+    let Some(case) = wss_case("api-many").start() else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("api-many");
-    let pki = TestPki::new(&[HOST, UPSTREAM_V4]);
-    let _server = WsServer::start(&lab, UPSTREAM_V4, 8443, Some(&pki), false);
-    let data_dir = tempfile::tempdir().unwrap();
-    let dir = data_dir.path().to_path_buf();
-    let _agent = start_agent(&lab, &cg, &pki, data_dir);
+    };
+    let dir = case.data_dir().to_path_buf();
     // The API with its default limits: a thousand Socket.IO connections fit.
-    let api = Api::start(&dir);
+    let api = case.api();
     let (mut subscribers, connected) = SioListener::many(&api, 1000, "for everyone");
     assert_eq!(
         (connected["count"].as_u64(), connected["failed"].as_u64()),
@@ -509,8 +480,8 @@ fn a_thousand_live_subscribers_each_get_every_frame_and_rest_stays_served() {
     // While all of them are connected, REST requests are still answered.
     assert_eq!(api.get("/api/health")["status"], "ok");
     converse(
-        &lab,
-        &cg,
+        &case.lab,
+        &case.cg,
         &dir,
         &json!([
             {"op": "text", "data": "for everyone"},
@@ -526,19 +497,17 @@ fn a_thousand_live_subscribers_each_get_every_frame_and_rest_stays_served() {
 
 #[test]
 fn api_refuses_bad_requests_with_json_errors() {
-    if !require_root() {
+    let Some(case) = wss_case("api-errors").start() else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("api-errors");
-    let pki = TestPki::new(&[HOST, UPSTREAM_V4]);
-    let _server = WsServer::start(&lab, UPSTREAM_V4, 8443, Some(&pki), false);
-    let data_dir = tempfile::tempdir().unwrap();
-    let dir = data_dir.path().to_path_buf();
-    let _agent = start_agent(&lab, &cg, &pki, data_dir);
-    let api = Api::start(&dir);
-    converse(&lab, &cg, &dir, &json!([{"op": "text", "data": "x"}]));
+    };
+    let dir = case.data_dir().to_path_buf();
+    let api = case.api();
+    converse(
+        &case.lab,
+        &case.cg,
+        &dir,
+        &json!([{"op": "text", "data": "x"}]),
+    );
     let traffic = wss_entry(&api, "/chat")["id"].as_str().unwrap().to_string();
 
     // The token file is private, and every route wants the token.
@@ -698,46 +667,33 @@ fn entry_at(entries: &[Value], path: &str) -> Value {
 
 #[test]
 fn http_bodies_are_recorded_filtered_exported_and_deleted() {
-    if !require_root() {
+    let Some(case) = Case::new("api-bodies")
+        .ports(HTTP_PORT)
+        .args(&["--max-body-size", "64KiB"])
+        .server(|lab, _| start_http_peer(lab))
+        .start()
+    else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("api-bodies");
-    let _peer = start_http_peer(&lab);
-    let data_dir = tempfile::tempdir().unwrap();
-    let dir = data_dir.path().to_path_buf();
-    let _agent = Agent::start_in(
-        &lab,
-        &[
-            "--cgroup",
-            &cg.relative,
-            "--ports",
-            HTTP_PORT,
-            "--max-body-size",
-            "64KiB",
-        ],
-        data_dir,
-    );
-    let api = Api::start(&dir);
+    };
+    let api = case.api();
     let base = format!("http://{UPSTREAM_V4}:{HTTP_PORT}");
 
     // Content-Length and chunked responses, under and over the cap; a chunked and a
     // Content-Length upload; a gzip'd answer; two failures.
     assert_eq!(
-        captured_curl(&lab, &cg, &[&format!("{base}/cl/5000")]),
+        captured_curl(&case.lab, &case.cg, &[&format!("{base}/cl/5000")]),
         digits(5000)
     );
     let over = 300_000;
     assert_eq!(
-        captured_curl(&lab, &cg, &[&format!("{base}/chunked/{over}")]).len(),
+        captured_curl(&case.lab, &case.cg, &[&format!("{base}/chunked/{over}")]).len(),
         over
     );
     let upload = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(upload.path(), digits(40_000)).unwrap();
     let echoed = captured_curl(
-        &lab,
-        &cg,
+        &case.lab,
+        &case.cg,
         &[
             "-H",
             "Transfer-Encoding: chunked",
@@ -751,15 +707,15 @@ fn http_bodies_are_recorded_filtered_exported_and_deleted() {
     assert_eq!(echoed, digits(40_000));
     assert_eq!(
         captured_curl(
-            &lab,
-            &cg,
+            &case.lab,
+            &case.cg,
             &["--data-binary", "a=1&b=2", &format!("{base}/echo?form")]
         ),
         b"a=1&b=2"
     );
-    captured_curl(&lab, &cg, &[&format!("{base}/gzip")]);
-    captured_curl(&lab, &cg, &[&format!("{base}/status/404")]);
-    captured_curl(&lab, &cg, &[&format!("{base}/status/503")]);
+    captured_curl(&case.lab, &case.cg, &[&format!("{base}/gzip")]);
+    captured_curl(&case.lab, &case.cg, &[&format!("{base}/status/404")]);
+    captured_curl(&case.lab, &case.cg, &[&format!("{base}/status/503")]);
 
     let list = api.wait_get("/api/traffic", |v| v["count"] == 7);
     let entries = list["entries"].as_array().unwrap().clone();
@@ -894,34 +850,21 @@ fn http_bodies_are_recorded_filtered_exported_and_deleted() {
 
 #[test]
 fn rules_are_known_while_the_agent_is_stopped() {
-    if !require_root() {
-        return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("api-rules-down");
     let config = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
         config.path(),
         "[[rules]]\nid = \"no-passwords\"\ncontains = \"password\"\naction = { kind = \"drop\" }\n",
     )
     .unwrap();
-    let data_dir = tempfile::tempdir().unwrap();
-    let dir = data_dir.path().to_path_buf();
     let config_path = config.path().display().to_string();
-    let mut agent = Agent::start_in(
-        &lab,
-        &[
-            "--cgroup",
-            &cg.relative,
-            "--ports",
-            HTTP_PORT,
-            "--config",
-            &config_path,
-        ],
-        data_dir,
-    );
-    let api = Api::start(&dir);
+    let Some(mut case) = Case::new("api-rules-down")
+        .ports(HTTP_PORT)
+        .args(&["--config", &config_path])
+        .start()
+    else {
+        return;
+    };
+    let api = case.api();
     api.wait_get("/api/health", |h| h["agent"]["up"] == true);
     let live = api.get("/api/rules");
     assert_eq!(live["live"], true, "{live}");
@@ -937,7 +880,7 @@ fn rules_are_known_while_the_agent_is_stopped() {
     assert_eq!(rules_then.as_array().unwrap().len(), 2);
 
     // Stopped: the rules it had, from the store, saying so.
-    assert!(agent.stop().success());
+    assert!(case.agent.stop().success());
     api.wait_get("/api/health", |h| h["agent"]["up"] == false);
     let known = api.wait_get("/api/rules", |r| r["live"] == false);
     assert_eq!(known["rules"], rules_then);
@@ -1233,21 +1176,14 @@ fn as_nobody(script: &str) -> std::process::Output {
 
 #[test]
 fn recordings_are_root_only_and_an_open_data_dir_is_closed_at_start() {
-    if !require_root() {
+    let Some(mut case) = wss_case("api-private").start() else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("api-private");
-    let pki = TestPki::new(&[HOST, UPSTREAM_V4]);
-    let _server = WsServer::start(&lab, UPSTREAM_V4, 8443, Some(&pki), false);
-    let data_dir = tempfile::tempdir().unwrap();
-    let dir = data_dir.path().to_path_buf();
-    let mut agent = start_agent(&lab, &cg, &pki, data_dir);
-    let api = Api::start(&dir);
+    };
+    let dir = case.data_dir().to_path_buf();
+    let api = case.api();
     converse(
-        &lab,
-        &cg,
+        &case.lab,
+        &case.cg,
         &dir,
         &json!([{"op": "text", "data": "private hello"}, {"op": "close", "code": 1000, "reason": ""}]),
     );
@@ -1275,7 +1211,7 @@ fn recordings_are_root_only_and_an_open_data_dir_is_closed_at_start() {
     assert!(ca.stdout.starts_with(b"-----BEGIN CERTIFICATE-----"));
 
     // A data dir left open (as older versions did) is closed when the agent starts.
-    assert!(agent.stop().success());
+    assert!(case.agent.stop().success());
     let mut todo = vec![dir.clone()];
     while let Some(d) = todo.pop() {
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -1290,17 +1226,16 @@ fn recordings_are_root_only_and_an_open_data_dir_is_closed_at_start() {
         }
     }
     assert!(as_nobody(&grep).status.success(), "opened up for the test");
-    let Agent { data_dir, .. } = agent;
-    let agent = start_agent(&lab, &cg, &pki, data_dir);
+    case.restart_agent();
     assert_private(&dir);
     assert!(!as_nobody(&grep).status.success());
-    let warned = agent.logs().into_iter().any(|line| {
+    let warned = case.agent.logs().into_iter().any(|line| {
         line["message"]
             .as_str()
             .is_some_and(|m| m.contains("the data dir was open to other users"))
             && line["entries"].as_u64().is_some_and(|n| n > 3)
     });
-    assert!(warned, "{}", agent.log_text());
+    assert!(warned, "{}", case.agent.log_text());
     drop(api);
 }
 
@@ -1407,29 +1342,19 @@ fn api_keeps_its_openapi_contract_under_schemathesis() {
         Path::new(SCHEMATHESIS).exists(),
         "{SCHEMATHESIS} is missing: run `cargo xtask setup`"
     );
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("api-contract");
-    let pki = TestPki::new(&[HOST, UPSTREAM_V4]);
-    let _server = WsServer::start(&lab, UPSTREAM_V4, 8443, Some(&pki), false);
-    let _peer = start_http_peer(&lab);
-    let data_dir = tempfile::tempdir().unwrap();
-    let dir = data_dir.path().to_path_buf();
-    let ca = pki.ca.display().to_string();
-    let ports = format!("8443,{HTTP_PORT}");
-    let _agent = Agent::start_in(
-        &lab,
-        &[
-            "--cgroup",
-            &cg.relative,
-            "--ports",
-            &ports,
-            "--upstream-ca",
-            &ca,
-        ],
-        data_dir,
-    );
-    let api = Api::start(&dir);
+    let Some(case) = Case::new("api-contract")
+        .ports(&format!("8443,{HTTP_PORT}"))
+        .upstream_ca()
+        .server(|lab, pki| {
+            let server = WsServer::start(lab, UPSTREAM_V4, 8443, Some(pki), false);
+            (start_http_peer(lab), server)
+        })
+        .start()
+    else {
+        return;
+    };
+    let dir = case.data_dir().to_path_buf();
+    let api = case.api();
     api.wait_get("/api/health", |h| {
         h["agent"]["up"] == true && h["store"]["open"] == true
     });
@@ -1437,8 +1362,8 @@ fn api_keeps_its_openapi_contract_under_schemathesis() {
     // A closed conversation with every kind of frame, one left open to send into,
     // and plain HTTP exchanges with bodies (gzip'd, uploaded, failed).
     converse(
-        &lab,
-        &cg,
+        &case.lab,
+        &case.cg,
         &dir,
         &json!([
             {"op": "text", "data": "{\"action\":\"subscribe\",\"channel\":\"chat\"}"},
@@ -1457,22 +1382,22 @@ fn api_keeps_its_openapi_contract_under_schemathesis() {
         deflate: false,
     };
     let _open = spawn_client_on(
-        &lab,
-        Some(&cg),
+        &case.lab,
+        Some(&case.cg),
         &opts,
         &json!([{"op": "text", "data": "still here"}, {"op": "drain"}]),
         "/live",
     );
     let base = format!("http://{UPSTREAM_V4}:{HTTP_PORT}");
-    captured_curl(&lab, &cg, &[&format!("{base}/cl/5000")]);
-    captured_curl(&lab, &cg, &[&format!("{base}/gzip")]);
+    captured_curl(&case.lab, &case.cg, &[&format!("{base}/cl/5000")]);
+    captured_curl(&case.lab, &case.cg, &[&format!("{base}/gzip")]);
     captured_curl(
-        &lab,
-        &cg,
+        &case.lab,
+        &case.cg,
         &["--data-binary", "a=1&b=2", &format!("{base}/echo?form")],
     );
-    captured_curl(&lab, &cg, &[&format!("{base}/status/404")]);
-    captured_curl(&lab, &cg, &[&format!("{base}/status/503")]);
+    captured_curl(&case.lab, &case.cg, &[&format!("{base}/status/404")]);
+    captured_curl(&case.lab, &case.cg, &[&format!("{base}/status/503")]);
     let live = wss_entry(&api, "/live");
     api.wait_get(
         &format!("/api/websocket/{}", live["id"].as_str().unwrap()),
@@ -1530,7 +1455,7 @@ fn api_keeps_its_openapi_contract_under_schemathesis() {
     // judged: the recording thread must stop first.
     let stop = std::sync::atomic::AtomicBool::new(false);
     let results = std::thread::scope(|scope| {
-        scope.spawn(|| keep_recording(&lab, &cg, &opts, &base, &stop));
+        scope.spawn(|| keep_recording(&case.lab, &case.cg, &opts, &base, &stop));
         let mut results = Vec::new();
         for (name, args) in passes {
             let (status, output, took) = run(args);

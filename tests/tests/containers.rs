@@ -4,7 +4,7 @@
 use std::{process::Stdio, time::Duration};
 
 use frametap_e2e::{
-    Agent, Lab, Spawned, TestCgroup,
+    Agent, Case, Spawned, TestCgroup,
     netns::{NAMESPACED_V4, Namespaced, UPSTREAM_V4},
     peers::Server,
     require_root, serial, wait_for, workspace_bin,
@@ -38,41 +38,44 @@ const STOPPED: &str = "stopped capturing in a network namespace";
 
 #[test]
 fn an_application_in_another_network_namespace_is_captured_like_a_host_one() {
-    if !require_root() {
+    // The application namespace goes right after the agent, then the server.
+    let Some(case) = Case::new("netns")
+        .ports("8080")
+        .server(|lab, _| {
+            let server = Server::start(lab, &format!("{UPSTREAM_V4}:8080"), "echo", &[]);
+            (lab.namespaced(true), server)
+        })
+        .start()
+    else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("netns");
-    let server = Server::start(&lab, &format!("{UPSTREAM_V4}:8080"), "echo", &[]);
-    let ns = lab.namespaced(true);
-    let agent = Agent::start(&lab, &["--cgroup", &cg.relative, "--ports", "8080"]);
+    };
+    let (ns, server) = (&case.server.0, &case.server.1);
     let addr = format!("{UPSTREAM_V4}:8080");
 
     // A process of the captured cgroup lives in the namespace: the agent's scan
     // finds it and listens there before the application's first connect.
-    let mut holder = ns.command(Some(&cg), "sleep");
+    let mut holder = ns.command(Some(&case.cg), "sleep");
     holder.arg("60");
     let holder = Spawned::spawn("sleep", holder);
-    let serving = wait_logged(&agent, SERVING, 1);
+    let serving = wait_logged(&case.agent, SERVING, 1);
     assert_eq!(
         serving[0]["cgroup"],
-        format!("/{}", cg.relative),
+        format!("/{}", case.cg.relative),
         "{serving:?}"
     );
 
-    let reply = probe_in(&ns, Some(&cg), &addr, "from a container");
+    let reply = probe_in(ns, Some(&case.cg), &addr, "from a container");
     assert_eq!(reply["reply"], "echo from a container", "{reply}");
     assert_eq!(
         reply["peer"], addr,
         "getpeername() is the original destination"
     );
-    let c = &agent.wait_connections(1)[0];
+    let c = &case.agent.wait_connections(1)[0];
     assert_eq!(
         (&c["original_dst"], &c["end"]),
         (&Value::from(addr.clone()), &Value::from("closed"))
     );
-    assert_eq!(c["cgroup"], format!("/{}", cg.relative), "{c}");
+    assert_eq!(c["cgroup"], format!("/{}", case.cg.relative), "{c}");
     assert_eq!(c["netns"], serving[0]["netns"], "{c}");
     // The agent's own connection left from inside the namespace: its routes, its
     // address.
@@ -81,40 +84,42 @@ fn an_application_in_another_network_namespace_is_captured_like_a_host_one() {
     assert!(peer.starts_with(&format!("{NAMESPACED_V4}:")), "{served:?}");
 
     // Not in the captured cgroup: direct, even from the same namespace.
-    let direct = probe_in(&ns, None, &addr, "not selected");
+    let direct = probe_in(ns, None, &addr, "not selected");
     assert_eq!(direct["reply"], "echo not selected");
     assert!(
         direct["local"].as_str().unwrap().starts_with(NAMESPACED_V4),
         "{direct}"
     );
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(agent.connections().len(), 1);
+    assert_eq!(case.agent.connections().len(), 1);
 
     // The namespace goes away: the agent stops serving it by itself.
     drop(holder);
-    drop(ns);
-    let stopped = wait_logged(&agent, STOPPED, 1);
+    drop(case.server.0);
+    let stopped = wait_logged(&case.agent, STOPPED, 1);
     assert_eq!(stopped[0]["netns"], serving[0]["netns"]);
 }
 
 #[test]
 fn a_namespace_without_loopback_is_left_alone_and_its_connections_go_direct() {
-    if !require_root() {
+    let Some(case) = Case::new("netns-nolo")
+        .ports("8080")
+        .server(|lab, _| {
+            let server = Server::start(lab, &format!("{UPSTREAM_V4}:8080"), "echo", &[]);
+            (lab.namespaced(false), server)
+        })
+        .start()
+    else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("netns-nolo");
-    let _server = Server::start(&lab, &format!("{UPSTREAM_V4}:8080"), "echo", &[]);
-    let ns = lab.namespaced(false);
-    let agent = Agent::start(&lab, &["--cgroup", &cg.relative, "--ports", "8080"]);
+    };
+    let ns = &case.server.0;
     let addr = format!("{UPSTREAM_V4}:8080");
     for n in 0..3 {
-        let reply = probe_in(&ns, Some(&cg), &addr, &format!("direct {n}"));
+        let reply = probe_in(ns, Some(&case.cg), &addr, &format!("direct {n}"));
         assert_eq!(reply["reply"], format!("echo direct {n}"), "{reply}");
     }
     let refused = wait_logged(
-        &agent,
+        &case.agent,
         "cannot capture in this network namespace: its connections go direct",
         1,
     );
@@ -125,16 +130,16 @@ fn a_namespace_without_loopback_is_left_alone_and_its_connections_go_direct() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
         logged(
-            &agent,
+            &case.agent,
             "cannot capture in this network namespace: its connections go direct"
         )
         .len(),
         1,
         "logged once"
     );
-    assert!(agent.connections().is_empty());
+    assert!(case.agent.connections().is_empty());
     // Counted in the API's health.
-    let api = frametap_e2e::api::Api::start(agent.data_dir.path());
+    let api = case.api();
     let health = api.wait_get("/api/health", |h| h["agent"]["up"] == true);
     assert_eq!(health["agent"]["namespaces"]["refused"], 1, "{health}");
     assert_eq!(health["agent"]["namespaces"]["served"], 0, "{health}");
@@ -372,27 +377,18 @@ fn threads_and_fds(agent: &Agent) -> (usize, Vec<String>) {
 /// map entries all return to where they started.
 #[test]
 fn namespaces_that_come_and_go_leave_nothing_behind() {
-    if !require_root() {
-        return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("netns-churn");
-    let _server = Server::start(&lab, &format!("{UPSTREAM_V4}:8080"), "echo", &[]);
-    let maps_before = frametap_e2e::netns_listener_map_ids();
     // One worker: what each thread sets up once (its namespace handle, its pipe
     // pool) is then all set up after the first rounds.
-    let agent = Agent::start(
-        &lab,
-        &[
-            "--cgroup",
-            &cg.relative,
-            "--ports",
-            "8080",
-            "--workers",
-            "1",
-        ],
-    );
+    let Some(prepared) = Case::new("netns-churn")
+        .ports("8080")
+        .args(&["--workers", "1"])
+        .server(|lab, _| Server::start(lab, &format!("{UPSTREAM_V4}:8080"), "echo", &[]))
+        .prepare()
+    else {
+        return;
+    };
+    let maps_before = frametap_e2e::netns_listener_map_ids();
+    let case = prepared.start();
     let map = *frametap_e2e::netns_listener_map_ids()
         .iter()
         .find(|id| !maps_before.contains(id))
@@ -404,15 +400,15 @@ fn namespaces_that_come_and_go_leave_nothing_behind() {
     const ROUNDS: usize = 200;
     for round in 1..=ROUNDS {
         if round == 3 {
-            wait_logged(&agent, STOPPED, 2);
-            before = Some(threads_and_fds(&agent));
+            wait_logged(&case.agent, STOPPED, 2);
+            before = Some(threads_and_fds(&case.agent));
         }
-        let ns = lab.namespaced(true);
+        let ns = case.lab.namespaced(true);
         // A connect from a namespace without a listener goes direct and announces
         // it; a short-lived process may be gone before the agent gets there, so its
         // next one announces again. Once served, connects are captured.
         let captured = wait_for(Duration::from_secs(5), || {
-            let reply = probe_in(&ns, Some(&cg), &addr, "hello");
+            let reply = probe_in(&ns, Some(&case.cg), &addr, "hello");
             assert_eq!(reply["reply"], "echo hello", "round {round}: {reply}");
             reply["local"]
                 .as_str()
@@ -422,23 +418,23 @@ fn namespaces_that_come_and_go_leave_nothing_behind() {
         assert!(
             captured.is_some(),
             "round {round}: never captured:\n{}",
-            agent.log_text()
+            case.agent.log_text()
         );
-        assert_eq!(logged(&agent, SERVING).len(), round);
+        assert_eq!(logged(&case.agent, SERVING).len(), round);
         drop(ns);
     }
     let stopped = wait_for(Duration::from_secs(15), || {
-        let n = logged(&agent, STOPPED).len();
+        let n = logged(&case.agent, STOPPED).len();
         (n == ROUNDS).then_some(n)
     });
-    assert_eq!(stopped, Some(ROUNDS), "{}", agent.log_text());
+    assert_eq!(stopped, Some(ROUNDS), "{}", case.agent.log_text());
     assert_eq!(
         frametap_e2e::original_map_entries(map),
         0,
         "NETNS_LISTENERS entries left"
     );
     let (threads_before, fds_before) = before.expect("measured");
-    let (threads, fds) = threads_and_fds(&agent);
+    let (threads, fds) = threads_and_fds(&case.agent);
     assert_eq!(threads, threads_before, "threads");
     // Sockets, pipes and namespaces as before; the store may have opened a table
     // file or two for the entries recorded.
@@ -463,31 +459,33 @@ fn namespaces_that_come_and_go_leave_nothing_behind() {
 /// the namespace's next connection goes direct.
 #[test]
 fn after_a_sigkill_of_the_agent_namespaced_applications_go_direct() {
-    if !require_root() {
+    let Some(mut case) = Case::new("netns-kill")
+        .ports("8081")
+        .server(|lab, _| {
+            let server = Server::start(lab, &format!("{UPSTREAM_V4}:8081"), "pingpong", &[]);
+            (lab.namespaced(true), server)
+        })
+        .start()
+    else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("netns-kill");
-    let _server = Server::start(&lab, &format!("{UPSTREAM_V4}:8081"), "pingpong", &[]);
-    let ns = lab.namespaced(true);
-    let mut agent = Agent::start(&lab, &["--cgroup", &cg.relative, "--ports", "8081"]);
-    let mut holder = ns.command(Some(&cg), "sleep");
+    };
+    let ns = &case.server.0;
+    let mut holder = ns.command(Some(&case.cg), "sleep");
     holder.arg("60");
     let _holder = Spawned::spawn("sleep", holder);
-    wait_logged(&agent, SERVING, 1);
+    wait_logged(&case.agent, SERVING, 1);
     // One connection open through the agent (ft-probe hold keeps it).
-    let mut open = ns.command(Some(&cg), workspace_bin("ft-probe"));
+    let mut open = ns.command(Some(&case.cg), workspace_bin("ft-probe"));
     open.args(["hold", &format!("{UPSTREAM_V4}:8081"), "--count", "1"])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let _open = Spawned::spawn("ft-probe hold", open);
     std::thread::sleep(Duration::from_millis(300));
-    agent.process.signal(libc::SIGKILL);
-    agent.process.wait_timeout(Duration::from_secs(5));
-    let _server2 = Server::start(&lab, &format!("{UPSTREAM_V4}:8080"), "echo", &[]);
+    case.agent.process.signal(libc::SIGKILL);
+    case.agent.process.wait_timeout(Duration::from_secs(5));
+    let _server2 = Server::start(&case.lab, &format!("{UPSTREAM_V4}:8080"), "echo", &[]);
     let after = wait_for(Duration::from_secs(2), || {
-        let r = probe_in(&ns, Some(&cg), &format!("{UPSTREAM_V4}:8080"), "direct");
+        let r = probe_in(ns, Some(&case.cg), &format!("{UPSTREAM_V4}:8080"), "direct");
         (r["reply"] == "echo direct").then_some(r)
     })
     .expect("the namespace's connections work again");
@@ -500,17 +498,21 @@ fn after_a_sigkill_of_the_agent_namespaced_applications_go_direct() {
 /// Host-wide mode (`--cgroup /`) captures processes of other namespaces too.
 #[test]
 fn host_wide_mode_captures_other_namespaces() {
-    if !require_root() {
+    let Some(case) = Case::new("host-wide")
+        .host_wide()
+        .ports("8092")
+        .server(|lab, _| {
+            let server = Server::start(lab, &format!("{UPSTREAM_V4}:8092"), "echo", &[]);
+            (lab.namespaced(true), server)
+        })
+        .start()
+    else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let _server = Server::start(&lab, &format!("{UPSTREAM_V4}:8092"), "echo", &[]);
-    let ns = lab.namespaced(true);
-    let agent = Agent::start(&lab, &["--cgroup", "/", "--ports", "8092"]);
+    };
+    let ns = &case.server.0;
     let addr = format!("{UPSTREAM_V4}:8092");
     let captured = wait_for(Duration::from_secs(5), || {
-        let r = probe_in(&ns, None, &addr, "anywhere");
+        let r = probe_in(ns, None, &addr, "anywhere");
         assert_eq!(r["reply"], "echo anywhere", "{r}");
         r["local"]
             .as_str()
@@ -518,10 +520,14 @@ fn host_wide_mode_captures_other_namespaces() {
             .starts_with("127.0.0.1:")
             .then_some(r)
     });
-    assert!(captured.is_some(), "never captured:\n{}", agent.log_text());
+    assert!(
+        captured.is_some(),
+        "never captured:\n{}",
+        case.agent.log_text()
+    );
     let inode = std::fs::metadata(format!("/var/run/netns/{}", ns.netns.name))
         .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
         .unwrap();
-    let conns = agent.wait_connections(1);
+    let conns = case.agent.wait_connections(1);
     assert!(conns.iter().any(|c| c["netns"] == inode), "{conns:?}");
 }

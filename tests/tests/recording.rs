@@ -6,11 +6,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use frametap_e2e::{
-    Agent, Lab, TestCgroup,
+    Agent, Case, Lab, TestCgroup,
     api::{Api, SioListener},
     netns::UPSTREAM_V4,
-    pki::TestPki,
-    require_root, serial,
     tmpfs::Tmpfs,
     wait_for,
     ws::{ClientOptions, WsServer, spawn_client_on},
@@ -64,30 +62,18 @@ fn entries(api: &Api, path: &str) -> Vec<Value> {
 
 #[test]
 fn recording_stops_on_a_full_disk_and_resumes_by_itself() {
-    if !require_root() {
+    // The data dir on a 64 MB tmpfs.
+    let Some(mut case) = Case::new("recover")
+        .ports("8443")
+        .upstream_ca()
+        .pki(&[HOST])
+        .server(|lab, pki| WsServer::start(lab, UPSTREAM_V4, 8443, Some(pki), false))
+        .tmpfs("64m")
+        .start()
+    else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("recover");
-    let pki = TestPki::new(&[HOST]);
-    let fs = Tmpfs::mount("64m");
-    let data = tempfile::TempDir::new_in(fs.path()).unwrap();
-    let _server = WsServer::start(&lab, UPSTREAM_V4, 8443, Some(&pki), false);
-    let args = [
-        "--cgroup".to_string(),
-        cg.relative.clone(),
-        "--ports".into(),
-        "8443".into(),
-        "--upstream-ca".into(),
-        pki.ca.display().to_string(),
-    ];
-    let mut agent = Agent::start_in(
-        &lab,
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        data,
-    );
-    let api = Api::start(agent.data_dir.path());
+    };
+    let api = case.api();
     let mut live = SioListener::connect(&api, Some(&api.token)).expect("Socket.IO connects");
     let healthy = wait_health(&api, |h| {
         h["events"]["connected"] == true && h["recording"]["state"] == "ok"
@@ -96,22 +82,22 @@ fn recording_stops_on_a_full_disk_and_resumes_by_itself() {
     assert_eq!(healthy["recording"]["lastOutage"], Value::Null);
 
     converse(
-        &lab,
-        &cg,
-        &agent,
+        &case.lab,
+        &case.cg,
+        &case.agent,
         "/before",
         &json!([{"op": "text", "data": "before"}]),
     );
 
     // Fill the disk, then talk until the agent's writes fail: 50 echoed 60 KB
     // messages per run, so the WAL and memtables outgrow what is left.
-    let filler = fs.path().join("filler");
+    let filler = case.tmpfs.as_ref().unwrap().path().join("filler");
     Tmpfs::fill(&filler);
     let big = json!([{"op": "big", "size": 60000}]);
     let script = Value::Array(std::iter::repeat_n(big[0].clone(), 50).collect());
     let mut runs = 0;
     let degraded = loop {
-        converse(&lab, &cg, &agent, "/filling", &script);
+        converse(&case.lab, &case.cg, &case.agent, "/filling", &script);
         runs += 1;
         let h = api.get("/api/health");
         if h["recording"]["state"] == "degraded" {
@@ -124,9 +110,9 @@ fn recording_stops_on_a_full_disk_and_resumes_by_itself() {
     };
     // While writes fail, this conversation is relayed but not recorded.
     converse(
-        &lab,
-        &cg,
-        &agent,
+        &case.lab,
+        &case.cg,
+        &case.agent,
         "/during",
         &json!([{"op": "text", "data": "lost"}]),
     );
@@ -158,9 +144,9 @@ fn recording_stops_on_a_full_disk_and_resumes_by_itself() {
     assert_eq!(resumed["recording"]["since"], Value::Null);
 
     converse(
-        &lab,
-        &cg,
-        &agent,
+        &case.lab,
+        &case.cg,
+        &case.agent,
         "/after",
         &json!([{"op": "text", "data": "after"}]),
     );
@@ -244,12 +230,12 @@ fn recording_stops_on_a_full_disk_and_resumes_by_itself() {
     );
 
     // The agent's log says when recording stopped and resumed and what was lost.
-    assert!(agent.stop().success(), "{}", agent.log_text());
-    let logs = agent.logs();
+    assert!(case.agent.stop().success(), "{}", case.agent.log_text());
+    let logs = case.agent.logs();
     let message = |prefix: &str| {
         logs.iter()
             .find(|l| l["message"].as_str().is_some_and(|m| m.starts_with(prefix)))
-            .unwrap_or_else(|| panic!("no {prefix:?} in the agent log:\n{}", agent.log_text()))
+            .unwrap_or_else(|| panic!("no {prefix:?} in the agent log:\n{}", case.agent.log_text()))
             .clone()
     };
     let stopped = message("recording stopped");
@@ -266,6 +252,6 @@ fn recording_stops_on_a_full_disk_and_resumes_by_itself() {
         outage["resumedAt"].as_u64().unwrap() - outage["stoppedAt"].as_u64().unwrap(),
         frame_ids.len()
     );
-    drop(agent);
-    drop(fs);
+    drop(case.agent);
+    drop(case.tmpfs);
 }

@@ -7,11 +7,14 @@ use std::{
 };
 
 use frametap_e2e::{
-    Agent, Lab, TestCgroup, frametap_program_ids,
+    Agent, Case, Lab, TestCgroup,
+    case::CaseBuilder,
+    frametap_program_ids,
     netns::{UPSTREAM_V4, UPSTREAM_V6},
     original_map_entries, original_map_ids,
     peers::{Server, probe},
-    require_root, serial, wait_for, workspace_bin,
+    pki::TestPki,
+    wait_for, workspace_bin,
 };
 use serde_json::{Value, json};
 
@@ -20,17 +23,21 @@ fn assert_echo(reply: &Value, sent: &str) {
     assert_eq!(reply["reply"], format!("echo {sent}"), "{reply}");
 }
 
+/// A case whose agent captures port 8080, with `ft-probe serve` in `mode` on the
+/// upstream host's port 8080.
+fn on_8080(tag: &str, mode: &'static str) -> CaseBuilder<impl FnOnce(&Lab, &TestPki) -> Server> {
+    Case::new(tag)
+        .ports("8080")
+        .server(move |lab, _| Server::start(lab, &format!("{UPSTREAM_V4}:8080"), mode, &[]))
+}
+
 #[test]
 fn captured_connection_is_relayed_transparently() {
-    if !require_root() {
+    let Some(prepared) = on_8080("v4", "echo").prepare() else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("v4");
-    let server = Server::start(&lab, &format!("{UPSTREAM_V4}:8080"), "echo", &[]);
+    };
     let maps_before = original_map_ids();
-    let agent = Agent::start(&lab, &["--cgroup", &cg.relative, "--ports", "8080"]);
+    let case = prepared.start();
     let maps: Vec<u32> = original_map_ids()
         .into_iter()
         .filter(|id| !maps_before.contains(id))
@@ -38,8 +45,8 @@ fn captured_connection_is_relayed_transparently() {
     assert_eq!(maps.len(), 2, "the agent's cookie and client maps");
 
     let reply = probe(
-        &lab,
-        Some(&cg),
+        &case.lab,
+        Some(&case.cg),
         &format!("{UPSTREAM_V4}:8080"),
         "hello upstream",
     );
@@ -47,11 +54,11 @@ fn captured_connection_is_relayed_transparently() {
     // The application sees the original destination, not the agent.
     assert_eq!(reply["peer"], format!("{UPSTREAM_V4}:8080"));
 
-    let served = server.connections();
+    let served = case.server.connections();
     assert_eq!(served.len(), 1, "{served:?}");
     assert_eq!(served[0]["result"]["received"], "hello upstream");
 
-    let conns = agent.wait_connections(1);
+    let conns = case.agent.wait_connections(1);
     assert_eq!(conns.len(), 1, "{conns:?}");
     let c = &conns[0];
     assert_eq!(c["original_dst"], format!("{UPSTREAM_V4}:8080"));
@@ -91,18 +98,14 @@ fn assert_rounded_millis(value: &str) {
 
 #[test]
 fn logs_in_a_file_have_no_colour_codes_and_rounded_durations() {
-    if !require_root() {
+    // Agents of the test's own: one with text logs, then one with JSON logs.
+    let Some(setup) = on_8080("logs", "echo").prepare() else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("logs");
-    let _server = Server::start(&lab, &format!("{UPSTREAM_V4}:8080"), "echo", &[]);
+    };
     let dst = format!("{UPSTREAM_V4}:8080");
 
-    let mut agent =
-        Agent::start_with_text_logs(&lab, &["--cgroup", &cg.relative, "--ports", "8080"]);
-    assert_echo(&probe(&lab, Some(&cg), &dst, "plain"), "plain");
+    let mut agent = Agent::start_with_text_logs(&setup.lab, &setup.agent_args());
+    assert_echo(&probe(&setup.lab, Some(&setup.cg), &dst, "plain"), "plain");
     let closed = wait_for(Duration::from_secs(5), || {
         let text = agent.log_text();
         text.lines()
@@ -124,8 +127,8 @@ fn logs_in_a_file_have_no_colour_codes_and_rounded_durations() {
     assert_rounded_millis(duration);
 
     // JSON logs: the duration is a number, rounded the same way.
-    let agent = Agent::start(&lab, &["--cgroup", &cg.relative, "--ports", "8080"]);
-    assert_echo(&probe(&lab, Some(&cg), &dst, "json"), "json");
+    let agent = Agent::start(&setup.lab, &setup.agent_args());
+    assert_echo(&probe(&setup.lab, Some(&setup.cg), &dst, "json"), "json");
     let c = &agent.wait_connections(1)[0];
     assert!(c["duration_ms"].is_number(), "{c}");
     assert_rounded_millis(&c["duration_ms"].to_string());
@@ -134,46 +137,50 @@ fn logs_in_a_file_have_no_colour_codes_and_rounded_durations() {
 
 #[test]
 fn bulk_data_arrives_byte_identical() {
-    if !require_root() {
+    let Some(case) = on_8080("bulk", "echo").start() else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("bulk");
-    let server = Server::start(&lab, &format!("{UPSTREAM_V4}:8080"), "echo", &[]);
-    let agent = Agent::start(&lab, &["--cgroup", &cg.relative, "--ports", "8080"]);
+    };
     // 200 KB of varied text through the relay and back.
     let payload: String = (0..20_000)
         .map(|i| format!("{:09}|", i * 7919 % 1_000_003))
         .collect();
-    let reply = probe(&lab, Some(&cg), &format!("{UPSTREAM_V4}:8080"), &payload);
+    let reply = probe(
+        &case.lab,
+        Some(&case.cg),
+        &format!("{UPSTREAM_V4}:8080"),
+        &payload,
+    );
     assert_echo(&reply, &payload);
-    let c = &agent.wait_connections(1)[0];
+    let c = &case.agent.wait_connections(1)[0];
     assert_eq!(c["bytes_up"], payload.len());
-    assert_eq!(server.connections()[0]["result"]["received"], payload);
+    assert_eq!(case.server.connections()[0]["result"]["received"], payload);
 }
 
 #[test]
 fn curl_reaches_a_python_http_server() {
-    if !require_root() {
+    let Some(case) = Case::new("curl")
+        .ports("80")
+        .server(|lab, _| {
+            let root = tempfile::tempdir().unwrap();
+            std::fs::write(root.path().join("index.html"), "frametap says hi\n").unwrap();
+            let mut py = lab.upstream.command("python3");
+            py.args(["-m", "http.server", "80", "--bind", UPSTREAM_V4])
+                .current_dir(root.path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            let py = frametap_e2e::Spawned::spawn("python3 http.server", py);
+            (py, root)
+        })
+        .start()
+    else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("curl");
-    let root = tempfile::tempdir().unwrap();
-    std::fs::write(root.path().join("index.html"), "frametap says hi\n").unwrap();
-    let mut py = lab.upstream.command("python3");
-    py.args(["-m", "http.server", "80", "--bind", UPSTREAM_V4])
-        .current_dir(root.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let _py = frametap_e2e::Spawned::spawn("python3 http.server", py);
-    let agent = Agent::start(&lab, &["--cgroup", &cg.relative, "--ports", "80"]);
+    };
     // Wait until the server listens, from outside the cgroup (not captured).
     let url = format!("http://{UPSTREAM_V4}/index.html");
     let curl = |captured: bool| {
-        let mut c = lab.client_command(captured.then_some(&cg), "curl");
+        let mut c = case
+            .lab
+            .client_command(captured.then_some(&case.cg), "curl");
         c.args([
             "-sS",
             "--max-time",
@@ -196,7 +203,7 @@ fn curl_reaches_a_python_http_server() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(text, format!("frametap says hi\n\n200 {UPSTREAM_V4}:80"));
-    let conns = agent.wait_connections(1);
+    let conns = case.agent.wait_connections(1);
     assert_eq!(
         conns.len(),
         1,
@@ -208,49 +215,57 @@ fn curl_reaches_a_python_http_server() {
 
 #[test]
 fn uncaptured_cgroup_port_and_excluded_cidr_go_direct() {
-    if !require_root() {
+    let Some(case) = Case::new("sel")
+        .ports("8080")
+        .args(&["--exclude", "fd77::2/128"])
+        .server(|lab, _| {
+            let s80 = Server::start(lab, &format!("{UPSTREAM_V4}:8080"), "echo", &[]);
+            let s81 = Server::start(lab, &format!("{UPSTREAM_V4}:8081"), "echo", &[]);
+            let s6 = Server::start(lab, &format!("[{UPSTREAM_V6}]:8080"), "echo", &[]);
+            (s6, s81, s80)
+        })
+        .start()
+    else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("sel");
-    let _s80 = Server::start(&lab, &format!("{UPSTREAM_V4}:8080"), "echo", &[]);
-    let _s81 = Server::start(&lab, &format!("{UPSTREAM_V4}:8081"), "echo", &[]);
-    let _s6 = Server::start(&lab, &format!("[{UPSTREAM_V6}]:8080"), "echo", &[]);
-    let agent = Agent::start(
-        &lab,
-        &[
-            "--cgroup",
-            &cg.relative,
-            "--ports",
-            "8080",
-            "--exclude",
-            "fd77::2/128",
-        ],
-    );
+    };
     // Outside the cgroup: direct.
     assert_echo(
-        &probe(&lab, None, &format!("{UPSTREAM_V4}:8080"), "outside"),
+        &probe(&case.lab, None, &format!("{UPSTREAM_V4}:8080"), "outside"),
         "outside",
     );
     // Port not selected: direct.
     assert_echo(
-        &probe(&lab, Some(&cg), &format!("{UPSTREAM_V4}:8081"), "port"),
+        &probe(
+            &case.lab,
+            Some(&case.cg),
+            &format!("{UPSTREAM_V4}:8081"),
+            "port",
+        ),
         "port",
     );
     // Excluded destination: direct.
     assert_echo(
-        &probe(&lab, Some(&cg), &format!("[{UPSTREAM_V6}]:8080"), "excl"),
+        &probe(
+            &case.lab,
+            Some(&case.cg),
+            &format!("[{UPSTREAM_V6}]:8080"),
+            "excl",
+        ),
         "excl",
     );
     // And the control: captured.
     assert_echo(
-        &probe(&lab, Some(&cg), &format!("{UPSTREAM_V4}:8080"), "in"),
+        &probe(
+            &case.lab,
+            Some(&case.cg),
+            &format!("{UPSTREAM_V4}:8080"),
+            "in",
+        ),
         "in",
     );
-    let conns = agent.wait_connections(1);
+    let conns = case.agent.wait_connections(1);
     std::thread::sleep(Duration::from_millis(200));
-    let conns_after = agent.connections();
+    let conns_after = case.agent.connections();
     assert_eq!(
         conns_after.len(),
         1,
@@ -259,12 +274,12 @@ fn uncaptured_cgroup_port_and_excluded_cidr_go_direct() {
     assert_eq!(conns[0]["bytes_up"], 2);
 
     // An excluded IPv4 network, in a second agent run.
-    drop(agent);
+    drop(case.agent);
     let agent = Agent::start(
-        &lab,
+        &case.lab,
         &[
             "--cgroup",
-            &cg.relative,
+            &case.cg.relative,
             "--ports",
             "8080",
             "--exclude",
@@ -272,7 +287,12 @@ fn uncaptured_cgroup_port_and_excluded_cidr_go_direct() {
         ],
     );
     assert_echo(
-        &probe(&lab, Some(&cg), &format!("{UPSTREAM_V4}:8080"), "ex4"),
+        &probe(
+            &case.lab,
+            Some(&case.cg),
+            &format!("{UPSTREAM_V4}:8080"),
+            "ex4",
+        ),
         "ex4",
     );
     std::thread::sleep(Duration::from_millis(200));
@@ -297,44 +317,9 @@ fn endpoint(text: &Value) -> SocketAddr {
 
 #[test]
 fn include_captures_only_its_networks_and_exclude_still_wins() {
-    if !require_root() {
-        return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("incl");
-    // Upstream addresses inside and outside the included networks.
-    for extra in [
-        "10.77.0.3/24",
-        "10.77.0.130/24",
-        "fd77::3/64",
-        "fd77::1:2/64",
-    ] {
-        lab.add_upstream_address(extra);
-    }
-    let servers: Vec<(&str, Server)> = [
-        UPSTREAM_V4,
-        "10.77.0.3",
-        "10.77.0.130",
-        "[fd77::2]",
-        "[fd77::3]",
-        "[fd77::1:2]",
-    ]
-    .into_iter()
-    .map(|host| {
-        (
-            host,
-            Server::start(&lab, &format!("{host}:8080"), "echo", &[]),
-        )
-    })
-    .collect();
-    let agent = Agent::start(
-        &lab,
-        &[
-            "--cgroup",
-            &cg.relative,
-            "--ports",
-            "8080",
+    let Some(case) = Case::new("incl")
+        .ports("8080")
+        .args(&[
             // Comma lists and repeated flags both work.
             "--include",
             "10.77.0.0/25,fd77::/120",
@@ -342,8 +327,39 @@ fn include_captures_only_its_networks_and_exclude_still_wins() {
             "10.77.0.3",
             "--exclude",
             "fd77::3",
-        ],
-    );
+        ])
+        .server(|lab, _| {
+            // Upstream addresses inside and outside the included networks.
+            for extra in [
+                "10.77.0.3/24",
+                "10.77.0.130/24",
+                "fd77::3/64",
+                "fd77::1:2/64",
+            ] {
+                lab.add_upstream_address(extra);
+            }
+            [
+                UPSTREAM_V4,
+                "10.77.0.3",
+                "10.77.0.130",
+                "[fd77::2]",
+                "[fd77::3]",
+                "[fd77::1:2]",
+            ]
+            .into_iter()
+            .map(|host| {
+                (
+                    host,
+                    Server::start(lab, &format!("{host}:8080"), "echo", &[]),
+                )
+            })
+            .collect::<Vec<(&str, Server)>>()
+        })
+        .start()
+    else {
+        return;
+    };
+    let servers = &case.server;
     let server_of = |dst: &str| {
         let ip = endpoint(&Value::from(dst)).ip();
         &servers
@@ -368,7 +384,7 @@ fn include_captures_only_its_networks_and_exclude_still_wins() {
     let mut captured = Vec::new();
     for (i, (dst, expect_captured)) in cases.iter().enumerate() {
         let payload = format!("case {i}");
-        let reply = probe(&lab, Some(&cg), dst, &payload);
+        let reply = probe(&case.lab, Some(&case.cg), dst, &payload);
         assert_echo(&reply, &payload);
         let seen = server_of(dst)
             .connections()
@@ -383,7 +399,7 @@ fn include_captures_only_its_networks_and_exclude_still_wins() {
         }
     }
     // The agent relayed exactly the captured ones (workers may log them in any order).
-    let conns = agent.wait_connections(captured.len());
+    let conns = case.agent.wait_connections(captured.len());
     let mut relayed: Vec<SocketAddr> = conns.iter().map(|c| endpoint(&c["client"])).collect();
     let mut expected: Vec<SocketAddr> = captured.iter().map(|(_, client)| *client).collect();
     relayed.sort();
@@ -393,31 +409,38 @@ fn include_captures_only_its_networks_and_exclude_still_wins() {
 
 #[test]
 fn ipv6_and_ipv4_mapped_connections_are_captured() {
-    if !require_root() {
+    let Some(case) = Case::new("v6")
+        .ports("8443")
+        .server(|lab, _| {
+            let s4 = Server::start(lab, &format!("{UPSTREAM_V4}:8443"), "echo", &[]);
+            let s6 = Server::start(lab, &format!("[{UPSTREAM_V6}]:8443"), "echo", &[]);
+            (s6, s4)
+        })
+        .start()
+    else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("v6");
-    let _s4 = Server::start(&lab, &format!("{UPSTREAM_V4}:8443"), "echo", &[]);
-    let _s6 = Server::start(&lab, &format!("[{UPSTREAM_V6}]:8443"), "echo", &[]);
-    let agent = Agent::start(&lab, &["--cgroup", &cg.relative, "--ports", "8443"]);
+    };
 
-    let v6 = probe(&lab, Some(&cg), &format!("[{UPSTREAM_V6}]:8443"), "six");
+    let v6 = probe(
+        &case.lab,
+        Some(&case.cg),
+        &format!("[{UPSTREAM_V6}]:8443"),
+        "six",
+    );
     assert_echo(&v6, "six");
     assert_eq!(v6["peer"], format!("[{UPSTREAM_V6}]:8443"));
 
     // A dual-stack (AF_INET6) socket connecting to an IPv4-mapped address.
     let mapped = probe(
-        &lab,
-        Some(&cg),
+        &case.lab,
+        Some(&case.cg),
         &format!("[::ffff:{UPSTREAM_V4}]:8443"),
         "mapped",
     );
     assert_echo(&mapped, "mapped");
     assert_eq!(mapped["peer"], format!("[::ffff:{UPSTREAM_V4}]:8443"));
 
-    let conns = agent.wait_connections(2);
+    let conns = case.agent.wait_connections(2);
     let dsts: Vec<_> = conns
         .iter()
         .map(|c| c["original_dst"].as_str().unwrap().to_string())
@@ -433,37 +456,39 @@ fn ipv6_and_ipv4_mapped_connections_are_captured() {
 
 #[test]
 fn host_wide_mode_captures_without_looping() {
-    if !require_root() {
-        return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let server = Server::start(&lab, &format!("{UPSTREAM_V4}:8090"), "echo", &[]);
     // --cgroup / : the agent itself is inside the captured tree.
-    let agent = Agent::start(&lab, &["--cgroup", "/", "--ports", "8090"]);
-    let reply = probe(&lab, None, &format!("{UPSTREAM_V4}:8090"), "everywhere");
+    let Some(case) = Case::new("host-wide")
+        .host_wide()
+        .ports("8090")
+        .server(|lab, _| Server::start(lab, &format!("{UPSTREAM_V4}:8090"), "echo", &[]))
+        .start()
+    else {
+        return;
+    };
+    let reply = probe(
+        &case.lab,
+        None,
+        &format!("{UPSTREAM_V4}:8090"),
+        "everywhere",
+    );
     assert_echo(&reply, "everywhere");
-    let conns = agent.wait_connections(1);
+    let conns = case.agent.wait_connections(1);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
-        agent.connections().len(),
+        case.agent.connections().len(),
         1,
         "the agent's own upstream connect was not captured: {conns:?}"
     );
-    assert_eq!(server.connections().len(), 1);
+    assert_eq!(case.server.connections().len(), 1);
 }
 
 #[test]
 fn sigkill_of_the_agent_fails_open_within_a_second() {
-    if !require_root() {
+    let Some(prepared) = on_8080("kill", "echo").prepare() else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("kill");
-    let server = Server::start(&lab, &format!("{UPSTREAM_V4}:8080"), "echo", &[]);
+    };
     let before = frametap_program_ids();
-    let mut agent = Agent::start(&lab, &["--cgroup", &cg.relative, "--ports", "8080"]);
+    let mut case = prepared.start();
     let ours: Vec<u32> = frametap_program_ids()
         .into_iter()
         .filter(|id| !before.contains(id))
@@ -474,12 +499,17 @@ fn sigkill_of_the_agent_fails_open_within_a_second() {
         "connect4/6, getpeername4/6 and sock_ops are loaded"
     );
     assert_echo(
-        &probe(&lab, Some(&cg), &format!("{UPSTREAM_V4}:8080"), "one"),
+        &probe(
+            &case.lab,
+            Some(&case.cg),
+            &format!("{UPSTREAM_V4}:8080"),
+            "one",
+        ),
         "one",
     );
 
-    agent.process.signal(libc::SIGKILL);
-    agent
+    case.agent.process.signal(libc::SIGKILL);
+    case.agent
         .process
         .wait_timeout(Duration::from_secs(5))
         .expect("agent died");
@@ -491,35 +521,41 @@ fn sigkill_of_the_agent_fails_open_within_a_second() {
         gone.is_some(),
         "programs still loaded a second after SIGKILL"
     );
-    let reply = probe(&lab, Some(&cg), &format!("{UPSTREAM_V4}:8080"), "direct");
+    let reply = probe(
+        &case.lab,
+        Some(&case.cg),
+        &format!("{UPSTREAM_V4}:8080"),
+        "direct",
+    );
     assert_echo(&reply, "direct");
-    assert_eq!(server.connections().len(), 2);
+    assert_eq!(case.server.connections().len(), 2);
 }
 
 #[test]
 fn clean_shutdown_detaches_everything() {
-    if !require_root() {
+    let Some(prepared) = on_8080("term", "echo").prepare() else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("term");
-    let _server = Server::start(&lab, &format!("{UPSTREAM_V4}:8080"), "echo", &[]);
+    };
     let before = frametap_program_ids();
-    let mut agent = Agent::start(&lab, &["--cgroup", &cg.relative, "--ports", "8080"]);
+    let mut case = prepared.start();
     let ours: Vec<u32> = frametap_program_ids()
         .into_iter()
         .filter(|id| !before.contains(id))
         .collect();
     assert_echo(
-        &probe(&lab, Some(&cg), &format!("{UPSTREAM_V4}:8080"), "x"),
+        &probe(
+            &case.lab,
+            Some(&case.cg),
+            &format!("{UPSTREAM_V4}:8080"),
+            "x",
+        ),
         "x",
     );
-    let status = agent.stop();
+    let status = case.agent.stop();
     assert!(
         status.success(),
         "clean exit: {status}\n{}",
-        agent.log_text()
+        case.agent.log_text()
     );
     let now = frametap_program_ids();
     assert!(
@@ -535,63 +571,62 @@ fn clean_shutdown_detaches_everything() {
         })
         .unwrap_or(0);
     assert_eq!(pinned, 0);
-    assert!(agent.log_text().contains("detached"));
+    assert!(case.agent.log_text().contains("detached"));
     assert_echo(
-        &probe(&lab, Some(&cg), &format!("{UPSTREAM_V4}:8080"), "after"),
+        &probe(
+            &case.lab,
+            Some(&case.cg),
+            &format!("{UPSTREAM_V4}:8080"),
+            "after",
+        ),
         "after",
     );
 }
 
 #[test]
 fn upstream_refusal_resets_the_client() {
-    if !require_root() {
-        return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("refuse");
     // Nothing listens on 8080 upstream.
-    let agent = Agent::start(&lab, &["--cgroup", &cg.relative, "--ports", "8080"]);
-    let reply = probe(&lab, Some(&cg), &format!("{UPSTREAM_V4}:8080"), "anyone?");
+    let Some(case) = Case::new("refuse").ports("8080").start() else {
+        return;
+    };
+    let reply = probe(
+        &case.lab,
+        Some(&case.cg),
+        &format!("{UPSTREAM_V4}:8080"),
+        "anyone?",
+    );
     assert_eq!(reply["kind"], "ConnectionReset", "{reply}");
-    let c = &agent.wait_connections(1)[0];
+    let c = &case.agent.wait_connections(1)[0];
     assert_eq!(c["end"], "upstream connect failed");
     assert!(c["error"].as_str().unwrap().contains("refused"), "{c}");
 }
 
 #[test]
 fn a_connection_left_half_open_and_silent_is_closed_after_the_half_open_timeout() {
-    if !require_root() {
-        return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("halfopen");
     // The server reads to EOF and then neither answers nor closes; the probe gives
     // up by itself after 10 s (a read timeout, an error).
-    let _server = Server::start(&lab, &format!("{UPSTREAM_V4}:8080"), "silent", &[]);
-    let agent = Agent::start(
-        &lab,
-        &[
-            "--cgroup",
-            &cg.relative,
-            "--ports",
-            "8080",
-            "--half-open-timeout",
-            "2",
-        ],
-    );
+    let Some(case) = on_8080("halfopen", "silent")
+        .args(&["--half-open-timeout", "2"])
+        .start()
+    else {
+        return;
+    };
     // Relayed untouched (not HTTP), then watched as HTTP: both are closed by frametap.
     for (n, send) in [(1, "hello"), (2, "GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")] {
-        let reply = probe(&lab, Some(&cg), &format!("{UPSTREAM_V4}:8080"), send);
+        let reply = probe(
+            &case.lab,
+            Some(&case.cg),
+            &format!("{UPSTREAM_V4}:8080"),
+            send,
+        );
         assert_eq!(
             reply["reply"], "",
             "the client sees a FIN, not its own timeout: {reply}"
         );
-        let c = &agent.wait_connections(n)[n - 1];
+        let c = &case.agent.wait_connections(n)[n - 1];
         assert_eq!(c["end"], "half-open timeout", "{c}");
     }
-    let api = frametap_e2e::api::Api::start(agent.data_dir.path());
+    let api = case.api();
     let list = api.wait_get("/api/traffic?protocol=http", |v| {
         v["entries"][0].is_object()
     });
@@ -618,20 +653,15 @@ fn exec_hint_prefix(agent: &Agent) -> String {
 
 #[test]
 fn exec_runs_a_command_captured_and_returns_its_status() {
-    if !require_root() {
-        return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("exec");
-    let _server = Server::start(&lab, &format!("{UPSTREAM_V4}:8080"), "echo", &[]);
     // The agent's data dir is a temporary one, not the default that exec once read.
-    let agent = Agent::start(&lab, &["--cgroup", &cg.relative, "--ports", "8080"]);
+    let Some(case) = on_8080("exec", "echo").start() else {
+        return;
+    };
     // Run the agent's own suggestion, as printed, through a shell.
-    let prefix = exec_hint_prefix(&agent);
-    assert!(prefix.contains(&cg.relative), "{prefix}");
+    let prefix = exec_hint_prefix(&case.agent);
+    assert!(prefix.contains(&case.cg.relative), "{prefix}");
     let exec = |command: &str| {
-        let mut c = lab.client_command(None, "sh");
+        let mut c = case.lab.client_command(None, "sh");
         c.args(["-c", &format!("{prefix} -- {command}")]);
         c.output().expect("exec")
     };
@@ -656,11 +686,11 @@ fn exec_runs_a_command_captured_and_returns_its_status() {
     );
     let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_echo(&reply, "via exec");
-    let conns = agent.wait_connections(1);
+    let conns = case.agent.wait_connections(1);
     assert_eq!(conns[0]["comm"], "ft-probe");
     assert_eq!(conns[0]["client"], reply["local"]);
     // The per-command child cgroup is gone again.
-    let leftovers = std::fs::read_dir(&cg.dir)
+    let leftovers = std::fs::read_dir(&case.cg.dir)
         .unwrap()
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("exec-"))
@@ -668,11 +698,13 @@ fn exec_runs_a_command_captured_and_returns_its_status() {
     assert_eq!(leftovers, 0);
 
     // The old --data-dir flag still parses, says it is not needed, and changes nothing.
-    let mut c = lab.client_command(None, workspace_bin("frametap-agent"));
+    let mut c = case
+        .lab
+        .client_command(None, workspace_bin("frametap-agent"));
     c.args([
         "exec",
         "--cgroup",
-        &cg.relative,
+        &case.cg.relative,
         "--data-dir",
         "/nonexistent",
     ])
@@ -686,16 +718,22 @@ fn exec_runs_a_command_captured_and_returns_its_status() {
 
 #[test]
 fn exec_warns_only_when_its_cgroup_is_not_captured() {
-    if !require_root() {
+    // The case's cgroup is served; another one is not.
+    let Some(case) = Case::new("served")
+        .ports("8080")
+        .server(|lab, _| {
+            let other = TestCgroup::new("other");
+            let server = Server::start(lab, &format!("{UPSTREAM_V4}:8080"), "echo", &[]);
+            (server, other)
+        })
+        .start()
+    else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let served = TestCgroup::new("served");
-    let other = TestCgroup::new("other");
-    let server = Server::start(&lab, &format!("{UPSTREAM_V4}:8080"), "echo", &[]);
-    let agent = Agent::start(&lab, &["--cgroup", &served.relative, "--ports", "8080"]);
-    let mut c = lab.client_command(None, workspace_bin("frametap-agent"));
+    };
+    let (server, other) = &case.server;
+    let mut c = case
+        .lab
+        .client_command(None, workspace_bin("frametap-agent"));
     c.args(["exec", "--cgroup", &other.relative, "--"])
         .arg(workspace_bin("ft-probe"))
         .args([
@@ -711,7 +749,7 @@ fn exec_warns_only_when_its_cgroup_is_not_captured() {
     // It says where the agent does capture, with the ports.
     assert!(
         stderr.contains("Captured cgroups: ")
-            && stderr.contains(&format!("{} (ports 8080)", served.relative)),
+            && stderr.contains(&format!("{} (ports 8080)", case.cg.relative)),
         "{stderr}"
     );
     // And it was right: the connection went direct (the server saw the probe itself).
@@ -720,17 +758,19 @@ fn exec_warns_only_when_its_cgroup_is_not_captured() {
     let seen = server.connections();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0]["peer"], reply["local"]);
-    assert!(agent.connections().is_empty(), "{}", agent.log_text());
+    assert!(
+        case.agent.connections().is_empty(),
+        "{}",
+        case.agent.log_text()
+    );
 }
 
 #[test]
 fn startup_errors_are_clear_and_attach_nothing() {
-    if !require_root() {
+    // No agent of the case's own: starts that fail.
+    let Some(setup) = Case::new("err").prepare() else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("err");
+    };
     let before = frametap_program_ids();
     let cases: Vec<(Vec<String>, &str)> = vec![
         (vec!["--ports".into(), "0".into()], "not a TCP port"),
@@ -747,9 +787,9 @@ fn startup_errors_are_clear_and_attach_nothing() {
         (vec!["--listen".into(), "0.0.0.0:15001".into()], "loopback"),
     ];
     for (args, expected) in cases {
-        let mut all: Vec<&str> = vec!["--cgroup", &cg.relative];
+        let mut all: Vec<&str> = vec!["--cgroup", &setup.cg.relative];
         all.extend(args.iter().map(String::as_str));
-        let Err(f) = Agent::try_start(&lab, &all) else {
+        let Err(f) = Agent::try_start(&setup.lab, &all) else {
             panic!("agent started with {args:?}");
         };
         assert_eq!(
@@ -771,7 +811,7 @@ fn startup_errors_are_clear_and_attach_nothing() {
         );
     }
     // Listen address in use.
-    let blocker = lab.client_command(None, "python3")
+    let blocker = setup.lab.client_command(None, "python3")
         .args(["-c", "import socket,time; s=socket.socket(); s.bind(('127.0.0.1',15001)); s.listen(); print('up',flush=True); time.sleep(30)"])
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -786,7 +826,7 @@ fn startup_errors_are_clear_and_attach_nothing() {
         &mut line,
     )
     .unwrap();
-    let Err(f) = Agent::try_start(&lab, &["--cgroup", &cg.relative]) else {
+    let Err(f) = Agent::try_start(&setup.lab, &["--cgroup", &setup.cg.relative]) else {
         panic!("agent started although the listen port is taken");
     };
     assert!(
@@ -797,7 +837,7 @@ fn startup_errors_are_clear_and_attach_nothing() {
     drop(blocker);
 
     // Not root: an unprivileged user.
-    let mut cmd = lab.client_command(None, "setpriv");
+    let mut cmd = setup.lab.client_command(None, "setpriv");
     cmd.args([
         "--reuid=65534",
         "--regid=65534",
@@ -809,7 +849,7 @@ fn startup_errors_are_clear_and_attach_nothing() {
     .args([
         "serve",
         "--cgroup",
-        &cg.relative,
+        &setup.cg.relative,
         "--data-dir",
         "/tmp/ft-nonroot",
     ]);
@@ -827,30 +867,26 @@ fn startup_errors_are_clear_and_attach_nothing() {
 
 #[test]
 fn out_of_file_descriptors_new_connections_go_direct_and_none_breaks() {
-    if !require_root() {
+    let Some(mut case) = on_8080("fds", "pingpong").start() else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("fds");
+    };
     let addr = format!("{UPSTREAM_V4}:8080");
-    let _server = Server::start(&lab, &addr, "pingpong", &[]);
-    let mut agent = Agent::start(&lab, &["--cgroup", &cg.relative, "--ports", "8080"]);
     // Room for a few dozen connections besides what the agent holds already (its
     // store, maps, programs, listeners): far fewer than 150 held connections need.
-    let open = std::fs::read_dir(format!("/proc/{}/fd", agent.pid()))
+    let open = std::fs::read_dir(format!("/proc/{}/fd", case.agent.pid()))
         .unwrap()
         .count();
     let limit = open + 200;
     let limited = Command::new("prlimit")
-        .arg(format!("--pid={}", agent.pid()))
+        .arg(format!("--pid={}", case.agent.pid()))
         .arg(format!("--nofile={limit}:{limit}"))
         .status()
         .unwrap();
     assert!(limited.success());
     let hold = |count: usize| -> Value {
-        let out = lab
-            .client_command(Some(&cg), workspace_bin("ft-probe"))
+        let out = case
+            .lab
+            .client_command(Some(&case.cg), workspace_bin("ft-probe"))
             .args(["hold", &addr, "--count", &count.to_string()])
             .output()
             .unwrap();
@@ -867,10 +903,10 @@ fn out_of_file_descriptors_new_connections_go_direct_and_none_breaks() {
         held,
         json!({"ok": 150, "errors": []}),
         "limit {limit}, {open} open before\n{}",
-        agent.log_text()
+        case.agent.log_text()
     );
     let warned = |text: &str| {
-        agent
+        case.agent
             .logs()
             .iter()
             .any(|l| l["message"].as_str().is_some_and(|m| m.contains(text)))
@@ -879,21 +915,22 @@ fn out_of_file_descriptors_new_connections_go_direct_and_none_breaks() {
     wait_for(Duration::from_secs(10), || {
         warned("new connections go direct").then_some(())
     })
-    .unwrap_or_else(|| panic!("no pause was logged:\n{}", agent.log_text()));
+    .unwrap_or_else(|| panic!("no pause was logged:\n{}", case.agent.log_text()));
     // Once they closed, new connections are captured again.
     wait_for(Duration::from_secs(10), || {
         warned("new connections are captured again").then_some(())
     })
-    .unwrap_or_else(|| panic!("capturing did not resume:\n{}", agent.log_text()));
-    let captured_before = agent.connections().len();
+    .unwrap_or_else(|| panic!("capturing did not resume:\n{}", case.agent.log_text()));
+    let captured_before = case.agent.connections().len();
     assert!(
         captured_before < 150,
         "{captured_before} of 150 were captured with {limit} descriptors ({open} in use before)"
     );
     assert_eq!(hold(1), json!({"ok": 1, "errors": []}));
-    agent.wait_connections(captured_before + 1);
-    assert!(agent.stop().success());
-    let skipped = agent
+    case.agent.wait_connections(captured_before + 1);
+    assert!(case.agent.stop().success());
+    let skipped = case
+        .agent
         .logs()
         .iter()
         .find(|l| l["counter"] == "skipped_paused")

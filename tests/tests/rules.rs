@@ -5,28 +5,23 @@
 use std::time::Duration;
 
 use frametap_e2e::{
-    Agent, Lab, TestCgroup,
+    Case, Lab, TestCgroup,
     api::{Api, SioListener},
     netns::UPSTREAM_V4,
-    pki::TestPki,
-    require_root, serial,
     ws::{ClientOptions, WsServer, read_echoes, spawn_client_on, unb64},
 };
 use serde_json::{Value, json};
 
 const HOST: &str = "upstream.frametap.test";
 
-fn start_agent(lab: &Lab, cg: &TestCgroup, pki: &TestPki, data_dir: tempfile::TempDir) -> Agent {
-    let ca = pki.ca.display().to_string();
-    let args = [
-        "--cgroup",
-        &cg.relative,
-        "--ports",
-        "8443",
-        "--upstream-ca",
-        &ca,
-    ];
-    Agent::start_in(lab, &args, data_dir)
+/// The agent capturing 8443 and trusting the PKI's CA upstream, and the echo server
+/// (with permessage-deflate or without) behind it.
+fn start(tag: &str, deflate: bool) -> Option<Case<WsServer>> {
+    Case::new(tag)
+        .ports("8443")
+        .upstream_ca()
+        .server(|lab, pki| WsServer::start(lab, UPSTREAM_V4, 8443, Some(pki), deflate))
+        .start()
 }
 
 /// The traffic id of the wss connection to `path`, once it is recorded.
@@ -110,15 +105,11 @@ fn content(message: &Value) -> String {
 
 /// Rules added and removed while the connection is open, and injection both ways.
 fn rules_and_injection(deflate: bool) {
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("rules");
-    let pki = TestPki::new(&[HOST, UPSTREAM_V4]);
-    let server = WsServer::start(&lab, UPSTREAM_V4, 8443, Some(&pki), deflate);
-    let data_dir = tempfile::tempdir().unwrap();
-    let dir = data_dir.path().to_path_buf();
-    let _agent = start_agent(&lab, &cg, &pki, data_dir);
-    let api = Api::start(&dir);
+    let Some(case) = start("rules", deflate) else {
+        return;
+    };
+    let dir = case.data_dir().to_path_buf();
+    let api = case.api();
     api.wait_get("/api/health", |h| h["agent"]["up"] == true);
 
     let path = if deflate { "/deflate" } else { "/plain" };
@@ -140,7 +131,7 @@ fn rules_and_injection(deflate: bool) {
         {"op": "text", "data": "my secret token"},
         {"op": "close", "code": 1000, "reason": "done"},
     ]);
-    let mut client = spawn_client_at(&lab, &cg, &opts, &script, path);
+    let mut client = spawn_client_at(&case.lab, &case.cg, &opts, &script, path);
     let mut seen = read_echoes(&mut client, 1);
     assert_eq!(texts(&seen), ["before"], "{seen:?}");
     let traffic = connection(&api, path);
@@ -228,7 +219,8 @@ fn rules_and_injection(deflate: bool) {
     assert_eq!(closed, Some(json!({"code": 1000, "reason": "done"})));
 
     // What the server got: never the dropped message, the replaced one rewritten.
-    let got: Vec<String> = server
+    let got: Vec<String> = case
+        .server
         .received()
         .into_iter()
         .map(|(_, data)| String::from_utf8(data).unwrap())
@@ -374,34 +366,21 @@ print(json.dumps({"entries": len(parser.har_data["entries"]), "messages": len(me
 
 #[test]
 fn rules_and_injection_on_a_plain_websocket() {
-    if !require_root() {
-        return;
-    }
     rules_and_injection(false);
 }
 
 #[test]
 fn rules_and_injection_on_a_deflate_websocket() {
-    if !require_root() {
-        return;
-    }
     rules_and_injection(true);
 }
 
 #[test]
 fn a_close_rule_closes_both_sides() {
-    if !require_root() {
+    let Some(case) = start("rules-close", false) else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("rules-close");
-    let pki = TestPki::new(&[HOST, UPSTREAM_V4]);
-    let server = WsServer::start(&lab, UPSTREAM_V4, 8443, Some(&pki), false);
-    let data_dir = tempfile::tempdir().unwrap();
-    let dir = data_dir.path().to_path_buf();
-    let _agent = start_agent(&lab, &cg, &pki, data_dir);
-    let api = Api::start(&dir);
+    };
+    let dir = case.data_dir().to_path_buf();
+    let api = case.api();
     api.wait_get("/api/health", |h| h["agent"]["up"] == true);
     add_rule(
         &api,
@@ -419,7 +398,7 @@ fn a_close_rule_closes_both_sides() {
         {"op": "text", "data": "hello"},
         {"op": "send_expect_close", "data": "goodbye"},
     ]);
-    let out = spawn_client_at(&lab, &cg, &opts, &script, "/close").output();
+    let out = spawn_client_at(&case.lab, &case.cg, &opts, &script, "/close").output();
     assert!(
         out.status.success(),
         "{}",
@@ -435,7 +414,7 @@ fn a_close_rule_closes_both_sides() {
         closed,
         Some(json!({"code": 4003, "reason": "closed by rule"}))
     );
-    let got: Vec<Vec<u8>> = server.received().into_iter().map(|(_, d)| d).collect();
+    let got: Vec<Vec<u8>> = case.server.received().into_iter().map(|(_, d)| d).collect();
     assert_eq!(got, [b"hello".to_vec()], "the server never saw goodbye");
 
     let traffic = connection(&api, "/close");
@@ -446,20 +425,14 @@ fn a_close_rule_closes_both_sides() {
     assert_eq!(ws["close_reason"], "closed by rule", "{ws}");
 }
 
-/// Starts the agent, the API and the echo server, for the tests below.
-fn rig(name: &str) -> (Lab, TestCgroup, WsServer, Agent, Api, std::path::PathBuf) {
-    let lab = Lab::new();
-    let cg = TestCgroup::new(name);
-    let pki = TestPki::new(&[HOST, UPSTREAM_V4]);
-    let server = WsServer::start(&lab, UPSTREAM_V4, 8443, Some(&pki), false);
-    let data_dir = tempfile::tempdir().unwrap();
-    let dir = data_dir.path().to_path_buf();
-    let agent = start_agent(&lab, &cg, &pki, data_dir);
-    let api = Api::start(&dir);
+/// The API on the case's data dir, once it follows the agent's events, for the tests
+/// below.
+fn connected_api(case: &Case<WsServer>) -> Api {
+    let api = case.api();
     api.wait_get("/api/health", |h| {
         h["agent"]["up"] == true && h["events"]["connected"] == true
     });
-    (lab, cg, server, agent, api, dir)
+    api
 }
 
 fn plain_client(dir: &std::path::Path) -> (String, std::path::PathBuf) {
@@ -483,11 +456,11 @@ fn belongs(event: &Value, traffic: &str) -> bool {
 /// prints events in the order they arrive.
 #[test]
 fn live_events_keep_capture_order_while_a_rule_holds_messages() {
-    if !require_root() {
+    let Some(case) = start("rules-order", false) else {
         return;
-    }
-    let _g = serial();
-    let (lab, cg, _server, _agent, api, dir) = rig("rules-order");
+    };
+    let api = connected_api(&case);
+    let dir = case.data_dir().to_path_buf();
     // Any rule that applies to the connection makes it hold every message.
     add_rule(
         &api,
@@ -508,7 +481,7 @@ fn live_events_keep_capture_order_while_a_rule_holds_messages() {
         {"op": "fragments_around_recv", "parts": ["B1", "B2"], "ping": "inside"},
         {"op": "close", "code": 1000, "reason": "bye"},
     ]);
-    let out = spawn_client_at(&lab, &cg, &opts, &script, "/order").output();
+    let out = spawn_client_at(&case.lab, &case.cg, &opts, &script, "/order").output();
     assert!(
         out.status.success(),
         "client: {}",
@@ -587,11 +560,11 @@ fn live_events_keep_capture_order_while_a_rule_holds_messages() {
 /// in the frames' vocabulary where the rules' is usual, and the other way round.
 #[test]
 fn counts_agree_under_rules_injection_and_delete() {
-    if !require_root() {
+    let Some(case) = start("rules-counts", false) else {
         return;
-    }
-    let _g = serial();
-    let (lab, cg, _server, _agent, api, dir) = rig("rules-counts");
+    };
+    let api = connected_api(&case);
+    let dir = case.data_dir().to_path_buf();
     add_rule(
         &api,
         json!({"path": "/counts", "direction": "client-to-server",
@@ -610,7 +583,7 @@ fn counts_agree_under_rules_injection_and_delete() {
         {"op": "recv"},
         {"op": "close", "code": 1000, "reason": "done"},
     ]);
-    let mut client = spawn_client_at(&lab, &cg, &opts, &script, "/counts");
+    let mut client = spawn_client_at(&case.lab, &case.cg, &opts, &script, "/counts");
     assert_eq!(texts(&read_echoes(&mut client, 1)), ["my XXXX"]);
     let traffic = connection(&api, "/counts");
     inject(&api, &traffic, "server-to-client", "notice");

@@ -6,29 +6,28 @@
 use std::path::{Path, PathBuf};
 
 use frametap_e2e::{
-    Agent, Lab, TestCgroup,
+    Agent, Case,
     api::Api,
     netns::UPSTREAM_V4,
     peers::{Curl, CurlRun, NodeTlsServer},
     pki::TestPki,
-    require_root, serial,
 };
 use serde_json::{Value, json};
 
 const HOST: &str = "upstream.frametap.test";
 const PORT: u16 = 8443;
 
-fn start_agent(lab: &Lab, cg: &TestCgroup, upstream_ca: Option<&TestPki>) -> Agent {
-    let mut args = vec![
-        "--cgroup".to_string(),
-        cg.relative.clone(),
-        "--ports".into(),
-        PORT.to_string(),
-    ];
-    if let Some(pki) = upstream_ca {
-        args.extend(["--upstream-ca".into(), pki.ca.display().to_string()]);
-    }
-    Agent::start(lab, &args.iter().map(String::as_str).collect::<Vec<_>>())
+/// Node's TLS server in `mode` (see [`NodeTlsServer`]) on the upstream host, and the
+/// agent capturing its port, told about the upstream's CA when `upstream_ca`.
+fn start(tag: &str, mode: &'static str, upstream_ca: bool) -> Option<Case<NodeTlsServer>> {
+    let case = Case::new(tag).ports(&PORT.to_string()).pki(&[HOST]);
+    let case = if upstream_ca {
+        case.upstream_ca()
+    } else {
+        case
+    };
+    case.server(move |lab, pki| NodeTlsServer::start(lab, mode, UPSTREAM_V4, PORT, pki))
+        .start()
 }
 
 /// A CA bundle with the upstream's CA and the agent's, as on a host where the
@@ -68,27 +67,21 @@ fn listed(api: &Api, protocol: &str, n: usize, done: impl Fn(&Value) -> bool) ->
 
 #[test]
 fn an_h2_only_server_works_through_frametap_and_is_listed_as_relayed_untouched() {
-    if !require_root() {
+    let Some(case) = start("h2only", "h2-only", true) else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("h2only");
-    let pki = TestPki::new(&[HOST]);
-    let _server = NodeTlsServer::start(&lab, "h2-only", UPSTREAM_V4, PORT, &pki);
-    let agent = start_agent(&lab, &cg, Some(&pki));
-    let api = Api::start(agent.data_dir.path());
+    };
+    let api = case.api();
     let dir = tempfile::tempdir().unwrap();
-    let bundle = both_cas(dir.path(), &pki, &agent);
+    let bundle = both_cas(dir.path(), &case.pki, &case.agent);
     let client = curl(&bundle, &[]);
 
-    let direct = client.get(&lab, None, "/hello");
+    let direct = client.get(&case.lab, None, "/hello");
     ok(&direct);
     assert_eq!(direct.http_version, "2");
     assert_eq!(direct.body, "h2-only saw GET /hello over HTTP/2.0\n");
     // The first connection asks the server, the second uses what it learned.
     for _ in 0..2 {
-        let captured = client.get(&lab, Some(&cg), "/hello");
+        let captured = client.get(&case.lab, Some(&case.cg), "/hello");
         ok(&captured);
         assert_eq!(captured.http_version, "2");
         assert_eq!(captured.body, direct.body, "identical to direct");
@@ -114,7 +107,7 @@ fn an_h2_only_server_works_through_frametap_and_is_listed_as_relayed_untouched()
         0,
         "nothing was intercepted"
     );
-    let logged = agent.wait_connections(2);
+    let logged = case.agent.wait_connections(2);
     for c in &logged {
         assert_eq!(c["kind"], "tls", "{c}");
         assert_eq!(c["not_intercepted"], "server selected h2", "{c}");
@@ -124,26 +117,20 @@ fn an_h2_only_server_works_through_frametap_and_is_listed_as_relayed_untouched()
 
 #[test]
 fn an_http11_server_is_still_intercepted_for_a_client_offering_h2() {
-    if !require_root() {
+    let Some(case) = start("h1alpn", "http1", true) else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("h1alpn");
-    let pki = TestPki::new(&[HOST]);
-    let _server = NodeTlsServer::start(&lab, "http1", UPSTREAM_V4, PORT, &pki);
-    let agent = start_agent(&lab, &cg, Some(&pki));
-    let api = Api::start(agent.data_dir.path());
+    };
+    let api = case.api();
     let dir = tempfile::tempdir().unwrap();
-    let bundle = both_cas(dir.path(), &pki, &agent);
+    let bundle = both_cas(dir.path(), &case.pki, &case.agent);
     let client = curl(&bundle, &[]);
 
-    let direct = client.get(&lab, None, "/hello?x=1");
+    let direct = client.get(&case.lab, None, "/hello?x=1");
     ok(&direct);
     assert_eq!(direct.http_version, "1.1");
     // Cold (the server is asked first), then from what the agent learned.
     for _ in 0..2 {
-        let captured = client.get(&lab, Some(&cg), "/hello?x=1");
+        let captured = client.get(&case.lab, Some(&case.cg), "/hello?x=1");
         ok(&captured);
         assert_eq!(captured.http_version, "1.1");
         assert_eq!(captured.body, direct.body);
@@ -164,23 +151,17 @@ fn an_http11_server_is_still_intercepted_for_a_client_offering_h2() {
 
 #[test]
 fn a_private_upstream_ca_gets_a_502_that_says_why_and_the_request_is_recorded() {
-    if !require_root() {
-        return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("privca");
-    let pki = TestPki::new(&[HOST]);
-    let _server = NodeTlsServer::start(&lab, "http1", UPSTREAM_V4, PORT, &pki);
     // The agent is not told about the upstream's CA.
-    let agent = start_agent(&lab, &cg, None);
-    let api = Api::start(agent.data_dir.path());
-    let ca = agent.data_dir.path().join("ca.pem");
+    let Some(case) = start("privca", "http1", false) else {
+        return;
+    };
+    let api = case.api();
+    let ca = case.agent_ca();
 
     // curl offers h2 too (the server is asked first); with --http1.1 it offers only
     // http/1.1 (both handshakes at once). Both get the same answer.
     for extra in [&[][..], &["--http1.1"][..]] {
-        let run = curl(&ca, extra).get(&lab, Some(&cg), "/chat");
+        let run = curl(&ca, extra).get(&case.lab, Some(&case.cg), "/chat");
         assert!(run.success, "{run:?}");
         assert_eq!(run.status, "502", "{run:?}");
         let lines: Vec<&str> = run.body.lines().collect();
@@ -231,7 +212,7 @@ fn a_private_upstream_ca_gets_a_502_that_says_why_and_the_request_is_recorded() 
         assert_eq!(e["response"]["status"], 502);
     }
 
-    let logged = agent.wait_connections(2);
+    let logged = case.agent.wait_connections(2);
     for c in &logged {
         assert_eq!(c["level"], "WARN", "{c}");
         assert_eq!(c["end"], "upstream TLS failed", "{c}");
@@ -249,25 +230,19 @@ fn a_private_upstream_ca_gets_a_502_that_says_why_and_the_request_is_recorded() 
 
 #[test]
 fn a_client_that_does_not_trust_the_frametap_ca_is_told_to_install_it() {
-    if !require_root() {
+    let Some(case) = start("noca", "http1", true) else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("noca");
-    let pki = TestPki::new(&[HOST]);
-    let _server = NodeTlsServer::start(&lab, "http1", UPSTREAM_V4, PORT, &pki);
-    let agent = start_agent(&lab, &cg, Some(&pki));
-    let api = Api::start(agent.data_dir.path());
+    };
+    let api = case.api();
 
     // curl trusts the real server's CA only, as before frametap's CA was installed.
-    let run = curl(&pki.ca, &[]).get(&lab, Some(&cg), "/");
+    let run = curl(&case.pki.ca, &[]).get(&case.lab, Some(&case.cg), "/");
     assert!(!run.success, "{run:?}");
     assert!(run.stderr.contains("SSL certificate problem"), "{run:?}");
 
     let entries = listed(&api, "https", 1, |_| true);
     let error = entries[0]["error"].as_str().unwrap();
-    let ca = agent.data_dir.path().join("ca.pem");
+    let ca = case.agent_ca();
     assert!(
         error.starts_with("client TLS handshake failed: the client does not trust the frametap CA")
             && error.contains(&format!(
@@ -278,7 +253,7 @@ fn a_client_that_does_not_trust_the_frametap_ca_is_told_to_install_it() {
         "{error}"
     );
     assert_eq!(entries[0]["sni"], HOST);
-    let logged = agent.wait_connections(1);
+    let logged = case.agent.wait_connections(1);
     assert_eq!(logged[0]["level"], "WARN", "{}", logged[0]);
     assert_eq!(logged[0]["end"], "client does not trust the frametap CA");
     assert!(logged[0]["bytes_up"].as_u64().unwrap() > 0);

@@ -5,12 +5,11 @@
 use std::time::Duration;
 
 use frametap_e2e::{
-    Agent, Lab, TestCgroup,
+    Agent, Case,
+    case::CaseBuilder,
     netns::UPSTREAM_V4,
     peers::{Server, probe},
     pki::TestPki,
-    require_root, serial,
-    tmpfs::Tmpfs,
     ws::{ClientOptions, WsServer, b64, read_echoes, run_client, spawn_client},
 };
 use frametap_store::{FrameFilter, FrameRecord, Store, StoreOptions, TrafficEntry};
@@ -53,21 +52,12 @@ impl Recorded {
     }
 }
 
-fn agent_args(cg: &TestCgroup, pki: &TestPki) -> Vec<String> {
-    vec![
-        "--cgroup".into(),
-        cg.relative.clone(),
-        "--ports".into(),
-        "443,8080,8443".into(),
-        "--upstream-ca".into(),
-        pki.ca.display().to_string(),
-    ]
-}
-
-fn start_agent(lab: &Lab, cg: &TestCgroup, pki: &TestPki, extra: &[&str]) -> Agent {
-    let mut args = agent_args(cg, pki);
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Agent::start(lab, &args.iter().map(String::as_str).collect::<Vec<_>>())
+/// A case whose agent captures 443, 8080 and 8443 and trusts the PKI's CA upstream.
+fn setup(tag: &str) -> CaseBuilder {
+    Case::new(tag)
+        .ports("443,8080,8443")
+        .upstream_ca()
+        .pki(&[HOST])
 }
 
 /// (from_client, opcode, fin, payload) of one direction's frames.
@@ -91,16 +81,14 @@ fn close_payload(code: u16, reason: &str) -> Vec<u8> {
 
 #[test]
 fn wss_conversation_is_recorded_frame_by_frame() {
-    if !require_root() {
+    let Some(mut case) = setup("wss")
+        .pki(&[HOST, UPSTREAM_V4])
+        .server(|lab, pki| WsServer::start(lab, UPSTREAM_V4, 8443, Some(pki), false))
+        .start()
+    else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("wss");
-    let pki = TestPki::new(&[HOST, UPSTREAM_V4]);
-    let server = WsServer::start(&lab, UPSTREAM_V4, 8443, Some(&pki), false);
-    let mut agent = start_agent(&lab, &cg, &pki, &[]);
-    let ca = agent.data_dir.path().join("ca.pem");
+    };
+    let ca = case.agent_ca();
 
     let binary = vec![0u8, 1, 2, 250, 255];
     let script = json!([
@@ -117,7 +105,7 @@ fn wss_conversation_is_recorded_frame_by_frame() {
         cafile: Some(&ca),
         deflate: false,
     };
-    let run = run_client(&lab, Some(&cg), &opts, &script);
+    let run = run_client(&case.lab, Some(&case.cg), &opts, &script);
     assert!(run.success, "client failed: {}", run.stderr);
 
     // The peers had the conversation they would have had without us.
@@ -128,14 +116,14 @@ fn wss_conversation_is_recorded_frame_by_frame() {
         (true, b"ping:sp".to_vec()),
     ];
     assert_eq!(run.echoes(), sent);
-    assert_eq!(server.received(), sent);
+    assert_eq!(case.server.received(), sent);
     assert_eq!(
         run.closed(),
         Some(&json!({"code": 4000, "reason": "bye now"}))
     );
 
-    assert!(agent.stop().success());
-    let rec = Recorded::open(&agent);
+    assert!(case.agent.stop().success());
+    let rec = Recorded::open(&case.agent);
     let entry = rec.websocket();
     assert_eq!(entry.protocol, "wss");
     assert_eq!(entry.status, Some(101));
@@ -221,16 +209,13 @@ fn wss_conversation_is_recorded_frame_by_frame() {
 
 #[test]
 fn permessage_deflate_payloads_are_stored_inflated() {
-    if !require_root() {
+    let Some(mut case) = setup("deflate")
+        .server(|lab, pki| WsServer::start(lab, UPSTREAM_V4, 8443, Some(pki), true))
+        .start()
+    else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("deflate");
-    let pki = TestPki::new(&[HOST]);
-    let server = WsServer::start(&lab, UPSTREAM_V4, 8443, Some(&pki), true);
-    let mut agent = start_agent(&lab, &cg, &pki, &[]);
-    let ca = agent.data_dir.path().join("ca.pem");
+    };
+    let ca = case.agent_ca();
     let script = json!([
         {"op": "text", "data": "compress me, compress me, compress me"},
         {"op": "text", "data": "compress me, compress me, compress me"},
@@ -244,17 +229,17 @@ fn permessage_deflate_payloads_are_stored_inflated() {
         cafile: Some(&ca),
         deflate: true,
     };
-    let run = run_client(&lab, Some(&cg), &opts, &script);
+    let run = run_client(&case.lab, Some(&case.cg), &opts, &script);
     assert!(run.success, "client failed: {}", run.stderr);
     assert_eq!(run.echoes().len(), 4);
-    assert_eq!(server.received().len(), 5);
+    assert_eq!(case.server.received().len(), 5);
     assert_eq!(
         run.closed(),
         Some(&json!({"code": 4001, "reason": "server done"}))
     );
 
-    assert!(agent.stop().success());
-    let rec = Recorded::open(&agent);
+    assert!(case.agent.stop().success());
+    let rec = Recorded::open(&case.agent);
     let entry = rec.websocket();
     let frames = rec.frames(entry);
     let data: Vec<_> = frames.iter().filter(|f| f.opcode < 8).collect();
@@ -309,15 +294,12 @@ fn permessage_deflate_payloads_are_stored_inflated() {
 
 #[test]
 fn plain_ws_thousand_messages_and_a_5_mib_one() {
-    if !require_root() {
+    let Some(mut case) = setup("ws")
+        .server(|lab, _| WsServer::start(lab, UPSTREAM_V4, 8080, None, false))
+        .start()
+    else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("ws");
-    let pki = TestPki::new(&[HOST]);
-    let server = WsServer::start(&lab, UPSTREAM_V4, 8080, None, false);
-    let mut agent = start_agent(&lab, &cg, &pki, &[]);
+    };
     let script = json!([
         {"op": "many", "count": 1000},
         {"op": "big", "size": 5 * 1024 * 1024, "varied": true},
@@ -329,7 +311,7 @@ fn plain_ws_thousand_messages_and_a_5_mib_one() {
         cafile: None,
         deflate: false,
     };
-    let run = run_client(&lab, Some(&cg), &opts, &script);
+    let run = run_client(&case.lab, Some(&case.cg), &opts, &script);
     assert!(run.success, "client failed: {}", run.stderr);
     let big: Vec<u8> = (0..5 * 1024 * 1024u32)
         .map(|i| ((i * 31 + 7) % 251) as u8)
@@ -337,10 +319,10 @@ fn plain_ws_thousand_messages_and_a_5_mib_one() {
     let echoes = run.echoes();
     assert_eq!(echoes.len(), 1001);
     assert!(echoes[1000].1 == big, "the 5 MiB message came back intact");
-    assert_eq!(server.received().len(), 1001);
+    assert_eq!(case.server.received().len(), 1001);
 
-    assert!(agent.stop().success());
-    let rec = Recorded::open(&agent);
+    assert!(case.agent.stop().success());
+    let rec = Recorded::open(&case.agent);
     let entry = rec.websocket();
     assert_eq!(entry.protocol, "ws");
     let frames = rec.frames(entry);
@@ -374,17 +356,18 @@ fn plain_ws_thousand_messages_and_a_5_mib_one() {
 
 #[test]
 fn untrusted_upstream_certificate_is_refused_and_recorded() {
-    if !require_root() {
+    // The agent trusts the case's PKI; the server has a certificate of another.
+    let Some(mut case) = setup("badcert")
+        .server(|lab, _| {
+            let rogue = TestPki::new(&[HOST]);
+            let server = WsServer::start(lab, UPSTREAM_V4, 8443, Some(&rogue), false);
+            (server, rogue)
+        })
+        .start()
+    else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("badcert");
-    let trusted = TestPki::new(&[HOST]);
-    let rogue = TestPki::new(&[HOST]);
-    let server = WsServer::start(&lab, UPSTREAM_V4, 8443, Some(&rogue), false);
-    let mut agent = start_agent(&lab, &cg, &trusted, &[]);
-    let ca = agent.data_dir.path().join("ca.pem");
+    };
+    let ca = case.agent_ca();
     let opts = ClientOptions {
         connect: &format!("{UPSTREAM_V4}:8443"),
         host: HOST,
@@ -392,8 +375,8 @@ fn untrusted_upstream_certificate_is_refused_and_recorded() {
         deflate: false,
     };
     let run = run_client(
-        &lab,
-        Some(&cg),
+        &case.lab,
+        Some(&case.cg),
         &opts,
         &json!([{"op": "text", "data": "secret"}]),
     );
@@ -403,9 +386,12 @@ fn untrusted_upstream_certificate_is_refused_and_recorded() {
         "the client is told: {}",
         run.stderr
     );
-    assert!(server.received().is_empty(), "nothing reached the impostor");
-    assert!(agent.stop().success());
-    let rec = Recorded::open(&agent);
+    assert!(
+        case.server.0.received().is_empty(),
+        "nothing reached the impostor"
+    );
+    assert!(case.agent.stop().success());
+    let rec = Recorded::open(&case.agent);
     let failed: Vec<_> = rec.traffic.iter().filter(|t| t.error.is_some()).collect();
     assert_eq!(failed.len(), 1, "{:?}", rec.traffic);
     let error = failed[0].error.as_deref().unwrap();
@@ -427,18 +413,15 @@ fn untrusted_upstream_certificate_is_refused_and_recorded() {
 
 #[test]
 fn non_http_bytes_on_443_are_relayed() {
-    if !require_root() {
+    let Some(case) = setup("raw443")
+        .server(|lab, _| Server::start(lab, &format!("{UPSTREAM_V4}:443"), "echo", &[]))
+        .start()
+    else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("raw443");
-    let pki = TestPki::new(&[HOST]);
-    let _server = Server::start(&lab, &format!("{UPSTREAM_V4}:443"), "echo", &[]);
-    let agent = start_agent(&lab, &cg, &pki, &[]);
+    };
     let reply = probe(
-        &lab,
-        Some(&cg),
+        &case.lab,
+        Some(&case.cg),
         &format!("{UPSTREAM_V4}:443"),
         "\u{1}\u{2}not tls, not http",
     );
@@ -446,22 +429,19 @@ fn non_http_bytes_on_443_are_relayed() {
         reply["reply"], "echo \u{1}\u{2}not tls, not http",
         "{reply}"
     );
-    let conns = agent.wait_connections(1);
+    let conns = case.agent.wait_connections(1);
     assert_eq!(conns[0]["kind"], "tcp");
 }
 
 #[test]
 fn sigkill_during_a_stream_loses_no_echoed_frame() {
-    if !require_root() {
+    let Some(mut case) = setup("kill9")
+        .server(|lab, pki| WsServer::start(lab, UPSTREAM_V4, 8443, Some(pki), true))
+        .start()
+    else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("kill9");
-    let pki = TestPki::new(&[HOST]);
-    let server = WsServer::start(&lab, UPSTREAM_V4, 8443, Some(&pki), true);
-    let mut agent = start_agent(&lab, &cg, &pki, &[]);
-    let ca = agent.data_dir.path().join("ca.pem");
+    };
+    let ca = case.agent_ca();
     let opts = ClientOptions {
         connect: &format!("{UPSTREAM_V4}:8443"),
         host: HOST,
@@ -469,14 +449,14 @@ fn sigkill_during_a_stream_loses_no_echoed_frame() {
         deflate: true,
     };
     let mut client = spawn_client(
-        &lab,
-        Some(&cg),
+        &case.lab,
+        Some(&case.cg),
         &opts,
         &json!([{"op": "many", "count": 1_000_000}]),
     );
     let mut seen = read_echoes(&mut client, 300);
-    agent.process.signal(libc::SIGKILL);
-    agent
+    case.agent.process.signal(libc::SIGKILL);
+    case.agent
         .process
         .wait_timeout(Duration::from_secs(5))
         .expect("agent died");
@@ -490,7 +470,7 @@ fn sigkill_during_a_stream_loses_no_echoed_frame() {
         .collect();
     assert!(echoed.len() >= 300);
 
-    let rec = Recorded::open(&agent);
+    let rec = Recorded::open(&case.agent);
     let frames = rec.frames(rec.websocket());
     let from_server: Vec<_> = frames
         .iter()
@@ -509,7 +489,7 @@ fn sigkill_during_a_stream_loses_no_echoed_frame() {
         echoed.len()
     );
     assert_eq!(from_server[..echoed.len()], echoed[..]);
-    let received: Vec<Vec<u8>> = server.received().into_iter().map(|(_, d)| d).collect();
+    let received: Vec<Vec<u8>> = case.server.received().into_iter().map(|(_, d)| d).collect();
     assert!(
         from_client.len() >= received.len(),
         "every message the server got is recorded"
@@ -519,19 +499,17 @@ fn sigkill_during_a_stream_loses_no_echoed_frame() {
 
 #[test]
 fn bad_tls_clients_are_recorded_and_break_nothing() {
-    if !require_root() {
+    let Some(mut case) = setup("abuse")
+        .server(|lab, pki| WsServer::start(lab, UPSTREAM_V4, 8443, Some(pki), false))
+        .start()
+    else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("abuse");
-    let pki = TestPki::new(&[HOST]);
-    let server = WsServer::start(&lab, UPSTREAM_V4, 8443, Some(&pki), false);
-    let mut agent = start_agent(&lab, &cg, &pki, &[]);
+    };
     let abuse = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/tls_abuse.py");
     for mode in ["half-hello", "garbage"] {
-        let out = lab
-            .client_command(Some(&cg), "python3")
+        let out = case
+            .lab
+            .client_command(Some(&case.cg), "python3")
             .arg(&abuse)
             .args([mode, UPSTREAM_V4, "8443", HOST])
             .output()
@@ -543,7 +521,7 @@ fn bad_tls_clients_are_recorded_and_break_nothing() {
         );
     }
     // The agent is still fine: a normal conversation right after.
-    let ca = agent.data_dir.path().join("ca.pem");
+    let ca = case.agent_ca();
     let opts = ClientOptions {
         connect: &format!("{UPSTREAM_V4}:8443"),
         host: HOST,
@@ -551,17 +529,17 @@ fn bad_tls_clients_are_recorded_and_break_nothing() {
         deflate: false,
     };
     let run = run_client(
-        &lab,
-        Some(&cg),
+        &case.lab,
+        Some(&case.cg),
         &opts,
         &json!([{"op": "text", "data": "still here"}, {"op": "close", "code": 1000, "reason": ""}]),
     );
     assert!(run.success, "{}", run.stderr);
-    assert_eq!(server.received(), vec![(true, b"still here".to_vec())]);
-    let conns = agent.wait_connections(3);
+    assert_eq!(case.server.received(), vec![(true, b"still here".to_vec())]);
+    let conns = case.agent.wait_connections(3);
     assert_eq!(conns.len(), 3, "{conns:?}");
-    assert!(agent.stop().success());
-    let rec = Recorded::open(&agent);
+    assert!(case.agent.stop().success());
+    let rec = Recorded::open(&case.agent);
     let errors: Vec<_> = rec.traffic.iter().filter_map(|t| t.error.clone()).collect();
     assert!(
         errors
@@ -573,18 +551,17 @@ fn bad_tls_clients_are_recorded_and_break_nothing() {
 
 #[test]
 fn a_client_that_stops_mid_handshake_is_closed_after_the_handshake_timeout() {
-    if !require_root() {
+    let Some(mut case) = setup("silent-hello")
+        .args(&["--handshake-timeout", "2"])
+        .server(|lab, pki| WsServer::start(lab, UPSTREAM_V4, 8443, Some(pki), false))
+        .start()
+    else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("silent-hello");
-    let pki = TestPki::new(&[HOST]);
-    let _server = WsServer::start(&lab, UPSTREAM_V4, 8443, Some(&pki), false);
-    let mut agent = start_agent(&lab, &cg, &pki, &["--handshake-timeout", "2"]);
+    };
     let abuse = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/tls_abuse.py");
-    let out = lab
-        .client_command(Some(&cg), "python3")
+    let out = case
+        .lab
+        .client_command(Some(&case.cg), "python3")
         .arg(&abuse)
         .args(["silent", UPSTREAM_V4, "8443", HOST])
         .output()
@@ -602,9 +579,9 @@ fn a_client_that_stops_mid_handshake_is_closed_after_the_handshake_timeout() {
         .parse()
         .unwrap();
     assert!((1.5..30.0).contains(&secs), "{said}");
-    agent.wait_connections(1);
-    assert!(agent.stop().success());
-    let rec = Recorded::open(&agent);
+    case.agent.wait_connections(1);
+    assert!(case.agent.stop().success());
+    let rec = Recorded::open(&case.agent);
     let errors: Vec<_> = rec.traffic.iter().filter_map(|t| t.error.clone()).collect();
     assert!(
         errors.iter().any(|e| e.contains("--handshake-timeout")),
@@ -614,24 +591,16 @@ fn a_client_that_stops_mid_handshake_is_closed_after_the_handshake_timeout() {
 
 #[test]
 fn a_full_disk_never_stops_traffic() {
-    if !require_root() {
+    // The data dir on a 3 MB tmpfs, unmounted right after the agent stopped.
+    let Some(mut case) = setup("fulldisk")
+        .args(&["--max-frame-payload", "64KiB"])
+        .server(|lab, pki| WsServer::start(lab, UPSTREAM_V4, 8443, Some(pki), false))
+        .tmpfs("3m")
+        .start()
+    else {
         return;
-    }
-    let _g = serial();
-    let lab = Lab::new();
-    let cg = TestCgroup::new("fulldisk");
-    let pki = TestPki::new(&[HOST]);
-    let fs = Tmpfs::mount("3m");
-    let data = tempfile::TempDir::new_in(fs.path()).unwrap();
-    let server = WsServer::start(&lab, UPSTREAM_V4, 8443, Some(&pki), false);
-    let mut args = agent_args(&cg, &pki);
-    args.extend(["--max-frame-payload".to_string(), "64KiB".into()]);
-    let mut agent = Agent::start_in(
-        &lab,
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        data,
-    );
-    let ca = agent.data_dir.path().join("ca.pem");
+    };
+    let ca = case.agent_ca();
     // 400 × 60 KB each way: far more than 3 MB of WAL.
     let opts = ClientOptions {
         connect: &format!("{UPSTREAM_V4}:8443"),
@@ -641,7 +610,7 @@ fn a_full_disk_never_stops_traffic() {
     };
     let script = json!([{"op": "big", "size": 60000}, {"op": "big", "size": 60000}]);
     for _ in 0..200 {
-        let run = run_client(&lab, Some(&cg), &opts, &script);
+        let run = run_client(&case.lab, Some(&case.cg), &opts, &script);
         assert!(
             run.success,
             "traffic must keep flowing on a full disk: {}",
@@ -649,14 +618,15 @@ fn a_full_disk_never_stops_traffic() {
         );
         assert_eq!(run.echoes().len(), 2);
     }
-    assert_eq!(server.received().len(), 400);
-    assert!(agent.stop().success(), "{}", agent.log_text());
-    let log = agent.log_text();
+    assert_eq!(case.server.received().len(), 400);
+    assert!(case.agent.stop().success(), "{}", case.agent.log_text());
+    let log = case.agent.log_text();
     assert!(
         log.contains("No space left on device") && log.contains("traffic keeps being relayed"),
         "the agent reports what it could not record"
     );
-    let failed: u64 = agent
+    let failed: u64 = case
+        .agent
         .logs()
         .iter()
         .find(|l| l["message"] == "recorder")
@@ -666,6 +636,4 @@ fn a_full_disk_never_stops_traffic() {
         failed > 0,
         "some records could not be written and were counted"
     );
-    drop(agent);
-    drop(fs);
 }

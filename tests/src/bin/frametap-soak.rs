@@ -30,12 +30,11 @@ use std::{
 use anyhow::Context as _;
 use clap::Parser;
 use frametap_e2e::{
-    Agent, Lab, TestCgroup,
+    Agent, Case, Lab, TestCgroup,
     api::Api,
     frametap_program_ids,
     netns::UPSTREAM_V4,
     pki::TestPki,
-    require_root,
     tmpfs::Tmpfs,
     wait_for,
     ws::{ClientOptions, WsServer, run_client},
@@ -118,41 +117,22 @@ impl Faults {
     }
 }
 
-fn agent_args(cg: &TestCgroup, pki: &TestPki) -> Vec<String> {
-    vec![
-        "--cgroup".into(),
-        cg.relative.clone(),
-        "--ports".into(),
-        PORT.to_string(),
-        "--upstream-ca".into(),
-        pki.ca.display().to_string(),
-    ]
-}
-
-fn start_agent(lab: &Lab, cg: &TestCgroup, pki: &TestPki, dir: tempfile::TempDir) -> Agent {
-    let args = agent_args(cg, pki);
-    Agent::start_in(
-        lab,
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        dir,
-    )
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::ensure!(
-        require_root(),
-        "the soak run attaches eBPF programs and creates namespaces: run as root"
-    );
-    let lab = Lab::new();
-    let cg = TestCgroup::new("soak");
-    let pki = TestPki::new(&[HOST, UPSTREAM_V4]);
-    let server = WsServer::start(&lab, UPSTREAM_V4, PORT, Some(&pki), true);
-    let disk = Tmpfs::mount(&args.disk);
-    let agent = start_agent(&lab, &cg, &pki, tempfile::tempdir_in(disk.path())?);
-    let data = agent.data_dir.path().to_path_buf();
+    // The data dir on a tmpfs, which the disk-full fault fills.
+    let case = Case::new("soak")
+        .ports(&PORT.to_string())
+        .upstream_ca()
+        .pki(&[HOST, UPSTREAM_V4])
+        .server(|lab, pki| WsServer::start(lab, UPSTREAM_V4, PORT, Some(pki), true))
+        .tmpfs(&args.disk)
+        .start()
+        .context("the soak run attaches eBPF programs and creates namespaces: run as root")?;
+    let data = case.data_dir().to_path_buf();
     let ca = data.join("ca.pem");
-    let agent = Mutex::new(Some(agent));
+    let agent_args: Vec<&str> = case.args.iter().map(String::as_str).collect();
+    // Restarted after each SIGKILL, by the fault injector.
+    let agent = Mutex::new(Some(case.agent));
     let mut api = Api::start(&data);
 
     let start = Instant::now();
@@ -167,7 +147,8 @@ fn main() -> anyhow::Result<()> {
     std::thread::scope(|scope| -> anyhow::Result<()> {
         // Load.
         for c in 0..args.clients {
-            let (stop, tally, lab, cg, ca, connect) = (&stop, &tally, &lab, &cg, &ca, &connect);
+            let (stop, tally, lab, cg, ca, connect) =
+                (&stop, &tally, &case.lab, &case.cg, &ca, &connect);
             scope.spawn(move || {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
@@ -202,13 +183,14 @@ fn main() -> anyhow::Result<()> {
         // Faults and samples; the load stops even if a fault fails.
         let result = FaultInjector {
             args: &args,
-            lab: &lab,
-            cg: &cg,
-            pki: &pki,
+            lab: &case.lab,
+            cg: &case.cg,
+            pki: &case.pki,
             agent: &agent,
+            agent_args: &agent_args,
             api: &mut api,
             data: &data,
-            disk: &disk,
+            disk: case.tmpfs.as_ref().expect("the data dir's tmpfs"),
             faults: &mut faults,
             samples: &mut samples,
             outages: &mut outages,
@@ -261,7 +243,7 @@ fn main() -> anyhow::Result<()> {
         (a == "soak").then(|| format!("{a}:{b}:{c}"))
     };
     let captured: HashSet<String> = recorded.iter().filter_map(|m| tag_of(m)).collect();
-    let received = server.received();
+    let received = case.server.received();
     let during_outage: HashSet<String> = tally
         .windows
         .lock()
@@ -374,6 +356,8 @@ struct FaultInjector<'a> {
     cg: &'a TestCgroup,
     pki: &'a TestPki,
     agent: &'a Mutex<Option<Agent>>,
+    /// What the agent is (re)started with.
+    agent_args: &'a [&'a str],
     api: &'a mut Api,
     data: &'a std::path::Path,
     disk: &'a Tmpfs,
@@ -456,7 +440,7 @@ impl FaultInjector<'_> {
             {"op": "close", "code": 1000, "reason": ""}
         ]));
         let Agent { data_dir, .. } = old;
-        *self.agent.lock().unwrap() = Some(start_agent(self.lab, self.cg, self.pki, data_dir));
+        *self.agent.lock().unwrap() = Some(Agent::start_in(self.lab, self.agent_args, data_dir));
         self.samples.push(Vec::new());
         let ok = gone.is_some_and(|d| d < Duration::from_secs(1)) && direct;
         self.faults.record(
