@@ -1991,4 +1991,50 @@ mod tests {
             Some(&WsEvent::Error(ProtocolError::InvalidCloseCode(1005)))
         );
     }
+
+    /// Found by the `ws_frames` fuzz target: a frame whose data inflates to more
+    /// than the decompressor's window, read in 16-byte pieces, was recorded 44
+    /// bytes short (65,536 of 65,580): the decompressor still held output when a
+    /// piece ran out. What is recorded must not depend on how TCP cut the bytes.
+    #[test]
+    fn inflated_lengths_do_not_depend_on_read_sizes() {
+        let hex: String = [
+            "0500c107aa180544030000c20b6260644acacc4b2caa0400c108ca0085a40212",
+            "0900c15514ca3b0a80501043d1ad84a95318ffba15b1107c858520f82c44dcbb",
+            "b19bcc3d4fe4fb483122ae635d720a22b6d5bb2eff2ba7fdf4980a42845f1551",
+            "130dd1121dd11383d39fdd65200b3dc84646b2929986f9fd004255ecc1310100",
+            "0000c2a0fea95d094f600000ff2700000000000000000000000000000000ffff",
+            "ffffff0000000000000000000000000000000000000000000000000000000000",
+            "00000000000000000000000000000000000000000000010000000000062ac907",
+            "00",
+        ]
+        .concat();
+        let stream: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let config = DeflateConfig {
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            ..DeflateConfig::default()
+        };
+        let events = |piece: usize| {
+            let mut direction = WsDirection::new(Peer::Server, Some(config.clone()), 4096)
+                .with_foreign_extensions(true);
+            let mut events = Vec::new();
+            for chunk in stream.chunks(piece) {
+                direction.push(chunk, &mut events);
+            }
+            events
+        };
+        let whole = events(stream.len());
+        let big = whole.iter().find_map(|e| match e {
+            WsEvent::Frame(f) if f.payload_len > 65_536 => Some(f.payload_len),
+            _ => None,
+        });
+        assert_eq!(big, Some(65_580));
+        for piece in [1, 16, 100] {
+            assert!(events(piece) == whole, "pieces of {piece} bytes");
+        }
+    }
 }
