@@ -81,35 +81,34 @@ fn is_reexport(line: &str) -> bool {
     line.starts_with("pub use ") || line.starts_with("pub(crate) use ")
 }
 
+/// The lines of `text` that count as uses: without comments, `pub use` re-exports
+/// and an inline `#[cfg(test)]` module.
+fn code_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.split("#[cfg(test)]\nmod tests {")
+        .next()
+        .unwrap_or(text)
+        .lines()
+        .filter(|l| !is_reexport(l))
+        .map(|l| l.split("//").next().unwrap_or(""))
+}
+
 /// Whether `text` names `child::` on its own (not as `x::child::`), in code.
 fn names_bare(text: &str, child: &str) -> bool {
-    let code = text
-        .split("#[cfg(test)]\nmod tests {")
-        .next()
-        .unwrap_or(text);
     let needle = format!("{child}::");
-    code.lines()
-        .map(|l| l.split("//").next().unwrap_or(""))
-        .filter(|l| !is_reexport(l))
-        .any(|line| {
-            line.match_indices(&needle).any(|(at, _)| {
-                let before = &line[..at];
-                !(before.ends_with("::")
-                    || before.ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_'))
-            })
+    code_lines(text).any(|line| {
+        line.match_indices(&needle).any(|(at, _)| {
+            let before = &line[..at];
+            !(before.ends_with("::")
+                || before.ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_'))
         })
+    })
 }
 
 /// Paths that start with `crate::`, `super::` or `self::`, outside comments and
 /// `#[cfg(test)]` modules written inline.
 fn references(text: &str) -> Vec<String> {
-    let code = text
-        .split("#[cfg(test)]\nmod tests {")
-        .next()
-        .unwrap_or(text);
     let mut out = Vec::new();
-    for line in code.lines().filter(|l| !is_reexport(l)) {
-        let line = line.split("//").next().unwrap_or("");
+    for line in code_lines(text) {
         let bytes = line.as_bytes();
         for start in ["crate::", "super::", "self::"] {
             let mut from = 0;
