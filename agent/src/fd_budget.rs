@@ -14,7 +14,7 @@ use std::{
 
 use tracing::{info, warn};
 
-use crate::capture::Capture;
+use crate::{capture::Capture, memory};
 
 /// How often the open descriptors are counted.
 const WATCH_EVERY: Duration = Duration::from_millis(100);
@@ -161,9 +161,11 @@ impl FdGuard {
     }
 
     /// Counts the open descriptors every [`WATCH_EVERY`] and pauses or resumes the
-    /// capture. Runs until the task is dropped.
+    /// capture; once a burst of connections has closed, trims the heap. Runs until
+    /// the task is dropped.
     pub async fn watch(self: Arc<Self>) {
         let mut pressure = Pressure::new(soft_limit().unwrap_or(1024));
+        let mut burst = memory::BurstTrim::default();
         let mut ticks = tokio::time::interval(WATCH_EVERY);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -174,6 +176,13 @@ impl FdGuard {
             // Counting takes a descriptor too: failing means there are none left.
             let open = open_fds().unwrap_or(pressure.limit);
             let out_of_fds = self.out_of_fds.swap(false, Ordering::Relaxed);
+            if burst.observe(open) {
+                info!(
+                    open_files = open,
+                    "most connections of a burst have closed: handing free heap memory back"
+                );
+                tokio::task::spawn_blocking(memory::trim);
+            }
             let Some(change) = pressure.update(open, out_of_fds) else {
                 continue;
             };

@@ -43,6 +43,7 @@ pub mod fd_budget;
 pub mod hint;
 pub mod intercept;
 pub mod live;
+pub mod memory;
 pub mod netns;
 pub mod netns_listeners;
 pub mod origin;

@@ -21,6 +21,7 @@ use frametap_agent::{
     hint,
     intercept::Passthrough,
     live::LiveConnections,
+    memory,
     netns::{bind_listener, ensure_free},
     netns_listeners::{Accepting, NetnsListeners, NetnsStats},
     preflight, proxy,
@@ -98,25 +99,8 @@ struct ExecArgs {
     command: Vec<OsString>,
 }
 
-/// Keep freed heap memory in the process instead of handing it back to the kernel.
-/// Recording allocates and frees large blocks all the time (RocksDB memtable arenas,
-/// write batches, frame payloads); by default glibc unmaps and trims them at once, so
-/// each new block starts as fresh pages that the kernel must fault in and zero (and,
-/// in VMs that report free memory to the host, that the host must back again).
-fn keep_freed_memory() {
-    // Blocks up to the largest memtable arena block come from the heap, not mmap.
-    const MMAP_THRESHOLD: libc::c_int = 32 << 20;
-    // Free memory at the top of a heap is returned only beyond this.
-    const TRIM_THRESHOLD: libc::c_int = 256 << 20;
-    // SAFETY: mallopt only changes allocator parameters; called before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
-    }
-}
-
 fn main() {
-    keep_freed_memory();
+    memory::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => ServeConfig::from_command_line(*args)

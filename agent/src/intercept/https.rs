@@ -22,7 +22,7 @@ use frametap_proto::{
 };
 use rustls::pki_types::ServerName;
 use tokio::{
-    io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpStream,
 };
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -32,6 +32,7 @@ use super::{
     diagnose::{self, Upstream, UpstreamFailure},
     outcome::{End, Outcome},
     prefixed::Prefixed,
+    read_ahead::ReadAhead,
     untouched::{self, Untouched},
 };
 use frametap_session::SessionState;
@@ -43,10 +44,6 @@ use crate::{
     tls::{LeafSubject, upstream_server_name},
 };
 
-/// Socket read buffer under each TLS leg: rustls asks for 4 KiB at a time, so without
-/// it a 16 KiB record costs five read(2) calls.
-const TLS_SOCKET_BUFFER: usize = 64 * 1024;
-
 /// How long the client may take to send its request head before a 502 goes out
 /// without it.
 const REQUEST_HEAD_WAIT: Duration = Duration::from_secs(3);
@@ -57,7 +54,7 @@ const LINGER: Duration = Duration::from_secs(1);
 /// Most bytes discarded while lingering.
 const LINGER_MAX: u64 = 1 << 20;
 
-type ClientIo = Prefixed<BufReader<TcpStream>>;
+type ClientIo = Prefixed<ReadAhead<TcpStream>>;
 
 /// Everything about one TLS connection the steps below need.
 struct Conn<'a> {
@@ -103,10 +100,7 @@ impl Conn<'_> {
         config: std::sync::Arc<rustls::ServerConfig>,
     ) -> (tokio_rustls::FallibleAccept<ClientIo>, RawFd) {
         let fd = self.client.as_raw_fd();
-        let io = Prefixed::new(
-            self.prefix,
-            BufReader::with_capacity(TLS_SOCKET_BUFFER, self.client),
-        );
+        let io = Prefixed::new(self.prefix, ReadAhead::new(self.client));
         (TlsAcceptor::from(config).accept(io).into_fallible(), fd)
     }
 }
@@ -210,10 +204,8 @@ async fn both_at_once(conn: Conn<'_>, upstream: TcpStream, legs: Legs, cached: b
     let ctx = conn.ctx;
     let offers_alpn = !conn.hello.alpn.is_empty();
     let upstream_fd = upstream.as_raw_fd();
-    let server_leg = TlsConnector::from(ctx.intercept.tls.upstream_config(offers_alpn)).connect(
-        legs.server_name,
-        BufReader::with_capacity(TLS_SOCKET_BUFFER, upstream),
-    );
+    let server_leg = TlsConnector::from(ctx.intercept.tls.upstream_config(offers_alpn))
+        .connect(legs.server_name, ReadAhead::new(upstream));
     let state = conn.state(None);
     let upstream_label = conn.upstream().label();
     let sni = conn.hello.sni.clone();
@@ -281,10 +273,7 @@ async fn probe_first(conn: Conn<'_>, upstream: TcpStream, legs: Legs) -> Outcome
     let ctx = conn.ctx;
     let upstream_fd = upstream.as_raw_fd();
     let config = ctx.intercept.tls.upstream_config_offering(&conn.hello.alpn);
-    let probe = TlsConnector::from(config).connect(
-        legs.server_name,
-        BufReader::with_capacity(TLS_SOCKET_BUFFER, upstream),
-    );
+    let probe = TlsConnector::from(config).connect(legs.server_name, ReadAhead::new(upstream));
     let Ok(probe) = tokio::time::timeout_at(conn.deadline, probe).await else {
         return timed_out(ctx, &conn.state(None)).await;
     };

@@ -18,6 +18,7 @@ pub mod outcome;
 pub mod passthrough;
 pub mod prefixed;
 pub mod pump;
+pub mod read_ahead;
 pub mod untouched;
 
 use std::{os::fd::AsRawFd as _, time::Duration};

@@ -21,8 +21,11 @@ use crate::{
     relay,
 };
 
-/// Per-direction read buffer of intercepted connections.
-const READ_BUFFER: usize = 64 * 1024;
+/// Per-direction read buffer of intercepted connections: it starts small, as most
+/// connections are idle most of the time and thousands may be held at once, and
+/// doubles up to its largest size whenever a read fills it.
+const READ_BUFFER_FIRST: usize = 8 * 1024;
+const READ_BUFFER_LARGEST: usize = 64 * 1024;
 
 /// Relay an HTTP/1.x connection (plain or TLS) while the session watches it.
 ///
@@ -178,7 +181,10 @@ struct Direction {
     to_fd: RawFd,
     /// Socket to reset when this direction's writer fails (this side).
     from_fd: RawFd,
-    buf: Box<[u8]>,
+    /// What the last read returned (its capacity is the read size).
+    buf: Vec<u8>,
+    /// The last read filled `buf`: a larger one replaces it once its bytes are written.
+    grow_later: bool,
     /// What the session wants written instead of `buf` (or before the next read).
     replacement: Option<Vec<u8>>,
     len: usize,
@@ -194,7 +200,8 @@ impl Direction {
             side,
             to_fd,
             from_fd,
-            buf: vec![0u8; READ_BUFFER].into_boxed_slice(),
+            buf: Vec::with_capacity(READ_BUFFER_FIRST),
+            grow_later: false,
             replacement: None,
             len: 0,
             pos: 0,
@@ -246,7 +253,10 @@ impl Direction {
                         self.persist_then_write(outbox.records, recording);
                         continue;
                     }
-                    let mut read = ReadBuf::new(&mut self.buf);
+                    // Read into spare capacity: the buffer is never zeroed, so an idle
+                    // connection's holds no touched pages.
+                    self.buf.clear();
+                    let mut read = ReadBuf::uninit(self.buf.spare_capacity_mut());
                     match Pin::new(&mut *from).poll_read(cx, &mut read) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Err(_)) => {
@@ -256,10 +266,14 @@ impl Direction {
                         Poll::Ready(Ok(())) => {}
                     }
                     let n = read.filled().len();
+                    // SAFETY: the read initialised the first `n` bytes of the spare
+                    // capacity (ReadBuf tracks them), and `buf` was empty.
+                    unsafe { self.buf.set_len(n) };
                     if n == 0 {
                         self.step = Step::Shutdown;
                         continue;
                     }
+                    let filled = n == self.buf.capacity();
                     let (records, forward) =
                         lock(state).on_bytes(self.side, &self.buf[..n], now_us());
                     match forward {
@@ -270,6 +284,8 @@ impl Direction {
                         }
                     }
                     self.persist_then_write(records, recording);
+                    // Bulk traffic: read more at a time from now on.
+                    self.grow_later |= filled && self.buf.capacity() < READ_BUFFER_LARGEST;
                 }
                 Step::Persist(persisting) => {
                     ready!(persisting.as_mut().poll(cx));
@@ -295,6 +311,10 @@ impl Direction {
                     }
                     self.moved += self.len as u64;
                     self.replacement = None;
+                    if std::mem::take(&mut self.grow_later) {
+                        let larger = (self.buf.capacity() * 2).min(READ_BUFFER_LARGEST);
+                        self.buf = Vec::with_capacity(larger);
+                    }
                     self.step = Step::Read;
                 }
                 Step::Shutdown => {
