@@ -225,6 +225,12 @@ pub(crate) fn frame_in(db: &DB, id: &FrameId) -> Result<Option<FrameRecord>> {
     }
 }
 
+/// Frame payloads from this size on are stored in blob files.
+const MIN_BLOB_SIZE: u64 = 4096;
+const BLOB_FILE_SIZE: u64 = 64 << 20;
+/// Not among rust-rocksdb's named properties.
+const TOTAL_BLOB_FILE_SIZE: &str = "rocksdb.total-blob-file-size";
+
 fn cf_options(name: &str, o: &StoreOptions) -> Options {
     let mut opts = Options::default();
     opts.set_compression_type(DBCompressionType::Lz4);
@@ -235,6 +241,22 @@ fn cf_options(name: &str, o: &StoreOptions) -> Options {
     };
     opts.set_write_buffer_size(wbs.max(64 << 10));
     opts.set_level_compaction_dynamic_level_bytes(true);
+    if name == CF_FRAMES {
+        // Large payloads go to blob files, written once at flush, so that compactions
+        // move keys and references instead of rewriting (and re-compressing) every
+        // payload at every level: with payloads in the SST files, compaction took
+        // most of the agent's CPU once a few GB were recorded (BENCHMARKS.md).
+        // Blob files are not compressed: LZ4 over every recorded byte cost more CPU
+        // than relaying it. No blob garbage collection: retention deletes the oldest
+        // traffic, whose blob files are the oldest ones, and a file goes once no
+        // frame refers to it; and relocating blobs made secondaries that were open
+        // meanwhile keep seeing deleted frames after catching up (RocksDB 11.8).
+        opts.set_enable_blob_files(true);
+        opts.set_min_blob_size(MIN_BLOB_SIZE);
+        opts.set_blob_file_size(BLOB_FILE_SIZE);
+        opts.set_blob_compression_type(DBCompressionType::None);
+        opts.set_enable_blob_gc(false);
+    }
     opts
 }
 
@@ -774,9 +796,9 @@ impl Store {
         Ok(last - watermark)
     }
 
-    /// Approximate on-disk size: SST files + memtables of every column family + live
-    /// (not yet archived) WAL files. Archived WAL files, kept `wal_ttl` for secondaries,
-    /// are not counted.
+    /// Approximate on-disk size: SST and blob files and memtables of every column
+    /// family, and the live (not yet archived) WAL files. Archived WAL files, kept
+    /// `wal_ttl` for secondaries, are not counted.
     pub fn size_bytes(&self) -> Result<u64> {
         let db = self.db()?;
         let mut total = 0u64;
@@ -788,6 +810,9 @@ impl Store {
             ] {
                 total += db.property_int_value_cf(cf, prop)?.unwrap_or(0);
             }
+            total += db
+                .property_int_value_cf(cf, TOTAL_BLOB_FILE_SIZE)?
+                .unwrap_or(0);
         }
         Ok(total + self.live_wal_bytes())
     }

@@ -1087,6 +1087,13 @@ fn retention_by_size() {
         store.write(&r).unwrap();
     }
     store.flush().unwrap();
+    // 4 KiB payloads live in blob files, which the size counts.
+    let blob_files = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "blob"))
+        .count();
+    assert!(blob_files > 0, "no blob files in {}", dir.path().display());
     let before = store.size_bytes().unwrap();
     assert!(before > 12 << 20, "size {before}");
     // A secondary opened before retention compacts files away keeps working.
