@@ -14,6 +14,7 @@ pub mod agent;
 pub mod api;
 pub mod case;
 pub mod cgroup;
+pub mod echo_framing;
 pub mod netns;
 pub mod peers;
 pub mod pki;

@@ -9,6 +9,8 @@ use rcgen::{
 pub struct TestPki {
     pub dir: tempfile::TempDir,
     pub ca: PathBuf,
+    /// The CA's key, for a peer that signs leaves with it (the benchmark's hudsucker).
+    pub ca_key: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
 }
@@ -28,6 +30,7 @@ impl TestPki {
             KeyUsagePurpose::DigitalSignature,
         ];
         let ca_cert = ca_params.self_signed(&ca_key).expect("ca");
+        let ca_key_pem = ca_key.serialize_pem();
         let issuer = Issuer::new(ca_params, ca_key);
 
         let key = KeyPair::generate().expect("key");
@@ -49,6 +52,7 @@ impl TestPki {
         };
         Self {
             ca: write("ca.pem", ca_cert.pem()),
+            ca_key: write("ca.key", ca_key_pem),
             cert: write("server.pem", cert.pem()),
             key: write("server.key", key.serialize_pem()),
             dir,

@@ -257,7 +257,7 @@ fn run(rest: &[String]) -> Result {
 fn bench(rest: &[String]) -> Result {
     setup::run()?;
     // mitmproxy is the side-by-side reference of the WebSocket benchmark.
-    setup::python_packages(setup::PYTHON_BENCH)?;
+    setup::mitmproxy()?;
     if !is_root() {
         return Err(
             "the benchmarks attach eBPF programs and create namespaces: run as root".into(),
@@ -265,9 +265,21 @@ fn bench(rest: &[String]) -> Result {
     }
     step("cargo build --release");
     status(cargo(&["build", "--release"]))?;
+    // hudsucker, the Rust MITM peer, is a crate of its own (its dependency tree is
+    // not ours), built into a target dir of its own beside the workspace's.
+    step("cargo build --release (bench/hudsucker-peer)");
+    let peers_target = target_dir().join("peers");
+    let mut peer = cargo(&["build", "--release", "--manifest-path"]);
+    peer.arg(workspace_root().join("bench/hudsucker-peer/Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &peers_target);
+    status(peer)?;
     let mut cmd = Command::new(target_dir().join("release/frametap-bench"));
     cmd.arg("--write")
         .arg(workspace_root().join("BENCHMARKS.md"))
+        .arg("--mitmdump")
+        .arg(setup::mitmdump_bin())
+        .arg("--hudsucker")
+        .arg(peers_target.join("release/hudsucker-peer"))
         .args(rest);
     status(cmd)
 }

@@ -24,15 +24,20 @@
 //!   (`cargo install bpf-linker --features llvm-22` against those links).
 //! * Python modules, each by `python3 -c "import MODULE"` run as the tests run it (same
 //!   PATH, from the `tests` package directory, where pyenv looks for a
-//!   `.python-version`); the benchmark's mitmproxy by its `mitmdump` command
-//!   (`python3 -m pip install` with pinned versions, allowed into Debian's own python3
-//!   despite PEP 668; pyenv shims are rehashed; then checked again).
+//!   `.python-version`), installed by `python3 -m pip install` with pinned versions
+//!   (allowed into Debian's own python3 despite PEP 668; pyenv shims are rehashed; then
+//!   checked again).
 //! * `~/.cargo/bin/cargo-fuzz --version` printing version 0.13.2 (`cargo install`).
 //! * `/opt/frametap/schemathesis/bin/schemathesis --version` printing
 //!   `schemathesis, version 4.32.5`, the command the API contract test runs (a venv of
 //!   its own, made with Python 3.12: pyenv's `versions/3.12.*`, else `python3.12` on
 //!   PATH; on 3.11 a CPython AST bug inside Hypothesis aborts some operations. Then
 //!   `pip install schemathesis==4.32.5` into it, and checked again).
+//! * By `cargo xtask bench` only (not by `run`):
+//!   `/opt/frametap/mitmproxy/bin/mitmdump --version` printing `Mitmproxy: 12.3.1` as
+//!   its first line, the command the benchmark runs as its side-by-side reference (a
+//!   venv of its own made with Python 3.12 like Schemathesis', as mitmproxy 12 requires
+//!   it; then `pip install mitmproxy==12.3.1` into it, and checked again).
 use std::{
     env,
     path::{Path, PathBuf},
@@ -110,18 +115,62 @@ const PYTHON: &[(Need, &str)] = &[
     // An independent HAR reader, to re-import what the API exports.
     (Need::PythonModule("haralyzer"), "haralyzer==2.4.0"),
 ];
-/// Python packages only the benchmarks need: the bench runs the `mitmdump` command.
-pub const PYTHON_BENCH: &[(Need, &str)] = &[(Need::Command("mitmdump"), "mitmproxy==11.0.2")];
 
 /// cargo-fuzz, for the bounded fuzz runs of `cargo xtask test`.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
+/// The Python the venvs are made with: on 3.11 a CPython AST bug inside Hypothesis
+/// aborts some of Schemathesis' operations, and mitmproxy 12 requires 3.12.
+const VENV_PYTHON: &str = "3.12";
+
+/// A command installed by pip into a venv of its own (made with Python 3.12), so its
+/// pins meet nothing else, and checked by its `--version` output.
+struct Venv {
+    /// What the messages call it.
+    name: &'static str,
+    dir: &'static str,
+    /// The pip package, installed as `PACKAGE==VERSION`.
+    package: &'static str,
+    version: &'static str,
+    /// The command in the venv's `bin` that is checked and then run.
+    command: &'static str,
+    /// Whether `COMMAND --version`'s stdout names exactly `version`.
+    reports: fn(stdout: &str, version: &str) -> bool,
+    /// What the check wants to see, for the error message (`VERSION` is appended).
+    shows: &'static str,
+    /// Why it needs Python 3.12, for the error message when there is none.
+    why_python: &'static str,
+    /// The command to run again once Python 3.12 is there.
+    rerun: &'static str,
+}
+
 /// Schemathesis, which fuzzes the API from its OpenAPI document (tests/tests/api.rs,
-/// `cargo xtask contract`), in a venv of its own so its pins meet nothing else.
-pub const SCHEMATHESIS_VENV: &str = "/opt/frametap/schemathesis";
-const SCHEMATHESIS_VERSION: &str = "4.32.5";
-/// The Python the venv is made with: 3.11 trips a CPython AST bug inside Hypothesis.
-const SCHEMATHESIS_PYTHON: &str = "3.12";
+/// `cargo xtask contract`).
+const SCHEMATHESIS: Venv = Venv {
+    name: "Schemathesis",
+    dir: "/opt/frametap/schemathesis",
+    package: "schemathesis",
+    version: "4.32.5",
+    command: "schemathesis",
+    reports: schemathesis_reports,
+    shows: "schemathesis, version ",
+    why_python: "3.11 trips a CPython bug in Hypothesis",
+    rerun: "cargo xtask setup",
+};
+
+/// mitmproxy, the side-by-side reference of the WebSocket benchmark (`cargo xtask
+/// bench` installs it; `run` does not).
+const MITMPROXY: Venv = Venv {
+    name: "mitmproxy",
+    dir: "/opt/frametap/mitmproxy",
+    package: "mitmproxy",
+    version: "12.3.1",
+    command: "mitmdump",
+    reports: mitmdump_reports,
+    shows: "Mitmproxy: ",
+    why_python: "version 12 does not run on 3.11",
+    rerun: "cargo xtask bench",
+};
 
 pub fn cargo_bin() -> PathBuf {
     env::var_os("CARGO_HOME")
@@ -232,11 +281,11 @@ pub fn run() -> Result {
     bpf_linker()?;
     python_packages(PYTHON)?;
     cargo_fuzz()?;
-    schemathesis()?;
+    SCHEMATHESIS.install()?;
     Ok(())
 }
 
-pub fn python_packages(packages: &[(Need, &'static str)]) -> Result {
+fn python_packages(packages: &[(Need, &'static str)]) -> Result {
     let to_install = missing(packages, have);
     if to_install.is_empty() {
         return Ok(());
@@ -302,9 +351,14 @@ fn cargo_fuzz() -> Result {
     status(c)
 }
 
-/// The Schemathesis command the contract test runs.
-pub fn schemathesis_bin() -> PathBuf {
-    Path::new(SCHEMATHESIS_VENV).join("bin/schemathesis")
+/// The mitmdump command the benchmark runs.
+pub fn mitmdump_bin() -> PathBuf {
+    MITMPROXY.bin()
+}
+
+/// mitmproxy for the benchmark (`cargo xtask bench`), which `run` leaves out.
+pub fn mitmproxy() -> Result {
+    MITMPROXY.install()
 }
 
 /// `schemathesis --version` output naming exactly this version
@@ -313,19 +367,20 @@ fn schemathesis_reports(stdout: &str, version: &str) -> bool {
     stdout.trim().strip_prefix("schemathesis, version ") == Some(version)
 }
 
-fn schemathesis_ok() -> bool {
-    Command::new(schemathesis_bin())
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| {
-            o.status.success()
-                && schemathesis_reports(&String::from_utf8_lossy(&o.stdout), SCHEMATHESIS_VERSION)
-        })
+/// `mitmdump --version` output naming exactly this version on its first line
+/// ("Mitmproxy: 12.3.1", then the Python, OpenSSL and platform lines).
+fn mitmdump_reports(stdout: &str, version: &str) -> bool {
+    stdout
+        .lines()
+        .next()
+        .and_then(|line| line.strip_prefix("Mitmproxy:"))
+        .map(str::trim)
+        == Some(version)
 }
 
 /// The newest `versions/3.12.*/bin/python3.12` under `pyenv_root`, given its entries.
 fn pyenv_python(pyenv_root: &Path, versions: &[String]) -> Option<PathBuf> {
-    let prefix = format!("{SCHEMATHESIS_PYTHON}.");
+    let prefix = format!("{VENV_PYTHON}.");
     let patch = |v: &str| v.strip_prefix(&prefix)?.parse::<u32>().ok();
     versions
         .iter()
@@ -335,12 +390,12 @@ fn pyenv_python(pyenv_root: &Path, versions: &[String]) -> Option<PathBuf> {
             pyenv_root
                 .join("versions")
                 .join(v)
-                .join(format!("bin/python{SCHEMATHESIS_PYTHON}"))
+                .join(format!("bin/python{VENV_PYTHON}"))
         })
 }
 
-/// Python 3.12 for the venv: pyenv's, else `python3.12` on PATH.
-fn python312() -> Result<PathBuf> {
+/// Python 3.12 for a venv: pyenv's, else `python3.12` on PATH.
+fn python312(venv: &Venv) -> Result<PathBuf> {
     let pyenv_root = Command::new("pyenv")
         .arg("root")
         .env("PATH", path_with_cargo_bin())
@@ -361,50 +416,72 @@ fn python312() -> Result<PathBuf> {
             return Ok(python);
         }
     }
-    let name = format!("python{SCHEMATHESIS_PYTHON}");
+    let name = format!("python{VENV_PYTHON}");
     if succeeds(Command::new(&name).arg("--version")) {
         return Ok(PathBuf::from(name));
     }
     Err(format!(
-        "Schemathesis needs Python {SCHEMATHESIS_PYTHON} (3.11 trips a CPython bug in \
-         Hypothesis) and there is none: install it with `pyenv install {SCHEMATHESIS_PYTHON}` \
-         (or a python{SCHEMATHESIS_PYTHON} package), then run `cargo xtask setup` again"
+        "{} needs Python {VENV_PYTHON} ({}) and there is none: install it with `pyenv install \
+         {VENV_PYTHON}` (or a python{VENV_PYTHON} package), then run `{}` again",
+        venv.name, venv.why_python, venv.rerun
     ))
 }
 
-fn schemathesis() -> Result {
-    if schemathesis_ok() {
-        return Ok(());
+impl Venv {
+    /// The checked command, in the venv.
+    fn bin(&self) -> PathBuf {
+        Path::new(self.dir).join("bin").join(self.command)
     }
-    let python = python312()?;
-    eprintln!(
-        "setup: installing Schemathesis {SCHEMATHESIS_VERSION} into {SCHEMATHESIS_VENV} \
-         (with {})",
-        python.display()
-    );
-    // A venv left by another Python (or half made) is made again from scratch.
-    let mut venv = Command::new(&python);
-    venv.args(["-m", "venv", "--clear", SCHEMATHESIS_VENV])
-        .env("PATH", path_with_cargo_bin());
-    status(venv)?;
-    let mut pip = Command::new(Path::new(SCHEMATHESIS_VENV).join("bin/python"));
-    pip.args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        &format!("schemathesis=={SCHEMATHESIS_VERSION}"),
-    ]);
-    status(pip)?;
-    if schemathesis_ok() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} --version does not print `schemathesis, version {SCHEMATHESIS_VERSION}` \
-             after installing it; see the output above",
-            schemathesis_bin().display()
-        ))
+
+    fn ok(&self) -> bool {
+        Command::new(self.bin())
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| {
+                o.status.success()
+                    && (self.reports)(&String::from_utf8_lossy(&o.stdout), self.version)
+            })
+    }
+
+    /// Makes the venv and installs the pinned package into it, unless the command is
+    /// already there and reports that version.
+    fn install(&self) -> Result {
+        if self.ok() {
+            return Ok(());
+        }
+        let python = python312(self)?;
+        eprintln!(
+            "setup: installing {} {} into {} (with {})",
+            self.name,
+            self.version,
+            self.dir,
+            python.display()
+        );
+        // A venv left by another Python (or half made) is made again from scratch.
+        let mut venv = Command::new(&python);
+        venv.args(["-m", "venv", "--clear", self.dir])
+            .env("PATH", path_with_cargo_bin());
+        status(venv)?;
+        let mut pip = Command::new(Path::new(self.dir).join("bin/python"));
+        pip.args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            &format!("{}=={}", self.package, self.version),
+        ]);
+        status(pip)?;
+        if self.ok() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} --version does not print `{}{}` after installing it; see the output above",
+                self.bin().display(),
+                self.shows,
+                self.version
+            ))
+        }
     }
 }
 
@@ -596,8 +673,8 @@ mod tests {
     use std::{collections::BTreeMap, path::Path};
 
     use super::{
-        Need, file_matches, loads_llvm_from, missing_debian, pyenv_python, reports_version,
-        schemathesis_reports,
+        Need, file_matches, loads_llvm_from, missing_debian, mitmdump_reports, pyenv_python,
+        reports_version, schemathesis_reports,
     };
 
     /// A directory tree as `dir -> entries`, for `file_matches`.
@@ -705,6 +782,31 @@ mod tests {
         ));
         // A venv whose interpreter is gone prints nothing (or an error on stderr).
         assert!(!schemathesis_reports("", "4.32.5"));
+    }
+
+    #[test]
+    fn mitmproxy_must_be_the_pinned_version() {
+        // What `mitmdump --version` of mitmproxy 12.3.1 really prints.
+        let real = "Mitmproxy: 12.3.1\n\
+            Python:    3.12.1\n\
+            OpenSSL:   OpenSSL 4.0.3 29 Sep 2026\n\
+            Platform:  Linux-6.18.44-fc-v1300-x86_64-with-glibc2.36\n";
+        assert!(mitmdump_reports(real, "12.3.1"));
+        assert!(!mitmdump_reports(real, "12.3"));
+        assert!(!mitmdump_reports("Mitmproxy: 12.3.10\n", "12.3.1"));
+        assert!(!mitmdump_reports("Mitmproxy: 11.0.2\n", "12.3.1"));
+        // A development build names its commit after the version.
+        assert!(!mitmdump_reports(
+            "Mitmproxy: 12.3.1 (+12, commit 0123abc)\n",
+            "12.3.1"
+        ));
+        // The version must be on the first line, not just anywhere.
+        assert!(!mitmdump_reports(
+            "Mitmproxy: 11.0.2\nPython:    12.3.1\n",
+            "12.3.1"
+        ));
+        // A venv whose interpreter is gone prints nothing (or an error on stderr).
+        assert!(!mitmdump_reports("", "12.3.1"));
     }
 
     #[test]

@@ -13,6 +13,9 @@ use frametap_e2e::{
 use serde_json::Value;
 
 mod api_bench;
+mod hold_bench;
+mod rust_echo;
+mod tls_floor;
 
 #[derive(Parser)]
 struct Args {
@@ -43,6 +46,33 @@ struct Args {
     /// Leave out the mitmproxy side of the WebSocket comparison.
     #[arg(long)]
     skip_mitmproxy: bool,
+    /// The mitmdump command of that side (`cargo xtask bench` installs it here).
+    #[arg(long, default_value = "/opt/frametap/mitmproxy/bin/mitmdump")]
+    mitmdump: PathBuf,
+    /// The hudsucker peer (`cargo xtask bench` builds it); without it that side is left out.
+    #[arg(long)]
+    hudsucker: Option<PathBuf>,
+    /// Leave out the WebSocket section with Rust peers.
+    #[arg(long)]
+    skip_rust_peers: bool,
+    /// Only the WebSocket section with Rust peers (and the lab and agent it needs).
+    #[arg(long)]
+    rust_peers_only: bool,
+    /// Message sizes of the Rust-peer echo runs, in bytes.
+    #[arg(long, value_delimiter = ',', default_values_t = [100usize, 4096, 65536, 1048576])]
+    rust_sizes: Vec<usize>,
+    /// Connection counts of the Rust-peer echo runs.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 8])]
+    rust_connections: Vec<usize>,
+    /// Seconds per Rust-peer echo run.
+    #[arg(long, default_value_t = 3.0)]
+    rust_seconds: f64,
+    /// Rounds per Rust-peer workload (every side once per round).
+    #[arg(long, default_value_t = 3)]
+    rust_rounds: usize,
+    /// Connections the memory section holds open at once (0 leaves it out).
+    #[arg(long, default_value_t = 10_000)]
+    hold_connections: usize,
     /// Leave out the API section.
     #[arg(long)]
     skip_api: bool,
@@ -63,6 +93,8 @@ struct Args {
 const WS_HOST: &str = "bench.frametap.test";
 
 const ROUNDS: usize = 20;
+/// BENCHMARKS.md keeps what follows this line when the bench rewrites it.
+const KEPT_MARKER: &str = "<!-- kept by frametap-bench: -->";
 const MIB: u64 = 1024 * 1024;
 
 fn run_probe(lab: &Lab, cg: Option<&TestCgroup>, args: &[String]) -> anyhow::Result<Value> {
@@ -149,6 +181,30 @@ fn alternate_with(
     Ok(sides)
 }
 
+/// Both descriptor limits up to `n` (as root), inherited by the agent and the peers:
+/// the memory section holds thousands of connections, two descriptors each in the
+/// agent, which the image's default hard limit (often 20,000) does not leave room for.
+fn raise_fd_limit(n: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    let (hard, raised) = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        let hard = limit.rlim_max;
+        limit.rlim_max = hard.max(n);
+        limit.rlim_cur = limit.rlim_max;
+        (hard, libc::setrlimit(libc::RLIMIT_NOFILE, &limit))
+    };
+    if raised != 0 {
+        eprintln!(
+            "keeping the hard descriptor limit of {hard} (raising it to {n}: {})",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// CPU seconds (user + system) a process has used, from /proc/PID/stat.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -177,6 +233,7 @@ fn main() -> anyhow::Result<()> {
         println!("{section}");
         return Ok(());
     }
+    raise_fd_limit(1 << 16);
     let lab = Lab::new();
     let cg = TestCgroup::new("bench");
     let _pingpong = Server::start(&lab, &format!("{UPSTREAM_V4}:9000"), "pingpong", &[]);
@@ -201,12 +258,46 @@ fn main() -> anyhow::Result<()> {
         "--cgroup",
         cg.relative.as_str(),
         "--ports",
-        "9000-9002,8443",
+        "9000-9002,8443-8444",
         "--upstream-ca",
         ca_arg.as_str(),
     ];
     agent_args.extend(args.agent_arg.iter().map(String::as_str));
     let agent = Agent::start(&lab, &agent_args);
+    let rust_peers = if args.skip_rust_peers {
+        String::new()
+    } else {
+        rust_peers_section(&lab, &cg, &agent, &pki, &args)?
+    };
+    let memory = if args.hold_connections == 0 {
+        String::new()
+    } else {
+        let _server = rust_echo::start_server(&lab, &pki)?;
+        hold_bench::section(
+            &lab,
+            &cg,
+            &agent,
+            hold_bench::Settings {
+                connections: hold_bench::capacity(args.hold_connections, agent.pid()),
+                requested: args.hold_connections,
+                messages: 3,
+                dial: vec![
+                    "--connect".into(),
+                    format!("{UPSTREAM_V4}:{}", rust_echo::PORT),
+                    "--host".into(),
+                    WS_HOST.into(),
+                    "--cafile".into(),
+                    agent.data_dir.path().join("ca.pem").display().to_string(),
+                ],
+                port: rust_echo::PORT,
+                data_dir: agent.data_dir.path(),
+            },
+        )?
+    };
+    if args.rust_peers_only {
+        println!("{rust_peers}\n{memory}");
+        return Ok(());
+    }
 
     // Warm up both paths (page cache, the agent's allocator, ARP/ND on the veth).
     for captured in [false, true] {
@@ -376,12 +467,19 @@ fn main() -> anyhow::Result<()> {
         nl = large.direct.len(),
         rl = cl / dl * 100.0,
     );
-    let table = format!("{table}\n{containers}\n{websocket}\n{api_live}\n{api_store}");
+    let table = format!(
+        "{table}\n{containers}\n{rust_peers}\n{memory}\n{websocket}\n{api_live}\n{api_store}"
+    );
     println!("{table}");
     if let Some(path) = args.write {
+        // Notes below the marker (measured changes, with their own dates) are kept.
+        let kept = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|old| old.find(KEPT_MARKER).map(|at| old[at..].to_string()))
+            .unwrap_or_default();
         let doc = format!(
             "# frametap benchmarks\n\nProduced by `cargo xtask bench` (as root); numbers from the last run \
-             on a 2-core, 24 GiB machine. Every ratio compares two sides measured in the same run.\n\n{table}"
+             on a 2-core, 24 GiB machine. Every ratio compares two sides measured in the same run.\n\n{table}\n{kept}"
         );
         std::fs::write(&path, doc).with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("written to {}", path.display());
@@ -459,6 +557,43 @@ fn container_section(
     ))
 }
 
+fn rust_peers_section(
+    lab: &Lab,
+    cg: &TestCgroup,
+    agent: &Agent,
+    pki: &TestPki,
+    args: &Args,
+) -> anyhow::Result<String> {
+    let mitm = if args.skip_mitmproxy {
+        None
+    } else {
+        Some(start_mitmproxy(
+            lab,
+            pki,
+            &args.mitmdump,
+            rust_echo::PORT,
+            18444,
+        )?)
+    };
+    rust_echo::section(
+        lab,
+        cg,
+        agent,
+        pki,
+        rust_echo::Settings {
+            sizes: args.rust_sizes.clone(),
+            connections: args.rust_connections.clone(),
+            seconds: args.rust_seconds,
+            rounds: args.rust_rounds,
+            in_flight: 64,
+            hudsucker: args.hudsucker.clone(),
+            mitmproxy: mitm
+                .as_ref()
+                .map(|(p, confdir)| (p.pid(), confdir.path().join("mitmproxy-ca-cert.pem"))),
+        },
+    )
+}
+
 fn ws_bench_script() -> PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/ws_bench.py")
 }
@@ -498,17 +633,24 @@ fn ws_client(lab: &Lab, side: &WsSide<'_>, mode: &str, extra: &[String]) -> anyh
     serde_json::from_slice(&out.stdout).context("ws_bench.py output")
 }
 
-/// mitmdump in reverse mode on the client host, in front of the same server.
-fn start_mitmproxy(lab: &Lab, pki: &TestPki) -> anyhow::Result<(Spawned, tempfile::TempDir)> {
+/// mitmdump in reverse mode on the client host's `listen_port`, in front of the
+/// upstream's `server_port`.
+fn start_mitmproxy(
+    lab: &Lab,
+    pki: &TestPki,
+    mitmdump: &std::path::Path,
+    server_port: u16,
+    listen_port: u16,
+) -> anyhow::Result<(Spawned, tempfile::TempDir)> {
     let confdir = tempfile::tempdir()?;
-    let mut cmd = lab.client.command("mitmdump");
+    let mut cmd = lab.client.command(mitmdump);
     cmd.args([
         "--mode",
-        &format!("reverse:https://{UPSTREAM_V4}:8443"),
+        &format!("reverse:https://{UPSTREAM_V4}:{server_port}"),
         "--listen-host",
         "127.0.0.1",
         "--listen-port",
-        "18443",
+        &listen_port.to_string(),
         "-q",
     ])
     .args(["--set", &format!("confdir={}", confdir.path().display())])
@@ -525,12 +667,16 @@ fn start_mitmproxy(lab: &Lab, pki: &TestPki) -> anyhow::Result<(Spawned, tempfil
         let mut probe = lab.client_command(None, "python3");
         probe.args([
             "-c",
-            "import socket; socket.create_connection(('127.0.0.1', 18443), timeout=1)",
+            &format!(
+                "import socket; socket.create_connection(('127.0.0.1', {listen_port}), timeout=1)"
+            ),
         ]);
         (ca.exists() && probe.output().is_ok_and(|o| o.status.success())).then_some(())
     });
     if ready.is_none() {
-        bail!("mitmdump did not start listening on 127.0.0.1:18443 in the client namespace");
+        bail!(
+            "mitmdump did not start listening on 127.0.0.1:{listen_port} in the client namespace"
+        );
     }
     Ok((process, confdir))
 }
@@ -583,11 +729,11 @@ fn websocket_section(
     let mitm = if args.skip_mitmproxy {
         None
     } else {
-        Some(start_mitmproxy(lab, pki)?)
+        Some(start_mitmproxy(lab, pki, &args.mitmdump, 8443, 18443)?)
     };
     if let Some((_, confdir)) = &mitm {
         sides.push(WsSide {
-            name: "mitmproxy 11",
+            name: "mitmproxy 12",
             connect: "127.0.0.1:18443".into(),
             cafile: confdir.path().join("mitmproxy-ca-cert.pem"),
             cgroup: None,
@@ -772,7 +918,7 @@ fn websocket_section(
          Python `websockets` echo client and server (no compression, 64 messages in flight, one \
          connection, best of 2 runs of {secs} s per side, sides alternating). Through frametap every \
          frame of both directions is parsed and written to RocksDB (WAL on) before it is forwarded.\n\n\
-         | workload | direct | through frametap | frametap vs direct | through mitmproxy 11 (reverse mode) | frametap vs mitmproxy |\n\
+         | workload | direct | through frametap | frametap vs direct | through mitmproxy 12 (reverse mode) | frametap vs mitmproxy |\n\
          |---|---|---|---|---|---|\n{rows}\n\
          | CPU (2 cores) | machine busy during the runs, per side | agent CPU per echoed message (both directions) |\n\
          |---|---|---|\n{cpu_rows}\n\
