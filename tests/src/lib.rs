@@ -86,6 +86,17 @@ pub fn wait_for<T>(timeout: std::time::Duration, mut f: impl FnMut() -> Option<T
     }
 }
 
+/// Wait (at most `timeout`) until the file a test peer writes once it listens says
+/// "ready"; false if it never does.
+pub fn wait_ready(path: &std::path::Path, timeout: std::time::Duration) -> bool {
+    wait_for(timeout, || {
+        std::fs::read_to_string(path)
+            .ok()
+            .filter(|t| t.contains("ready"))
+    })
+    .is_some()
+}
+
 /// IDs of the frametap eBPF programs currently loaded in the kernel.
 pub fn frametap_program_ids() -> Vec<u32> {
     aya::programs::loaded_programs()

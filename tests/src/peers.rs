@@ -28,12 +28,10 @@ impl Server {
             .args(extra)
             .stdout(Stdio::null());
         let process = Spawned::spawn("ft-probe serve", cmd);
-        crate::wait_for(Duration::from_secs(5), || {
-            std::fs::read_to_string(&log)
-                .ok()
-                .filter(|t| t.contains("ready"))
-        })
-        .unwrap_or_else(|| panic!("server on {addr} did not start"));
+        assert!(
+            crate::wait_ready(&log, Duration::from_secs(5)),
+            "server on {addr} did not start"
+        );
         Self {
             process,
             log,

@@ -76,12 +76,10 @@ impl WsServer {
             cmd.arg("--no-deflate");
         }
         let process = Spawned::spawn("ws server", cmd);
-        crate::wait_for(Duration::from_secs(10), || {
-            std::fs::read_to_string(&log)
-                .ok()
-                .filter(|t| t.contains("ready"))
-        })
-        .unwrap_or_else(|| panic!("WebSocket server on {host}:{port} did not start"));
+        assert!(
+            crate::wait_ready(&log, Duration::from_secs(10)),
+            "WebSocket server on {host}:{port} did not start"
+        );
         Self {
             process,
             log,

@@ -694,12 +694,9 @@ fn ws_bench_server(lab: &Lab, pki: &TestPki) -> anyhow::Result<Spawned> {
         .arg(ready.path())
         .stdout(Stdio::null());
     let server = Spawned::spawn("ws_bench server", cmd);
-    frametap_e2e::wait_for(std::time::Duration::from_secs(10), || {
-        std::fs::read_to_string(ready.path())
-            .ok()
-            .filter(|t| t == "ready")
-    })
-    .context("benchmark WebSocket server did not start")?;
+    if !frametap_e2e::wait_ready(ready.path(), std::time::Duration::from_secs(10)) {
+        bail!("benchmark WebSocket server did not start");
+    }
     Ok(server)
 }
 

@@ -89,12 +89,9 @@ pub fn start_server(lab: &Lab, pki: &TestPki) -> anyhow::Result<Spawned> {
         .arg("--ready")
         .arg(ready.path());
     let server = Spawned::spawn("ft-wsecho server", cmd);
-    frametap_e2e::wait_for(std::time::Duration::from_secs(10), || {
-        std::fs::read_to_string(ready.path())
-            .ok()
-            .filter(|t| t == "ready")
-    })
-    .context("ft-wsecho server did not start")?;
+    if !frametap_e2e::wait_ready(ready.path(), std::time::Duration::from_secs(10)) {
+        bail!("ft-wsecho server did not start");
+    }
     Ok(server)
 }
 
