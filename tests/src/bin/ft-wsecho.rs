@@ -111,7 +111,8 @@ struct HoldArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    raise_fd_limit();
+    // `hold` keeps thousands of connections open: the agent's own raise, soft to hard.
+    let _ = frametap_agent::fd_budget::raise_limit();
     // One thread each: the peers should cost as little as they can.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -123,18 +124,6 @@ fn main() -> anyhow::Result<()> {
             Mode::Hold(a) => hold(a).await,
         }
     })
-}
-
-/// Soft descriptor limit up to the hard one: `hold` keeps thousands open.
-fn raise_fd_limit() {
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
-    unsafe {
-        let mut limit: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
 }
 
 /// CPU seconds (user + system) this process has used.

@@ -48,8 +48,8 @@ fn recorded(data_dir: &Path, port: u16, since_ms: u64) -> anyhow::Result<(u64, u
 }
 
 /// How many connections the agent `pid` can hold captured under this process's hard
-/// descriptor limit (which it inherits): it stops capturing new connections at the
-/// limit less a reserve of a quarter of it (at most 4,096), each relayed connection
+/// descriptor limit (which it inherits and raises its soft limit to): it stops
+/// capturing new connections at its own pause threshold, each relayed connection
 /// takes two descriptors, and its store opens more files as it grows (200 spare).
 pub fn capacity(requested: usize, pid: u32) -> usize {
     let mut limit = libc::rlimit {
@@ -60,8 +60,7 @@ pub fn capacity(requested: usize, pid: u32) -> usize {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return requested;
     }
-    let hard = limit.rlim_max;
-    let pause_at = hard - (hard / 4).clamp(64, 4096);
+    let pause_at = frametap_agent::fd_budget::Pressure::new(limit.rlim_max).pause_at();
     let in_use = open_fds(pid) as u64 + 200;
     requested.min((pause_at.saturating_sub(in_use) / 2) as usize)
 }
