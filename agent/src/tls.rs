@@ -273,12 +273,15 @@ impl ResolvesServerCert for FixedCert {
     }
 }
 
+/// Client-leg configs by leaf subject and the ALPN protocol they select.
+type ClientLegConfigs = HashMap<(LeafSubject, Option<&'static [u8]>), Arc<ServerConfig>>;
+
 /// rustls configurations of both legs, shared by all connections.
 pub struct TlsContext {
     pub minter: LeafMinter,
     upstream: Arc<ClientConfig>,
     upstream_http11: Arc<ClientConfig>,
-    server_configs: Mutex<HashMap<(LeafSubject, bool), Arc<ServerConfig>>>,
+    server_configs: Mutex<ClientLegConfigs>,
     key_log: Option<Arc<dyn rustls::KeyLog>>,
 }
 
@@ -339,13 +342,14 @@ impl TlsContext {
         Arc::new(config)
     }
 
-    /// Server config for the client leg, presenting a leaf for `subject`.
+    /// Server config for the client leg, presenting a leaf for `subject` and selecting
+    /// `alpn` (`http/1.1` or `h2`: what the server selected) when the client offers it.
     pub fn client_leg_config(
         &self,
         subject: &LeafSubject,
-        alpn_http11: bool,
+        alpn: Option<&'static [u8]>,
     ) -> anyhow::Result<Arc<ServerConfig>> {
-        let key = (subject.clone(), alpn_http11);
+        let key = (subject.clone(), alpn);
         if let Some(c) = self.lock_configs().get(&key) {
             return Ok(Arc::clone(c));
         }
@@ -355,9 +359,7 @@ impl TlsContext {
             .context("TLS protocol versions")?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(FixedCert(leaf)));
-        if alpn_http11 {
-            config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        }
+        config.alpn_protocols = alpn.into_iter().map(<[u8]>::to_vec).collect();
         if let Some(k) = &self.key_log {
             config.key_log = Arc::clone(k);
         }
@@ -370,9 +372,7 @@ impl TlsContext {
         Ok(config)
     }
 
-    fn lock_configs(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(LeafSubject, bool), Arc<ServerConfig>>> {
+    fn lock_configs(&self) -> std::sync::MutexGuard<'_, ClientLegConfigs> {
         self.server_configs
             .lock()
             .unwrap_or_else(|p| p.into_inner())

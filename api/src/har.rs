@@ -388,6 +388,10 @@ pub fn har_entry(
         Some(body) => body.info.size as i64,
         None => content_length.unwrap_or(0),
     };
+    let http_version = entry
+        .http_version
+        .clone()
+        .unwrap_or_else(|| "HTTP/1.1".into());
     let mut notes: Vec<String> = entry.error.iter().cloned().collect();
     for (name, body) in [("request", &bodies.request), ("response", &bodies.response)] {
         if let Some(body) = body
@@ -406,7 +410,7 @@ pub fn har_entry(
         request: HarRequest {
             method: entry.method.clone(),
             url: entry.url.clone(),
-            http_version: "HTTP/1.1".into(),
+            http_version: http_version.clone(),
             cookies: request_cookies(&entry.request_headers),
             headers: har_headers(&entry.request_headers),
             query_string: query_string(&entry.url),
@@ -421,7 +425,7 @@ pub fn har_entry(
                 .and_then(|s| s.canonical_reason())
                 .unwrap_or("")
                 .into(),
-            http_version: "HTTP/1.1".into(),
+            http_version: http_version.clone(),
             cookies: response_cookies(&entry.response_headers),
             headers: har_headers(&entry.response_headers),
             content: HarContent {

@@ -438,11 +438,11 @@ pub struct TrafficEntry {
     /// TLS server name indication sent by the client.
     #[schema(required = true)]
     pub sni: Option<String>,
-    /// Why the connection was relayed untouched instead of intercepted, e.g. `server
-    /// selected h2`, `on the --passthrough list`, `neither TLS nor HTTP`; `null` for
-    /// intercepted traffic.
+    /// Why the connection was relayed untouched instead of intercepted, e.g. `on the
+    /// --passthrough list`, `server selected acme-tls/1`, `neither TLS nor HTTP`;
+    /// `null` for intercepted traffic (HTTP/1.x and HTTP/2).
     #[serde(default)]
-    #[schema(required = true, example = "server selected h2")]
+    #[schema(required = true, example = "on the --passthrough list")]
     pub not_intercepted: Option<String>,
     /// Application protocols (ALPN) the client offered, in its order; empty without TLS
     /// or ALPN.
@@ -453,6 +453,12 @@ pub struct TrafficEntry {
     #[serde(default)]
     #[schema(required = true, example = "h2")]
     pub alpn_selected: Option<String>,
+    /// `HTTP/1.1`, `HTTP/1.0` or `HTTP/2` for intercepted HTTP and WebSockets (over
+    /// HTTP/2: RFC 8441); `null` for connections relayed untouched and for failures
+    /// before any request.
+    #[serde(default)]
+    #[schema(required = true, example = "HTTP/2")]
+    pub http_version: Option<String>,
     /// Bytes the client sent through a connection relayed untouched; `null` while it is
     /// open and for HTTP exchanges.
     #[serde(default)]
@@ -508,6 +514,11 @@ pub fn traffic_json(entry: &frametap_store::TrafficEntry) -> TrafficEntry {
         not_intercepted: entry.not_intercepted.clone(),
         alpn_offered: entry.alpn_offered.clone(),
         alpn_selected: entry.alpn_selected.clone(),
+        // Entries recorded before the field was are all HTTP/1.x exchanges.
+        http_version: entry.http_version.clone().or_else(|| {
+            (entry.not_intercepted.is_none() && !entry.method.is_empty())
+                .then(|| "HTTP/1.1".to_string())
+        }),
         bytes_from_client: entry.bytes_from_client,
         bytes_from_server: entry.bytes_from_server,
         request_body_size: entry.request_body.map(|b| b.size),

@@ -46,7 +46,7 @@ pub struct TrafficEntry {
     pub container_name: Option<String>,
     pub sni: Option<String>,
     /// Why the connection was relayed untouched instead of intercepted (e.g.
-    /// `"server selected h2"`); `None` for intercepted traffic.
+    /// `"on the --passthrough list"`); `None` for intercepted traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_intercepted: Option<String>,
     /// Application protocols (ALPN) the client offered in its ClientHello, in its order.
@@ -55,6 +55,11 @@ pub struct TrafficEntry {
     /// The application protocol the server selected, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alpn_selected: Option<String>,
+    /// `HTTP/1.1`, `HTTP/1.0` or `HTTP/2` for intercepted HTTP; `None` for connections
+    /// relayed untouched, failures before any request, and entries recorded before
+    /// frametap wrote it (all HTTP/1.x).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_version: Option<String>,
     /// Bytes the client sent, for connections relayed untouched: filled in from the
     /// [`TunnelEnd`] when reading (`None` while the connection is open).
     #[serde(default, skip_serializing_if = "Option::is_none")]

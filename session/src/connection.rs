@@ -11,49 +11,34 @@
 //! Time and ids come from the caller: every call that can make a record takes
 //! `now_us` (microseconds since the Unix epoch), and ids come from the
 //! [`TrafficIds`] it passes in.
-use std::{collections::VecDeque, sync::Arc};
+use std::collections::VecDeque;
 
-use frametap_model::{BodyOf, Record, Refusal, TrafficId, TrafficIds, WsClose, WsOpen};
+use frametap_model::{BodyOf, Record, Refusal, TrafficId};
 use frametap_proto::{
     Peer,
     http1::{Http1Conn, HttpEvent, RequestHead, ResponseHead},
-    ws,
 };
 
 use crate::body::BodyCapture;
 use crate::ending::{Ending, half_open_why};
 pub use crate::entry::SessionMeta;
 use crate::entry::{Exchange, bare_entry, entry};
-use crate::rules::{ConnectionFacts, RuleBook};
-use crate::ws::{Forward, MaskKeys, Outbox, WsSession, WsSetup};
-
-/// What the sessions of one agent share: where traffic ids come from, the caps,
-/// the rules, and the masking keys of frames frametap writes.
-#[derive(Clone)]
-pub struct Settings {
-    pub ids: Arc<TrafficIds>,
-    /// Most payload bytes recorded (and held for rules) per frame or message.
-    pub payload_cap: usize,
-    /// Most bytes stored per HTTP body.
-    pub body_cap: u64,
-    pub rules: Arc<RuleBook>,
-    pub mask_keys: MaskKeys,
-}
+use crate::h2::{self, H2Session};
+pub use crate::settings::Settings;
+use crate::upgrade::{self, Negotiated};
+use crate::ws::{Forward, Outbox, WsSession};
 
 enum Mode {
     Http,
+    /// Both legs negotiated h2 (ALPN): HTTP/2 streams, see [`crate::h2`].
+    H2(Box<H2Session>),
     WebSocket(Box<WsSession>),
     Opaque,
 }
 
 pub struct SessionState {
     meta: SessionMeta,
-    ids: Arc<TrafficIds>,
-    payload_cap: usize,
-    /// Most bytes stored per body.
-    body_cap: u64,
-    rules: Arc<RuleBook>,
-    mask_keys: MaskKeys,
+    settings: Settings,
     http: Http1Conn,
     mode: Mode,
     exchanges: VecDeque<Exchange>,
@@ -65,16 +50,17 @@ pub struct SessionState {
 
 impl SessionState {
     pub fn new(meta: SessionMeta, settings: &Settings) -> Self {
+        let meta_is_h2 = meta.alpn_selected.as_deref() == Some("h2");
         Self {
             meta,
-            ids: Arc::clone(&settings.ids),
-            payload_cap: settings.payload_cap,
-            body_cap: settings.body_cap,
-            rules: Arc::clone(&settings.rules),
-            mask_keys: settings.mask_keys,
+            settings: settings.clone(),
             // Body data is followed even with a cap of 0: sizes are recorded anyway.
             http: Http1Conn::new().with_body_data(),
-            mode: Mode::Http,
+            mode: if meta_is_h2 {
+                Mode::H2(Box::new(H2Session::new()))
+            } else {
+                Mode::Http
+            },
             exchanges: VecDeque::new(),
             request_in_progress: None,
             held_client: Vec::new(),
@@ -97,6 +83,13 @@ impl SessionState {
         match &mut self.mode {
             Mode::Opaque => {}
             Mode::WebSocket(ws) => forward = ws.feed(side, bytes, now_us / 1000, &mut records),
+            Mode::H2(h2) => {
+                let ctx = h2::Ctx {
+                    settings: &self.settings,
+                    meta: &self.meta,
+                };
+                h2.feed(&ctx, side, bytes, now_us, &mut records);
+            }
             Mode::Http => {
                 let mut events = std::mem::take(&mut self.http_events);
                 match side {
@@ -151,15 +144,15 @@ impl SessionState {
     ) {
         match event {
             HttpEvent::RequestHead(request) => {
-                let id = self.ids.next(now_us / 1000);
+                let id = self.settings.ids.next(now_us / 1000);
                 self.request_in_progress = Some(id);
                 self.exchanges.push_back(Exchange {
                     id,
                     started_us: now_us,
                     request,
                     response: None,
-                    request_body: BodyCapture::new(id, BodyOf::Request, self.body_cap),
-                    response_body: BodyCapture::new(id, BodyOf::Response, self.body_cap),
+                    request_body: BodyCapture::new(id, BodyOf::Request, self.settings.body_cap),
+                    response_body: BodyCapture::new(id, BodyOf::Response, self.settings.body_cap),
                 });
             }
             HttpEvent::RequestBody(range) => {
@@ -258,56 +251,24 @@ impl SessionState {
         x.request_body.finish(records);
         x.response_body.finish(records);
         let response = x.response.as_ref();
-        let extensions = response
-            .and_then(|r| r.header("sec-websocket-extensions"))
-            .map(str::to_string);
-        let subprotocol = response
-            .and_then(|r| r.header("sec-websocket-protocol"))
-            .map(str::to_string);
-        let (negotiated, error) = match extensions.as_deref().map(ws::negotiate_extensions) {
-            None => (ws::NegotiatedExtensions::default(), None),
-            Some(Ok(n)) => (n, None),
-            Some(Err(e)) => (
-                ws::NegotiatedExtensions::default(),
-                Some(format!("unusable Sec-WebSocket-Extensions: {e}")),
-            ),
+        let negotiated = Negotiated {
+            extensions: response
+                .and_then(|r| r.header("sec-websocket-extensions"))
+                .map(str::to_string),
+            subprotocol: response
+                .and_then(|r| r.header("sec-websocket-protocol"))
+                .map(str::to_string),
         };
-        // RSV bits of extensions we don't know are theirs to use, not errors.
-        let foreign = !negotiated.others.is_empty() || error.is_some();
-        let deflate = negotiated.deflate;
-        let entry = entry(
+        let protocol = if self.meta.tls { "wss" } else { "ws" };
+        let entry = entry(&self.meta, x, protocol, None, now_us);
+        let mut ws = upgrade::open(
+            &self.settings,
             &self.meta,
-            x,
-            if self.meta.tls { "wss" } else { "ws" },
-            None,
-            now_us,
+            entry,
+            negotiated,
+            now_ms,
+            records,
         );
-        // The entry first: live subscribers get it before they hear the connection opened.
-        records.push(Record::Traffic(entry.clone()));
-        records.push(Record::WsOpen(WsOpen {
-            traffic: entry.id,
-            timestamp_ms: now_ms,
-            url: entry.url.clone(),
-            client_address: self.meta.client_address.clone(),
-            server_address: self.meta.server_address.clone(),
-            subprotocol,
-            extensions,
-            deflate: deflate.is_some(),
-        }));
-        let conn = ConnectionFacts {
-            host: entry.host.clone(),
-            path: entry.path.clone(),
-        };
-        let mut ws = Box::new(WsSession::new(WsSetup {
-            traffic: entry.id,
-            conn,
-            deflate,
-            foreign_extensions: foreign,
-            error,
-            payload_cap: self.payload_cap,
-            rules: self.rules.clone(),
-            mask_keys: self.mask_keys,
-        }));
         // These bytes go out with the HTTP read that carried them: recorded, not gated.
         let held = std::mem::take(&mut self.held_client);
         ws.feed_direct(Peer::Client, &held, now_ms, records);
@@ -336,46 +297,16 @@ impl SessionState {
         while let Some(x) = self.exchanges.pop_front() {
             self.record(x, "", Some(why.clone()), now_us, &mut records);
         }
-        if let Mode::WebSocket(ws) = &mut self.mode {
-            // Before the counts: what never went out is recorded as dropped.
-            ws.finish(&mut records);
-            let abnormal = match ending {
-                Ending::Reset(side) => Some(format!("{} reset", side.name())),
-                Ending::Closed if ws.mid_message() => {
-                    Some("closed in the middle of a frame or message".into())
-                }
-                Ending::Closed if ws.first_close().is_none() => {
-                    Some("closed without a close frame".into())
-                }
-                Ending::Closed => ws.error().cloned(),
-                Ending::HalfOpen(side) if ws.mid_message() || ws.first_close().is_none() => {
-                    Some(half_open_why(*side))
-                }
-                Ending::HalfOpen(_) => ws.error().cloned(),
-            };
-            let (closed_by, close_code, close_reason) = match ws.first_close() {
-                Some(first) => (
-                    Some(first.by.name().to_string()),
-                    first.code,
-                    first.reason.clone(),
-                ),
-                None => (None, None, None),
-            };
-            let (frames_from_client, bytes_from_client) = ws.counts(Peer::Client);
-            let (frames_from_server, bytes_from_server) = ws.counts(Peer::Server);
-            records.push(Record::WsClose(WsClose {
-                traffic: ws.traffic(),
-                timestamp_ms: now_ms,
-                closed_by,
-                close_code,
-                close_reason,
-                frames_from_client,
-                frames_from_server,
-                bytes_from_client,
-                bytes_from_server,
-                abnormal,
-                frames_from_frametap: Some(ws.frametap_frames()),
-            }));
+        match &mut self.mode {
+            Mode::WebSocket(ws) => upgrade::close(ws, ending, now_ms, &mut records),
+            Mode::H2(h2) => {
+                let ctx = h2::Ctx {
+                    settings: &self.settings,
+                    meta: &self.meta,
+                };
+                h2.on_end(&ctx, ending, now_us, &mut records);
+            }
+            Mode::Http | Mode::Opaque => {}
         }
         self.mode = Mode::Opaque;
         records
@@ -385,7 +316,7 @@ impl SessionState {
     pub fn failure_entry(&self, now_us: u64, error: String) -> Record {
         Record::Traffic(bare_entry(
             &self.meta,
-            self.ids.next(now_us / 1000),
+            self.settings.ids.next(now_us / 1000),
             now_us / 1000,
             error,
         ))
@@ -410,7 +341,7 @@ impl SessionState {
             (true, true) => "wss",
             (true, false) => "ws",
         };
-        let id = self.ids.next(now_us / 1000);
+        let id = self.settings.ids.next(now_us / 1000);
         let exchange = Exchange {
             id,
             started_us,

@@ -100,6 +100,7 @@ pub(crate) fn entry(
         sni: meta.sni.clone(),
         alpn_offered: meta.alpn_offered.clone(),
         alpn_selected: meta.alpn_selected.clone(),
+        http_version: Some(format!("HTTP/1.{}", req.version.min(1))),
         request_body: Some(x.request_body.info()),
         response_body: x.response.is_some().then(|| x.response_body.info()),
         ..meta.origin.entry_base()

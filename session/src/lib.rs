@@ -7,20 +7,26 @@
 //!
 //! | module | job |
 //! |---|---|
-//! | [`connection`] | one HTTP/1.x connection: exchanges, the upgrade, its end |
+//! | [`connection`] | one intercepted connection: HTTP/1.x exchanges, the upgrade, its end; HTTP/2 handed to `h2` |
+//! | `h2` | one HTTP/2 connection: streams as exchanges, RFC 8441 WebSockets |
+//! | `upgrade` | a WebSocket's open and close records, for both HTTP versions |
+//! | `settings` | what every session of an agent shares |
 //! | [`entry`] | an HTTP exchange as a traffic entry |
 //! | [`body`] | request and response bodies, recorded as they pass |
 //! | [`ws`] | one WebSocket connection: frame records, the rule gate, injection |
 //! | [`rules`] | message rules compiled and matched, the agent's rule book |
 //! | [`ending`] | how a connection ended |
 //!
-//! Imports run one way: `connection` → `ws` → `rules`; everything → `frametap-model`
+//! Imports run one way: `connection` → `h2` → `upgrade` → `ws` → `rules`; everything → `frametap-model`
 //! and `frametap-proto`.
 pub mod body;
 pub mod connection;
 pub mod ending;
 pub mod entry;
+mod h2;
 pub mod rules;
+mod settings;
+mod upgrade;
 pub mod ws;
 
 pub use connection::{SessionMeta, SessionState, Settings};

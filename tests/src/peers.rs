@@ -103,6 +103,122 @@ impl NodeTlsServer {
     }
 }
 
+/// A gRPC server from grpcio (tests/peers/grpc_peer.py) in the upstream namespace:
+/// `frametap.Echo/Say` (unary, with a trailer) and `frametap.Echo/Chat` (streaming).
+pub struct GrpcServer {
+    pub process: Spawned,
+    _dir: tempfile::TempDir,
+}
+
+fn grpc_script() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/grpc_peer.py")
+}
+
+impl GrpcServer {
+    pub fn start(lab: &Lab, addr: &str, port: u16, pki: &crate::pki::TestPki) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ready = dir.path().join("ready");
+        let mut cmd = lab.upstream.command("python3");
+        cmd.arg(grpc_script())
+            .args(["server", addr, &port.to_string()])
+            .arg(&pki.cert)
+            .arg(&pki.key)
+            .arg(&ready)
+            .stdout(Stdio::null());
+        let process = Spawned::spawn("grpc_peer.py server", cmd);
+        crate::wait_for(Duration::from_secs(15), || ready.exists().then_some(()))
+            .unwrap_or_else(|| panic!("gRPC server on {addr}:{port} did not start (is grpcio installed? cargo xtask setup)"));
+        Self { process, _dir: dir }
+    }
+}
+
+/// Both gRPC calls from the client namespace (inside `cgroup` or not) to
+/// `name:port` at `addr`, trusting `cafile`: what the client printed.
+pub fn grpc_calls(
+    lab: &Lab,
+    cgroup: Option<&TestCgroup>,
+    (name, addr, port): (&str, &str, u16),
+    cafile: &std::path::Path,
+) -> Value {
+    let mut cmd = lab.client_command(cgroup, "python3");
+    cmd.arg(grpc_script())
+        .args(["client", name, addr, &port.to_string()])
+        .arg(cafile)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = Spawned::spawn("grpc_peer.py client", cmd).output();
+    assert!(
+        out.status.success(),
+        "gRPC client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("grpc_peer.py prints JSON")
+}
+
+/// Opens `url` in headless Chromium (Debian's, tests/peers/chromium_page.py) from the
+/// client namespace, inside `cgroup` or not, with `name` resolving to `addr`, and
+/// returns the page's `document.title` once it is no longer "pending".
+pub fn chromium_title(
+    lab: &Lab,
+    cgroup: Option<&TestCgroup>,
+    url: &str,
+    (name, addr): (&str, &str),
+) -> String {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/chromium_page.py");
+    let mut cmd = lab.client_command(cgroup, "python3");
+    cmd.arg(script)
+        .args([url, name, addr])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = Spawned::spawn("chromium_page.py", cmd).output();
+    assert!(
+        out.status.success(),
+        "chromium_page.py failed (is chromium installed? cargo xtask setup): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// What `tests/peers/h2_ws_client.js` saw: a WebSocket over HTTP/2 (RFC 8441) from
+/// Node's `http2` client, which offers ALPN `h2` only.
+#[derive(Debug, serde::Deserialize)]
+pub struct H2WebSocketRun {
+    pub status: Option<u16>,
+    pub echoes: Vec<String>,
+    pub close: Option<Value>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// Opens a WebSocket over HTTP/2 to `https://{host}:{port}{path}` (resolved to
+/// `addr`, trusting `cafile`) from the client namespace, inside `cgroup` or not, and
+/// echoes `messages` text messages before closing with 1000.
+pub fn h2_websocket(
+    lab: &Lab,
+    cgroup: Option<&TestCgroup>,
+    (host, addr, port): (&str, &str, u16),
+    cafile: &std::path::Path,
+    path: &str,
+    messages: usize,
+) -> H2WebSocketRun {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/h2_ws_client.js");
+    let mut cmd = lab.client_command(cgroup, "node");
+    cmd.arg(script)
+        .args([host, addr, &port.to_string()])
+        .arg(cafile)
+        .args([path, &messages.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = Spawned::spawn("node h2_ws_client.js", cmd).output();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "h2_ws_client.js printed no result ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
 /// What one `curl` run saw.
 #[derive(Debug)]
 pub struct CurlRun {

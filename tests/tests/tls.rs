@@ -1,6 +1,7 @@
 //! End to end, as root: TLS with peers we did not write. Node's `http2` module as an
-//! h2-only server and its `https` module as an HTTP/1.1 server, curl (which offers
-//! `h2, http/1.1`) as the captured client. Capturing must never make a working
+//! h2-only server (with RFC 8441 WebSockets) and its `https` module as an HTTP/1.1
+//! server, curl (which offers `h2, http/1.1`) and Node's `http2` client (`h2` only)
+//! as the captured clients. Capturing must never make a working
 //! application fail; what frametap did not intercept, and why a handshake failed,
 //! must be visible in the traffic list.
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use frametap_e2e::{
     Agent, Case,
     api::Api,
     netns::UPSTREAM_V4,
-    peers::{Curl, CurlRun, NodeTlsServer},
+    peers::{Curl, CurlRun, GrpcServer, NodeTlsServer, chromium_title, grpc_calls, h2_websocket},
     pki::TestPki,
 };
 use serde_json::{Value, json};
@@ -66,7 +67,7 @@ fn listed(api: &Api, protocol: &str, n: usize, done: impl Fn(&Value) -> bool) ->
 }
 
 #[test]
-fn an_h2_only_server_works_through_frametap_and_is_listed_as_relayed_untouched() {
+fn an_h2_only_server_works_through_frametap_and_every_stream_is_recorded() {
     let Some(case) = start("h2only", "h2-only", true) else {
         return;
     };
@@ -79,40 +80,277 @@ fn an_h2_only_server_works_through_frametap_and_is_listed_as_relayed_untouched()
     ok(&direct);
     assert_eq!(direct.http_version, "2");
     assert_eq!(direct.body, "h2-only saw GET /hello over HTTP/2.0\n");
-    // The first connection asks the server, the second uses what it learned.
+    // Every connection asks the server first (the client leg can offer h2 only once
+    // the server chose it).
     for _ in 0..2 {
         let captured = client.get(&case.lab, Some(&case.cg), "/hello");
         ok(&captured);
         assert_eq!(captured.http_version, "2");
         assert_eq!(captured.body, direct.body, "identical to direct");
     }
+    // A request body, a response body and a trailer.
+    let body = "a request body over h2 ".repeat(100);
+    let post_args = ["--data-binary", body.as_str()];
+    let post = curl(&bundle, &post_args);
+    let echoed = post.get(&case.lab, Some(&case.cg), "/echo");
+    ok(&echoed);
+    assert_eq!(echoed.http_version, "2");
+    assert_eq!(echoed.body, body);
 
-    let entries = listed(&api, "tls", 2, |e| e["bytesFromServer"].is_u64());
+    let entries = listed(&api, "https", 3, |_| true);
     for e in &entries {
-        assert_eq!(e["notIntercepted"], "server selected h2", "{e}");
+        assert_eq!(e["httpVersion"], "HTTP/2", "{e}");
         assert_eq!(e["alpnOffered"], json!(["h2", "http/1.1"]));
         assert_eq!(e["alpnSelected"], "h2");
+        assert_eq!(e["notIntercepted"], Value::Null, "{e}");
+        assert_eq!(e["error"], Value::Null, "{e}");
+        assert_eq!(e["status"], 200);
+        assert_eq!(e["host"], format!("{HOST}:{PORT}"));
         assert_eq!(e["sni"], HOST);
-        assert_eq!(e["host"], HOST);
-        assert_eq!(e["url"], format!("tls://{HOST}:{PORT}"));
-        assert_eq!(e["remoteAddress"], format!("{UPSTREAM_V4}:{PORT}"));
         assert_eq!(e["process"], "curl");
-        assert_eq!(e["status"], Value::Null);
-        assert!(e["bytesFromClient"].as_u64().unwrap() > 100, "{e}");
-        assert!(e["bytesFromServer"].as_u64().unwrap() > 1000, "{e}");
-        assert!(e["duration"].as_f64().unwrap() > 0.0);
+        assert_eq!(e["remoteAddress"], format!("{UPSTREAM_V4}:{PORT}"));
     }
+    let (posts, gets): (Vec<&Value>, Vec<&Value>) =
+        entries.iter().partition(|e| e["method"] == "POST");
+    assert_eq!((posts.len(), gets.len()), (1, 2));
+    for e in gets {
+        assert_eq!(e["url"], format!("https://{HOST}:{PORT}/hello"));
+        assert_eq!(e["path"], "/hello");
+        assert_eq!(e["requestHeaders"][":path"], "/hello", "{e}");
+        assert_eq!(e["responseBodySize"], direct.body.len(), "{e}");
+    }
+    let e = posts[0];
+    assert_eq!(e["url"], format!("https://{HOST}:{PORT}/echo"));
+    assert_eq!(e["requestBodySize"], body.len(), "{e}");
+    assert_eq!(e["responseBodySize"], body.len(), "{e}");
+    // The trailer follows the response's header fields.
     assert_eq!(
-        api.get("/api/traffic?protocol=https")["count"],
-        0,
-        "nothing was intercepted"
+        e["responseHeaders"]["x-body-length"],
+        body.len().to_string(),
+        "{e}"
     );
-    let logged = case.agent.wait_connections(2);
+    let id = e["id"].as_str().unwrap();
+    let stored = api.request("GET", &format!("/api/traffic/{id}/request/body"));
+    assert_eq!((stored.status, stored.body.as_str()), (200, body.as_str()));
+    let har = api.get(&format!("/api/har?trafficId={id}"));
+    assert_eq!(
+        har["log"]["entries"][0]["request"]["httpVersion"], "HTTP/2",
+        "{har}"
+    );
+
+    assert_eq!(
+        api.get("/api/traffic?protocol=tls")["count"],
+        0,
+        "nothing relayed untouched"
+    );
+    let logged = case.agent.wait_connections(3);
     for c in &logged {
-        assert_eq!(c["kind"], "tls", "{c}");
-        assert_eq!(c["not_intercepted"], "server selected h2", "{c}");
-        assert_eq!(c["level"], "INFO", "{c}");
+        assert_eq!(c["kind"], "h2", "{c}");
     }
+}
+
+#[test]
+fn a_websocket_over_h2_rfc8441_is_recorded_frame_by_frame() {
+    let Some(case) = start("h2ws", "h2-only", true) else {
+        return;
+    };
+    let api = case.api();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = both_cas(dir.path(), &case.pki, &case.agent);
+    let target = (HOST, UPSTREAM_V4, PORT);
+    const MESSAGES: usize = 5;
+
+    let direct = h2_websocket(&case.lab, None, target, &bundle, "/chat", MESSAGES);
+    assert_eq!(direct.error, None, "{direct:?}");
+    assert_eq!(direct.status, Some(200));
+    assert_eq!(direct.echoes.len(), MESSAGES, "{direct:?}");
+    // Node's client offers h2 alone: the server is asked, then both legs speak h2.
+    let captured = h2_websocket(
+        &case.lab,
+        Some(&case.cg),
+        target,
+        &bundle,
+        "/chat",
+        MESSAGES,
+    );
+    assert_eq!(captured.error, None, "{captured:?}");
+    assert_eq!(captured.status, direct.status);
+    assert_eq!(captured.echoes, direct.echoes, "identical to direct");
+    assert_eq!(captured.close, direct.close);
+    assert_eq!(
+        captured.close,
+        Some(json!({"code": 1000, "reason": "done"}))
+    );
+
+    let entries = listed(&api, "wss", 1, |_| true);
+    let e = &entries[0];
+    assert_eq!(e["httpVersion"], "HTTP/2", "{e}");
+    assert_eq!(e["method"], "CONNECT");
+    assert_eq!(e["url"], format!("wss://{HOST}:{PORT}/chat"));
+    assert_eq!(e["status"], 200);
+    assert_eq!(e["requestHeaders"][":protocol"], "websocket", "{e}");
+    assert_eq!(e["alpnOffered"], json!(["h2"]));
+    assert_eq!(e["process"], "node");
+    let traffic = e["id"].as_str().unwrap();
+    let n = 2 * MESSAGES + 2;
+    api.wait_get(&format!("/api/websocket/{traffic}/count"), |c| {
+        c == &json!({"count": n})
+    });
+    let frames = api.get(&format!("/api/websocket/{traffic}/frames?limit=100"));
+    let frames = frames.as_array().unwrap();
+    let text = |f: &Value| {
+        use base64::Engine as _;
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(f["data"].as_str().unwrap())
+            .unwrap();
+        String::from_utf8_lossy(&data).into_owned()
+    };
+    for (i, pair) in frames[..2 * MESSAGES].chunks(2).enumerate() {
+        let sent = format!("message {} over h2", i + 1);
+        assert_eq!(pair[0]["direction"], "client-to-server", "{pair:?}");
+        assert_eq!(pair[1]["direction"], "server-to-client", "{pair:?}");
+        assert_eq!(text(&pair[0]), sent);
+        assert_eq!(text(&pair[1]), sent);
+    }
+    let closes = &frames[2 * MESSAGES..];
+    assert!(closes.iter().all(|f| f["opcode"] == 8), "{closes:?}");
+    let ws = api.wait_get(&format!("/api/websocket/{traffic}"), |w| {
+        w["closeCode"].is_u64()
+    });
+    assert_eq!(ws["closeCode"], 1000, "{ws}");
+    assert_eq!(ws["closedByClient"], true, "{ws}");
+    assert_eq!(ws["open"], false, "{ws}");
+}
+
+#[test]
+fn chromium_opens_its_websocket_over_h2_through_frametap_and_every_frame_is_recorded() {
+    let Some(case) = start("chromium", "h2-only", true) else {
+        return;
+    };
+    let api = case.api();
+    let page = format!("https://{HOST}:{PORT}/ws-page?messages=4");
+    let target = (HOST, UPSTREAM_V4);
+    let direct = chromium_title(&case.lab, None, &page, target);
+    let expected = json!({
+        "echoes": (1..=4).map(|i| format!("hello from chromium {i}")).collect::<Vec<_>>(),
+        "code": 1000,
+    });
+    assert_eq!(
+        serde_json::from_str::<Value>(&direct).ok(),
+        Some(expected.clone()),
+        "{direct}"
+    );
+    // The server speaks h2 only: Chromium's WebSocket works only over RFC 8441.
+    let captured = chromium_title(&case.lab, Some(&case.cg), &page, target);
+    assert_eq!(
+        serde_json::from_str::<Value>(&captured).ok(),
+        Some(expected),
+        "{captured}"
+    );
+
+    let entries = listed(&api, "wss", 1, |_| true);
+    let e = &entries[0];
+    assert_eq!(e["httpVersion"], "HTTP/2", "{e}");
+    assert_eq!(e["url"], format!("wss://{HOST}:{PORT}/chat"));
+    assert_eq!(e["requestHeaders"][":protocol"], "websocket", "{e}");
+    // The name of the thread that connected (Chromium's network thread).
+    assert_eq!(e["process"], "Chrome_ChildIOT", "{e}");
+    assert!(e["pid"].is_u64(), "{e}");
+    let traffic = e["id"].as_str().unwrap();
+    api.wait_get(&format!("/api/websocket/{traffic}"), |w| {
+        w["closeCode"].is_u64()
+    });
+    // Messages through the mitmproxy-style view: text as sent, both directions.
+    let messages = api.get(&format!("/api/websocket/{traffic}/messages"));
+    let texts: Vec<(bool, String)> = messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["fromClient"].as_bool().unwrap(),
+                m["content"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let sent: Vec<(bool, String)> = (1..=4)
+        .flat_map(|i| {
+            let text = format!("hello from chromium {i}");
+            [(true, text.clone()), (false, text)]
+        })
+        .collect();
+    assert_eq!(texts, sent, "{messages}");
+    // The page itself (and Chromium's favicon request) came over the same h2
+    // connection, as exchanges of their own.
+    let list = api.wait_get("/api/traffic?protocol=https", |v| {
+        v["entries"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["path"] == "/ws-page?messages=4"))
+    });
+    for e in list["entries"].as_array().unwrap() {
+        assert_eq!(e["httpVersion"], "HTTP/2", "{e}");
+        assert_eq!(e["clientAddress"], entries[0]["clientAddress"], "one connection");
+    }
+}
+
+#[test]
+fn grpc_calls_work_through_frametap_and_keep_their_trailers() {
+    let Some(case) = Case::new("grpc")
+        .ports(&PORT.to_string())
+        .pki(&[HOST])
+        .upstream_ca()
+        .server(|lab, pki| GrpcServer::start(lab, UPSTREAM_V4, PORT, pki))
+        .start()
+    else {
+        return;
+    };
+    let api = case.api();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = both_cas(dir.path(), &case.pki, &case.agent);
+    let target = (HOST, UPSTREAM_V4, PORT);
+
+    let direct = grpc_calls(&case.lab, None, target, &bundle);
+    assert_eq!(direct["say"], "echo:hello grpc");
+    assert_eq!(direct["trailers"]["x-echo-length"], "10");
+    assert_eq!(
+        direct["chat"],
+        json!(["echo:one", "echo:two", "echo:three"])
+    );
+    let captured = grpc_calls(&case.lab, Some(&case.cg), target, &bundle);
+    assert_eq!(captured, direct, "identical to direct");
+
+    let entries = listed(&api, "https", 2, |_| true);
+    for e in &entries {
+        assert_eq!(e["httpVersion"], "HTTP/2", "{e}");
+        assert_eq!(e["method"], "POST");
+        assert_eq!(e["status"], 200);
+        assert_eq!(e["error"], Value::Null, "{e}");
+        assert_eq!(
+            e["requestHeaders"]["content-type"], "application/grpc",
+            "{e}"
+        );
+        // gRPC's status is a trailer, after the response's header fields.
+        assert_eq!(e["responseHeaders"]["grpc-status"], "0", "{e}");
+        assert_eq!(e["alpnSelected"], "h2");
+    }
+    let say = entries
+        .iter()
+        .find(|e| e["path"] == "/frametap.Echo/Say")
+        .expect("the unary call");
+    assert_eq!(
+        say["url"],
+        format!("https://{HOST}:{PORT}/frametap.Echo/Say")
+    );
+    assert_eq!(say["responseHeaders"]["x-echo-length"], "10", "{say}");
+    // Length-prefixed messages: 5 bytes of framing each.
+    assert_eq!(say["requestBodySize"], 5 + 10);
+    assert_eq!(say["responseBodySize"], 5 + 15);
+    let chat = entries
+        .iter()
+        .find(|e| e["path"] == "/frametap.Echo/Chat")
+        .expect("the streaming call");
+    assert_eq!(chat["requestBodySize"], 3 * 5 + 3 + 3 + 5);
+    assert_eq!(chat["responseBodySize"], 3 * 5 + 3 * 5 + 3 + 3 + 5);
 }
 
 #[test]

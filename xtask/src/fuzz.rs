@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use crate::{Result, setup, step, target_dir, workspace_root};
 
 /// Every fuzz target, the sans-IO code it drives.
-pub const TARGETS: [(&str, &str); 7] = [
+pub const TARGETS: [(&str, &str); 10] = [
     (
         "ws_gate",
         "frametap-session: the WebSocket gate (rules, injection, re-encoding)",
@@ -26,7 +26,19 @@ pub const TARGETS: [(&str, &str); 7] = [
         "ws_frames",
         "frametap-proto: WebSocket frames and permessage-deflate",
     ),
+    (
+        "h2_entry",
+        "frametap-session: HTTP/2 bytes to traffic entries and RFC 8441 WebSockets",
+    ),
     ("http1_stream", "frametap-proto: HTTP/1.x framing"),
+    (
+        "h2_frames",
+        "frametap-proto: HTTP/2 frames and header blocks",
+    ),
+    (
+        "hpack",
+        "frametap-proto: HPACK decoding, against loona-hpack as reference",
+    ),
     ("tls_hello", "frametap-proto: TLS ClientHello sniffing"),
     (
         "control_codec",

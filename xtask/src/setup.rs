@@ -86,6 +86,10 @@ const DEBIAN: &[(Need, &str)] = &[
     ),
     // Node's http2 and https modules are the TLS test servers (tests/peers/tls_server.js).
     (Need::Command("node"), "nodejs"),
+    // A real browser: Chromium opens WebSockets over HTTP/2 (RFC 8441) in the tests.
+    (Need::Command("chromium"), "chromium"),
+    // h2load, the HTTP/2 load client of the benchmark's h2 section.
+    (Need::Command("h2load"), "nghttp2-client"),
     // Real containers for the container tests (tests/src/podman.rs): Podman with runc
     // (crun refuses hybrid cgroup layouts), its monitor and its bridge network.
     (Need::Command("podman"), "podman"),
@@ -114,6 +118,8 @@ const PYTHON: &[(Need, &str)] = &[
     (Need::PythonModule("requests"), "requests==2.34.2"),
     // An independent HAR reader, to re-import what the API exports.
     (Need::PythonModule("haralyzer"), "haralyzer==2.4.0"),
+    // A gRPC client and server we did not write, for the HTTP/2 tests.
+    (Need::PythonModule("grpc"), "grpcio==1.85.4"),
 ];
 
 /// cargo-fuzz, for the bounded fuzz runs of `cargo xtask test`.

@@ -1,15 +1,17 @@
 //! Which application protocol (ALPN) a server will pick, decided before the client's
-//! TLS leg is committed: frametap speaks HTTP/1.1 inside TLS, so a connection whose
-//! server would choose anything else (h2) must be relayed untouched, or the
-//! application breaks.
+//! TLS leg is committed: frametap intercepts HTTP/1.1 and HTTP/2 inside TLS, and the
+//! client leg must answer with the protocol the server chose, or the application
+//! breaks. Anything else is relayed untouched.
 //!
 //! A client that offers only `http/1.1` (or no ALPN) is intercepted with both
-//! handshakes at once. A client that offers more (`h2, http/1.1`) makes the agent ask
-//! the server first, with the client's whole list ([`Plan::Probe`]); what the server
-//! chose is remembered per destination (server name, address and offered list) for
-//! [`CACHE_TTL`], so later connections to a known HTTP/1.1 server take the concurrent
-//! path again and known h2 servers are relayed at once. No I/O here: the caller
-//! passes the time in.
+//! handshakes at once. A client that offers more (`h2, http/1.1`, or `h2` alone) makes
+//! the agent ask the server first, with the client's whole list ([`Plan::Probe`]),
+//! and the client leg then answers what the server chose. The choice is remembered
+//! per destination (server name, address and offered list) for [`CACHE_TTL`], so
+//! later connections to a known HTTP/1.1 server take the concurrent path again and
+//! servers known to pick another protocol are relayed at once; a server known to
+//! pick h2 is asked each time, as the client leg can only offer h2 once it did.
+//! No I/O here: the caller passes the time in.
 use std::{
     collections::{HashMap, VecDeque},
     net::SocketAddr,
@@ -18,6 +20,7 @@ use std::{
 };
 
 pub const HTTP11: &[u8] = b"http/1.1";
+pub const H2: &[u8] = b"h2";
 /// Destinations remembered (oldest forgotten first).
 pub const CACHE_CAPACITY: usize = 1024;
 /// How long a server's choice is trusted before it is asked again.
@@ -41,14 +44,14 @@ pub enum Plan {
     Probe,
     /// Relay untouched: the server picked this protocol for the same offer before.
     Relay { selected: Vec<u8> },
-    /// Relay untouched: the client does not offer `http/1.1` at all (h2 only).
-    ClientWithoutHttp11,
+    /// Relay untouched: the client offers neither `http/1.1` nor `h2`.
+    UnknownProtocols,
 }
 
 /// Whether frametap can intercept a connection on which the server selected this
 /// protocol (`None`: no ALPN, which means HTTP/1.1 for an HTTPS server).
 pub fn interceptable(selected: Option<&[u8]>) -> bool {
-    selected.is_none_or(|p| p == HTTP11)
+    selected.is_none_or(|p| p == HTTP11 || p == H2)
 }
 
 /// The plan for a client offering `offered`, given what the cache knows about its
@@ -57,15 +60,18 @@ pub fn plan(offered: &[Vec<u8>], known: Option<Option<&[u8]>>) -> Plan {
     if offered.is_empty() || offered.iter().all(|p| p == HTTP11) {
         return Plan::Concurrent { cached: false };
     }
-    if !offered.iter().any(|p| p == HTTP11) {
-        return Plan::ClientWithoutHttp11;
+    let offers_http11 = offered.iter().any(|p| p == HTTP11);
+    if !offers_http11 && !offered.iter().any(|p| p == H2) {
+        return Plan::UnknownProtocols;
     }
     match known {
-        None => Plan::Probe,
-        Some(selected) if interceptable(selected) => Plan::Concurrent { cached: true },
-        Some(selected) => Plan::Relay {
-            selected: selected.unwrap_or_default().to_vec(),
+        Some(selected) if offers_http11 && selected.is_none_or(|p| p == HTTP11) => {
+            Plan::Concurrent { cached: true }
+        }
+        Some(Some(selected)) if !interceptable(Some(selected)) => Plan::Relay {
+            selected: selected.to_vec(),
         },
+        _ => Plan::Probe,
     }
 }
 
@@ -163,21 +169,31 @@ mod tests {
             plan(&list(&["http/1.1"]), None),
             Plan::Concurrent { cached: false }
         );
-        assert_eq!(plan(&list(&["h2"]), None), Plan::ClientWithoutHttp11);
+        // h2 is intercepted: the server is asked first, whatever is known of it.
+        assert_eq!(plan(&list(&["h2"]), None), Plan::Probe);
+        assert_eq!(plan(&list(&["h2"]), Some(Some(b"h2"))), Plan::Probe);
+        assert_eq!(plan(&list(&["h2"]), Some(None)), Plan::Probe);
+        assert_eq!(
+            plan(&list(&["spdy/3", "acme"]), None),
+            Plan::UnknownProtocols
+        );
         assert_eq!(plan(&both, None), Plan::Probe);
         assert_eq!(
             plan(&both, Some(Some(b"http/1.1"))),
             Plan::Concurrent { cached: true }
         );
         assert_eq!(plan(&both, Some(None)), Plan::Concurrent { cached: true });
+        assert_eq!(plan(&both, Some(Some(b"h2"))), Plan::Probe);
+        let with_other = list(&["grpc-exp", "h2", "http/1.1"]);
         assert_eq!(
-            plan(&both, Some(Some(b"h2"))),
+            plan(&with_other, Some(Some(b"grpc-exp"))),
             Plan::Relay {
-                selected: b"h2".to_vec()
+                selected: b"grpc-exp".to_vec()
             }
         );
         assert!(interceptable(None) && interceptable(Some(b"http/1.1")));
-        assert!(!interceptable(Some(b"h2")));
+        assert!(interceptable(Some(b"h2")));
+        assert!(!interceptable(Some(b"grpc-exp")));
     }
 
     #[test]

@@ -139,9 +139,9 @@ pub async fn handle(
     let known = ctx.intercept.alpn.get(&destination, Instant::now());
     let plan = alpn::plan(&conn.hello.alpn, known.as_ref().map(Option::as_deref));
     match &plan {
-        Plan::ClientWithoutHttp11 => {
+        Plan::UnknownProtocols => {
             let why = format!(
-                "the client offered {} but not http/1.1",
+                "the client offered {} but neither http/1.1 nor h2",
                 conn.offered.join(", ")
             );
             let u = conn.untouched(why, None);
@@ -161,7 +161,7 @@ pub async fn handle(
     let offers_alpn = !conn.hello.alpn.is_empty();
     let tls = &ctx.intercept.tls;
     let (client_config, server_name) = match (
-        tls.client_leg_config(&subject, offers_alpn),
+        tls.client_leg_config(&subject, offers_alpn.then_some(alpn::HTTP11)),
         upstream_server_name(&subject),
     ) {
         (Ok(c), Ok(n)) => (c, n),
@@ -183,7 +183,7 @@ pub async fn handle(
     match plan {
         Plan::Probe => probe_first(conn, upstream, legs).await,
         Plan::Concurrent { cached } => both_at_once(conn, upstream, legs, cached).await,
-        Plan::ClientWithoutHttp11 | Plan::Relay { .. } => unreachable!("handled above"),
+        Plan::UnknownProtocols | Plan::Relay { .. } => unreachable!("handled above"),
     }
 }
 
@@ -309,12 +309,29 @@ async fn probe_first(conn: Conn<'_>, upstream: TcpStream, legs: Legs) -> Outcome
         let selected = selected.unwrap_or_default();
         return relay_on_new_connection(conn, server_selected(&selected), Some(&selected)).await;
     }
+    // The client leg selects what the server selected: h2 when it did, and nothing
+    // when it selected nothing, as the client would have seen directly.
+    let answer = match selected.as_deref() {
+        Some(alpn::H2) => Some(alpn::H2),
+        Some(_) => Some(alpn::HTTP11),
+        None => None,
+    };
+    let client_config = match ctx.intercept.tls.client_leg_config(&legs.subject, answer) {
+        Ok(config) => config,
+        Err(e) => {
+            let why = format!(
+                "no certificate can be minted for {}: {e:#}",
+                legs.subject.label()
+            );
+            return relay_on_new_connection(conn, why, selected.as_deref()).await;
+        }
+    };
     let state = conn.state(selected.as_deref());
     let sni = conn.hello.sni.clone();
     let offered = conn.offered.clone();
     let info = conn.info;
     let deadline = conn.deadline;
-    let (client_leg, client_fd) = conn.client_leg(legs.client_config);
+    let (client_leg, client_fd) = conn.client_leg(client_config);
     let Ok(client_tls) = tokio::time::timeout_at(deadline, client_leg).await else {
         return timed_out(ctx, &state).await;
     };
@@ -329,7 +346,11 @@ async fn probe_first(conn: Conn<'_>, upstream: TcpStream, legs: Legs) -> Outcome
                 server_tls,
                 (client_fd, upstream_fd),
                 meta,
-                "https",
+                if answer == Some(alpn::H2) {
+                    "h2"
+                } else {
+                    "https"
+                },
             )
             .await
         }

@@ -182,3 +182,31 @@ async fn send_refuses_what_it_can_not_send() {
         assert!(reply.error().contains(needle), "{}", reply.error());
     }
 }
+
+#[tokio::test]
+async fn send_into_a_websocket_over_http2_says_it_is_not_supported_yet() {
+    let fx = Fixture::new();
+    let h2 = frametap_store::TrafficId((1_709_136_002_000 << 16) | 9);
+    let url = "wss://feed.example.com/h2";
+    let mut record = super::entry(h2, "CONNECT", url, Some(200));
+    record.http_version = Some("HTTP/2".into());
+    fx.primary
+        .write(&[record.into(), super::ws_open(h2, url).into()])
+        .unwrap();
+    fx.catch_up();
+    let hello = json!({"direction": "to-client", "data": "hello"});
+    let reply = send_json(
+        &fx.router(),
+        "POST",
+        &format!("/api/websocket/{h2}/send"),
+        &hello,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.body);
+    assert!(
+        reply.error().contains("runs over HTTP/2 (RFC 8441)"),
+        "{}",
+        reply.error()
+    );
+    assert!(fx.agent.calls().is_empty(), "the agent was not asked");
+}

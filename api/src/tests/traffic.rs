@@ -148,6 +148,8 @@ async fn traffic_entry_view_and_404() {
             "notIntercepted": null,
             "alpnOffered": [],
             "alpnSelected": null,
+            // Recorded before frametap wrote the version: an HTTP/1.x exchange.
+            "httpVersion": "HTTP/1.1",
             "bytesFromClient": null,
             "bytesFromServer": null,
             "requestBodySize": 0,

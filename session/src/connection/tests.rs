@@ -1,8 +1,11 @@
 //! Unit tests of [`super`] (connection).
-use frametap_model::{FrameRecord, TrafficEntry};
+use std::sync::Arc;
+
+use frametap_model::{FrameRecord, TrafficEntry, TrafficIds};
 use frametap_proto::ws::encode_frame;
 
 use super::*;
+use crate::rules::RuleBook;
 
 fn settings(payload_cap: usize, rules: RuleBook) -> Settings {
     Settings {

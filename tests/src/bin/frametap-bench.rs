@@ -13,6 +13,7 @@ use frametap_e2e::{
 use serde_json::Value;
 
 mod api_bench;
+mod h2_bench;
 mod hold_bench;
 mod rust_echo;
 mod tls_floor;
@@ -55,6 +56,15 @@ struct Args {
     /// Leave out the WebSocket section with Rust peers.
     #[arg(long)]
     skip_rust_peers: bool,
+    /// Leave out the HTTP/2 section.
+    #[arg(long)]
+    skip_h2: bool,
+    /// Only the HTTP/2 section (and the lab and agent it needs).
+    #[arg(long)]
+    h2_only: bool,
+    /// Requests per HTTP/2 run (per side and round).
+    #[arg(long, default_value_t = 50_000)]
+    h2_requests: usize,
     /// Only the WebSocket section with Rust peers (and the lab and agent it needs).
     #[arg(long)]
     rust_peers_only: bool,
@@ -258,12 +268,31 @@ fn main() -> anyhow::Result<()> {
         "--cgroup",
         cg.relative.as_str(),
         "--ports",
-        "9000-9002,8443-8444",
+        "9000-9002,8443-8445",
         "--upstream-ca",
         ca_arg.as_str(),
     ];
     agent_args.extend(args.agent_arg.iter().map(String::as_str));
     let agent = Agent::start(&lab, &agent_args);
+    let h2_section = |agent: &Agent| -> anyhow::Result<String> {
+        if args.skip_h2 {
+            return Ok(String::new());
+        }
+        h2_bench::section(
+            &lab,
+            &cg,
+            agent,
+            &pki,
+            h2_bench::Settings {
+                requests: args.h2_requests,
+                rounds: 3,
+            },
+        )
+    };
+    if args.h2_only {
+        println!("{}", h2_section(&agent)?);
+        return Ok(());
+    }
     let rust_peers = if args.skip_rust_peers {
         String::new()
     } else {
@@ -394,6 +423,7 @@ fn main() -> anyhow::Result<()> {
     } else {
         websocket_section(&lab, &cg, &agent, &pki, &args)?
     };
+    let h2 = h2_section(&agent)?;
     let api_live = if args.skip_api {
         String::new()
     } else {
@@ -468,7 +498,7 @@ fn main() -> anyhow::Result<()> {
         rl = cl / dl * 100.0,
     );
     let table = format!(
-        "{table}\n{containers}\n{rust_peers}\n{memory}\n{websocket}\n{api_live}\n{api_store}"
+        "{table}\n{containers}\n{rust_peers}\n{memory}\n{websocket}\n{h2}\n{api_live}\n{api_store}"
     );
     println!("{table}");
     if let Some(path) = args.write {

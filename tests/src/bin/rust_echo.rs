@@ -56,7 +56,7 @@ struct Run {
 
 /// Waits (at most a minute) until `pid` uses less than 2% of a core over half a
 /// second.
-fn wait_idle(pid: u32) {
+pub fn wait_idle(pid: u32) {
     const WINDOW: std::time::Duration = std::time::Duration::from_millis(500);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut before = cpu_seconds(pid);
@@ -70,7 +70,7 @@ fn wait_idle(pid: u32) {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
