@@ -85,6 +85,8 @@ pub struct ConnectionInfo {
     pub netns: Option<Arc<Netns>>,
     /// The client's cgroup, network namespace and container.
     pub origin: Origin,
+    /// The client process's name (see [`crate::origin::process_name`]).
+    pub process: String,
 }
 
 impl ConnectionInfo {
@@ -107,7 +109,7 @@ impl ConnectionInfo {
             client_address: self.client_addr.to_string(),
             server_address: self.destination().to_string(),
             pid: (self.original.tgid != 0).then_some(self.original.tgid),
-            process: Some(self.original.comm()).filter(|c| !c.is_empty()),
+            process: Some(self.process.clone()).filter(|c| !c.is_empty()),
             alpn_offered: Vec::new(),
             alpn_selected: None,
             origin: self.origin.clone(),

@@ -158,6 +158,7 @@ async fn accept_one(
         netns.as_ref().map(|n| n.inode),
         &ctx.intercept.names,
     );
+    let process = crate::origin::process_name(original.tgid).unwrap_or_else(|| original.comm());
     let info = ConnectionInfo {
         id,
         client_addr,
@@ -165,6 +166,7 @@ async fn accept_one(
         accepted_at,
         netns,
         origin,
+        process,
     };
     handle_redirected(&ctx, client, info).await;
 }
@@ -206,7 +208,7 @@ fn log_closed(info: &ConnectionInfo, out: &intercept::Outcome) {
             $level!(
                 conn = info.id,
                 pid = info.original.tgid,
-                comm = info.original.comm(),
+                comm = info.process.as_str(),
                 cgroup = info.origin.cgroup.as_deref(),
                 container = info.origin.container_id.as_deref(),
                 container_name = info.origin.container_name.as_deref(),

@@ -55,7 +55,7 @@ impl Untouched {
             remote_address: dst.to_string(),
             client_address: info.client_addr.to_string(),
             pid: (info.original.tgid != 0).then_some(info.original.tgid),
-            process: Some(info.original.comm()).filter(|c| !c.is_empty()),
+            process: Some(info.process.clone()).filter(|c| !c.is_empty()),
             sni: self.sni.clone(),
             not_intercepted: Some(self.reason.clone()),
             alpn_offered: self.alpn_offered.clone(),
