@@ -15,7 +15,8 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         let block = &tail[..usize::from(len).min(tail.len())];
         rest = &tail[block.len()..];
         let mut expected = Vec::new();
-        let accepted = reference.decode_with_cb(block, |n, v| expected.push((n.to_vec(), v.to_vec())));
+        let accepted =
+            reference.decode_with_cb(block, |n, v| expected.push((n.to_vec(), v.to_vec())));
         let mut got = Vec::new();
         let decoded = ours.decode(block, |n, v| got.push((n.to_vec(), v.to_vec())));
         match (accepted, decoded) {

@@ -7,14 +7,10 @@
 //! request head the client sent gets exactly one entry.
 #![no_main]
 
-use std::collections::HashSet;
-use std::sync::Arc;
-
-use frametap_model::{Record, TrafficIds};
+use frametap_model::Record;
 use frametap_proto::Peer;
 use frametap_proto::http1::{Http1Conn, HttpEvent};
-use frametap_session::rules::RuleBook;
-use frametap_session::{Ending, SessionMeta, SessionState, Settings};
+use frametap_session::{SessionMeta, SessionState};
 
 const BODY_CAP: u64 = 64;
 
@@ -25,19 +21,8 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let (client, server) = data.split_at(data.len() / 2);
     let client_piece = 1 + usize::from(last % 8) * 3;
     let server_piece = 1 + usize::from(last / 8 % 8) * 5;
-    let ending = match last / 64 {
-        0 => Ending::Closed,
-        1 => Ending::Reset(Peer::Client),
-        2 => Ending::Reset(Peer::Server),
-        _ => Ending::HalfOpen(Peer::Client),
-    };
-    let settings = Settings {
-        ids: Arc::new(TrafficIds::default()),
-        payload_cap: 256,
-        body_cap: BODY_CAP,
-        rules: Arc::new(RuleBook::default()),
-        mask_keys: || [1, 2, 3, 4],
-    };
+    let ending = frametap_fuzz::ending(last);
+    let settings = frametap_fuzz::settings(BODY_CAP);
     let meta = SessionMeta {
         conn_id: 1,
         tls: last & 1 == 0,
@@ -73,58 +58,9 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     }
     records.extend(session.on_end(&ending, now + 1));
 
-    let mut ids = HashSet::new();
-    let mut websockets = HashSet::new();
-    let mut opened = HashSet::new();
-    let mut closed = HashSet::new();
-    let mut body_bytes = std::collections::HashMap::new();
-    for record in &records {
-        match record {
-            Record::Traffic(t) => {
-                assert!(ids.insert(t.id), "two entries with id {}", t.id);
-                assert!(t.duration_ms.is_none_or(|d| d >= 0.0));
-                if !t.method.is_empty() {
-                    assert!(!t.url.is_empty());
-                    assert!(t.url.contains("://"), "url {:?}", t.url);
-                }
-                for info in [&t.request_body, &t.response_body].into_iter().flatten() {
-                    assert!(
-                        info.stored <= info.size,
-                        "stored {} of {}",
-                        info.stored,
-                        info.size
-                    );
-                    assert!(
-                        info.stored <= BODY_CAP,
-                        "stored {} over the cap",
-                        info.stored
-                    );
-                }
-                if matches!(t.protocol.as_str(), "ws" | "wss") && t.status == Some(101) {
-                    websockets.insert(t.id);
-                }
-            }
-            Record::Body(chunk) => {
-                let total = body_bytes.entry((chunk.traffic, chunk.of)).or_insert(0u64);
-                *total += chunk.data.len() as u64;
-                assert!(*total <= BODY_CAP, "body chunks over the cap");
-            }
-            Record::WsOpen(open) => {
-                assert!(websockets.contains(&open.traffic), "open before its entry");
-                assert!(opened.insert(open.traffic), "opened twice");
-            }
-            Record::WsClose(close) => {
-                assert!(opened.contains(&close.traffic), "closed before it opened");
-                assert!(closed.insert(close.traffic), "closed twice");
-            }
-            Record::Frame(f) => assert!(opened.contains(&f.traffic), "a frame before its open"),
-            Record::TunnelEnd(_) => {}
-        }
-    }
-    assert_eq!(
-        opened, closed,
-        "every opened WebSocket is closed at the end"
-    );
+    frametap_fuzz::check_records(&records, BODY_CAP, |t| {
+        matches!(t.protocol.as_str(), "ws" | "wss") && t.status == Some(101)
+    });
 
     // Request heads the client sent while the connection was still plain HTTP/1.
     let mut heads = 0;

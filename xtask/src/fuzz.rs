@@ -295,10 +295,11 @@ pub fn campaign(rest: &[String]) -> Result {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
-    let report = format!(
-        "# Fuzz campaigns\n\nWritten by `cargo xtask fuzz` on {date}: {minutes} min or {} per target, \
+    let section = format!(
+        "## {date}: {}\n\nWritten by `cargo xtask fuzz`: {minutes} min or {} per target, \
          two targets at a time on this 2-core machine, from the seeds in `fuzz/corpus/` and \
          the working corpus of earlier runs. No target crashed.\n\n{table}",
+        names.join(", "),
         if executions > 0 {
             format!("{executions} executions")
         } else {
@@ -306,12 +307,23 @@ pub fn campaign(rest: &[String]) -> Result {
         }
     );
     let path = workspace_root().join("fuzz/CAMPAIGNS.md");
-    std::fs::write(&path, report).map_err(|e| format!("{}: {e}", path.display()))?;
+    let earlier = std::fs::read_to_string(&path).unwrap_or_default();
+    std::fs::write(&path, with_newest_first(&earlier, &section))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     println!("written to {}", path.display());
     Ok(())
 }
 
 /// The campaign's results as a Markdown table, one row per target.
+const CAMPAIGNS_TITLE: &str = "# Fuzz campaigns\n\n";
+
+/// The campaign log with `section` first, under the title: earlier campaigns and the
+/// notes on them are kept.
+fn with_newest_first(earlier: &str, section: &str) -> String {
+    let rest = earlier.strip_prefix(CAMPAIGNS_TITLE).unwrap_or(earlier);
+    format!("{CAMPAIGNS_TITLE}{section}\n{rest}")
+}
+
 pub fn report_table(results: &[(String, Outcome)]) -> String {
     let mut table = String::from(
         "| target | what it drives | executions | exec/s | coverage (edges) | features | corpus |\n\
@@ -334,6 +346,14 @@ pub fn report_table(results: &[(String, Outcome)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_campaign_goes_first_and_keeps_the_earlier_ones() {
+        let first = with_newest_first("", "## one\n");
+        assert_eq!(first, "# Fuzz campaigns\n\n## one\n\n");
+        let second = with_newest_first(&first, "## two\n");
+        assert_eq!(second, "# Fuzz campaigns\n\n## two\n\n## one\n\n");
+    }
 
     #[test]
     fn the_report_has_one_row_per_target() {

@@ -61,6 +61,17 @@ impl FrameHeader {
     }
 }
 
+/// A whole frame: header and payload (for tests and fuzzing).
+pub fn frame_bytes(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let header = FrameHeader {
+        len: payload.len(),
+        kind,
+        flags,
+        stream,
+    };
+    [&header.encode()[..], payload].concat()
+}
+
 /// The name of an error code (RFC 9113 §7), as records write it.
 pub fn error_name(code: u32) -> String {
     let name = match code {

@@ -16,7 +16,7 @@ mod tests;
 
 use std::ops::Range;
 
-pub use frame::{CLIENT_PREFACE, FrameHeader, HEADER_LEN, error_name, flag, kind};
+pub use frame::{CLIENT_PREFACE, FrameHeader, HEADER_LEN, error_name, flag, frame_bytes, kind};
 
 /// Largest header block (HEADERS or PUSH_PROMISE with its CONTINUATIONs) read.
 pub const MAX_HEADER_BLOCK: usize = 4 << 20;

@@ -1,15 +1,7 @@
 use super::*;
 
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let header = FrameHeader {
-        len: payload.len(),
-        kind,
-        flags,
-        stream,
-    };
-    let mut out = header.encode().to_vec();
-    out.extend_from_slice(payload);
-    out
+    frame_bytes(kind, flags, stream, payload)
 }
 
 fn block(encoder: &mut loona_hpack::Encoder<'_>, fields: &[(&str, &str)]) -> Vec<u8> {

@@ -2,7 +2,7 @@
 use std::sync::Arc;
 
 use frametap_model::{BodyOf, Record, TrafficEntry, TrafficIds};
-use frametap_proto::h2::{CLIENT_PREFACE, FrameHeader, flag, kind};
+use frametap_proto::h2::{CLIENT_PREFACE, flag, frame_bytes, kind};
 use frametap_proto::ws::encode_frame;
 
 use crate::rules::RuleBook;
@@ -42,13 +42,7 @@ impl Wire {
     }
 
     fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-        let header = FrameHeader {
-            len: payload.len(),
-            kind,
-            flags,
-            stream,
-        };
-        [&header.encode()[..], payload].concat()
+        frame_bytes(kind, flags, stream, payload)
     }
 
     fn headers(&mut self, stream: u32, fields: &[(&str, &str)], end: bool) -> Vec<u8> {
@@ -105,6 +99,16 @@ const GET: &[(&str, &str)] = &[
     (":authority", "api.test"),
     (":path", "/v1/items?x=1"),
     ("content-type", "application/json"),
+];
+
+/// An extended CONNECT for a WebSocket (RFC 8441).
+const CONNECT_WEBSOCKET: &[(&str, &str)] = &[
+    (":method", "CONNECT"),
+    (":protocol", "websocket"),
+    (":scheme", "https"),
+    (":authority", "api.test"),
+    (":path", "/live"),
+    ("sec-websocket-version", "13"),
 ];
 
 #[test]
@@ -218,18 +222,7 @@ fn an_rfc8441_websocket_is_recorded_like_an_http11_one() {
     let (mut client, mut server) = (Wire::new(), Wire::new());
     let mut records = Vec::new();
     let mut up = CLIENT_PREFACE.to_vec();
-    up.extend(client.headers(
-        1,
-        &[
-            (":method", "CONNECT"),
-            (":protocol", "websocket"),
-            (":scheme", "https"),
-            (":authority", "api.test"),
-            (":path", "/live"),
-            ("sec-websocket-version", "13"),
-        ],
-        false,
-    ));
+    up.extend(client.headers(1, CONNECT_WEBSOCKET, false));
     feed(&mut s, Peer::Client, &up, 1_000, &mut records);
     let answer = server.headers(
         1,
@@ -327,17 +320,7 @@ fn a_refused_websocket_is_an_ordinary_exchange() {
     let (mut client, mut server) = (Wire::new(), Wire::new());
     let mut records = Vec::new();
     let mut up = CLIENT_PREFACE.to_vec();
-    up.extend(client.headers(
-        1,
-        &[
-            (":method", "CONNECT"),
-            (":protocol", "websocket"),
-            (":scheme", "https"),
-            (":authority", "api.test"),
-            (":path", "/live"),
-        ],
-        false,
-    ));
+    up.extend(client.headers(1, CONNECT_WEBSOCKET, false));
     feed(&mut s, Peer::Client, &up, 1_000, &mut records);
     let refused = server.headers(1, &[(":status", "403")], true);
     feed(&mut s, Peer::Server, &refused, 2_000, &mut records);
