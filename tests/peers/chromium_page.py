@@ -10,6 +10,7 @@ not the browser's trust store.
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -21,7 +22,8 @@ import websocket
 url, name, addr = sys.argv[1:4]
 deadline = time.time() + 20
 
-with tempfile.TemporaryDirectory() as profile:
+# Chromium's helper processes may still be writing to the profile as it goes.
+with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
     chromium = subprocess.Popen(
         [
             "chromium",
@@ -38,9 +40,13 @@ with tempfile.TemporaryDirectory() as profile:
             f"--user-data-dir={profile}",
             "--remote-debugging-port=0",
             "about:blank",
-        ],
+        ]
+        # FT_NETLOG=FILE: Chromium's own log of what it did on the network.
+        + ([f"--log-net-log={os.environ['FT_NETLOG']}"] if os.environ.get("FT_NETLOG") else []),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # A process group of its own, so that every helper process goes with it.
+        start_new_session=True,
     )
     try:
         port_file = os.path.join(profile, "DevToolsActivePort")
@@ -73,8 +79,17 @@ with tempfile.TemporaryDirectory() as profile:
             time.sleep(0.1)
         print(title)
     finally:
-        chromium.terminate()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(chromium.pid, sig)
+                chromium.wait(timeout=5)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # Helpers that outlived the browser process.
         try:
-            chromium.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            chromium.kill()
+            os.killpg(chromium.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

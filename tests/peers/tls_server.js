@@ -12,6 +12,8 @@
 //                MESSAGES (query, default 3) messages, closes with 1000 and puts
 //                the outcome, as JSON, in document.title;
 //              anything else: the answer below.
+//   h2-h1:   http2.createSecureServer with allowHTTP1: true: selects h2 or http/1.1,
+//            whichever the client prefers, and gives the answer below.
 //   http1:   https.createServer with ALPNProtocols ['http/1.1'].
 //
 // Every other answer is "<mode> saw <method> <url> over HTTP/<version>\n". Writes
@@ -99,6 +101,8 @@ if (mode === "h2-only") {
     settings: { enableConnectProtocol: true },
   });
   server.on("stream", h2stream);
+} else if (mode === "h2-h1") {
+  server = http2.createSecureServer({ ...tls, allowHTTP1: true }, answer);
 } else if (mode === "http1") {
   server = https.createServer({ ...tls, ALPNProtocols: ["http/1.1"] }, answer);
 } else {

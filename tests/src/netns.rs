@@ -141,6 +141,28 @@ impl Lab {
         ip(&args);
     }
 
+    /// Waits (at most 10 s) until no address of either host is still tentative: the
+    /// kernel gives each veth an IPv6 link-local address whose duplicate address
+    /// detection ends about a second after the link comes up, and the change it
+    /// announces makes Chromium close its connections (ERR_NETWORK_CHANGED).
+    pub fn wait_addresses_settled(&self) {
+        let settled = crate::wait_for(std::time::Duration::from_secs(10), || {
+            [&self.client, &self.upstream]
+                .iter()
+                .all(|ns| {
+                    Command::new("ip")
+                        .args(["-n", &ns.name, "-6", "addr", "show", "tentative"])
+                        .output()
+                        .is_ok_and(|o| o.status.success() && o.stdout.is_empty())
+                })
+                .then_some(())
+        });
+        assert!(
+            settled.is_some(),
+            "IPv6 addresses in the lab stayed tentative"
+        );
+    }
+
     /// A command in the client namespace, inside `cgroup` when given (captured).
     pub fn client_command(
         &self,

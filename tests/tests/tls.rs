@@ -150,6 +150,47 @@ fn an_h2_only_server_works_through_frametap_and_every_stream_is_recorded() {
 }
 
 #[test]
+fn a_server_speaking_both_gets_the_protocol_each_client_prefers() {
+    let Some(case) = start("h2h1", "h2-h1", true) else {
+        return;
+    };
+    let api = case.api();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = both_cas(dir.path(), &case.pki, &case.agent);
+    for (extra, version, body) in [
+        (&[][..], "2", "h2-h1 saw GET /both over HTTP/2.0\n"),
+        (
+            &["--http1.1"][..],
+            "1.1",
+            "h2-h1 saw GET /both over HTTP/1.1\n",
+        ),
+    ] {
+        let client = curl(&bundle, extra);
+        let direct = client.get(&case.lab, None, "/both");
+        let captured = client.get(&case.lab, Some(&case.cg), "/both");
+        for run in [&direct, &captured] {
+            ok(run);
+            assert_eq!(
+                (run.http_version.as_str(), run.body.as_str()),
+                (version, body)
+            );
+        }
+    }
+    let entries = listed(&api, "https", 2, |_| true);
+    let mut versions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["httpVersion"].as_str().unwrap())
+        .collect();
+    versions.sort();
+    assert_eq!(versions, ["HTTP/1.1", "HTTP/2"]);
+    for e in &entries {
+        assert_eq!(e["url"], format!("https://{HOST}:{PORT}/both"), "{e}");
+        assert_eq!(e["status"], 200);
+        assert_eq!(e["responseBodySize"], 34, "{e}");
+    }
+}
+
+#[test]
 fn a_websocket_over_h2_rfc8441_is_recorded_frame_by_frame() {
     let Some(case) = start("h2ws", "h2-only", true) else {
         return;
@@ -230,6 +271,7 @@ fn chromium_opens_its_websocket_over_h2_through_frametap_and_every_frame_is_reco
     let api = case.api();
     let page = format!("https://{HOST}:{PORT}/ws-page?messages=4");
     let target = (HOST, UPSTREAM_V4);
+    case.lab.wait_addresses_settled();
     let direct = chromium_title(&case.lab, None, &page, target);
     let expected = json!({
         "echoes": (1..=4).map(|i| format!("hello from chromium {i}")).collect::<Vec<_>>(),
