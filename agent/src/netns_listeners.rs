@@ -239,9 +239,7 @@ impl NetnsListeners {
             return true;
         }
         let inode = netns.inode;
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .map(|c| c.trim().to_string())
-            .unwrap_or_default();
+        let comm = crate::origin::process_name(pid).unwrap_or_default();
         let cgroup = cgroup::cgroup_of(pid).unwrap_or_default();
         if let Some(id) = crate::container_id::container_id_in(&cgroup) {
             self.names.learn(&id);

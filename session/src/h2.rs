@@ -172,10 +172,7 @@ impl H2Session {
                 let mut open: Vec<_> = self.streams.drain().collect();
                 open.sort_by_key(|(n, _)| *n);
                 if open.is_empty() {
-                    let id = ctx.settings.ids.next(now_us / 1000);
-                    let mut e = bare_entry(ctx.meta, id, now_us / 1000, error.clone());
-                    e.http_version = Some(HTTP2.into());
-                    records.push(Record::Traffic(e));
+                    records.push(connection_entry(ctx, now_us, error.clone()));
                 }
                 for (_, s) in open {
                     let ending = Ending::Reset(side);
@@ -193,14 +190,11 @@ impl H2Session {
         }
         self.untracked += 1;
         if self.untracked == 1 {
-            let id = ctx.settings.ids.next(now_us / 1000);
             let why = format!(
                 "more than {MAX_OPEN_STREAMS} HTTP/2 streams open at once on this connection: \
                  streams that began while so many were open are relayed but not recorded"
             );
-            let mut e = bare_entry(ctx.meta, id, now_us / 1000, why);
-            e.http_version = Some(HTTP2.into());
-            records.push(Record::Traffic(e));
+            records.push(connection_entry(ctx, now_us, why));
         }
         false
     }
@@ -264,7 +258,7 @@ impl H2Session {
         s.request_body.finish(records);
         s.response_body.finish(records);
         let protocol = if ctx.meta.tls { "wss" } else { "ws" };
-        let entry = stream_entry(ctx, exchange_of(s), protocol, None, now_us);
+        let entry = stream_entry(ctx, s, protocol, None, now_us);
         let now_ms = now_us / 1000;
         s.ws = Some(upgrade::open(
             ctx.settings,
@@ -345,8 +339,9 @@ fn record(
     }
     s.request_body.finish(records);
     s.response_body.finish(records);
-    let x = exchange_of(&mut s);
-    records.push(Record::Traffic(stream_entry(ctx, x, "", error, now_us)));
+    records.push(Record::Traffic(stream_entry(
+        ctx, &mut s, "", error, now_us,
+    )));
 }
 
 /// The stream as an [`Exchange`] (its bodies move out).
@@ -388,27 +383,18 @@ fn exchange_of(s: &mut Stream) -> Exchange {
     }
 }
 
-/// The traffic entry of a stream: as an HTTP/1.1 exchange's, with host and URL from
-/// `:authority` and `:scheme`, and `httpVersion` HTTP/2.
+/// The traffic entry of a stream (its bodies move out): as an HTTP/1.1 exchange's,
+/// with host and URL from `:authority` and `:scheme`, and `httpVersion` HTTP/2.
 fn stream_entry(
     ctx: &Ctx<'_>,
-    x: Exchange,
+    s: &mut Stream,
     protocol: &str,
     error: Option<String>,
     now_us: u64,
 ) -> TrafficEntry {
-    let authority = x
-        .request
-        .headers
-        .iter()
-        .find(|h| h.name == ":authority")
-        .map(|h| h.value.clone());
-    let scheme = x
-        .request
-        .headers
-        .iter()
-        .find(|h| h.name == ":scheme")
-        .map(|h| h.value.clone());
+    let authority = Stream::pseudo(&s.request, ":authority").map(str::to_string);
+    let scheme = Stream::pseudo(&s.request, ":scheme").map(str::to_string);
+    let x = exchange_of(s);
     let is_connect = x.request.method == "CONNECT" && protocol.is_empty();
     let mut e = entry(ctx.meta, x, protocol, error, now_us);
     if let Some(authority) = authority {
@@ -423,4 +409,12 @@ fn stream_entry(
     }
     e.http_version = Some(HTTP2.into());
     e
+}
+
+/// An entry that says something about the connection rather than one stream.
+fn connection_entry(ctx: &Ctx<'_>, now_us: u64, why: String) -> Record {
+    let id = ctx.settings.ids.next(now_us / 1000);
+    let mut e = bare_entry(ctx.meta, id, now_us / 1000, why);
+    e.http_version = Some(HTTP2.into());
+    Record::Traffic(e)
 }

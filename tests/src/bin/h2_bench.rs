@@ -9,8 +9,8 @@ use frametap_e2e::{
 };
 
 use crate::{
-    WS_HOST, cpu_seconds,
-    rust_echo::{median, wait_idle},
+    WS_HOST,
+    rust_echo::{cpu_of_run, median},
 };
 
 /// The Node h2 server's port on the upstream host.
@@ -90,17 +90,14 @@ pub fn section(
                     direct.push(h2load(lab, None, settings.requests, workload)?);
                     continue;
                 }
-                // The agent's CPU until it is idle again: what recording left to do counts.
-                wait_idle(agent.pid());
-                let (agent_before, server_before) =
-                    (cpu_seconds(agent.pid()), cpu_seconds(server.process.pid()));
-                captured.push(h2load(lab, Some(cg), settings.requests, workload)?);
-                wait_idle(agent.pid());
-                let per_request = |before: f64, pid: u32| {
-                    (cpu_seconds(pid) - before) / settings.requests as f64 * 1e6
-                };
-                agent_cpu.push(per_request(agent_before, agent.pid()));
-                server_cpu.push(per_request(server_before, server.process.pid()));
+                let (rate, agent_used, server_used) =
+                    cpu_of_run(Some(agent.pid()), server.process.pid(), || {
+                        h2load(lab, Some(cg), settings.requests, workload)
+                    })?;
+                captured.push(rate);
+                let per_request = |seconds: f64| seconds / settings.requests as f64 * 1e6;
+                agent_cpu.push(per_request(agent_used));
+                server_cpu.push(per_request(server_used));
             }
         }
         let (d, c) = (median(direct), median(captured));

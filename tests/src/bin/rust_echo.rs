@@ -56,7 +56,7 @@ struct Run {
 
 /// Waits (at most a minute) until `pid` uses less than 2% of a core over half a
 /// second.
-pub fn wait_idle(pid: u32) {
+fn wait_idle(pid: u32) {
     const WINDOW: std::time::Duration = std::time::Duration::from_millis(500);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut before = cpu_seconds(pid);
@@ -68,6 +68,28 @@ pub fn wait_idle(pid: u32) {
         }
         before = now;
     }
+}
+
+/// Runs `run` and returns what it gave, with the CPU seconds the proxy (if any) and
+/// `other` used from its start until the proxy is idle again: work a run leaves
+/// behind (RocksDB flushes and compactions of what it recorded) is part of its cost,
+/// and must not land on the next run.
+pub fn cpu_of_run<T>(
+    proxy: Option<u32>,
+    other: u32,
+    run: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<(T, f64, f64)> {
+    if let Some(pid) = proxy {
+        wait_idle(pid);
+    }
+    let proxy_before = proxy.map(cpu_seconds).unwrap_or(0.0);
+    let other_before = cpu_seconds(other);
+    let value = run()?;
+    if let Some(pid) = proxy {
+        wait_idle(pid);
+    }
+    let proxy_used = proxy.map(cpu_seconds).unwrap_or(0.0) - proxy_before;
+    Ok((value, proxy_used, cpu_seconds(other) - other_before))
 }
 
 pub fn median(mut v: Vec<f64>) -> f64 {
@@ -136,29 +158,19 @@ fn run_client(lab: &Lab, side: &Side<'_>, server_pid: u32, load: &Load) -> anyho
         .args(["--seconds", &load.seconds.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // The proxy's CPU from the run's start until it is idle again: work the run
-    // leaves behind (RocksDB flushes and compactions of what it recorded) is part of
-    // its cost, and must not land on the next run.
-    if let Some(pid) = side.proxy_pid {
-        wait_idle(pid);
-    }
-    let proxy_before = side.proxy_pid.map(cpu_seconds).unwrap_or(0.0);
-    let server_before = cpu_seconds(server_pid);
-    let out = Spawned::spawn("ft-wsecho echo", cmd).output();
-    if !out.status.success() {
-        bail!(
-            "ft-wsecho echo via {}: {}",
-            side.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    if let Some(pid) = side.proxy_pid {
-        wait_idle(pid);
-    }
+    let (out, proxy, server) = cpu_of_run(side.proxy_pid, server_pid, || {
+        let out = Spawned::spawn("ft-wsecho echo", cmd).output();
+        if !out.status.success() {
+            bail!(
+                "ft-wsecho echo via {}: {}",
+                side.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(out)
+    })?;
     let v: Value = serde_json::from_slice(&out.stdout).context("ft-wsecho echo output")?;
     let messages = v["messages"].as_f64().unwrap_or(0.0).max(1.0);
-    let proxy = side.proxy_pid.map(cpu_seconds).unwrap_or(0.0) - proxy_before;
-    let server = cpu_seconds(server_pid) - server_before;
     let client = v["client_cpu_seconds"].as_f64().unwrap_or(0.0);
     Ok(Run {
         messages_per_s: v["messages_per_s"].as_f64().unwrap_or(0.0),
