@@ -2,9 +2,12 @@
 //! records: streams to traffic entries, bodies, trailers, resets, RFC 8441
 //! WebSockets. Input: the client's length (2 bytes, big-endian), the client's bytes,
 //! the server's bytes, and one byte that picks read sizes and how the connection
-//! ends. Nothing panics; HTTP/2 is always forwarded as it came; every entry has its
-//! own id and says HTTP/2; bodies stay within the cap; a WebSocket's open and close
-//! records follow its entry, once each, and every one opened is closed at the end.
+//! ends (and whether frametap sends a message into the first WebSocket). Nothing
+//! panics; until a WebSocket opens, HTTP/2 is forwarded as it came; every entry has
+//! its own id and says HTTP/2; bodies stay within the cap; a WebSocket's open and
+//! close records follow its entry, once each, and every one opened is closed at the
+//! end. (That frametap's rewriting of WebSocket streams changes no byte without
+//! rules, and keeps to the windows, is checked by the session's unit tests.)
 #![no_main]
 
 use frametap_model::Record;
@@ -37,6 +40,13 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let mut session = SessionState::new(meta, &settings);
     let mut records = Vec::new();
     let mut now = 1_700_000_000_000_000u64;
+    let inject_to = match last >> 6 {
+        1 => Some(Peer::Client),
+        2 => Some(Peer::Server),
+        _ => None,
+    };
+    let mut injected = false;
+    let mut websockets = Vec::new();
     let mut client_pieces = client.chunks(client_piece);
     let mut server_pieces = server.chunks(server_piece);
     loop {
@@ -49,11 +59,26 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             let Some(bytes) = bytes else { continue };
             now += 7;
             let (new, forward) = session.on_bytes(side, bytes, now);
+            let opened = records
+                .iter()
+                .chain(&new)
+                .any(|r| matches!(r, Record::WsOpen(_)));
             assert!(
-                matches!(forward, Forward::AsIs),
-                "HTTP/2 is never rewritten"
+                opened || matches!(forward, Forward::AsIs),
+                "HTTP/2 is not rewritten before a WebSocket opens"
             );
             records.extend(new);
+            websockets.clear();
+            session.websockets(&mut websockets);
+            if let (Some(to), Some(&traffic), false) = (inject_to, websockets.first(), injected) {
+                injected = session.inject(traffic, to, b"fuzz", false, now).is_ok();
+            }
+            for to in [Peer::Client, Peer::Server] {
+                if let Some(outbox) = session.take_outbox(to) {
+                    assert!(!outbox.bytes.is_empty());
+                    records.extend(outbox.records);
+                }
+            }
         }
     }
     records.extend(session.on_end(&ending, now + 1));

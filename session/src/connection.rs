@@ -76,6 +76,16 @@ impl SessionState {
         }
     }
 
+    /// Every WebSocket connection open on this connection, into `out`: the upgraded
+    /// one, or the streams of an HTTP/2 connection (RFC 8441).
+    pub fn websockets(&self, out: &mut Vec<TrafficId>) {
+        match &self.mode {
+            Mode::WebSocket(ws) => out.push(ws.traffic()),
+            Mode::H2(h2) => h2.websockets(out),
+            Mode::Http | Mode::Opaque => {}
+        }
+    }
+
     /// Bytes `side` sent: the records they complete, and what to forward.
     pub fn on_bytes(&mut self, side: Peer, bytes: &[u8], now_us: u64) -> (Vec<Record>, Forward) {
         let mut records = Vec::new();
@@ -88,7 +98,7 @@ impl SessionState {
                     settings: &self.settings,
                     meta: &self.meta,
                 };
-                h2.feed(&ctx, side, bytes, now_us, &mut records);
+                forward = h2.feed(&ctx, side, bytes, now_us, &mut records);
             }
             Mode::Http => {
                 let mut events = std::mem::take(&mut self.http_events);
@@ -105,16 +115,21 @@ impl SessionState {
         (records, forward)
     }
 
-    /// Sends a message into the WebSocket connection (see [`WsSession::inject`]).
+    /// Sends a message into the WebSocket connection `traffic` (see
+    /// [`WsSession::inject`]).
     pub fn inject(
         &mut self,
+        traffic: TrafficId,
         to: Peer,
         content: &[u8],
         is_binary: bool,
         now_us: u64,
     ) -> Result<u64, (Refusal, String)> {
         match &mut self.mode {
-            Mode::WebSocket(ws) => ws.inject(to, content, is_binary, now_us / 1000),
+            Mode::WebSocket(ws) if ws.traffic() == traffic => {
+                ws.inject(to, content, is_binary, now_us / 1000)
+            }
+            Mode::H2(h2) => h2.inject(traffic, to, content, is_binary, now_us),
             _ => Err((
                 Refusal::Conflict,
                 "the WebSocket connection has ended".into(),
@@ -122,16 +137,22 @@ impl SessionState {
         }
     }
 
-    /// Bytes to write to `to` before the next read's (injected messages, close frames).
+    /// Bytes to write to `to` before the next read's (injected messages, close
+    /// frames, and for HTTP/2 frametap's DATA and WINDOW_UPDATE frames).
     pub fn take_outbox(&mut self, to: Peer) -> Option<Outbox> {
         match &mut self.mode {
             Mode::WebSocket(ws) => ws.take_outbox(to),
+            Mode::H2(h2) => h2.take_outbox(to),
             _ => None,
         }
     }
 
     pub fn has_outbox(&self, to: Peer) -> bool {
-        matches!(&self.mode, Mode::WebSocket(ws) if ws.has_outbox(to))
+        match &self.mode {
+            Mode::WebSocket(ws) => ws.has_outbox(to),
+            Mode::H2(h2) => h2.has_outbox(to),
+            _ => false,
+        }
     }
 
     fn on_http_event(

@@ -1,6 +1,7 @@
 //! One intercepted HTTP/2 connection (RFC 9113), sans-IO. Both TLS legs negotiated
-//! h2 and the agent forwards every frame unchanged, so flow control, SETTINGS,
-//! priorities, resets and pushes stay the peers' own; this only watches.
+//! h2 and the agent forwards every frame unchanged, so SETTINGS, priorities, resets
+//! and pushes stay the peers' own, and so does flow control until frametap changes
+//! what a WebSocket stream carries.
 //!
 //! Every stream becomes a traffic entry like an HTTP/1.1 exchange (pseudo-header
 //! fields give method, URL and status; trailers follow the headers they trail;
@@ -8,9 +9,16 @@
 //! with an error when the stream is reset or the connection ends first. An extended
 //! CONNECT with `:protocol = websocket` (RFC 8441) that the server accepts with a
 //! 2xx becomes a WebSocket connection: its DATA carries WebSocket frames, recorded by
-//! the same session as an HTTP/1.1 WebSocket's, in both directions.
+//! the same session as an HTTP/1.1 WebSocket's, in both directions, and ruled and
+//! injected into the same way.
+//!
+//! Rules and injection on those streams are [`rewrite`]'s; both peers' flow-control
+//! windows, [`flow`]'s.
 //!
 //! Time and ids come from the caller, as for [`crate::connection`].
+mod flow;
+mod rewrite;
+
 use std::collections::HashMap;
 
 use frametap_model::{BodyOf, Record, TrafficEntry, TrafficId};
@@ -20,12 +28,14 @@ use frametap_proto::{
     http1::{Header, RequestHead, ResponseHead},
 };
 
+use self::flow::Flow;
+
 use crate::body::BodyCapture;
 use crate::ending::{Ending, half_open_why};
 use crate::entry::{Exchange, SessionMeta, bare_entry, entry};
 use crate::settings::Settings;
 use crate::upgrade::{self, Negotiated};
-use crate::ws::WsSession;
+use crate::ws::{Forward, Outbox, WsSession};
 
 #[cfg(test)]
 mod tests;
@@ -79,6 +89,18 @@ pub(crate) struct H2Session {
     events: Vec<H2Event>,
     /// Streams not followed because [`MAX_OPEN_STREAMS`] were open (said once).
     untracked: u64,
+    /// Data by sender ([`Peer::index`]): both peers' windows, frametap's queues.
+    flows: [Flow; 2],
+    /// A WebSocket was accepted: each direction goes to whole frames at its next
+    /// frame boundary.
+    wants_whole_frames: bool,
+    /// By sender: read in whole frames, so the bytes forwarded end on a frame
+    /// boundary after every read and frametap's frames may go between them.
+    whole_frames: [bool; 2],
+    /// By sender, in whole-frame mode: the start of a frame not yet complete.
+    partial: [Vec<u8>; 2],
+    /// By receiver: frametap's frames waiting for a boundary, with their records.
+    pending: [Outbox; 2],
 }
 
 impl H2Session {
@@ -88,6 +110,11 @@ impl H2Session {
             streams: HashMap::new(),
             events: Vec::new(),
             untracked: 0,
+            flows: [Flow::new(), Flow::new()],
+            wants_whole_frames: false,
+            whole_frames: [false; 2],
+            partial: [Vec::new(), Vec::new()],
+            pending: [Outbox::default(), Outbox::default()],
         }
     }
 
@@ -96,7 +123,13 @@ impl H2Session {
         self.directions.iter().any(H2Direction::failed)
     }
 
-    /// Bytes `side` sent; their records go to `records`.
+    /// Whether frametap may change what WebSocket streams carry: both directions are
+    /// read in whole frames.
+    fn rewriting(&self) -> bool {
+        self.whole_frames == [true; 2] && !self.failed()
+    }
+
+    /// Bytes `side` sent; their records go to `records`. Says what to forward.
     pub(crate) fn feed(
         &mut self,
         ctx: &Ctx<'_>,
@@ -104,28 +137,99 @@ impl H2Session {
         bytes: &[u8],
         now_us: u64,
         records: &mut Vec<Record>,
-    ) {
+    ) -> Forward {
+        let i = side.index();
         if self.failed() {
-            return;
+            // A frame begun in whole-frame mode still goes on, then bytes flow as-is.
+            let partial = std::mem::take(&mut self.partial[i]);
+            return match partial.is_empty() {
+                true => Forward::AsIs,
+                false => Forward::Bytes([&partial[..], bytes].concat()),
+            };
         }
+        if self.whole_frames[i] {
+            return self.feed_whole(ctx, side, bytes, now_us, records);
+        }
+        // The rest of the current frame goes as it came; whole frames from the next.
+        let mut k = 0;
+        while k < bytes.len() && !(self.wants_whole_frames && self.at_boundary(side)) {
+            let n = match self.wants_whole_frames {
+                true => self.directions[i].bytes_in_current_frame(),
+                false => bytes.len(),
+            };
+            let n = n.min(bytes.len() - k);
+            self.feed_as_is(ctx, side, &bytes[k..k + n], now_us, records);
+            k += n;
+        }
+        self.switch_when_due(side);
+        if k == bytes.len() || !self.whole_frames[i] {
+            return Forward::AsIs;
+        }
+        let rest = self.feed_whole(ctx, side, &bytes[k..], now_us, records);
+        Forward::Bytes(match rest {
+            Forward::AsIs => bytes.to_vec(),
+            Forward::Bytes(rest) => [&bytes[..k], &rest[..]].concat(),
+        })
+    }
+
+    /// Whether what `side` sent so far ends on a frame boundary outside any header block.
+    fn at_boundary(&self, side: Peer) -> bool {
+        self.directions[side.index()].at_frame_boundary()
+    }
+
+    /// Switches `side` to whole frames once that is wanted and it is at a boundary.
+    fn switch_when_due(&mut self, side: Peer) {
+        if self.wants_whole_frames && !self.failed() && self.at_boundary(side) {
+            self.whole_frames[side.index()] = true;
+        }
+    }
+
+    /// Bytes forwarded as they came: watched, and counted in both views of the windows.
+    fn feed_as_is(
+        &mut self,
+        ctx: &Ctx<'_>,
+        side: Peer,
+        bytes: &[u8],
+        now_us: u64,
+        records: &mut Vec<Record>,
+    ) {
         let mut events = std::mem::take(&mut self.events);
         self.directions[side.index()].push(bytes, &mut events);
         for event in events.drain(..) {
-            self.on_event(ctx, side, event, bytes, now_us, records);
+            self.on_event(ctx, side, event, bytes, true, now_us, records);
         }
         self.events = events;
     }
 
+    /// The WebSocket connections (streams) open on this connection.
+    pub(crate) fn websockets(&self, out: &mut Vec<TrafficId>) {
+        if self.wants_whole_frames {
+            out.extend(
+                self.streams
+                    .values()
+                    .filter_map(|s| s.ws.as_ref().map(|ws| ws.traffic())),
+            );
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn on_event(
         &mut self,
         ctx: &Ctx<'_>,
         side: Peer,
         event: H2Event,
         input: &[u8],
+        forwarded: bool,
         now_us: u64,
         records: &mut Vec<Record>,
     ) {
+        let (i, r) = (side.index(), side.other().index());
         match event {
+            H2Event::DataFrame { stream, len } => self.flows[i].on_data(stream, len, forwarded),
+            H2Event::WindowUpdate { stream, increment } => {
+                self.flows[r].on_update(stream, increment, forwarded);
+            }
+            H2Event::InitialWindow(window) => self.flows[r].on_initial_window(window),
             H2Event::Headers {
                 stream,
                 fields,
@@ -133,6 +237,7 @@ impl H2Session {
             } => {
                 self.on_headers(ctx, side, stream, fields, now_us, records);
                 if end_stream {
+                    self.flows[i].ended_as_sent(stream);
                     self.on_stream_end(ctx, side, stream, now_us, records);
                 }
             }
@@ -159,8 +264,13 @@ impl H2Session {
                     (None, Peer::Server) => s.response_body.push(data, records),
                 }
             }
-            H2Event::End { stream } => self.on_stream_end(ctx, side, stream, now_us, records),
+            H2Event::End { stream } => {
+                self.flows[i].ended_as_sent(stream);
+                self.on_stream_end(ctx, side, stream, now_us, records);
+            }
             H2Event::Reset { stream, code } => {
+                self.flows[i].forget(stream);
+                self.flows[r].forget(stream);
                 if let Some(s) = self.streams.remove(&stream) {
                     let why = format!("{} reset the stream ({})", side.name(), error_name(code));
                     record(ctx, s, Some(why), &Ending::Reset(side), now_us, records);
@@ -229,6 +339,12 @@ impl H2Session {
                 s.request.extend(fields);
             } else if self.room_for_one(ctx, now_us, records) {
                 let s = self.new_stream(ctx, fields, now_us);
+                if s.asks_for_websocket() {
+                    // Its windows are followed from the start, in case it is rewritten.
+                    for flow in &mut self.flows {
+                        flow.track(stream);
+                    }
+                }
                 self.streams.insert(stream, s);
             }
             return;
@@ -268,6 +384,8 @@ impl H2Session {
             now_ms,
             records,
         ));
+        self.wants_whole_frames = true;
+        self.switch_when_due(Peer::Client);
     }
 
     fn on_stream_end(
@@ -292,6 +410,11 @@ impl H2Session {
             side == Peer::Server
         };
         if over && let Some(s) = self.streams.remove(&stream) {
+            if s.ws.is_none() {
+                for flow in &mut self.flows {
+                    flow.forget(stream);
+                }
+            }
             record(ctx, s, None, &Ending::Closed, now_us, records);
         }
     }
@@ -313,6 +436,19 @@ impl H2Session {
         open.sort_by_key(|(n, _)| *n);
         for (_, s) in open {
             record(ctx, s, Some(why.clone()), ending, now_us, records);
+        }
+        // frametap's frames that were never written: numbered, so recorded, as dropped.
+        for pending in &mut self.pending {
+            records.extend(
+                std::mem::take(&mut pending.records)
+                    .into_iter()
+                    .map(|r| match r {
+                        Record::Frame(f) => {
+                            Record::Frame(frametap_model::FrameRecord { dropped: true, ..f })
+                        }
+                        other => other,
+                    }),
+            );
         }
     }
 }

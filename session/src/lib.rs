@@ -8,7 +8,7 @@
 //! | module | job |
 //! |---|---|
 //! | [`connection`] | one intercepted connection: HTTP/1.x exchanges, the upgrade, its end; HTTP/2 handed to `h2` |
-//! | `h2` | one HTTP/2 connection: streams as exchanges, RFC 8441 WebSockets |
+//! | `h2` | one HTTP/2 connection: streams as exchanges, RFC 8441 WebSockets, their rewriting; `h2::flow` keeps both peers' windows |
 //! | `upgrade` | a WebSocket's open and close records, for both HTTP versions |
 //! | `settings` | what every session of an agent shares |
 //! | [`entry`] | an HTTP exchange as a traffic entry |

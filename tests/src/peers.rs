@@ -196,27 +196,65 @@ pub struct H2WebSocketRun {
 pub fn h2_websocket(
     lab: &Lab,
     cgroup: Option<&TestCgroup>,
-    (host, addr, port): (&str, &str, u16),
+    target: (&str, &str, u16),
     cafile: &std::path::Path,
     path: &str,
     messages: usize,
 ) -> H2WebSocketRun {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/h2_ws_client.js");
-    let mut cmd = lab.client_command(cgroup, "node");
-    cmd.arg(script)
-        .args([host, addr, &port.to_string()])
-        .arg(cafile)
-        .args([path, &messages.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let out = Spawned::spawn("node h2_ws_client.js", cmd).output();
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "h2_ws_client.js printed no result ({e}): {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    H2WebSocket::spawn(lab, cgroup, target, cafile, path, &[&messages.to_string()]).finish()
+}
+
+/// `tests/peers/h2_ws_client.js` running: see [`h2_websocket`], and
+/// [`H2WebSocket::pipelined`] for a client that sends everything at once.
+pub struct H2WebSocket(Spawned);
+
+impl H2WebSocket {
+    fn spawn(
+        lab: &Lab,
+        cgroup: Option<&TestCgroup>,
+        (host, addr, port): (&str, &str, u16),
+        cafile: &std::path::Path,
+        path: &str,
+        args: &[&str],
+    ) -> Self {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/h2_ws_client.js");
+        let mut cmd = lab.client_command(cgroup, "node");
+        cmd.arg(script)
+            .args([host, addr, &port.to_string()])
+            .arg(cafile)
+            .arg(path)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        H2WebSocket(Spawned::spawn("node h2_ws_client.js", cmd))
+    }
+
+    /// Sends `messages` at once (`{"fill": "b", "len": N}` stands for N bytes of
+    /// "b"), then closes once `expect` messages came back, whatever they are.
+    pub fn pipelined(
+        lab: &Lab,
+        cgroup: Option<&TestCgroup>,
+        target: (&str, &str, u16),
+        cafile: &std::path::Path,
+        path: &str,
+        messages: &Value,
+        expect: usize,
+    ) -> Self {
+        let args = [&messages.to_string()[..], &expect.to_string()];
+        Self::spawn(lab, cgroup, target, cafile, path, &args)
+    }
+
+    /// Waits for the client's end and what it saw.
+    pub fn finish(self) -> H2WebSocketRun {
+        let out = self.0.output();
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "h2_ws_client.js printed no result ({e}): {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
 }
 
 /// What one `curl` run saw.

@@ -10,7 +10,10 @@ use frametap_e2e::{
     Agent, Case,
     api::Api,
     netns::UPSTREAM_V4,
-    peers::{Curl, CurlRun, GrpcServer, NodeTlsServer, chromium_title, grpc_calls, h2_websocket},
+    peers::{
+        Curl, CurlRun, GrpcServer, H2WebSocket, NodeTlsServer, chromium_title, grpc_calls,
+        h2_websocket,
+    },
     pki::TestPki,
 };
 use serde_json::{Value, json};
@@ -263,6 +266,140 @@ fn a_websocket_over_h2_rfc8441_is_recorded_frame_by_frame() {
     assert_eq!(ws["open"], false, "{ws}");
 }
 
+/// Rules and injection on a WebSocket over HTTP/2, with Node's http2 (nghttp2) on
+/// both ends, which end the connection with FLOW_CONTROL_ERROR if frametap ever
+/// sends more than a window allows: a dropped message, a replaced one (longer),
+/// messages sent into the stream both ways, and 200,000-byte messages both ways,
+/// three times Node's 65,535-byte windows, which frametap cannot hold whole and
+/// lets through unexamined.
+#[test]
+fn rules_and_injection_work_on_a_websocket_over_h2_within_both_peers_windows() {
+    let Some(case) = start("h2rules", "h2-only", true) else {
+        return;
+    };
+    let api = case.api();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = both_cas(dir.path(), &case.pki, &case.agent);
+    for rule in [
+        json!({"direction": "to-server", "contains": "drop me", "action": {"kind": "drop"}}),
+        json!({"direction": "to-client", "action":
+            {"kind": "replace", "pattern": "secret", "replacement": "[a much longer redaction]"}}),
+    ] {
+        let answer = api.send_json("POST", "/api/rules", &rule);
+        assert_eq!(answer.status, 201, "{}", answer.body);
+    }
+    let big = "b".repeat(200_000);
+    let messages = json!([
+        "hello 1",
+        "drop me please",
+        "a secret word",
+        {"fill": "b", "len": 200_000},
+        "after the big one",
+    ]);
+    // Four echoes (the dropped message has none), the message sent to the client,
+    // and the server's echo of the one sent to the server.
+    let client = H2WebSocket::pipelined(
+        &case.lab,
+        Some(&case.cg),
+        (HOST, UPSTREAM_V4, PORT),
+        &bundle,
+        "/chat",
+        &messages,
+        6,
+    );
+    let entries = listed(&api, "wss", 1, |_| true);
+    let traffic = entries[0]["id"].as_str().unwrap().to_string();
+    for (direction, text) in [
+        ("to-client", "sent to the client"),
+        ("to-server", "sent to the server"),
+    ] {
+        let answer = api.send_json(
+            "POST",
+            &format!("/api/websocket/{traffic}/send"),
+            &json!({"direction": direction, "data": text}),
+        );
+        assert_eq!(answer.status, 201, "{direction}: {}", answer.body);
+    }
+    let run = client.finish();
+    assert_eq!(run.error, None, "{run:?}");
+    let mut echoes = run.echoes.clone();
+    echoes.sort();
+    let mut expected = vec![
+        "hello 1".to_string(),
+        "a [a much longer redaction] word".into(),
+        big.clone(),
+        "after the big one".into(),
+        "sent to the client".into(),
+        "sent to the server".into(),
+    ];
+    expected.sort();
+    assert!(
+        echoes == expected,
+        "the client got {:?}",
+        run.echoes
+            .iter()
+            .map(|e| &e[..e.len().min(40)])
+            .collect::<Vec<_>>()
+    );
+    // The echoes keep their order; the injected message goes between them.
+    let order: Vec<_> = run
+        .echoes
+        .iter()
+        .filter(|e| !e.starts_with("sent to"))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "hello 1",
+            "a [a much longer redaction] word",
+            &big,
+            "after the big one"
+        ]
+    );
+    assert_eq!(run.close, Some(json!({"code": 1000, "reason": "done"})));
+
+    let ws = api.wait_get(&format!("/api/websocket/{traffic}"), |w| w["open"] == false);
+    assert_eq!(ws["closeCode"], 1000, "{ws}");
+    let frames = api.get(&format!("/api/websocket/{traffic}/frames?limit=100"));
+    let frames = frames.as_array().unwrap();
+    let text = |f: &Value| {
+        use base64::Engine as _;
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(f["data"].as_str().unwrap())
+            .unwrap();
+        String::from_utf8_lossy(&data).into_owned()
+    };
+    let find = |to_server: bool, t: &str| -> Vec<&Value> {
+        let direction = if to_server {
+            "client-to-server"
+        } else {
+            "server-to-client"
+        };
+        frames
+            .iter()
+            .filter(|f| f["direction"] == direction && text(f) == t)
+            .collect()
+    };
+    let dropped = find(true, "drop me please");
+    assert_eq!(dropped.len(), 1, "{frames:?}");
+    assert_eq!(dropped[0]["dropped"], true);
+    assert_eq!(
+        find(false, "a [a much longer redaction] word")[0]["modified"],
+        true
+    );
+    assert_eq!(find(false, "sent to the client")[0]["injected"], true);
+    assert_eq!(find(true, "sent to the server")[0]["injected"], true);
+    assert_eq!(find(false, "sent to the server")[0]["injected"], false);
+    // The large messages were recorded whole (the payload cap is larger) and passed.
+    let large: Vec<_> = frames.iter().filter(|f| f["length"] == 200_000).collect();
+    assert_eq!(large.len(), 2, "one each way: {frames:?}");
+    assert!(
+        large
+            .iter()
+            .all(|f| f["dropped"] == false && f["modified"] == false)
+    );
+}
+
 #[test]
 fn chromium_opens_its_websocket_over_h2_through_frametap_and_every_frame_is_recorded() {
     let Some(case) = start("chromium", "h2-only", true) else {
@@ -336,6 +473,24 @@ fn chromium_opens_its_websocket_over_h2_through_frametap_and_every_frame_is_reco
             "one connection"
         );
     }
+
+    // A rule on Chromium's stream: each echo comes back longer than the server sent
+    // it, in frametap's own DATA frames, and Chromium's HTTP/2 stack takes them.
+    let rule = json!({"direction": "to-client", "action":
+        {"kind": "replace", "pattern": "chromium", "replacement": "Chromium, rewritten by frametap"}});
+    assert_eq!(api.send_json("POST", "/api/rules", &rule).status, 201);
+    let ruled = chromium_title(&case.lab, Some(&case.cg), &page, target);
+    let rewritten = json!({
+        "echoes": (1..=4)
+            .map(|i| format!("hello from Chromium, rewritten by frametap {i}"))
+            .collect::<Vec<_>>(),
+        "code": 1000,
+    });
+    assert_eq!(
+        serde_json::from_str::<Value>(&ruled).ok(),
+        Some(rewritten),
+        "{ruled}"
+    );
 }
 
 #[test]

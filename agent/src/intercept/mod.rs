@@ -6,10 +6,11 @@
 //!    terminate TLS on the client leg, open a verified TLS connection upstream with
 //!    the same SNI, then 3), or relay untouched when interception would change what
 //!    the application gets (passthrough list, a server that selects h2).
-//! 3. HTTP/1.x: relay bytes while [`SessionState`] (`frametap-session`) watches them and emits
-//!    traffic entries and WebSocket frames, which are recorded before the bytes that
-//!    complete them are forwarded. Bytes go out unchanged unless a rule changes a
-//!    WebSocket message; injected messages are written between messages.
+//! 3. HTTP/1.x and HTTP/2: relay bytes while [`SessionState`] (`frametap-session`)
+//!    watches them and emits traffic entries and WebSocket frames, which are
+//!    recorded before the bytes that complete them are forwarded. Bytes go out
+//!    unchanged unless a rule changes a WebSocket message; injected messages are
+//!    written between messages (over HTTP/2, between frames, within the windows).
 //! 4. Anything else: relayed untouched ([`untouched`]), and listed as such.
 pub mod alpn;
 pub mod diagnose;

@@ -1,4 +1,4 @@
-//! The async glue of an intercepted HTTP/1.x connection: both directions pumped by
+//! The async glue of an intercepted HTTP/1.x or HTTP/2 connection: both directions pumped by
 //! one future, every read fed to the sans-IO session (`frametap-session`), its
 //! records persisted before the bytes that complete them are written, injected
 //! messages and close frames written between reads, the half-open timeout kept.
@@ -11,7 +11,9 @@ use std::{
 };
 
 use frametap_session::{Ending, Forward, Peer, SessionMeta, SessionState};
+use frametap_store::TrafficId;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::mpsc;
 
 use super::outcome::{End, Outcome};
 use crate::{
@@ -27,7 +29,7 @@ use crate::{
 const READ_BUFFER_FIRST: usize = 8 * 1024;
 const READ_BUFFER_LARGEST: usize = 64 * 1024;
 
-/// Relay an HTTP/1.x connection (plain or TLS) while the session watches it.
+/// Relay an HTTP/1.x or HTTP/2 connection (plain or TLS) while the session watches it.
 ///
 /// One future owns both streams and polls both directions itself, like tokio's
 /// `copy_bidirectional`, rather than splitting each TLS stream in two: a rustls
@@ -54,22 +56,13 @@ where
         recorder: &ctx.recorder,
         order: &order,
     };
-    // Present once the connection is a WebSocket: messages the API sends into it.
-    let mut injections: Option<(Registration, tokio::sync::mpsc::Receiver<Injection>)> = None;
+    // One per WebSocket open on the connection (several streams of one HTTP/2
+    // connection): messages the API sends into it.
+    let mut injections = Injections::default();
     // Once one direction has ended: the half-open timeout's clock.
     let mut half_open: Option<relay::SilenceTimer> = None;
     let ending = std::future::poll_fn(|cx| {
-        if let Some((_, queue)) = injections.as_mut() {
-            while let Poll::Ready(Some(injection)) = queue.poll_recv(cx) {
-                let result = lock(&state).inject(
-                    injection.to,
-                    &injection.content,
-                    injection.is_binary,
-                    now_us(),
-                );
-                let _ = injection.reply.send(result);
-            }
-        }
+        injections.take(cx, &state);
         if up.result.is_none()
             && let Poll::Ready(r) = up.poll(cx, &mut client, &mut server, &state, &recording)
         {
@@ -80,20 +73,15 @@ where
         {
             down.result = Some(r);
         }
-        // One look at the session after the reads: a connection that just upgraded
+        // One look at the session after the reads: a WebSocket that just opened
         // registers for injections (its queue is polled next time), and bytes a read
         // left for the direction polled before it (a close rule answers the
-        // sender) are written next time. Either way: poll again soon.
+        // sender; HTTP/2 window updates and queued data) are written next time.
+        // Either way: poll again soon.
         let again = {
             let session = lock(&state);
-            let upgraded = match (&injections, session.websocket()) {
-                (None, Some(traffic)) => {
-                    injections = Some(ctx.intercept.live.register(traffic));
-                    true
-                }
-                _ => false,
-            };
-            upgraded || (up.result.is_none() && session.has_outbox(Peer::Server))
+            let registered = injections.follow(&session, ctx);
+            registered || (up.result.is_none() && session.has_outbox(Peer::Server))
         };
         if again {
             cx.waker().wake_by_ref();
@@ -109,8 +97,8 @@ where
         }
     })
     .await;
+    let was_websocket = injections.ever;
     drop(injections);
-    let was_websocket = lock(&state).websocket().is_some();
     let records = lock(&state).on_end(&ending, now_us());
     ctx.recorder.persist(records, Some(order)).await;
     Outcome {
@@ -139,6 +127,55 @@ fn silent_too_long(
         .get_or_insert_with(|| relay::SilenceTimer::new(limit, open.moved))
         .poll_silent(cx, open.moved)
         .map(|()| Ending::HalfOpen(open.side))
+}
+
+/// The WebSockets of a connection that the API can send into.
+#[derive(Default)]
+struct Injections {
+    open: Vec<(TrafficId, Registration, mpsc::Receiver<Injection>)>,
+    /// Reused for the session's list of open WebSockets.
+    scratch: Vec<TrafficId>,
+    /// Whether the connection ever carried a WebSocket.
+    ever: bool,
+}
+
+impl Injections {
+    /// Hands the messages waiting for each WebSocket to the session.
+    fn take(&mut self, cx: &mut Context<'_>, state: &Mutex<SessionState>) {
+        for (traffic, _, queue) in &mut self.open {
+            while let Poll::Ready(Some(injection)) = queue.poll_recv(cx) {
+                let result = lock(state).inject(
+                    *traffic,
+                    injection.to,
+                    &injection.content,
+                    injection.is_binary,
+                    now_us(),
+                );
+                let _ = injection.reply.send(result);
+            }
+        }
+    }
+
+    /// Registers the WebSockets that opened and forgets those that ended; says
+    /// whether one was registered.
+    fn follow(&mut self, session: &SessionState, ctx: &ProxyContext) -> bool {
+        self.scratch.clear();
+        session.websockets(&mut self.scratch);
+        if self.scratch.is_empty() && self.open.is_empty() {
+            return false;
+        }
+        self.open.retain(|(t, _, _)| self.scratch.contains(t));
+        let mut registered = false;
+        for &traffic in &self.scratch {
+            if !self.open.iter().any(|(t, _, _)| *t == traffic) {
+                let (registration, queue) = ctx.intercept.live.register(traffic);
+                self.open.push((traffic, registration, queue));
+                registered = true;
+                self.ever = true;
+            }
+        }
+        registered
+    }
 }
 
 fn lock(state: &Mutex<SessionState>) -> std::sync::MutexGuard<'_, SessionState> {

@@ -41,7 +41,7 @@ use crate::state::{AppState, ControlError};
         (status = 401, description = "Missing or wrong API token", body = ErrorBody),
         (status = 404, description = "No such WebSocket connection", body = ErrorBody,
             example = json!({"error": "WebSocket connection not found"})),
-        (status = 409, description = "The connection is closed, or is a WebSocket over HTTP/2 (not supported yet)", body = ErrorBody),
+        (status = 409, description = "The connection is closed, or cannot take a message now (its HTTP/2 stream ended, or too many are waiting)", body = ErrorBody),
         (status = 413, description = "The body is over 2 MiB", body = ErrorBody),
         (status = 415, description = "The body is not sent as `application/json`", body = ErrorBody),
         (status = 500, description = "Internal error", body = ErrorBody),
@@ -80,13 +80,6 @@ pub(crate) async fn send_message(
         }
         Some(true) => {}
     }
-    if over_http2(&state, traffic)? {
-        return Err(ApiError::Conflict(format!(
-            "WebSocket connection {traffic} runs over HTTP/2 (RFC 8441): frametap records \
-             it but cannot send into it yet (a frame it adds would have to be accounted for \
-             in both peers' flow-control windows)"
-        )));
-    }
     let seq = state
         .agent
         .send(traffic, message.direction, payload, message.is_binary)
@@ -120,15 +113,6 @@ pub(crate) async fn send_message(
         response.headers_mut().insert(header::LOCATION, location);
     }
     Ok(response)
-}
-
-/// Whether the connection is a WebSocket over HTTP/2 (RFC 8441).
-fn over_http2(state: &AppState, traffic: TrafficId) -> Result<bool, ApiError> {
-    let store = follower(state)?;
-    Ok(store
-        .traffic(traffic)
-        .map_err(|e| ApiError::store_read(&e))?
-        .is_some_and(|entry| entry.http_version.as_deref() == Some("HTTP/2")))
 }
 
 /// `Some(open)` for a connection the store knows, `None` otherwise.

@@ -184,7 +184,7 @@ async fn send_refuses_what_it_can_not_send() {
 }
 
 #[tokio::test]
-async fn send_into_a_websocket_over_http2_says_it_is_not_supported_yet() {
+async fn send_into_a_websocket_over_http2_goes_to_the_agent_like_any_other() {
     let fx = Fixture::new();
     let h2 = frametap_store::TrafficId((1_709_136_002_000 << 16) | 9);
     let url = "wss://feed.example.com/h2";
@@ -202,11 +202,6 @@ async fn send_into_a_websocket_over_http2_says_it_is_not_supported_yet() {
         &hello,
     )
     .await;
-    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.body);
-    assert!(
-        reply.error().contains("runs over HTTP/2 (RFC 8441)"),
-        "{}",
-        reply.error()
-    );
-    assert!(fx.agent.calls().is_empty(), "the agent was not asked");
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    assert_eq!(fx.agent.calls().len(), 1, "the agent was asked");
 }

@@ -12,14 +12,18 @@ pub mod kind {
     pub const DATA: u8 = 0x0;
     pub const HEADERS: u8 = 0x1;
     pub const RST_STREAM: u8 = 0x3;
+    pub const SETTINGS: u8 = 0x4;
     pub const PUSH_PROMISE: u8 = 0x5;
     pub const GOAWAY: u8 = 0x7;
+    pub const WINDOW_UPDATE: u8 = 0x8;
     pub const CONTINUATION: u8 = 0x9;
 }
 
 /// Frame flags (RFC 9113 §6).
 pub mod flag {
     pub const END_STREAM: u8 = 0x1;
+    /// On SETTINGS (and PING): an acknowledgement.
+    pub const ACK: u8 = 0x1;
     pub const END_HEADERS: u8 = 0x4;
     pub const PADDED: u8 = 0x8;
     pub const PRIORITY: u8 = 0x20;
@@ -61,7 +65,17 @@ impl FrameHeader {
     }
 }
 
-/// A whole frame: header and payload (for tests and fuzzing).
+/// SETTINGS_INITIAL_WINDOW_SIZE (RFC 9113 §6.5.2).
+pub const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
+
+/// Flow-control window of a new connection, and of a stream until SETTINGS say
+/// otherwise (RFC 9113 §6.9.2).
+pub const DEFAULT_WINDOW: u32 = 65_535;
+
+/// Largest frame payload every peer accepts (SETTINGS_MAX_FRAME_SIZE's initial value).
+pub const DEFAULT_MAX_FRAME: usize = 16_384;
+
+/// A whole frame: header and payload.
 pub fn frame_bytes(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let header = FrameHeader {
         len: payload.len(),

@@ -1,9 +1,11 @@
 //! HTTP/2 (RFC 9113) for recording, sans-IO: one [`H2Direction`] per direction reads
-//! the frames the agent forwards unchanged and reports what they carry: header
-//! blocks (HPACK-decoded by [`hpack`], so every block of the connection is decoded
-//! in order to keep the dynamic table in step), DATA payload as ranges of the bytes pushed,
-//! stream ends and resets. Flow control, SETTINGS, PING and priorities are the
-//! peers' business: frametap never changes a byte of them.
+//! the frames the agent forwards and reports what they carry: header blocks
+//! (HPACK-decoded by [`hpack`], so every block of the connection is decoded in order
+//! to keep the dynamic table in step), DATA payload as ranges of the bytes pushed,
+//! stream ends and resets, and what flow control needs (DATA lengths, window
+//! updates, the initial stream window), so that the session can keep the peers'
+//! windows right when it changes what a WebSocket stream carries. PING, priorities
+//! and other settings are the peers' business.
 //!
 //! After a violation of the framing (a wrong preface, a CONTINUATION missing, a header
 //! block HPACK cannot decode) a direction reports one [`H2Event::Error`] and stops
@@ -16,10 +18,16 @@ mod tests;
 
 use std::ops::Range;
 
-pub use frame::{CLIENT_PREFACE, FrameHeader, HEADER_LEN, error_name, flag, frame_bytes, kind};
+pub use frame::{
+    CLIENT_PREFACE, DEFAULT_MAX_FRAME, DEFAULT_WINDOW, FrameHeader, HEADER_LEN,
+    SETTINGS_INITIAL_WINDOW_SIZE, error_name, flag, frame_bytes, kind,
+};
 
 /// Largest header block (HEADERS or PUSH_PROMISE with its CONTINUATIONs) read.
 pub const MAX_HEADER_BLOCK: usize = 4 << 20;
+
+/// Largest SETTINGS frame read (a thousand settings; peers send a handful).
+const MAX_SETTINGS_FRAME: usize = 6 * 1024;
 
 /// A header field as decoded (pseudo-header fields such as `:path` included).
 pub type Field = (String, String);
@@ -40,6 +48,12 @@ pub enum H2Event {
         promised: u32,
         fields: Vec<Field>,
     },
+    /// A DATA frame on `stream` begins: `len` payload bytes, padding included, which
+    /// is what flow control counts (RFC 9113 §6.9.1). Its data follows as [`Self::Data`].
+    DataFrame {
+        stream: u32,
+        len: usize,
+    },
     /// DATA payload (padding left out) of `stream`: `range` indexes the bytes of
     /// the [`H2Direction::push`] that reported it.
     Data {
@@ -58,6 +72,14 @@ pub enum H2Event {
         last_stream: u32,
         code: u32,
     },
+    /// The receiver of `stream`'s DATA (0: of the whole connection's) allows
+    /// `increment` more bytes.
+    WindowUpdate {
+        stream: u32,
+        increment: u32,
+    },
+    /// SETTINGS (not an acknowledgement) that set the sender's initial stream window.
+    InitialWindow(u32),
     /// Not HTTP/2 as RFC 9113 says; this direction reads no more.
     Error(String),
 }
@@ -121,6 +143,31 @@ impl H2Direction {
         self.failed
     }
 
+    /// Whether the bytes pushed so far end a frame and no header block is waiting
+    /// for CONTINUATION: a frame of frametap's may go next in this direction.
+    pub fn at_frame_boundary(&self) -> bool {
+        self.preface_left == 0
+            && self.head_len == 0
+            && self.frame.is_none()
+            && !self.in_header_block()
+    }
+
+    /// Whether a header block began and its CONTINUATION frames have not all come.
+    pub fn in_header_block(&self) -> bool {
+        self.block.is_some()
+    }
+
+    /// How many of the next bytes surely belong to the preface, frame header or
+    /// frame payload being read (never 0): pushing at most these never goes past a
+    /// frame boundary.
+    pub fn bytes_in_current_frame(&self) -> usize {
+        match &self.frame {
+            _ if self.preface_left > 0 => self.preface_left,
+            Some(f) => f.header.len - f.read,
+            None => HEADER_LEN - self.head_len,
+        }
+    }
+
     /// Reads `bytes`, the next ones of this direction, reporting into `out`.
     pub fn push(&mut self, bytes: &[u8], out: &mut Vec<H2Event>) {
         let mut i = 0;
@@ -181,6 +228,12 @@ impl H2Direction {
         {
             let why = format!("a header block longer than {MAX_HEADER_BLOCK} bytes");
             return self.fail(&why, out);
+        }
+        if header.kind == kind::DATA {
+            out.push(H2Event::DataFrame {
+                stream: header.stream,
+                len: header.len,
+            });
         }
         self.frame = Some(Frame {
             header,
@@ -248,7 +301,25 @@ impl H2Direction {
                 code: u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
             }),
             kind::RST_STREAM | kind::GOAWAY => self.fail("a RST_STREAM or GOAWAY too short", out),
-            // SETTINGS, PING, WINDOW_UPDATE, PRIORITY and extensions: the peers'.
+            kind::WINDOW_UPDATE if p.len() == 4 => out.push(H2Event::WindowUpdate {
+                stream: h.stream,
+                increment: u32::from_be_bytes([p[0], p[1], p[2], p[3]]) & 0x7fff_ffff,
+            }),
+            kind::WINDOW_UPDATE => self.fail("a WINDOW_UPDATE that is not 4 bytes long", out),
+            kind::SETTINGS if !h.has(flag::ACK) => {
+                if h.len % 6 != 0 {
+                    return self.fail("a SETTINGS frame whose length is not a multiple of 6", out);
+                }
+                let initial = p
+                    .chunks_exact(6)
+                    .rev()
+                    .find(|s| u16::from_be_bytes([s[0], s[1]]) == SETTINGS_INITIAL_WINDOW_SIZE)
+                    .map(|s| u32::from_be_bytes([s[2], s[3], s[4], s[5]]));
+                if let Some(window) = initial {
+                    out.push(H2Event::InitialWindow(window));
+                }
+            }
+            // PING, PRIORITY, SETTINGS acknowledgements and extensions: the peers'.
             _ => {}
         }
     }
@@ -294,6 +365,9 @@ fn kept_len(kind: u8) -> usize {
     match kind {
         kind::HEADERS | kind::PUSH_PROMISE | kind::CONTINUATION => MAX_HEADER_BLOCK,
         kind::RST_STREAM | kind::GOAWAY => 8,
+        kind::WINDOW_UPDATE => 4,
+        // Six bytes per setting; a peer sends a handful.
+        kind::SETTINGS => MAX_SETTINGS_FRAME,
         _ => 0,
     }
 }

@@ -93,7 +93,15 @@ fn a_client_direction_reads_the_same_whatever_the_pieces() {
             fields: fields(REQUEST),
             end_stream: false,
         }),
-        Seen::Data(1, b"hello world".to_vec()),
+        // Padding counts in flow control: 11 bytes for "hello ".
+        Seen::Event(H2Event::DataFrame { stream: 1, len: 11 }),
+        Seen::Data(1, b"hello ".to_vec()),
+        Seen::Event(H2Event::WindowUpdate {
+            stream: 0,
+            increment: 256,
+        }),
+        Seen::Event(H2Event::DataFrame { stream: 1, len: 5 }),
+        Seen::Data(1, b"world".to_vec()),
         Seen::Event(H2Event::End { stream: 1 }),
         Seen::Event(H2Event::Headers {
             stream: 3,
@@ -105,7 +113,7 @@ fn a_client_direction_reads_the_same_whatever_the_pieces() {
     for piece in [1, 2, 7, 9, 10, 64, wire.len()] {
         let mut dir = H2Direction::client();
         let seen = read_in_pieces(&mut dir, &wire, piece);
-        // The WINDOW_UPDATE between the DATA frames splits nothing that is reported.
+        // Data split over pieces is reported piece by piece.
         let merged: Vec<Seen> = seen.into_iter().fold(Vec::new(), |mut acc, s| {
             match (acc.last_mut(), s) {
                 (Some(Seen::Data(a, d)), Seen::Data(b, more)) if *a == b => d.extend(more),
@@ -121,7 +129,14 @@ fn a_client_direction_reads_the_same_whatever_the_pieces() {
 #[test]
 fn a_server_direction_reports_responses_pushes_resets_and_goaway() {
     let mut enc = loona_hpack::Encoder::new();
-    let mut wire = frame(0x4, 0, 0, &[]);
+    // SETTINGS: the last INITIAL_WINDOW_SIZE counts; an acknowledgement says nothing.
+    let mut wire = frame(
+        0x4,
+        0,
+        0,
+        &[0, 4, 0, 0, 0, 9, 0, 3, 0, 0, 0, 100, 0, 4, 0, 1, 0, 0],
+    );
+    wire.extend(frame(0x4, flag::ACK, 0, &[]));
     let response = [(":status", "200"), ("content-type", "application/grpc")];
     wire.extend(frame(
         kind::HEADERS,
@@ -154,6 +169,7 @@ fn a_server_direction_reports_responses_pushes_resets_and_goaway() {
     assert_eq!(
         read_in_pieces(&mut dir, &wire, 5),
         vec![
+            Seen::Event(H2Event::InitialWindow(65_536)),
             Seen::Event(H2Event::Headers {
                 stream: 1,
                 fields: fields(&response),
@@ -164,6 +180,7 @@ fn a_server_direction_reports_responses_pushes_resets_and_goaway() {
                 promised: 2,
                 fields: fields(&[(":method", "GET"), (":path", "/style.css")]),
             }),
+            Seen::Event(H2Event::DataFrame { stream: 1, len: 3 }),
             Seen::Data(1, b"abc".to_vec()),
             Seen::Event(H2Event::Headers {
                 stream: 1,
@@ -178,6 +195,43 @@ fn a_server_direction_reports_responses_pushes_resets_and_goaway() {
         ]
     );
     assert_eq!(error_name(8), "CANCEL");
+    for (bad, why) in [
+        (frame(0x4, 0, 0, &[0, 4, 0]), "multiple of 6"),
+        (frame(0x8, 0, 1, &[0, 0, 1]), "WINDOW_UPDATE"),
+    ] {
+        let mut dir = H2Direction::server();
+        let error = first_error(&mut dir, &bad).unwrap();
+        assert!(error.contains(why), "{error}");
+    }
+}
+
+#[test]
+fn boundaries_are_known_between_frames_and_never_inside_a_header_block() {
+    let mut dir = H2Direction::client();
+    assert!(!dir.at_frame_boundary(), "the preface comes first");
+    assert_eq!(dir.bytes_in_current_frame(), CLIENT_PREFACE.len());
+    dir.push(CLIENT_PREFACE, &mut Vec::new());
+    assert!(dir.at_frame_boundary());
+    assert_eq!(dir.bytes_in_current_frame(), HEADER_LEN);
+    let data = frame(kind::DATA, 0, 1, b"hello");
+    dir.push(&data[..4], &mut Vec::new());
+    assert_eq!(dir.bytes_in_current_frame(), HEADER_LEN - 4);
+    dir.push(&data[4..11], &mut Vec::new());
+    assert_eq!(dir.bytes_in_current_frame(), 3, "the payload's rest");
+    dir.push(&data[11..], &mut Vec::new());
+    assert!(dir.at_frame_boundary());
+    // HEADERS without END_HEADERS: nothing may go before its CONTINUATION.
+    let mut enc = loona_hpack::Encoder::new();
+    dir.push(
+        &frame(kind::HEADERS, 0, 3, &block(&mut enc, REQUEST)),
+        &mut Vec::new(),
+    );
+    assert!(dir.in_header_block() && !dir.at_frame_boundary());
+    dir.push(
+        &frame(kind::CONTINUATION, flag::END_HEADERS, 3, &[]),
+        &mut Vec::new(),
+    );
+    assert!(dir.at_frame_boundary());
 }
 
 fn first_error(dir: &mut H2Direction, wire: &[u8]) -> Option<String> {

@@ -119,6 +119,7 @@ fn every_numbered_frame_is_recorded_and_counted() {
     let mut all = Vec::new();
     s.on_bytes(Peer::Client, UPGRADE, 1);
     all.extend(s.on_bytes(Peer::Server, SWITCHED, 2).0);
+    let ws_id = s.websocket().unwrap();
     let mask = Some([1, 2, 3, 4]);
     // 1 (dropped) and 2 (its replacement).
     let secret = encode_frame(true, false, 1, mask, b"my secret");
@@ -127,18 +128,18 @@ fn every_numbered_frame_is_recorded_and_counted() {
     let hi = encode_frame(true, false, 1, None, b"hi");
     all.extend(s.on_bytes(Peer::Server, &hi, 4).0);
     // 4: between messages, written at once.
-    assert_eq!(s.inject(Peer::Client, b"inj1", false, 5), Ok(4));
+    assert_eq!(s.inject(ws_id, Peer::Client, b"inj1", false, 5), Ok(4));
     all.extend(s.take_outbox(Peer::Client).unwrap().records);
     // 5: a first fragment over the hold limit streams through unexamined...
     let long = encode_frame(false, false, 1, mask, &[b'x'; 100]);
     all.extend(s.on_bytes(Peer::Client, &long, 6).0);
     // ... so 6, for the server, waits for that message to end (it never does).
-    assert_eq!(s.inject(Peer::Server, b"inj2", false, 7), Ok(6));
+    assert_eq!(s.inject(ws_id, Peer::Server, b"inj2", false, 7), Ok(6));
     // 7: held until its message is complete (it never is).
     let start = encode_frame(false, false, 1, None, b"abc");
     all.extend(s.on_bytes(Peer::Server, &start, 8).0);
     // 8: for the client, never taken by a writer before the end.
-    assert_eq!(s.inject(Peer::Client, b"inj3", false, 9), Ok(8));
+    assert_eq!(s.inject(ws_id, Peer::Client, b"inj3", false, 9), Ok(8));
     let end = s.on_end(&Ending::Reset(Peer::Client), 10);
     all.extend(end.iter().cloned());
 

@@ -250,6 +250,25 @@ impl WsSession {
         }
     }
 
+    /// Bytes `side` sent that are held back (a message waiting for its last frame,
+    /// or a partial frame).
+    pub fn held_len(&self, side: Peer) -> usize {
+        self.streams[side as usize].held.len()
+    }
+
+    /// Stops holding what `side` sent: what is held goes out now and the rest of its
+    /// message streams through unexamined, as for a message above the hold limit.
+    /// HTTP/2 needs this when the sender's flow-control window is spent on the held
+    /// bytes, since it could never send the message's end otherwise.
+    pub fn stop_holding(&mut self, side: Peer, records: &mut Vec<Record>) -> Vec<u8> {
+        let stream = &mut self.streams[side as usize];
+        let mut out = Vec::new();
+        if !stream.held.is_empty() && matches!(stream.phase, Phase::Idle | Phase::Holding) {
+            stream.give_up(&mut out, records);
+        }
+        out
+    }
+
     pub fn mid_message(&self) -> bool {
         self.streams.iter().any(|s| s.parser.mid_message())
     }
