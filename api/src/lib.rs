@@ -19,7 +19,9 @@
 //!   `DELETE /api/traffic?…` with the list's filters or `all=true`), the recorded
 //!   bodies (`/api/traffic/{id}/request/body`, `/response/body`, decoded by
 //!   [`content`]), `/api/health` and `/api/openapi.json` (generated from the
-//!   handlers, see [`openapi`]).
+//!   handlers, see [`openapi`]);
+//! - the web UI at `/` ([`ui`]: embedded JavaScript modules over this API and the
+//!   Socket.IO events), served without the token, which the page sends with each call.
 //!
 //! Reads go to a read-only follower of the agent's RocksDB ([`StoreSource`]); writes,
 //! rules and injected messages go through the agent ([`AgentControl`]).
@@ -51,6 +53,7 @@ mod rest;
 pub mod secondary_dir;
 pub mod server;
 pub mod state;
+pub mod ui;
 pub mod views;
 
 use axum::Router;
@@ -85,6 +88,8 @@ pub fn router(state: AppState) -> Router {
             state.auth.clone(),
             auth::require_token,
         ))
+        // The UI's files hold no data: served without the token, which the page sends.
+        .merge(ui::routes())
         .fallback(error::no_such_endpoint)
         .with_state(state)
 }

@@ -246,13 +246,19 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         data_dir = %cli.data_dir.display(),
         "frametap-api serving REST on /api and Socket.IO on /socket.io"
     );
+    let ui = format!("http://{}/", cli.listen);
     match &token {
-        Some(t) if cli.token.is_none() => println!(
-            "frametap-api: token {t} (stored in {}); send \"Authorization: Bearer {t}\"",
-            token_file.display()
+        Some(t) if cli.token.is_none() => {
+            println!(
+                "frametap-api: token {t} (stored in {}); send \"Authorization: Bearer {t}\"",
+                token_file.display()
+            );
+            println!("frametap-api: the UI, signed in: {ui}?token={t}");
+        }
+        Some(_) => println!(
+            "frametap-api: token from --token / FRAMETAP_API_TOKEN; the UI: {ui} (sign in with it)"
         ),
-        Some(_) => println!("frametap-api: token from --token / FRAMETAP_API_TOKEN"),
-        None => println!("frametap-api: no token required (--no-auth)"),
+        None => println!("frametap-api: no token required (--no-auth); the UI: {ui}"),
     }
     frametap_api::server::serve(listener, app, limits, shutdown_signal()).await;
     follower.close();

@@ -306,3 +306,34 @@ impl Curl<'_> {
         }
     }
 }
+
+/// Drives the web UI in headless Chromium (`tests/peers/ui_driver.py`) against the
+/// API, on the live WebSocket connection `traffic`, sending `send` to its client;
+/// screenshots go to `shots`. Returns the driver's report.
+pub fn ui_driver(
+    api: &crate::api::Api,
+    traffic: &str,
+    send: &str,
+    shots: &std::path::Path,
+) -> Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/ui_driver.py");
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(script)
+        .arg(format!("http://127.0.0.1:{}", api.port))
+        .args([api.token.as_str(), traffic, send])
+        .arg(shots)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = Spawned::spawn("ui_driver.py", cmd).output();
+    assert!(
+        out.status.success(),
+        "ui_driver.py failed (is chromium installed? cargo xtask setup): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "ui_driver.py printed no report ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}

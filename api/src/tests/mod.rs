@@ -22,6 +22,7 @@ mod openapi_contract;
 mod routing;
 mod rules;
 mod traffic;
+mod ui;
 mod websocket;
 
 use std::collections::BTreeSet;

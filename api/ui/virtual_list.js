@@ -1,0 +1,90 @@
+// A list that renders only the rows in view (fixed row height), so that a
+// connection with a million frames, or thousands arriving each second, costs the
+// page the same few dozen elements. Rows are appended in batches, once per
+// animation frame. It can follow the end as items arrive (like `tail -f`).
+import { h } from "./dom.js";
+
+export class VirtualList {
+  /**
+   * @param {HTMLElement} parent where the list goes
+   * @param {object} options rowHeight (px), render(item, index) -> element,
+   *   nearEnd() called when the view reaches the last rows (to load a next page)
+   */
+  constructor(parent, { rowHeight, render, nearEnd }) {
+    this.rowHeight = rowHeight;
+    this.render = render;
+    this.nearEnd = nearEnd || (() => {});
+    this.items = [];
+    this.follow = true;
+    this.selected = -1;
+    this.spacer = h("div", { class: "vlist-spacer" });
+    this.rows = h("div", { class: "vlist-rows" });
+    this.viewport = h("div", { class: "vlist", tabindex: "0" }, this.spacer, this.rows);
+    parent.append(this.viewport);
+    this.pending = false;
+    this.viewport.addEventListener("scroll", () => this.schedule());
+    new ResizeObserver(() => this.schedule()).observe(this.viewport);
+  }
+
+  setItems(items) {
+    this.items = items;
+    this.selected = -1;
+    this.schedule();
+  }
+
+  append(items) {
+    if (items.length === 0) return;
+    this.items.push(...items);
+    this.schedule();
+  }
+
+  /** Forgets the first `n` items (to keep memory bounded). */
+  dropFront(n) {
+    if (n <= 0) return;
+    this.items.splice(0, n);
+    this.selected = Math.max(-1, this.selected - n);
+    if (!this.follow) this.viewport.scrollTop -= n * this.rowHeight;
+    this.schedule();
+  }
+
+  /** Scrolls so that item `i` is in view, and marks it. */
+  show(i) {
+    this.selected = i;
+    const top = i * this.rowHeight;
+    const view = this.viewport;
+    if (top < view.scrollTop || top + this.rowHeight > view.scrollTop + view.clientHeight) {
+      view.scrollTop = Math.max(0, top - view.clientHeight / 2);
+    }
+    this.schedule();
+  }
+
+  schedule() {
+    if (this.pending) return;
+    this.pending = true;
+    requestAnimationFrame(() => {
+      this.pending = false;
+      this.draw();
+    });
+  }
+
+  draw() {
+    const view = this.viewport;
+    const total = this.items.length * this.rowHeight;
+    this.spacer.style.height = `${total}px`;
+    if (this.follow) view.scrollTop = total;
+    const first = Math.max(0, Math.floor(view.scrollTop / this.rowHeight) - 2);
+    const count = Math.ceil(view.clientHeight / this.rowHeight) + 5;
+    const last = Math.min(this.items.length, first + count);
+    this.rows.style.transform = `translateY(${first * this.rowHeight}px)`;
+    const nodes = [];
+    for (let i = first; i < last; i++) {
+      const row = this.render(this.items[i], i);
+      row.classList.add("vlist-row");
+      if (i === this.selected) row.classList.add("selected");
+      row.style.height = `${this.rowHeight}px`;
+      nodes.push(row);
+    }
+    this.rows.replaceChildren(...nodes);
+    if (last >= this.items.length - 5) this.nearEnd();
+  }
+}

@@ -1,0 +1,139 @@
+//! End to end, as root: the web UI in a real browser (Debian's Chromium, headless,
+//! over the DevTools protocol), through the real agent and API, with a Python
+//! `websockets` conversation captured live. The page signs in with the token from
+//! the link frametap-api prints, lists the connection, shows its messages in both
+//! directions, finds one, sends one to the client (which receives it), and adds
+//! and deletes a rule. Screenshots of each view go to
+//! `$CARGO_TARGET_DIR/test-artifacts/ui/`.
+use frametap_e2e::{
+    Case,
+    netns::UPSTREAM_V4,
+    peers::ui_driver,
+    ws::{ClientOptions, WsServer, read_echoes, spawn_client_on, unb64},
+};
+use serde_json::{Value, json};
+
+const HOST: &str = "upstream.frametap.test";
+const SENT: &str = "hello from the UI";
+
+fn text(event: &Value) -> String {
+    String::from_utf8(unb64(event["data"].as_str().unwrap())).unwrap()
+}
+
+#[test]
+fn the_ui_shows_a_live_conversation_finds_sends_and_manages_rules_in_chromium() {
+    let Some(case) = Case::new("ui")
+        .ports("8443")
+        .upstream_ca()
+        .server(|lab, pki| WsServer::start(lab, UPSTREAM_V4, 8443, Some(pki), false))
+        .start()
+    else {
+        return;
+    };
+    let api = case.api();
+    api.wait_get("/api/health", |h| {
+        h["agent"]["up"] == true && h["events"]["connected"] == true
+    });
+    let ca = case.data_dir().join("ca.pem");
+    let opts = ClientOptions {
+        connect: &format!("{UPSTREAM_V4}:8443"),
+        host: HOST,
+        cafile: Some(&ca),
+        deflate: false,
+    };
+    let script = json!([
+        {"op": "text", "data": "message 1"},
+        {"op": "text", "data": "message 2"},
+        {"op": "text", "data": "message 3"},
+        {"op": "recv"},
+        {"op": "close", "code": 1000, "reason": "done"},
+    ]);
+    let mut client = spawn_client_on(&case.lab, Some(&case.cg), &opts, &script, "/ui");
+    let echoes = read_echoes(&mut client, 3);
+    assert_eq!(
+        echoes.iter().map(text).collect::<Vec<_>>(),
+        ["message 1", "message 2", "message 3"]
+    );
+    let list = api.wait_get("/api/traffic?protocol=wss", |v| {
+        v["entries"].as_array().is_some_and(|e| !e.is_empty())
+    });
+    let traffic = list["entries"][0]["id"].as_str().unwrap().to_string();
+    api.wait_get(&format!("/api/websocket/{traffic}/count"), |c| {
+        c["count"] == 6
+    });
+
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("..")
+        .join("test-artifacts")
+        .join("ui");
+    std::fs::create_dir_all(&shots).unwrap();
+    let report = ui_driver(&api, &traffic, SENT, &shots);
+
+    assert!(
+        report["wrong_token"]
+            .as_str()
+            .unwrap()
+            .contains("wrong API token"),
+        "{report}"
+    );
+    let address = report["address"].as_str().unwrap();
+    assert!(
+        !address.contains("token"),
+        "the token left the address bar: {address}"
+    );
+    assert!(address.ends_with("#/traffic"), "{address}");
+    assert_eq!(report["live"], "live");
+    assert_eq!(report["traffic_rows"], 1, "{report}");
+    let messages: Vec<(bool, &str)> = report["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["up"].as_bool().unwrap(), m["text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            (true, "message 1"),
+            (false, "message 1"),
+            (true, "message 2"),
+            (false, "message 2"),
+            (true, "message 3"),
+            (false, "message 3"),
+        ]
+    );
+    assert_eq!(report["state"], "open");
+    assert_eq!(report["search"], "2 matches", "both directions: {report}");
+    assert!(
+        report["opened"].as_str().unwrap().contains("message 2"),
+        "{report}"
+    );
+    assert!(
+        report["sent"].as_str().unwrap().starts_with("sent: frame "),
+        "{report}"
+    );
+    let sent_row = report["after_send"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["text"] == SENT)
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(sent_row["up"], false, "{report}");
+    assert_eq!(sent_row["flags"], json!(["injected"]), "{report}");
+    assert!(
+        report["bad_rule"].as_str().unwrap().contains("regex"),
+        "the API's own words: {report}"
+    );
+    assert_eq!(report["rules_listed"], json!(["ui-rule"]));
+    assert_eq!(report["rules_after_delete"], 0);
+    assert_eq!(api.get("/api/rules")["rules"], json!([]));
+    for view in ["signin", "traffic", "connection", "rules"] {
+        let shot = shots.join(format!("{view}.png"));
+        let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+        assert!(size > 1000, "no screenshot {}", shot.display());
+    }
+
+    // The client got the message the page sent.
+    let got = read_echoes(&mut client, 1);
+    assert_eq!(got.iter().map(text).collect::<Vec<_>>(), [SENT]);
+}
