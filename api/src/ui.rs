@@ -8,9 +8,9 @@
 //! anywhere else.
 use axum::Router;
 use axum::extract::Path;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::any;
 
 use crate::error::ApiError;
 
@@ -44,14 +44,25 @@ const INDEX: &str = include_str!("../ui/index.html");
 /// `/` and `/ui/{file}`, for merging into the API's router outside the token check.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route(
-            "/",
-            get(|| async { asset(INDEX, "text/html; charset=utf-8") }),
-        )
-        .route("/ui/{file}", get(ui_file))
+        .route("/", any(page))
+        .route("/ui/{file}", any(ui_file))
 }
 
-async fn ui_file(Path(file): Path<String>) -> Result<Response, ApiError> {
+/// Other methods than GET (and HEAD) get the API's JSON 405, as everywhere else.
+async fn readable(method: &Method, uri: &Uri) -> Result<(), ApiError> {
+    match *method {
+        Method::GET | Method::HEAD => Ok(()),
+        _ => Err(crate::error::method_not_allowed(method.clone(), uri.clone()).await),
+    }
+}
+
+async fn page(method: Method, uri: Uri) -> Result<Response, ApiError> {
+    readable(&method, &uri).await?;
+    Ok(asset(INDEX, "text/html; charset=utf-8"))
+}
+
+async fn ui_file(method: Method, uri: Uri, Path(file): Path<String>) -> Result<Response, ApiError> {
+    readable(&method, &uri).await?;
     ASSETS
         .iter()
         .find(|(name, _, _)| *name == file)

@@ -164,6 +164,10 @@ async function websocketPanel(view, entry, live, stops) {
   let loading = false;
   let generation = 0;
   const filters = { direction: "", type: "", flag: "" };
+  // A search of the whole connection, by the API (`contains` or `regex`): only
+  // matching messages are listed, paged like the rest.
+  let server = null;
+  const serverNote = h("p", { class: "server-search", hidden: true });
   const search = { text: "", regex: false, caseSensitive: false, hits: [], at: -1 };
   const counter = h("span", { class: "muted" });
   const searchStatus = h("span", { class: "muted search-status" });
@@ -221,7 +225,25 @@ async function websocketPanel(view, entry, live, stops) {
   function pagePath() {
     const q = new URLSearchParams({ limit: PAGE });
     if (filters.direction) q.set("direction", filters.direction);
+    for (const [k, v] of Object.entries(server || {})) q.set(k, v);
     return `/api/websocket/${id}/${kind}?${q}`;
+  }
+
+  function searchEverything() {
+    if (!search.text) return;
+    if (search.regex) server = { regex: search.caseSensitive ? search.text : `(?i)${search.text}` };
+    else if (search.caseSensitive) server = { contains: search.text };
+    else server = { regex: `(?i)${search.text.replace(/[\\.+*?()|[\]{}^$#&\-~]/g, "\\$&")}` };
+    if (kind !== "messages") {
+      kind = "messages";
+      controls.querySelector('select[name="kind"]').value = "messages";
+    }
+    serverNote.replaceChildren(
+      `Only the messages of the whole connection that match ${JSON.stringify(search.text)}${search.regex ? " (regex)" : ""}; live updates wait. `,
+      h("button", { type: "button", name: "show-all", onclick: () => { server = null; serverNote.hidden = true; reload(); } }, "Show all")
+    );
+    serverNote.hidden = false;
+    reload();
   }
 
   async function loadPage(first) {
@@ -270,7 +292,7 @@ async function websocketPanel(view, entry, live, stops) {
   // the end, they are appended (batched by the list, once per animation frame).
   const pending = [];
   const onLive = (which) => (x) => {
-    if (x.trafficId !== id || kind !== which || !atEnd) return;
+    if (x.trafficId !== id || kind !== which || !atEnd || server) return;
     const last = all.length ? all[all.length - 1].id : "";
     if (x.id <= last) return;
     pending.push(item(kind, x));
@@ -415,6 +437,7 @@ async function websocketPanel(view, entry, live, stops) {
       search.caseSensitive = on;
       runSearch();
     }),
+    h("button", { type: "button", name: "search-all", title: "search the whole connection, not only what is loaded", onclick: searchEverything }, "Search all"),
     h("button", { type: "button", name: "previous", onclick: () => step(-1) }, "↑"),
     h("button", { type: "button", name: "next", onclick: () => step(1) }, "↓"),
     searchStatus,
@@ -422,7 +445,7 @@ async function websocketPanel(view, entry, live, stops) {
     counter
   );
 
-  view.append(state, exportLinks(id, true), sendForm(id), controls, listHolder, detail);
+  view.append(state, exportLinks(id, true), sendForm(id), controls, serverNote, listHolder, detail);
   loadPage(true);
 }
 

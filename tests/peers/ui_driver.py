@@ -1,12 +1,14 @@
 """Drives frametap's web UI in headless Chromium (over the DevTools protocol, see
 cdp.py) the way a user would, and prints one JSON report of what the page showed.
 
-  ui_driver.py BASE_URL TOKEN TRAFFIC_ID SEND_TEXT SHOTS_DIR
+  ui_driver.py BASE_URL TOKEN TRAFFIC_ID SEND_TEXT SHOTS_DIR READY_FILE
 
 BASE_URL is frametap-api's (http://127.0.0.1:PORT); TRAFFIC_ID a live WebSocket
 connection that has exchanged "message 1" to "message 3". Steps: the sign-in page
-(and a wrong token), the link with the token, the traffic list, the connection's
-messages, a search, a message sent to the client from the page, and a rule added
+(and a wrong token), the link with the token, the traffic list (READY_FILE is
+created once it shows, and a second connection must then appear in it live, without
+a reload), the connection's
+messages, a search (in the page, then of the whole connection by the API), a message sent to the client from the page, and a rule added
 (with a mistake first) and deleted. A screenshot of each view goes to SHOTS_DIR.
 """
 import json
@@ -15,7 +17,7 @@ import sys
 
 from cdp import Chromium
 
-base, token, traffic, send_text, shots = sys.argv[1:6]
+base, token, traffic, send_text, shots, ready = sys.argv[1:7]
 report = {}
 
 
@@ -68,6 +70,14 @@ with Chromium() as browser:
         "document.getElementById('live').textContent === 'live' && 'live'", "the live events"
     )
     report["traffic_rows"] = browser.evaluate("document.querySelectorAll('table.traffic tbody tr').length")
+    # A second connection now: it must show up live, on the same page.
+    browser.evaluate("window.sameDocument = true")
+    open(ready, "w").close()
+    report["live_rows"] = browser.wait(
+        "(n => n >= 2 && n)(document.querySelectorAll('table.traffic tbody tr').length)",
+        "a second connection, live",
+    )
+    report["same_document"] = browser.evaluate("window.sameDocument === true")
     browser.screenshot(os.path.join(shots, "traffic.png"))
 
     # The connection: every message, with its direction.
@@ -91,6 +101,15 @@ with Chromium() as browser:
         "the payload viewer",
     )
     browser.screenshot(os.path.join(shots, "connection.png"))
+    # The same search over the whole connection, by the API: only the matches listed.
+    click(browser, 'button[name="search-all"]')
+    browser.wait(
+        "!document.querySelector('.server-search').hidden && document.querySelectorAll('.vlist-row').length === 2",
+        "the server's search results",
+    )
+    report["server_search"] = rows(browser)
+    click(browser, 'button[name="show-all"]')
+    browser.wait("document.querySelectorAll('.vlist-row').length === 6", "every message again")
     set_value(browser, 'input[name="search"]', "")
 
     # Send a message to the client from the page; it shows up live, marked injected.

@@ -309,12 +309,14 @@ impl Curl<'_> {
 
 /// Drives the web UI in headless Chromium (`tests/peers/ui_driver.py`) against the
 /// API, on the live WebSocket connection `traffic`, sending `send` to its client;
-/// screenshots go to `shots`. Returns the driver's report.
+/// screenshots go to `shots`; `ready` is created once the traffic list shows (then
+/// the page waits for a second connection to appear in it). Returns the report.
 pub fn ui_driver(
     api: &crate::api::Api,
     traffic: &str,
     send: &str,
     shots: &std::path::Path,
+    ready: &std::path::Path,
 ) -> Value {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/ui_driver.py");
     let mut cmd = std::process::Command::new("python3");
@@ -322,6 +324,7 @@ pub fn ui_driver(
         .arg(format!("http://127.0.0.1:{}", api.port))
         .args([api.token.as_str(), traffic, send])
         .arg(shots)
+        .arg(ready)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let out = Spawned::spawn("ui_driver.py", cmd).output();

@@ -67,7 +67,28 @@ fn the_ui_shows_a_live_conversation_finds_sends_and_manages_rules_in_chromium() 
         .join("test-artifacts")
         .join("ui");
     std::fs::create_dir_all(&shots).unwrap();
-    let report = ui_driver(&api, &traffic, SENT, &shots);
+    let ready_dir = tempfile::tempdir().unwrap();
+    let ready = ready_dir.path().join("list-shown");
+    // A second conversation once the page shows the list: it must appear there live.
+    let report = std::thread::scope(|scope| {
+        let second = scope.spawn(|| {
+            let shown = frametap_e2e::wait_for(std::time::Duration::from_secs(30), || {
+                ready.exists().then_some(())
+            });
+            shown?;
+            let script = json!([{"op": "text", "data": "second"}, {"op": "close", "code": 1000, "reason": "done"}]);
+            let client = spawn_client_on(&case.lab, Some(&case.cg), &opts, &script, "/second");
+            Some(client.output())
+        });
+        let report = ui_driver(&api, &traffic, SENT, &shots, &ready);
+        let second = second.join().unwrap().expect("the page showed the list");
+        assert!(
+            second.status.success(),
+            "{}",
+            String::from_utf8_lossy(&second.stderr)
+        );
+        report
+    });
 
     assert!(
         report["wrong_token"]
@@ -84,6 +105,8 @@ fn the_ui_shows_a_live_conversation_finds_sends_and_manages_rules_in_chromium() 
     assert!(address.ends_with("#/traffic"), "{address}");
     assert_eq!(report["live"], "live");
     assert_eq!(report["traffic_rows"], 1, "{report}");
+    assert_eq!(report["live_rows"], 2, "{report}");
+    assert_eq!(report["same_document"], true, "no reload: {report}");
     let messages: Vec<(bool, &str)> = report["messages"]
         .as_array()
         .unwrap()

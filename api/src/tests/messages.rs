@@ -326,6 +326,80 @@ async fn messages_carry_flags_and_show_bad_text_as_base64() {
     );
 }
 
+/// `contains` and `regex` search the content of every message (text, and the bytes
+/// of binary ones), across fragments; the next page's link keeps the search.
+#[tokio::test]
+async fn messages_can_be_searched_by_substring_and_regex_page_by_page() {
+    let fx = Fixture::new();
+    let frames = vec![
+        frame(ODD, 1, true, 1, b"password=hunter2"),
+        frame(ODD, 2, false, 1, b"notice: Password changed"),
+        fragment(ODD, 3, true, 1, false, b"pass"),
+        fragment(ODD, 4, true, 0, true, b"word split over fragments"),
+        frame(ODD, 5, false, 2, b"\x00password\xff"),
+        frame(ODD, 6, true, 1, b"nothing here"),
+    ];
+    let mut records: Vec<Record> = vec![ws_open(ODD, "wss://odd.example.com/").into()];
+    records.extend(frames.into_iter().map(Record::from));
+    fx.primary.write(&records).unwrap();
+    fx.catch_up();
+    let app = fx.router();
+    let firsts = |uri: String| {
+        let app = app.clone();
+        async move {
+            let reply = get(&app, &uri).await;
+            assert_eq!(reply.status, StatusCode::OK, "{uri}: {:?}", reply.body);
+            let seqs: Vec<String> = message_ids(&reply)
+                .iter()
+                .map(|id| {
+                    id.rsplit('-')
+                        .next()
+                        .unwrap()
+                        .trim_start_matches('0')
+                        .to_string()
+                })
+                .collect();
+            let next = reply.link().map(|link| {
+                let url = link
+                    .split_once('<')
+                    .and_then(|(_, rest)| rest.split_once('>'));
+                url.expect("<URL>; rel=\"next\"").0.to_string()
+            });
+            (seqs, next)
+        }
+    };
+    let base = format!("/api/websocket/{ODD}/messages");
+    // Case-sensitive substring: across fragments, and inside binary messages.
+    let (found, _) = firsts(format!("{base}?contains=password")).await;
+    assert_eq!(found, ["1", "3", "5"]);
+    let (found, _) = firsts(format!(
+        "{base}?regex=(%3Fi)password%5Cb&direction=to-client"
+    ))
+    .await;
+    assert_eq!(found, ["2", "5"]);
+    let (found, _) = firsts(format!("{base}?contains=pass&regex=hunter%5Cd")).await;
+    assert_eq!(found, ["1"], "both must hold");
+    // Page by page: the link keeps the search (and the direction).
+    let (found, link) = firsts(format!("{base}?contains=pass&limit=1&direction=to-server")).await;
+    assert_eq!(found, ["1"]);
+    let link = link.expect("more may follow");
+    assert!(
+        link.contains("contains=pass") && link.contains("direction=client-to-server"),
+        "{link}"
+    );
+    let (found, _) = firsts(link).await;
+    assert_eq!(found, ["3"]);
+    // A search needs something to look for, and a regex that compiles.
+    for (query, needle) in [
+        ("contains=", "`contains` must be 1 to 1024"),
+        ("regex=(", "`regex` is not a regular expression"),
+    ] {
+        let reply = get(&app, &format!("{base}?{query}")).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");
+        assert!(reply.error().contains(needle), "{}", reply.error());
+    }
+}
+
 #[tokio::test]
 async fn message_errors_are_json() {
     let fx = Fixture::new();

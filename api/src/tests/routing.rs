@@ -9,8 +9,8 @@ use super::{CHAT, Fixture, frame_id, get, send_with};
 async fn unknown_routes_and_methods_are_json() {
     let fx = Fixture::new();
     let app = fx.router();
+    // `/` is the web UI's page (see tests::ui).
     for uri in [
-        "/",
         "/nope",
         "/api",
         "/api/websocket",

@@ -63,6 +63,8 @@ async fn the_page_and_its_files_are_served_without_the_token_under_a_strict_poli
         "{}",
         unknown.error()
     );
+    let post = send_with(&app, "POST", "/", None).await;
+    assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
     // The API still needs the token.
     let api = send_with(&app, "GET", "/api/traffic", None).await;
     assert_eq!(api.status, StatusCode::UNAUTHORIZED);
