@@ -18,9 +18,12 @@ import urllib.request
 
 import websocket
 
+from browser import Browser
 
-class Chromium:
+
+class Chromium(Browser):
     def __init__(self, host_rules=None, timeout=20):
+        super().__init__()
         self.timeout = timeout
         self.profile = tempfile.TemporaryDirectory(ignore_cleanup_errors=True)
         args = [
@@ -52,19 +55,6 @@ class Chromium:
         )
         self.ids = iter(range(1, 1_000_000))
         self.devtools = None
-        # The page's uncaught exceptions and console errors, for failure messages.
-        self.problems = []
-
-    def __enter__(self):
-        try:
-            self.connect()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *_):
-        self.close()
 
     def connect(self):
         deadline = time.time() + self.timeout
@@ -110,28 +100,6 @@ class Chromium:
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result.get("result", {}).get("value")
-
-    def wait(self, expression, what, timeout=None):
-        """Waits until the expression is truthy; its value, or an error naming `what`.
-        (A DOM node comes back as {}, which Python finds false: test for it with !!.)"""
-        deadline = time.time() + (timeout or self.timeout)
-        last = None
-        while time.time() < deadline:
-            try:
-                value = self.evaluate(expression)
-            except RuntimeError as e:
-                value, last = None, e
-            if value:
-                return value
-            time.sleep(0.1)
-        try:
-            page = self.evaluate("document.body ? document.body.innerText.slice(0, 2000) : ''")
-        except RuntimeError:
-            page = "?"
-        raise TimeoutError(
-            f"timed out waiting for {what} ({expression}){f': {last}' if last else ''}\n"
-            f"the page's errors: {self.problems}\nthe page shows: {page}"
-        )
 
     def screenshot(self, path):
         data = self.call("Page.captureScreenshot", format="png")["data"]

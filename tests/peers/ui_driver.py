@@ -1,7 +1,8 @@
-"""Drives frametap's web UI in headless Chromium (over the DevTools protocol, see
-cdp.py) the way a user would, and prints one JSON report of what the page showed.
+"""Drives frametap's web UI in a headless browser (Chromium over the DevTools
+protocol, cdp.py; Firefox over WebDriver BiDi, bidi.py) the way a user would, and
+prints one JSON report of what the page showed.
 
-  ui_driver.py BASE_URL TOKEN TRAFFIC_ID SEND_TEXT SHOTS_DIR READY_FILE
+  ui_driver.py chromium|firefox BASE_URL TOKEN TRAFFIC_ID SEND_TEXT SHOTS_DIR READY_FILE
 
 BASE_URL is frametap-api's (http://127.0.0.1:PORT); TRAFFIC_ID a live WebSocket
 connection that has exchanged "message 1" to "message 3". Steps: the sign-in page
@@ -15,9 +16,11 @@ import json
 import os
 import sys
 
+from bidi import Firefox
 from cdp import Chromium
 
-base, token, traffic, send_text, shots, ready = sys.argv[1:7]
+browser_name, base, token, traffic, send_text, shots, ready = sys.argv[1:8]
+Browser = {"chromium": Chromium, "firefox": Firefox}[browser_name]
 report = {}
 
 
@@ -51,7 +54,7 @@ def rows(browser):
     )
 
 
-with Chromium() as browser:
+with Browser() as browser:
     # Without a token: the sign-in form, and a wrong token is refused with the API's words.
     browser.navigate(f"{base}/")
     browser.wait("!document.getElementById('signin').hidden", "the sign-in form")

@@ -307,11 +307,13 @@ impl Curl<'_> {
     }
 }
 
-/// Drives the web UI in headless Chromium (`tests/peers/ui_driver.py`) against the
-/// API, on the live WebSocket connection `traffic`, sending `send` to its client;
-/// screenshots go to `shots`; `ready` is created once the traffic list shows (then
-/// the page waits for a second connection to appear in it). Returns the report.
+/// Drives the web UI in headless `browser` (`chromium` or `firefox`;
+/// `tests/peers/ui_driver.py`) against the API, on the live WebSocket connection
+/// `traffic`, sending `send` to its client; screenshots go to `shots`; `ready` is
+/// created once the traffic list shows (then the page waits for a second connection
+/// to appear in it). Returns the report.
 pub fn ui_driver(
+    browser: &str,
     api: &crate::api::Api,
     traffic: &str,
     send: &str,
@@ -321,6 +323,7 @@ pub fn ui_driver(
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/ui_driver.py");
     let mut cmd = std::process::Command::new("python3");
     cmd.arg(script)
+        .arg(browser)
         .arg(format!("http://127.0.0.1:{}", api.port))
         .args([api.token.as_str(), traffic, send])
         .arg(shots)
@@ -330,7 +333,7 @@ pub fn ui_driver(
     let out = Spawned::spawn("ui_driver.py", cmd).output();
     assert!(
         out.status.success(),
-        "ui_driver.py failed (is chromium installed? cargo xtask setup): {}",
+        "ui_driver.py {browser} failed (is it installed? cargo xtask setup): {}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {

@@ -1,10 +1,10 @@
-//! End to end, as root: the web UI in a real browser (Debian's Chromium, headless,
-//! over the DevTools protocol), through the real agent and API, with a Python
-//! `websockets` conversation captured live. The page signs in with the token from
+//! End to end, as root: the web UI in real browsers (Debian's Chromium over the
+//! DevTools protocol, and Firefox ESR over WebDriver BiDi, both headless), through the
+//! real agent and API, with a Python `websockets` conversation captured live. The page signs in with the token from
 //! the link frametap-api prints, lists the connection, shows its messages in both
 //! directions, finds one, sends one to the client (which receives it), and adds
 //! and deletes a rule. Screenshots of each view go to
-//! `$CARGO_TARGET_DIR/test-artifacts/ui/`.
+//! `$CARGO_TARGET_DIR/test-artifacts/ui/<browser>/`.
 use frametap_e2e::{
     Case,
     netns::UPSTREAM_V4,
@@ -22,7 +22,16 @@ fn text(event: &Value) -> String {
 
 #[test]
 fn the_ui_shows_a_live_conversation_finds_sends_and_manages_rules_in_chromium() {
-    let Some(case) = Case::new("ui")
+    scenario("chromium");
+}
+
+#[test]
+fn the_ui_shows_a_live_conversation_finds_sends_and_manages_rules_in_firefox() {
+    scenario("firefox");
+}
+
+fn scenario(browser: &str) {
+    let Some(case) = Case::new(&format!("ui-{browser}"))
         .ports("8443")
         .upstream_ca()
         .server(|lab, pki| WsServer::start(lab, UPSTREAM_V4, 8443, Some(pki), false))
@@ -65,7 +74,8 @@ fn the_ui_shows_a_live_conversation_finds_sends_and_manages_rules_in_chromium() 
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("..")
         .join("test-artifacts")
-        .join("ui");
+        .join("ui")
+        .join(browser);
     std::fs::create_dir_all(&shots).unwrap();
     let ready_dir = tempfile::tempdir().unwrap();
     let ready = ready_dir.path().join("list-shown");
@@ -80,7 +90,7 @@ fn the_ui_shows_a_live_conversation_finds_sends_and_manages_rules_in_chromium() 
             let client = spawn_client_on(&case.lab, Some(&case.cg), &opts, &script, "/second");
             Some(client.output())
         });
-        let report = ui_driver(&api, &traffic, SENT, &shots, &ready);
+        let report = ui_driver(browser, &api, &traffic, SENT, &shots, &ready);
         let second = second.join().unwrap().expect("the page showed the list");
         assert!(
             second.status.success(),

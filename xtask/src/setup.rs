@@ -86,8 +86,10 @@ const DEBIAN: &[(Need, &str)] = &[
     ),
     // Node's http2 and https modules are the TLS test servers (tests/peers/tls_server.js).
     (Need::Command("node"), "nodejs"),
-    // A real browser: Chromium opens WebSockets over HTTP/2 (RFC 8441) in the tests.
+    // A real browser: Chromium opens WebSockets over HTTP/2 (RFC 8441) in the tests,
+    // and drives the web UI; so does Firefox (over WebDriver BiDi, built in).
     (Need::Command("chromium"), "chromium"),
+    (Need::Command("firefox-esr"), "firefox-esr"),
     // h2load, the HTTP/2 load client of the benchmark's h2 section.
     (Need::Command("h2load"), "nghttp2-client"),
     // Real containers for the container tests (tests/src/podman.rs): Podman with runc
