@@ -7,6 +7,18 @@ import { h, select, formatTime, formatOffset, formatBytes, fromBase64, toBase64 
 import { VirtualList } from "./virtual_list.js";
 import { payloadView } from "./payload.js";
 
+/**
+ * What the page measures about live items, for `cargo xtask bench` (read over the
+ * DevTools protocol): how many arrived, and capture-to-row latencies (ms) of the
+ * last ones, in a fixed ring.
+ */
+const stats = (window.frametapUiStats = {
+  received: 0,
+  first: null,
+  last: null,
+  latencies: new Float64Array(20_000),
+});
+
 /** Items kept in memory while following live; the oldest go first. */
 const MAX_ITEMS = 50_000;
 /** Payloads kept with their item; a larger one is read again when opened. */
@@ -302,6 +314,13 @@ async function websocketPanel(view, entry, live, stops) {
         all.push(...batch);
         list.append(batch.filter(visible));
         trim();
+        const now = Date.now();
+        stats.first ??= now;
+        stats.last = now;
+        for (const it of batch) {
+          stats.latencies[stats.received % stats.latencies.length] = now - it.timestamp;
+          stats.received += 1;
+        }
         counter.textContent = `${all.length} ${kind} loaded`;
         if (search.text) runSearch();
       });

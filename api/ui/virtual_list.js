@@ -1,8 +1,12 @@
 // A list that renders only the rows in view (fixed row height), so that a
 // connection with a million frames, or thousands arriving each second, costs the
-// page the same few dozen elements. Rows are appended in batches, once per
-// animation frame. It can follow the end as items arrive (like `tail -f`).
+// page the same few dozen elements. It can follow the end as items arrive (like
+// `tail -f`); while items stream in, the rows are drawn at most ten times a second
+// (faster is unreadable, and drawing is most of what a flood costs the page).
 import { h } from "./dom.js";
+
+/** Milliseconds between draws caused by appended items (scrolling draws at once). */
+const APPEND_DRAW_INTERVAL = 100;
 
 export class VirtualList {
   /**
@@ -22,6 +26,8 @@ export class VirtualList {
     this.viewport = h("div", { class: "vlist", tabindex: "0" }, this.spacer, this.rows);
     parent.append(this.viewport);
     this.pending = false;
+    this.lastDraw = 0;
+    this.later = null;
     this.viewport.addEventListener("scroll", () => this.schedule());
     new ResizeObserver(() => this.schedule()).observe(this.viewport);
   }
@@ -34,8 +40,19 @@ export class VirtualList {
 
   append(items) {
     if (items.length === 0) return;
-    this.items.push(...items);
-    this.schedule();
+    for (const item of items) this.items.push(item);
+    this.scheduleSoon();
+  }
+
+  /** A draw within APPEND_DRAW_INTERVAL of the last one. */
+  scheduleSoon() {
+    if (this.pending || this.later) return;
+    const wait = this.lastDraw + APPEND_DRAW_INTERVAL - performance.now();
+    if (wait <= 0) return this.schedule();
+    this.later = setTimeout(() => {
+      this.later = null;
+      this.schedule();
+    }, wait);
   }
 
   /** Forgets the first `n` items (to keep memory bounded). */
@@ -44,7 +61,7 @@ export class VirtualList {
     this.items.splice(0, n);
     this.selected = Math.max(-1, this.selected - n);
     if (!this.follow) this.viewport.scrollTop -= n * this.rowHeight;
-    this.schedule();
+    this.scheduleSoon();
   }
 
   /** Scrolls so that item `i` is in view, and marks it. */
@@ -68,6 +85,7 @@ export class VirtualList {
   }
 
   draw() {
+    this.lastDraw = performance.now();
     const view = this.viewport;
     const total = this.items.length * this.rowHeight;
     this.spacer.style.height = `${total}px`;

@@ -9,11 +9,9 @@ closed): no telemetry, experiments, remote settings or captive-portal checks.
 import base64
 import json
 import os
-import signal
 import subprocess
 import tempfile
 import threading
-import time
 
 import websocket
 
@@ -130,18 +128,5 @@ class Firefox(Browser):
                 self.socket.close()
             except Exception:
                 pass
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.process.pid, sig)
-                self.process.wait(timeout=5)
-                break
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        time.sleep(0.1)
+        self.end_processes()
         self.profile.cleanup()

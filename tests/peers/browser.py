@@ -1,6 +1,9 @@
 """What the end-to-end tests' browser drivers share (cdp.py for Chromium, bidi.py for
 Firefox): waiting for a condition in the page, and saying what the page showed and
 complained about when it never came."""
+import os
+import signal
+import subprocess
 import time
 
 
@@ -35,6 +38,24 @@ class Browser:
             f"timed out waiting for {what} ({expression}){f': {last}' if last else ''}\n"
             f"the page's errors: {self.problems}\nthe page shows: {page}"
         )
+
+    def end_processes(self):
+        """Ends the browser (`self.process`, started in a process group of its own)
+        and every helper process it started, politely first."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.process.pid, sig)
+                self.process.wait(timeout=5)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # Helpers that outlived the browser process.
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     def __enter__(self):
         try:

@@ -10,7 +10,6 @@ addresses (--host-resolver-rules). FT_NETLOG=FILE makes it write its net log.
 import base64
 import json
 import os
-import signal
 import subprocess
 import tempfile
 import time
@@ -112,19 +111,6 @@ class Chromium(Browser):
                 self.devtools.close()
             except Exception:
                 pass
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.process.pid, sig)
-                self.process.wait(timeout=5)
-                break
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        # Helpers that outlived the browser process.
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        self.end_processes()
         # Chromium's helper processes may still be writing to the profile as it goes.
         self.profile.cleanup()

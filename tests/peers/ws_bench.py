@@ -10,7 +10,8 @@ handshake: --count sequential TLS handshakes (TCP connect + TLS, then close),
            report {"micros": [...]}.
 stamped:   --count messages "t:<time.time_ns()> ..." of --size bytes, one at a time
            (each after the previous echo) every --interval seconds, for a listener
-           to measure wire-to-event latency; report {"messages"}.
+           to measure wire-to-event latency; report {"messages"}. --delay seconds
+           of silence first, once connected (for a listener to get ready).
 """
 import argparse
 import asyncio
@@ -87,6 +88,7 @@ async def stamped(args):
     async with connect(f"wss://{args.host}:{port}/stamped", sock=sock, ssl=ctx,
                        server_hostname=args.host, compression=None, max_size=None,
                        ping_interval=None) as ws:
+        await asyncio.sleep(args.delay)
         for _ in range(args.count):
             stamp = f"t:{time.time_ns()} ".encode()
             await ws.send(stamp + b"x" * max(0, args.size - len(stamp)))
@@ -131,6 +133,7 @@ def main():
         c.add_argument("--seconds", type=float, default=5)
         c.add_argument("--count", type=int, default=200)
         c.add_argument("--interval", type=float, default=0.005)
+        c.add_argument("--delay", type=float, default=0)
         c.add_argument("--alpn", default="", help="handshake: ALPN ids to offer, comma-separated")
         c.add_argument("--unique-alpn", action="store_true",
                        help="handshake: add an ALPN id of its own to each connection's offer")

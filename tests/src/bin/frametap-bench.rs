@@ -17,6 +17,7 @@ mod h2_bench;
 mod hold_bench;
 mod rust_echo;
 mod tls_floor;
+mod ui_bench;
 
 #[derive(Parser)]
 struct Args {
@@ -98,6 +99,12 @@ struct Args {
     /// Only the API's store section (no lab, no agent): for iterating on the API.
     #[arg(long)]
     api_store_only: bool,
+    /// Leave out the web UI section.
+    #[arg(long)]
+    skip_ui: bool,
+    /// Only the web UI section (and the lab, agent and API it needs).
+    #[arg(long)]
+    ui_only: bool,
 }
 
 const WS_HOST: &str = "bench.frametap.test";
@@ -293,6 +300,22 @@ fn main() -> anyhow::Result<()> {
         println!("{}", h2_section(&agent)?);
         return Ok(());
     }
+    let frametap_side = || WsSide {
+        name: "frametap",
+        connect: format!("{UPSTREAM_V4}:8443"),
+        cafile: agent.data_dir.path().join("ca.pem"),
+        cgroup: Some(&cg),
+    };
+    let ui_section = || -> anyhow::Result<String> {
+        if args.skip_ui {
+            return Ok(String::new());
+        }
+        ui_bench::section(&lab, &agent, &pki, &frametap_side())
+    };
+    if args.ui_only {
+        println!("{}", ui_section()?);
+        return Ok(());
+    }
     let rust_peers = if args.skip_rust_peers {
         String::new()
     } else {
@@ -427,15 +450,10 @@ fn main() -> anyhow::Result<()> {
     let api_live = if args.skip_api {
         String::new()
     } else {
-        let side = WsSide {
-            name: "frametap",
-            connect: format!("{UPSTREAM_V4}:8443"),
-            cafile: agent.data_dir.path().join("ca.pem"),
-            cgroup: Some(&cg),
-        };
         let _server = ws_bench_server(&lab, &pki)?;
-        api_bench::live_section(&lab, &cg, &agent, &side, args.ws_seconds)?
+        api_bench::live_section(&lab, &cg, &agent, &frametap_side(), args.ws_seconds)?
     };
+    let ui = ui_section()?;
     drop(agent);
     let api_store = if args.skip_api {
         String::new()
@@ -498,7 +516,7 @@ fn main() -> anyhow::Result<()> {
         rl = cl / dl * 100.0,
     );
     let table = format!(
-        "{table}\n{containers}\n{rust_peers}\n{memory}\n{websocket}\n{h2}\n{api_live}\n{api_store}"
+        "{table}\n{containers}\n{rust_peers}\n{memory}\n{websocket}\n{h2}\n{api_live}\n{ui}\n{api_store}"
     );
     println!("{table}");
     if let Some(path) = args.write {
