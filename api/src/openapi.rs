@@ -32,6 +32,7 @@ use crate::views::{
 };
 
 // The query parameters' schemas live next to their parsers, in the handlers' modules.
+pub use crate::rest::messages::RegexParam;
 pub use crate::rest::traffic::{PidsParam, ProtocolsParam, StatusesParam, TrafficSelection};
 pub use crate::rest::websocket::{
     FRAME_ID_PATTERN, FrameIdParam, OpcodeParam, TRAFFIC_ID_PATTERN, TrafficIdParam,
@@ -71,6 +72,7 @@ pub const QUERY_TOKEN_SCHEME: &str = "queryToken";
         FrameIdParam,
         TrafficIdParam,
         OpcodeParam,
+        RegexParam,
         ProtocolsParam,
         PidsParam,
         StatusesParam,

@@ -5,6 +5,9 @@ use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use frametap_store::{FrameFilter, FrameId, Store, TrafficId};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::{PartialSchema, ToSchema};
 
 use super::common::{PathText, follower};
 use super::websocket::{
@@ -27,6 +30,27 @@ const SEARCH_SCAN: usize = 100_000;
 /// Longest `contains` or `regex` accepted.
 const MAX_SEARCH_LEN: usize = 1024;
 
+/// `regex`: a regular expression, as the rules' `regex` is documented (format
+/// `regex`: not every string is one).
+pub struct RegexParam;
+
+impl PartialSchema for RegexParam {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::Custom("regex".into())))
+            .min_length(Some(1))
+            .max_length(Some(MAX_SEARCH_LEN))
+            .description(Some(
+                "A regular expression in Rust `regex` syntax (close to ECMA 262's, without \
+                 look-around and backreferences), up to 1 MiB compiled.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for RegexParam {}
+
 /// A search in message content: every given condition must hold.
 struct ContentSearch {
     contains: Option<Vec<u8>>,
@@ -40,9 +64,9 @@ impl ContentSearch {
         let mut query = Vec::new();
         for name in ["contains", "regex"] {
             if let Some(value) = params.single(name)? {
-                if value.is_empty() || value.len() > MAX_SEARCH_LEN {
+                if value.is_empty() || value.chars().count() > MAX_SEARCH_LEN {
                     return Err(ApiError::BadRequest(format!(
-                        "`{name}` must be 1 to {MAX_SEARCH_LEN} bytes long"
+                        "`{name}` must be 1 to {MAX_SEARCH_LEN} characters long"
                     )));
                 }
                 query.push((name, value.to_string()));
@@ -110,7 +134,7 @@ impl ContentSearch {
         ("after" = Option<FrameIdParam>, Query, description = "Cursor: return the messages whose first frame comes after this frame (a message id of the same connection; one of another connection is 404)"),
         ("direction" = Option<DirectionParam>, Query, description = "Only messages sent in this direction: `client-to-server` (or `to-server`), `server-to-client` (or `to-client`)"),
         ("contains" = Option<String>, Query, min_length = 1, max_length = 1024, description = "Only messages whose content contains this text (case-sensitive; bytes of a binary message)"),
-        ("regex" = Option<String>, Query, min_length = 1, max_length = 1024, description = "Only messages whose content matches this regular expression (Rust regex syntax; `(?i)` for case-insensitive)"),
+        ("regex" = Option<RegexParam>, Query, description = "Only messages whose content matches this regular expression (Rust regex syntax; `(?i)` for case-insensitive); one that does not compile is a 400"),
     ),
     responses(
         (status = 200, description = "Messages, oldest first", body = Vec<WebSocketMessage>,

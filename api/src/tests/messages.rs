@@ -391,7 +391,7 @@ async fn messages_can_be_searched_by_substring_and_regex_page_by_page() {
     assert_eq!(found, ["3"]);
     // A search needs something to look for, and a regex that compiles.
     for (query, needle) in [
-        ("contains=", "`contains` must be 1 to 1024"),
+        ("contains=", "`contains` must be 1 to 1024 characters"),
         ("regex=(", "`regex` is not a regular expression"),
     ] {
         let reply = get(&app, &format!("{base}?{query}")).await;
