@@ -1,6 +1,6 @@
 //! The control socket server (`<data-dir>/control.sock`, mode 0600): the API process
-//! asks here for status, deletions, rules, injected messages and the live record
-//! stream. The protocol is in `frametap-control`; this is the agent's thin async
+//! asks here for status, deletions, rules, injected messages, replays and the live
+//! record stream. The protocol is in `frametap-control`; this is the agent's thin async
 //! side of it. Every change to the rules is also recorded in the store
 //! ([`record_rules`]), so the API knows them while the agent is down.
 use std::os::unix::fs::PermissionsExt;
@@ -102,6 +102,8 @@ pub struct ControlContext {
     pub namespaces: Arc<crate::netns_listeners::NetnsStats>,
     /// Serialises rule changes, so the snapshots reach the store in order.
     pub rule_changes: tokio::sync::Mutex<()>,
+    /// Replays of recorded conversations.
+    pub replays: Arc<crate::replay::ReplayBook>,
 }
 
 /// Writes the rules now in force to the store (a new version; see
@@ -249,6 +251,29 @@ async fn handle(mut stream: UnixStream, ctx: Arc<ControlContext>) {
         } => {
             let answer = match send(&ctx, &traffic, direction, &payload, is_binary).await {
                 Ok(seq) => Reply::Sent { seq },
+                Err((reason, message)) => Reply::Refused { reason, message },
+            };
+            let _ = reply(&mut stream, answer).await;
+        }
+        Request::Replay { plan } => {
+            info!(
+                of = plan.original,
+                url = plan.url,
+                messages = plan.messages.len(),
+                "replay asked"
+            );
+            let answer = match ctx.replays.start(plan).await {
+                Ok(status) => Reply::Replay(status),
+                Err((reason, message)) => Reply::Refused { reason, message },
+            };
+            let _ = reply(&mut stream, answer).await;
+        }
+        Request::Replays => {
+            let _ = reply(&mut stream, Reply::Replays(ctx.replays.list())).await;
+        }
+        Request::CancelReplay { id } => {
+            let answer = match ctx.replays.cancel(&id) {
+                Ok(status) => Reply::Replay(status),
                 Err((reason, message)) => Reply::Refused { reason, message },
             };
             let _ = reply(&mut stream, answer).await;

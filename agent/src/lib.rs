@@ -25,6 +25,7 @@
 //! * [`events`]: the live stream of persisted records, fanned out to subscribers.
 //! * [`control`]: the control socket the API process talks to.
 //! * [`relay`]: byte relay between two sockets (half-close and resets respected).
+//! * [`replay`]: recorded conversations played again, recorded as new connections.
 //! * [`exec`]: run one command inside a captured cgroup.
 //! * [`attached`]: asks the kernel whether (and where) a frametap agent captures.
 //! * [`hint`]: the `exec` command line the agent suggests at start.
@@ -51,5 +52,6 @@ pub mod preflight;
 pub mod proxy;
 pub mod recorder;
 pub mod relay;
+pub mod replay;
 pub mod runtime_api;
 pub mod tls;

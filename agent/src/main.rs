@@ -239,7 +239,9 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     frametap_agent::control::record_rules(&store, &rules)?;
     let live = Arc::new(LiveConnections::default());
     let namespace_stats = Arc::new(NetnsStats::default());
+    let replays = Arc::new(frametap_agent::replay::ReplayBook::default());
     let control_ctx = Arc::new(ControlContext {
+        replays: Arc::clone(&replays),
         namespaces: Arc::clone(&namespace_stats),
         store: store.clone(),
         recorder: recorder.clone(),
@@ -337,6 +339,7 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         },
         recorder.clone(),
     ));
+    replays.attach(Arc::clone(&ctx));
     let grace = cfg.shutdown_grace;
     // Each worker also serves listeners opened later in containers' namespaces.
     let (to_workers, from_manager): (Vec<_>, Vec<_>) = (0..worker_listeners.len())

@@ -15,6 +15,7 @@ pub fn origin_of(pid: u32, netns: Option<u64>, names: &ContainerNames) -> Origin
         container_id,
         cgroup,
         netns: netns.or_else(|| crate::netns::inode_of(pid).ok()),
+        replay_of: None,
     }
 }
 

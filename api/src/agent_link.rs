@@ -10,7 +10,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use frametap_control::{
-    AgentStatus, DeleteTarget, InjectDirection, Message, ProtocolError, Reply, Request, Rule,
+    AgentStatus, DeleteTarget, InjectDirection, Message, ProtocolError, ReplayPlan, ReplayStatus,
+    Reply, Request, Rule,
 };
 use frametap_store::TrafficId;
 use tracing::{info, warn};
@@ -259,6 +260,33 @@ impl AgentControl for AgentLink {
             match self.call(request).await? {
                 Reply::Sent { seq } => Ok(seq),
                 other => Err(unexpected(other, "a send request")),
+            }
+        })
+    }
+
+    fn replay(&self, plan: ReplayPlan) -> AgentFuture<'_, ReplayStatus> {
+        Box::pin(async move {
+            match self.call(Request::Replay { plan }).await? {
+                Reply::Replay(status) => Ok(status),
+                other => Err(unexpected(other, "a replay")),
+            }
+        })
+    }
+
+    fn replays(&self) -> AgentFuture<'_, Vec<ReplayStatus>> {
+        Box::pin(async move {
+            match self.call(Request::Replays).await? {
+                Reply::Replays(list) => Ok(list),
+                other => Err(unexpected(other, "the replays")),
+            }
+        })
+    }
+
+    fn cancel_replay(&self, id: String) -> AgentFuture<'_, ReplayStatus> {
+        Box::pin(async move {
+            match self.call(Request::CancelReplay { id }).await? {
+                Reply::Replay(status) => Ok(status),
+                other => Err(unexpected(other, "a replay's cancellation")),
             }
         })
     }

@@ -23,6 +23,15 @@
 //! Clients authenticate like REST clients: `auth: {token}` in the Socket.IO
 //! handshake, `?token=` or `Authorization: Bearer`. Each client has a bounded
 //! buffer; events for a client that cannot keep up are dropped and counted.
+//!
+//! A client gets every event until it says what it wants: it emits `subscribe` with
+//! a list of `{"event": NAME}` (that event of every connection) and `{"event": NAME,
+//! "trafficId": ID}` (that event of one connection; not for `traffic:batch`). The
+//! list replaces what the client had; `[]` leaves only the `recording:*` events,
+//! which every client gets. With an ack the client learns `{"subscribed": N}` or
+//! `{"error": "..."}` (an unknown event, a malformed id: nothing changes then). A
+//! page that shows one busy connection thus gets its events and nobody else's.
+//! Subscriptions are Socket.IO rooms: `NAME` and `NAME@ID`.
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,7 +40,7 @@ use axum::http::{HeaderValue, header::AUTHORIZATION};
 use frametap_control::RecordingEvent;
 use frametap_store::{Record, TrafficId};
 use serde::Serialize;
-use socketioxide::extract::{SocketRef, TryData};
+use socketioxide::extract::{AckSender, Data, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::{BroadcastError, SocketError, SocketIo};
@@ -71,7 +80,93 @@ pub enum Event {
     End(views::TunnelEnded),
 }
 
+/// The events a client can subscribe to (the `recording:*` events go to everyone).
+pub const SUBSCRIBABLE: [&str; 6] = [
+    "traffic:batch",
+    "websocket:open",
+    "websocket:frame",
+    "websocket:message",
+    "websocket:close",
+    "traffic:end",
+];
+
+/// Most subscriptions one client may hold: a page holds a handful.
+pub const MAX_SUBSCRIPTIONS: usize = 1000;
+
+/// The Socket.IO room of the subscribers of event `name` of connection `traffic`.
+fn connection_room(name: &str, traffic: &str) -> String {
+    format!("{name}@{traffic}")
+}
+
+/// The rooms a `subscribe` payload asks for, or why it cannot be had. Sans-IO.
+pub fn subscription_rooms(payload: &serde_json::Value) -> Result<Vec<String>, String> {
+    const SHAPE: &str = "subscribe takes a list of {\"event\": NAME} or \
+                         {\"event\": NAME, \"trafficId\": ID}";
+    let list = payload.as_array().ok_or(SHAPE)?;
+    if list.len() > MAX_SUBSCRIPTIONS {
+        return Err(format!(
+            "{} subscriptions: at most {MAX_SUBSCRIPTIONS} (subscribe to an event of \
+             every connection instead)",
+            list.len()
+        ));
+    }
+    let mut rooms = Vec::with_capacity(list.len());
+    for item in list {
+        let Some(object) = item.as_object() else {
+            return Err(SHAPE.into());
+        };
+        if let Some(key) = object.keys().find(|k| *k != "event" && *k != "trafficId") {
+            return Err(format!("unknown field `{key}`: {SHAPE}"));
+        }
+        let event = object.get("event").and_then(|e| e.as_str()).ok_or(SHAPE)?;
+        if !SUBSCRIBABLE.contains(&event) {
+            return Err(format!(
+                "unknown event {event:?}: one of {}",
+                SUBSCRIBABLE.join(", ")
+            ));
+        }
+        let room = match object.get("trafficId") {
+            None | Some(serde_json::Value::Null) => event.to_string(),
+            Some(_) if event == "traffic:batch" => {
+                return Err(
+                    "traffic:batch carries many entries: subscribe to it without \
+                            a trafficId"
+                        .into(),
+                );
+            }
+            Some(id) => {
+                let id = id
+                    .as_str()
+                    .and_then(|id| id.parse::<TrafficId>().ok())
+                    .ok_or_else(|| {
+                        format!("trafficId must be a traffic entry id (16 lowercase hex digits), got {id}")
+                    })?;
+                connection_room(event, &id.to_string())
+            }
+        };
+        if !rooms.contains(&room) {
+            rooms.push(room);
+        }
+    }
+    Ok(rooms)
+}
+
 impl Event {
+    /// The rooms of the clients that get this event: those of every connection, and
+    /// those of its connection.
+    pub fn rooms(&self) -> Vec<String> {
+        let name = self.name();
+        let traffic = match self {
+            Event::Traffic(_) => return vec![name.to_string()],
+            Event::Open(open) => &open.traffic_id,
+            Event::Frame(frame) => &frame.traffic_id,
+            Event::Message(message) => &message.traffic_id,
+            Event::Close(close) => &close.traffic_id,
+            Event::End(end) => &end.traffic_id,
+        };
+        vec![name.to_string(), connection_room(name, traffic)]
+    }
+
     /// The Socket.IO event name.
     pub fn name(&self) -> &'static str {
         match self {
@@ -226,6 +321,9 @@ impl LiveEvents {
             .build_layer();
         let on_connect = async |socket: SocketRef| {
             debug!(id = %socket.id, "Socket.IO client connected");
+            // Everything until the client subscribes.
+            socket.join(SUBSCRIBABLE);
+            socket.on("subscribe", subscribe);
         };
         io.ns(
             "/",
@@ -261,13 +359,14 @@ impl LiveEvents {
             .unwrap_or_else(|p| p.into_inner())
             .on_records(records, deleted);
         for event in &events {
+            let rooms = event.rooms();
             match event {
-                Event::Traffic(entries) => self.emit(event.name(), entries).await,
-                Event::Open(open) => self.emit(event.name(), open).await,
-                Event::Frame(frame) => self.emit(event.name(), frame).await,
-                Event::Message(message) => self.emit(event.name(), message).await,
-                Event::Close(close) => self.emit(event.name(), close).await,
-                Event::End(end) => self.emit(event.name(), end).await,
+                Event::Traffic(entries) => self.emit(rooms, event.name(), entries).await,
+                Event::Open(open) => self.emit(rooms, event.name(), open).await,
+                Event::Frame(frame) => self.emit(rooms, event.name(), frame).await,
+                Event::Message(message) => self.emit(rooms, event.name(), message).await,
+                Event::Close(close) => self.emit(rooms, event.name(), close).await,
+                Event::End(end) => self.emit(rooms, event.name(), end).await,
             }
         }
     }
@@ -288,7 +387,7 @@ impl LiveEvents {
                     since: *since_ms,
                     error,
                 };
-                self.emit("recording:degraded", &data).await
+                self.emit_to_all("recording:degraded", &data).await
             }
             RecordingEvent::Resumed(outage) => {
                 let data = ResumedEvent {
@@ -297,14 +396,26 @@ impl LiveEvents {
                     records_lost: outage.records_lost,
                     error: &outage.error,
                 };
-                self.emit("recording:resumed", &data).await
+                self.emit_to_all("recording:resumed", &data).await
             }
         }
     }
 
-    async fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) {
+    /// Emits to the clients in any of `rooms` (once each).
+    async fn emit<T: Serialize + ?Sized>(&self, rooms: Vec<String>, event: &str, data: &T) {
         self.stats.emitted.fetch_add(1, Ordering::Relaxed);
-        match self.io.emit(event, data).await {
+        let sent = self.io.to(rooms).emit(event, data).await;
+        self.count(event, sent);
+    }
+
+    async fn emit_to_all<T: Serialize + ?Sized>(&self, event: &str, data: &T) {
+        self.stats.emitted.fetch_add(1, Ordering::Relaxed);
+        let sent = self.io.emit(event, data).await;
+        self.count(event, sent);
+    }
+
+    fn count(&self, event: &str, sent: Result<(), BroadcastError>) {
+        match sent {
             Ok(()) => {}
             Err(BroadcastError::Socket(errors)) => {
                 // A client that is leaving (closed) misses nothing it would have read.
@@ -316,6 +427,23 @@ impl LiveEvents {
             }
             Err(e) => debug!(error = %e, event, "cannot emit"),
         }
+    }
+}
+
+/// The client's `subscribe`: its rooms become the ones asked for (see the module
+/// docs), and the ack (if asked) says how many or why not.
+async fn subscribe(socket: SocketRef, Data(payload): Data<serde_json::Value>, ack: AckSender) {
+    let answer = match subscription_rooms(&payload) {
+        Ok(rooms) => {
+            let n = rooms.len();
+            socket.leave_all();
+            socket.join(rooms);
+            serde_json::json!({ "subscribed": n })
+        }
+        Err(error) => serde_json::json!({ "error": error }),
+    };
+    if let Err(e) = ack.send(&answer) {
+        debug!(error = %e, "cannot answer subscribe");
     }
 }
 

@@ -9,6 +9,11 @@
 //! - messages: `GET /api/websocket/{trafficId}/messages`, the frames reassembled into
 //!   messages ([`messages`]), paged like frames;
 //! - injection: `POST /api/websocket/{trafficId}/send` (`201`, the injected frame's id);
+//! - comparison: `GET /api/websocket/{trafficId}/compare/{other}`, two conversations message by
+//!   message ([`compare`]);
+//! - replays: `POST /api/websocket/{trafficId}/replay` (`202`), `GET /api/replays`,
+//!   `GET`/`DELETE /api/replays/{id}`: a recorded conversation played again by the
+//!   agent and recorded as a new connection;
 //! - rules: `GET /api/rules`, `POST /api/rules` (`201`), `DELETE /api/rules/{id}`
 //!   (`200`), the agent's drop / replace / close rules ([`agent_views`]);
 //! - exports: `GET /api/har?trafficId=` or `?from=&to=` (HAR 1.2 with Chrome's
@@ -39,6 +44,7 @@
 pub mod agent_link;
 pub mod agent_views;
 pub mod auth;
+pub mod compare;
 pub mod content;
 pub mod error;
 pub mod events;

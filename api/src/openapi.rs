@@ -16,10 +16,12 @@ use std::sync::OnceLock;
 
 use axum::http::header;
 use axum::response::IntoResponse;
+use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::Operation;
+use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{OpenApi, RefOr, SecurityRequirement};
+use utoipa::openapi::{OpenApi, Ref, RefOr, SecurityRequirement};
 use utoipa::{Modify, OpenApi as _};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -32,6 +34,7 @@ use crate::views::{
 };
 
 // The query parameters' schemas live next to their parsers, in the handlers' modules.
+pub use crate::rest::compare::{IgnoreParam, IgnorePathParam};
 pub use crate::rest::messages::RegexParam;
 pub use crate::rest::traffic::{PidsParam, ProtocolsParam, StatusesParam, TrafficSelection};
 pub use crate::rest::websocket::{
@@ -73,6 +76,8 @@ pub const QUERY_TOKEN_SCHEME: &str = "queryToken";
         TrafficIdParam,
         OpcodeParam,
         RegexParam,
+        IgnoreParam,
+        IgnorePathParam,
         ProtocolsParam,
         PidsParam,
         StatusesParam,
@@ -135,7 +140,34 @@ pub fn openapi() -> OpenApi {
     // The routes' operations exist only now: what refers to them comes last.
     links(&mut doc);
     raw_bodies(&mut doc);
+    long_targets(&mut doc);
     doc
+}
+
+/// Every operation may be refused before it is routed when its request target
+/// (path and query) is over the server's limit: `414`, with the usual error body.
+fn long_targets(doc: &mut OpenApi) {
+    let refused = ResponseBuilder::new()
+        .description("The request target (path and query) is over 16 KiB")
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(RefOr::Ref(Ref::from_schema_name("ErrorBody"))))
+                .build(),
+        )
+        .build();
+    for item in doc.paths.paths.values_mut() {
+        for operation in [&mut item.get, &mut item.post, &mut item.delete]
+            .into_iter()
+            .flatten()
+        {
+            operation
+                .responses
+                .responses
+                .entry("414".to_string())
+                .or_insert_with(|| RefOr::T(refused.clone()));
+        }
+    }
 }
 
 /// The operation `method path` of `doc`.

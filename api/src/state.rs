@@ -12,7 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use frametap_control::{DeleteTarget, InjectDirection, Refusal, Rule};
+use frametap_control::{DeleteTarget, InjectDirection, Refusal, ReplayPlan, ReplayStatus, Rule};
 use frametap_store::{Store, TrafficId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -69,6 +69,17 @@ pub trait AgentControl: Send + Sync + 'static {
         payload: Vec<u8>,
         is_binary: bool,
     ) -> AgentFuture<'_, u64>;
+
+    /// Plays a recorded conversation again; answers once the target accepted the
+    /// handshake (refused with [`Refusal::Upstream`] when it did not).
+    fn replay(&self, plan: ReplayPlan) -> AgentFuture<'_, ReplayStatus>;
+
+    /// The replays the agent knows, newest first.
+    fn replays(&self) -> AgentFuture<'_, Vec<ReplayStatus>>;
+
+    /// Stops a running replay; refused with [`Refusal::NotFound`] or
+    /// [`Refusal::Conflict`] (it has ended).
+    fn cancel_replay(&self, id: String) -> AgentFuture<'_, ReplayStatus>;
 }
 
 /// What [`AgentControl::delete_traffic`] removed.

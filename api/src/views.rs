@@ -438,6 +438,11 @@ pub struct TrafficEntry {
     /// TLS server name indication sent by the client.
     #[schema(required = true)]
     pub sni: Option<String>,
+    /// A replay frametap made (`POST /api/websocket/{trafficId}/replay`): the traffic
+    /// id of the connection it played again; `null` for captured traffic.
+    #[serde(default)]
+    #[schema(required = true, pattern = "^[0-9a-f]{16}$")]
+    pub replay_of: Option<String>,
     /// Why the connection was relayed untouched instead of intercepted, e.g. `on the
     /// --passthrough list`, `server selected acme-tls/1`, `neither TLS nor HTTP`;
     /// `null` for intercepted traffic (HTTP/1.x and HTTP/2).
@@ -511,6 +516,7 @@ pub fn traffic_json(entry: &frametap_store::TrafficEntry) -> TrafficEntry {
         container_id: entry.container_id.clone(),
         container_name: entry.container_name.clone(),
         sni: entry.sni.clone(),
+        replay_of: entry.replay_of.map(|t| t.to_string()),
         not_intercepted: entry.not_intercepted.clone(),
         alpn_offered: entry.alpn_offered.clone(),
         alpn_selected: entry.alpn_selected.clone(),
@@ -569,6 +575,10 @@ pub struct WebSocketConnection {
     #[serde(rename = "closed_by_client")]
     #[schema(required = true)]
     pub mitmproxy_closed_by_client: Option<bool>,
+    /// Who sent the first close frame, frametap included (a close rule); `null` while
+    /// open or if nobody sent one.
+    #[schema(required = true)]
+    pub closed_by: Option<ClosedBy>,
     /// Status code of the first close frame.
     #[schema(required = true)]
     pub close_code: Option<u16>,
@@ -702,6 +712,7 @@ pub fn connection_json(connection: &WsConnection, totals: FrameTotals) -> WebSoc
         mitmproxy_timestamp_end: connection.end_timestamp_ms,
         closed_by_client,
         mitmproxy_closed_by_client: closed_by_client,
+        closed_by: ClosedBy::parse(connection.closed_by.as_deref()),
         close_code: connection.close_code,
         mitmproxy_close_code: connection.close_code,
         close_reason: connection.close_reason.clone(),
@@ -716,6 +727,28 @@ pub fn connection_json(connection: &WsConnection, totals: FrameTotals) -> WebSoc
         bytes_from_client: close.as_ref().map(|c| c.bytes_from_client),
         bytes_from_server: close.as_ref().map(|c| c.bytes_from_server),
         abnormal: connection.abnormal.clone(),
+    }
+}
+
+/// Who sent a connection's first close frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ClosedBy {
+    Client,
+    Server,
+    /// A close rule (or a message frametap could not re-encode).
+    Frametap,
+}
+
+impl ClosedBy {
+    /// As the agent records it (`client`, `server`, `frametap`).
+    fn parse(closed_by: Option<&str>) -> Option<ClosedBy> {
+        match closed_by? {
+            "client" => Some(ClosedBy::Client),
+            "server" => Some(ClosedBy::Server),
+            "frametap" => Some(ClosedBy::Frametap),
+            _ => None,
+        }
     }
 }
 
@@ -792,6 +825,10 @@ pub struct WebSocketClosed {
     /// nobody did or frametap did (a close rule).
     #[schema(required = true)]
     pub closed_by_client: Option<bool>,
+    /// Who sent the first close frame, frametap included (a close rule); `null` if
+    /// nobody did.
+    #[schema(required = true)]
+    pub closed_by: Option<ClosedBy>,
     /// When the connection ended, Unix milliseconds (also `timestampEnd`).
     pub timestamp: u64,
     /// When the connection ended, Unix milliseconds.
@@ -821,6 +858,7 @@ pub fn closed_json(close: &WsClose, deleted: u64) -> WebSocketClosed {
         close_code: close.close_code,
         close_reason: close.close_reason.clone(),
         closed_by_client: closed_by_client(close.closed_by.as_deref()),
+        closed_by: ClosedBy::parse(close.closed_by.as_deref()),
         timestamp: close.timestamp_ms,
         timestamp_end: close.timestamp_ms,
         abnormal: close.abnormal.clone(),

@@ -22,6 +22,8 @@ const live = new Live(token.get, (state, why) => {
   liveState.textContent = state === "refused" ? `live: ${why}` : state;
   liveState.className = `live ${state}`;
 });
+// What the page subscribes to, for the browser tests.
+window.frametapLive = live;
 let leave = null;
 
 function signIn(message) {

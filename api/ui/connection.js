@@ -17,6 +17,8 @@ const stats = (window.frametapUiStats = {
   first: null,
   last: null,
   latencies: new Float64Array(20_000),
+  // The items in memory: ids of the first and last, and how many.
+  window: { first: null, last: null, items: 0 },
 });
 
 /** Items kept in memory while following live; the oldest go first. */
@@ -24,6 +26,10 @@ const MAX_ITEMS = 50_000;
 /** Payloads kept with their item; a larger one is read again when opened. */
 const KEPT_PAYLOAD = 64 * 1024;
 const PAGE = 1000;
+/** Frame `seq` of connection `traffic`, as the API writes ids (also cursors). */
+const frameId = (traffic, seq) => `${traffic}-${seq.toString(16).padStart(8, "0")}`;
+/** The frame number in a frame or message id (a message's is its first frame's). */
+const seqOf = (itemId) => parseInt(itemId.split("-")[1], 16);
 const OPCODES = { 0: "continuation", 1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong" };
 
 export function connectionView(root, id, live) {
@@ -62,13 +68,16 @@ function facts(e) {
     ["Process", e.process ? `${e.process}${e.pid ? ` (pid ${e.pid})` : ""}` : null],
     ["Container", e.containerName || e.containerId],
     ["TLS", [e.tlsVersion, e.sni && `SNI ${e.sni}`].filter(Boolean).join(", ") || null],
+    ["Replay of", e.replayOf ? h("a", { href: `#/traffic/${e.replayOf}` }, e.replayOf) : null],
     ["Error", e.error],
     ["Not intercepted", e.notIntercepted],
   ];
   return h(
     "dl",
     { class: "facts" },
-    rows.filter(([, v]) => v != null && v !== "").map(([k, v]) => [h("dt", null, k), h("dd", { class: k === "Error" ? "error" : "" }, String(v))])
+    rows
+      .filter(([, v]) => v != null && v !== "")
+      .map(([k, v]) => [h("dt", null, k), h("dd", { class: k === "Error" ? "error" : "" }, v instanceof Node ? v : String(v))])
   );
 }
 
@@ -169,10 +178,14 @@ async function websocketPanel(view, entry, live, stops) {
   const drawState = () => state.replaceChildren(stateView(conn));
   drawState();
 
+  // The list shows a window of at most MAX_ITEMS items of the connection: it opens
+  // on the latest (or the first, when not following) and moves both ways by pages
+  // as the view reaches either end, so a connection of any length costs the same.
   let kind = "messages";
   let all = [];
-  let next = null;
-  let atEnd = false;
+  let next = null; // the page after the window, as the API linked it
+  let atEnd = false; // the window reaches the connection's last item
+  let atStart = false; // the window starts at its first stored item
   let loading = false;
   let generation = 0;
   const filters = { direction: "", type: "", flag: "" };
@@ -211,7 +224,10 @@ async function websocketPanel(view, entry, live, stops) {
         h("span", { class: "preview" }, preview(it))
       ),
     nearEnd: () => {
-      if (next && !loading) loadPage();
+      if (next && !loading) loadNext();
+    },
+    nearStart: () => {
+      if (!atStart && !loading) loadEarlier();
     },
   });
   list.viewport.addEventListener("wheel", () => {
@@ -225,6 +241,8 @@ async function websocketPanel(view, entry, live, stops) {
   const setFollow = (on) => {
     list.follow = on;
     followBox.checked = on;
+    // Following shows the latest: a window elsewhere jumps there.
+    if (on && !atEnd && !server) reload("end");
     list.schedule();
   };
   followBox.onchange = () => setFollow(followBox.checked);
@@ -234,8 +252,10 @@ async function websocketPanel(view, entry, live, stops) {
     runSearch();
   }
 
-  function pagePath() {
+  /** A page of the current kind, from the frame after `afterSeq` (0: the first). */
+  function pagePath(afterSeq = 0) {
     const q = new URLSearchParams({ limit: PAGE });
+    if (afterSeq > 0) q.set("after", frameId(id, afterSeq));
     if (filters.direction) q.set("direction", filters.direction);
     for (const [k, v] of Object.entries(server || {})) q.set(k, v);
     return `/api/websocket/${id}/${kind}?${q}`;
@@ -252,59 +272,129 @@ async function websocketPanel(view, entry, live, stops) {
     }
     serverNote.replaceChildren(
       `Only the messages of the whole connection that match ${JSON.stringify(search.text)}${search.regex ? " (regex)" : ""}; live updates wait. `,
-      h("button", { type: "button", name: "show-all", onclick: () => { server = null; serverNote.hidden = true; reload(); } }, "Show all")
+      h("button", { type: "button", name: "show-all", onclick: () => { server = null; serverNote.hidden = true; reload(list.follow ? "end" : "start"); } }, "Show all")
     );
     serverNote.hidden = false;
-    reload();
+    reload("start");
   }
 
-  async function loadPage(first) {
+  /** Runs one page load at a time; drops its result if the view changed meanwhile. */
+  async function loadOne(path, use) {
     loading = true;
     const mine = generation;
     try {
-      const { json, headers } = await call("GET", first ? pagePath() : next);
+      const { json, headers } = await call("GET", path);
       if (mine !== generation) return;
-      const items = json.map((x) => item(kind, x));
-      all.push(...items);
-      next = nextLink(headers);
-      atEnd = next == null;
-      list.append(items.filter(visible));
-      trim();
-      counter.textContent = `${all.length} ${kind} loaded${atEnd ? "" : ", more on scroll"}`;
+      use(json.map((x) => item(kind, x)), nextLink(headers));
+      showCounts();
       runSearch();
     } catch (e) {
-      counter.textContent = e.message;
+      if (mine === generation) counter.textContent = e.message;
     } finally {
-      loading = false;
+      if (mine === generation) loading = false;
     }
   }
 
-  function reload() {
+  function showCounts() {
+    counter.textContent =
+      `${all.length} ${kind} loaded` + (atStart ? "" : ", earlier ones on scrolling up") + (atEnd ? "" : ", later ones on scrolling down");
+    stats.window = { first: all.length ? all[0].id : null, last: all.length ? all[all.length - 1].id : null, items: all.length };
+  }
+
+  /** Frames deleted (retention, DELETE) come first: no page starts before them. */
+  const firstStored = () => conn.deletedFrameCount || 0;
+
+  /** The window from the connection's first item, or its last page. */
+  async function loadFirst(where) {
+    let afterSeq = 0;
+    if (where === "end" && !server) {
+      const mine = generation;
+      try {
+        conn = await get(`/api/websocket/${id}`);
+      } catch (e) {
+        counter.textContent = e.message;
+        return;
+      }
+      if (mine !== generation) return;
+      drawState();
+      afterSeq = Math.max(0, conn.recordedFrameCount - PAGE);
+    }
+    await loadOne(pagePath(afterSeq), (items, link) => {
+      all = items;
+      atStart = afterSeq <= firstStored();
+      next = link;
+      atEnd = link == null;
+      list.setItems(all.filter(visible));
+    });
+  }
+
+  async function loadNext() {
+    await loadOne(next, (items, link) => {
+      const last = all.length ? all[all.length - 1].id : "";
+      const fresh = items.filter((it) => it.id > last);
+      all.push(...fresh);
+      next = link;
+      atEnd = link == null;
+      list.append(fresh.filter(visible));
+      trimFront();
+    });
+  }
+
+  /**
+   * The items before the window: those of the PAGE frames before its first, which
+   * are at most PAGE items, so one page of that range holds them all (no gap).
+   */
+  async function loadEarlier() {
+    if (!all.length || server) return;
+    const firstId = all[0].id;
+    const afterSeq = Math.max(firstStored(), seqOf(firstId) - 1 - PAGE);
+    await loadOne(pagePath(afterSeq), (items) => {
+      const earlier = items.filter((it) => it.id < firstId);
+      all = earlier.concat(all);
+      atStart = afterSeq <= firstStored();
+      list.prepend(earlier.filter(visible));
+      trimBack();
+    });
+  }
+
+  function reload(where) {
     generation += 1;
+    loading = false;
     all = [];
     next = null;
     atEnd = false;
+    atStart = false;
     list.setItems([]);
+    list.viewport.scrollTop = 0;
     detail.replaceChildren();
-    loadPage(true);
+    listenLive();
+    loadFirst(where);
   }
 
-  /** Keeps memory bounded: when following, the oldest items go. */
-  function trim() {
+  /** Keeps memory bounded going forward (and following): the oldest items go. */
+  function trimFront() {
     const over = all.length - MAX_ITEMS;
     if (over <= 0) return;
     const dropped = all.splice(0, over);
-    const gone = new Set(dropped.map((d) => d.id));
-    let n = 0;
-    while (n < list.items.length && gone.has(list.items[n].id)) n++;
-    list.dropFront(n);
+    atStart = false;
+    list.dropFront(dropped.filter(visible).length);
+  }
+
+  /** Keeps memory bounded going back: the newest items go, to be paged in again. */
+  function trimBack() {
+    const over = all.length - MAX_ITEMS;
+    if (over <= 0) return;
+    const dropped = all.splice(MAX_ITEMS);
+    next = pagePath(seqOf(all[all.length - 1].id));
+    atEnd = false;
+    list.dropBack(dropped.filter(visible).length);
   }
 
   // Live: items of this connection arrive in capture order; once the pages reached
   // the end, they are appended (batched by the list, once per animation frame).
   const pending = [];
-  const onLive = (which) => (x) => {
-    if (x.trafficId !== id || kind !== which || !atEnd || server) return;
+  const onLive = (x) => {
+    if (!atEnd || server) return;
     const last = all.length ? all[all.length - 1].id : "";
     if (x.id <= last) return;
     pending.push(item(kind, x));
@@ -313,7 +403,7 @@ async function websocketPanel(view, entry, live, stops) {
         const batch = pending.splice(0);
         all.push(...batch);
         list.append(batch.filter(visible));
-        trim();
+        trimFront();
         const now = Date.now();
         stats.first ??= now;
         stats.last = now;
@@ -321,19 +411,27 @@ async function websocketPanel(view, entry, live, stops) {
           stats.latencies[stats.received % stats.latencies.length] = now - it.timestamp;
           stats.received += 1;
         }
-        counter.textContent = `${all.length} ${kind} loaded`;
+        showCounts();
         if (search.text) runSearch();
       });
     }
   };
-  stops.push(live.on("websocket:message", onLive("messages")));
-  stops.push(live.on("websocket:frame", onLive("frames")));
+  // The page subscribes to this connection's events of the kind shown, nothing more.
+  let stopLive = null;
+  function listenLive() {
+    if (stopLive) stopLive();
+    stopLive = live.on(kind === "messages" ? "websocket:message" : "websocket:frame", onLive, id);
+  }
+  stops.push(() => stopLive && stopLive());
   stops.push(
-    live.on("websocket:close", async (x) => {
-      if (x.trafficId !== id) return;
-      conn = await get(`/api/websocket/${id}`);
-      drawState();
-    })
+    live.on(
+      "websocket:close",
+      async () => {
+        conn = await get(`/api/websocket/${id}`);
+        drawState();
+      },
+      id
+    )
   );
 
   async function open(i) {
@@ -426,13 +524,13 @@ async function websocketPanel(view, entry, live, stops) {
     select("kind", [["messages", "Messages"], ["frames", "Raw frames"]], kind, {
       onchange: (e) => {
         kind = e.target.value;
-        reload();
+        reload(list.follow ? "end" : "start");
       },
     }),
     select("direction", [["", "both directions"], ["to-server", "▲ client → server"], ["to-client", "▼ server → client"]], "", {
       onchange: (e) => {
         filters.direction = e.target.value;
-        reload();
+        reload(list.follow ? "end" : "start");
       },
     }),
     select("type", [["", "any type"], ["text", "text"], ["binary", "binary"], ["control", "control"]], "", {
@@ -460,19 +558,21 @@ async function websocketPanel(view, entry, live, stops) {
     h("button", { type: "button", name: "previous", onclick: () => step(-1) }, "↑"),
     h("button", { type: "button", name: "next", onclick: () => step(1) }, "↓"),
     searchStatus,
+    h("button", { type: "button", name: "first", title: "the connection's first items", onclick: () => { setFollow(false); reload("start"); } }, "⇤ first"),
+    h("button", { type: "button", name: "latest", title: "the latest items, following", onclick: () => setFollow(true) }, "latest ⇥"),
     h("label", null, followBox, "follow"),
     counter
   );
 
-  view.append(state, exportLinks(id, true), sendForm(id), controls, serverNote, listHolder, detail);
-  loadPage(true);
+  view.append(state, exportLinks(id, true), sendForm(id), replayForm(id), controls, serverNote, listHolder, detail);
+  reload("end");
 }
 
 function stateView(c) {
   let state = "open";
   if (!c.open) {
-    const by = c.closedByClient === true ? "client" : c.closedByClient === false ? "server" : null;
-    state = `closed${by ? ` by the ${by}` : ""}`;
+    const by = c.closedBy || (c.closedByClient === true ? "client" : c.closedByClient === false ? "server" : null);
+    state = `closed${by === "frametap" ? " by frametap (a close rule)" : by ? ` by the ${by}` : ""}`;
     if (c.closeCode != null) state += `, ${c.closeCode}${c.closeReason ? ` “${c.closeReason}”` : ""}`;
   }
   return h(
@@ -502,11 +602,57 @@ async function fullPayload(id, kind, it) {
     return fromBase64(f.data);
   }
   // The message that starts right after the frame before its first one.
-  const [traffic, seq] = it.id.split("-");
-  const before = `${traffic}-${(parseInt(seq, 16) - 1).toString(16).padStart(8, "0")}`;
-  const after = parseInt(seq, 16) > 1 ? `&after=${before}` : "";
+  const seq = seqOf(it.id);
+  const after = seq > 1 ? `&after=${frameId(id, seq - 1)}` : "";
   const [m] = await get(`/api/websocket/${id}/messages?limit=1${after}`);
   return m.contentEncoding === "base64" ? fromBase64(m.content) : new TextEncoder().encode(m.content);
+}
+
+/**
+ * Plays the conversation again (to its server or another URL, at the recorded pace,
+ * at once, or as the server answers), then links the new connection and its
+ * comparison with this one.
+ */
+function replayForm(id) {
+  const result = h("span", { class: "muted" });
+  const target = h("input", { type: "url", name: "target", placeholder: "the original server, or wss://…" });
+  const timing = select("timing", [["recorded", "as recorded"], ["fast", "at once"], ["answers", "as the server answers"]], "recorded");
+  const form = h(
+    "form",
+    {
+      class: "replay",
+      onsubmit: async (e) => {
+        e.preventDefault();
+        const body = { timing: timing.value };
+        if (target.value.trim()) body.target = target.value.trim();
+        result.className = "muted";
+        result.textContent = "connecting…";
+        try {
+          const { json } = await call("POST", `/api/websocket/${id}/replay`, body);
+          result.className = "ok";
+          const copy = json.trafficId;
+          result.replaceChildren(
+            h(
+              "span",
+              null,
+              `replaying ${json.messagesTotal} messages`,
+              copy ? [": ", h("a", { href: `#/traffic/${copy}` }, "the new connection"), " · "] : "",
+              copy ? h("a", { href: withToken(`/api/websocket/${id}/compare/${copy}`), target: "_blank" }, "compare (JSON)") : ""
+            )
+          );
+        } catch (err) {
+          result.className = "error";
+          result.textContent = err.message;
+        }
+      },
+    },
+    h("strong", null, "Replay"),
+    target,
+    timing,
+    h("button", { type: "submit", name: "replay" }, "Replay"),
+    result
+  );
+  return form;
 }
 
 /** Sends a message into the live connection, to either peer. */

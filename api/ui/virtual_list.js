@@ -12,12 +12,14 @@ export class VirtualList {
   /**
    * @param {HTMLElement} parent where the list goes
    * @param {object} options rowHeight (px), render(item, index) -> element,
-   *   nearEnd() called when the view reaches the last rows (to load a next page)
+   *   nearEnd() called when the view reaches the last rows (to load a next page),
+   *   nearStart() when it reaches the first ones (to load the page before)
    */
-  constructor(parent, { rowHeight, render, nearEnd }) {
+  constructor(parent, { rowHeight, render, nearEnd, nearStart }) {
     this.rowHeight = rowHeight;
     this.render = render;
     this.nearEnd = nearEnd || (() => {});
+    this.nearStart = nearStart || (() => {});
     this.items = [];
     this.follow = true;
     this.selected = -1;
@@ -53,6 +55,24 @@ export class VirtualList {
       this.later = null;
       this.schedule();
     }, wait);
+  }
+
+  /** Puts `items` before the first one; the rows in view stay where they are. */
+  prepend(items) {
+    if (items.length === 0) return;
+    this.items = items.concat(this.items);
+    if (this.selected >= 0) this.selected += items.length;
+    this.spacer.style.height = `${this.items.length * this.rowHeight}px`;
+    if (!this.follow) this.viewport.scrollTop += items.length * this.rowHeight;
+    this.schedule();
+  }
+
+  /** Forgets the last `n` items (to keep memory bounded while going back). */
+  dropBack(n) {
+    if (n <= 0) return;
+    this.items.length = Math.max(0, this.items.length - n);
+    if (this.selected >= this.items.length) this.selected = -1;
+    this.schedule();
   }
 
   /** Forgets the first `n` items (to keep memory bounded). */
@@ -104,5 +124,6 @@ export class VirtualList {
     }
     this.rows.replaceChildren(...nodes);
     if (last >= this.items.length - 5) this.nearEnd();
+    if (this.items.length && first <= 5) this.nearStart();
   }
 }

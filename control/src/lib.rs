@@ -69,6 +69,99 @@ pub enum Request {
         payload: String,
         is_binary: bool,
     },
+    /// Play a recorded conversation again. Answered once the server accepted the
+    /// handshake ([`Reply::Replay`]) or refused it ([`Refusal::Upstream`]).
+    Replay { plan: ReplayPlan },
+    /// The replays the agent knows (running, and the last ones that ended).
+    Replays,
+    /// Stop a running replay (its connection is closed, and recorded so).
+    CancelReplay { id: String },
+}
+
+/// What the agent plays again: the API plans it from the recording, so the agent
+/// needs only the network and the recorder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplayPlan {
+    /// Traffic id of the connection played again.
+    pub original: String,
+    /// `ws://` or `wss://` URL shown for the target.
+    pub url: String,
+    /// Where to connect: `ip:port`, or `name:port` to resolve.
+    pub address: String,
+    /// TLS (`wss`), verified as the agent's upstream legs are, for `server_name`.
+    pub tls: bool,
+    pub server_name: String,
+    /// The handshake's `Host` and request target.
+    pub host: String,
+    pub path: String,
+    /// The original request's headers (the client's own handshake headers are
+    /// written anew), with the user's changes.
+    pub headers: Vec<(String, String)>,
+    /// Offer permessage-deflate (the original negotiated it).
+    pub deflate: bool,
+    /// The client's messages, in order.
+    pub messages: Vec<ReplayMessage>,
+    /// After the last message: how long to wait for the server before closing (ms).
+    pub linger_ms: u64,
+}
+
+/// One client message of a [`ReplayPlan`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplayMessage {
+    /// The recorded message it replays (its id).
+    pub original: String,
+    pub is_binary: bool,
+    /// The content, base64.
+    pub payload: String,
+    /// How long to wait after the previous message (or the handshake), ms.
+    pub delay_ms: u64,
+    /// Send only once the server has sent this many messages (as it had in the
+    /// original at this point), or after `delay_ms` more if it never does.
+    pub after_server_messages: Option<u64>,
+}
+
+/// Where a replay is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum ReplayState {
+    /// Sending the client's messages.
+    Running,
+    /// Every message sent, and the connection closed.
+    Done,
+    /// The server refused, or the connection failed (see `error`).
+    Failed,
+    /// Stopped by `DELETE`.
+    Cancelled,
+}
+
+/// A replay's progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ReplayStatus {
+    /// The replay's id (for `GET` and `DELETE /api/replays/{id}`).
+    pub id: String,
+    /// The connection played again (`replayOf` of the new one).
+    pub replay_of: String,
+    /// The new connection, recorded like any capture: its traffic entry id (`null`
+    /// until the server accepted the handshake).
+    pub traffic_id: Option<String>,
+    /// Where it was played.
+    pub url: String,
+    pub state: ReplayState,
+    /// Client messages to send, and sent so far.
+    pub messages_total: u64,
+    pub messages_sent: u64,
+    /// Messages the server has sent.
+    pub server_messages: u64,
+    /// Unix milliseconds.
+    pub started_at: u64,
+    pub ended_at: Option<u64>,
+    /// Why it failed.
+    pub error: Option<String>,
 }
 
 /// Which traffic entries a [`Request::DeleteTraffic`] deletes.
@@ -120,6 +213,10 @@ pub enum Reply {
     Sent {
         seq: u64,
     },
+    /// A replay, as it is now.
+    Replay(ReplayStatus),
+    /// Every replay the agent knows, newest first.
+    Replays(Vec<ReplayStatus>),
     /// The request was refused for a reason the caller can act on.
     Refused {
         reason: Refusal,

@@ -75,6 +75,9 @@ pub struct TrafficEntry {
     /// The response body, as `request_body`; `None` also when no response came.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_body: Option<BodyInfo>,
+    /// A replay the agent made: the recorded connection it played again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<TrafficId>,
 }
 
 impl TrafficEntry {
@@ -405,6 +408,8 @@ pub struct Origin {
     pub container_id: Option<String>,
     /// Its name, when the runtime's API told it.
     pub container_name: Option<String>,
+    /// The agent's own replay of this recorded connection (no process captured).
+    pub replay_of: Option<TrafficId>,
 }
 
 impl Origin {
@@ -416,6 +421,7 @@ impl Origin {
             netns: self.netns,
             container_id: self.container_id.clone(),
             container_name: self.container_name.clone(),
+            replay_of: self.replay_of,
             ..TrafficEntry::default()
         }
     }

@@ -444,7 +444,7 @@ impl Rule {
     }
 }
 
-/// Why a request was refused (the API maps these to 400, 404 and 409).
+/// Why a request was refused (the API maps these to 400, 404, 409 and 502).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Refusal {
@@ -452,6 +452,10 @@ pub enum Refusal {
     BadRequest,
     /// No such connection or rule.
     NotFound,
-    /// The connection exists but is no longer open.
+    /// The connection exists but is no longer open (or a replay has ended, or too
+    /// many are running).
     Conflict,
+    /// A server the agent connected to for the request (a replay's target) refused
+    /// or could not be reached.
+    Upstream,
 }

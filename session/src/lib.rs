@@ -16,6 +16,7 @@
 //! | [`ws`] | one WebSocket connection: frame records, the rule gate, injection |
 //! | [`rules`] | message rules compiled and matched, the agent's rule book |
 //! | [`ending`] | how a connection ended |
+//! | [`replay`] | a WebSocket client playing a recorded conversation again, its bytes then passing through a session like any connection's |
 //!
 //! Imports run one way: `connection` → `h2` → `upgrade` → `ws` → `rules`; everything → `frametap-model`
 //! and `frametap-proto`.
@@ -24,6 +25,7 @@ pub mod connection;
 pub mod ending;
 pub mod entry;
 mod h2;
+pub mod replay;
 pub mod rules;
 mod settings;
 mod upgrade;

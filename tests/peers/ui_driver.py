@@ -9,7 +9,7 @@ connection that has exchanged "message 1" to "message 3". Steps: the sign-in pag
 (and a wrong token), the link with the token, the traffic list (READY_FILE is
 created once it shows, and a second connection must then appear in it live, without
 a reload), the connection's
-messages, a search (in the page, then of the whole connection by the API), a message sent to the client from the page, and a rule added
+messages, a search (in the page, then of the whole connection by the API), a message sent to the client from the page, a replay, and a rule added
 (with a mistake first) and deleted. A screenshot of each view goes to SHOTS_DIR.
 """
 import json
@@ -81,6 +81,7 @@ with Browser() as browser:
         "a second connection, live",
     )
     report["same_document"] = browser.evaluate("window.sameDocument === true")
+    report["list_subscriptions"] = browser.evaluate("window.frametapLive.subscriptions()")
     browser.screenshot(os.path.join(shots, "traffic.png"))
 
     # The connection: every message, with its direction.
@@ -89,6 +90,7 @@ with Browser() as browser:
     browser.wait("document.querySelectorAll('.vlist-row').length >= 6", "six messages")
     report["messages"] = rows(browser)
     report["state"] = browser.evaluate("document.querySelector('.state dd').textContent")
+    report["connection_subscriptions"] = browser.evaluate("window.frametapLive.subscriptions()")
 
     # Search: one match, and Enter opens it in the payload viewer.
     set_value(browser, 'input[name="search"]', "message 2")
@@ -132,6 +134,17 @@ with Browser() as browser:
         "the sent message in the list",
     )
     report["after_send"] = rows(browser)
+
+    # Replay the conversation at once: the page links the new connection.
+    set_value(browser, 'form.replay select[name="timing"]', "fast", "change")
+    click(browser, 'form.replay button[name="replay"]')
+    report["replayed"] = browser.wait(
+        "(t => t.startsWith('replaying') && t)(document.querySelector('form.replay span').textContent)",
+        "the replay's answer",
+    )
+    report["replay_link"] = browser.evaluate(
+        "(a => a && a.getAttribute('href'))(document.querySelector('form.replay a'))"
+    )
 
     # Rules: a mistake is explained, a rule is added, then deleted.
     browser.evaluate("location.hash = '#/rules', true")

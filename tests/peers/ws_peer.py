@@ -5,12 +5,13 @@ library (an implementation we did not write).
 server: echo server. Every message is echoed back unchanged (as one frame). A text
         message "close:CODE:REASON" makes the server close with that code and
         reason; "ping:DATA" makes the server send a ping with that payload.
-        Each received message is logged to --log as a JSON line.
+        Each received message is logged to --log as a JSON line, and each
+        opening handshake (path, request headers, extensions agreed).
 client: runs a script (JSON list of steps: text, binary, fragments, big, many,
         ping, recv (wait for one more message), send (no reply expected),
         fragments_around_recv (a message left open while one is received),
         send_expect_close, close, drain (stay open, taking every message, until
-        closed), ...) and prints one JSON line per event:
+        closed), sleep (ms), ...) and prints one JSON line per event:
         {"echo": i, "type": "text"|"binary", "data": base64} for each reply, and
         {"closed": {"code": .., "reason": ..}} at the end.
 """
@@ -42,6 +43,12 @@ async def run_server(args):
         ctx.load_cert_chain(args.cert, args.key)
 
     async def handler(ws):
+        # The opening handshake as the server saw it (headers, extensions agreed).
+        log.write(json.dumps({"handshake": {
+            "path": ws.request.path,
+            "headers": {k.lower(): v for k, v in ws.request.headers.raw_items()},
+            "extensions": ws.response.headers.get("Sec-WebSocket-Extensions"),
+        }}) + "\n")
         try:
             async for msg in ws:
                 kind = "text" if isinstance(msg, str) else "binary"
@@ -161,6 +168,8 @@ async def run_client(args):
                 await expect_reply(ws)
             elif op == "send":
                 await ws.send(step["data"])
+            elif op == "sleep":
+                await asyncio.sleep(step["ms"] / 1000)
             elif op == "send_expect_close":
                 await ws.send(step["data"])
                 try:

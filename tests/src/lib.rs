@@ -12,6 +12,7 @@
 //! Both ends live in namespaces the lab creates, so no traffic leaves them.
 pub mod agent;
 pub mod api;
+pub mod big_store;
 pub mod case;
 pub mod cgroup;
 pub mod echo_framing;

@@ -307,6 +307,26 @@ impl Curl<'_> {
     }
 }
 
+/// Runs the browser driver on a connection of a million frames
+/// (`tests/peers/ui_big_connection.py`); screenshots go to `shots`. Returns the
+/// report.
+pub fn ui_big_connection(
+    browser: &str,
+    api: &crate::api::Api,
+    traffic: &str,
+    shots: &std::path::Path,
+) -> Value {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/ui_big_connection.py");
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(script)
+        .arg(browser)
+        .arg(format!("http://127.0.0.1:{}", api.port))
+        .args([api.token.as_str(), traffic])
+        .arg(shots);
+    browser_report("ui_big_connection.py", browser, cmd)
+}
+
 /// Drives the web UI in headless `browser` (`chromium` or `firefox`;
 /// `tests/peers/ui_driver.py`) against the API, on the live WebSocket connection
 /// `traffic`, sending `send` to its client; screenshots go to `shots`; `ready` is
@@ -327,18 +347,22 @@ pub fn ui_driver(
         .arg(format!("http://127.0.0.1:{}", api.port))
         .args([api.token.as_str(), traffic, send])
         .arg(shots)
-        .arg(ready)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let out = Spawned::spawn("ui_driver.py", cmd).output();
+        .arg(ready);
+    browser_report("ui_driver.py", browser, cmd)
+}
+
+/// Runs a browser driver script and parses the JSON report it prints.
+fn browser_report(name: &str, browser: &str, mut cmd: std::process::Command) -> Value {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let out = Spawned::spawn(name, cmd).output();
     assert!(
         out.status.success(),
-        "ui_driver.py {browser} failed (is it installed? cargo xtask setup): {}",
+        "{name} {browser} failed (is it installed? cargo xtask setup): {}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
-            "ui_driver.py printed no report ({e}): {}",
+            "{name} printed no report ({e}): {}",
             String::from_utf8_lossy(&out.stdout)
         )
     })

@@ -87,6 +87,17 @@ impl WsServer {
         }
     }
 
+    /// The opening handshakes the server answered, in order: `{"path", "headers"
+    /// (lower-case names), "extensions" (agreed, or null)}`.
+    pub fn handshakes(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|v| v.get("handshake").cloned())
+            .collect()
+    }
+
     /// Messages the server received: (is_text, bytes).
     pub fn received(&self) -> Vec<(bool, Vec<u8>)> {
         std::fs::read_to_string(&self.log)

@@ -7,8 +7,10 @@
 //! `$CARGO_TARGET_DIR/test-artifacts/ui/<browser>/`.
 use frametap_e2e::{
     Case,
+    api::Api,
+    big_store::fill_store,
     netns::UPSTREAM_V4,
-    peers::ui_driver,
+    peers::{ui_big_connection, ui_driver},
     ws::{ClientOptions, WsServer, read_echoes, spawn_client_on, unb64},
 };
 use serde_json::{Value, json};
@@ -28,6 +30,84 @@ fn the_ui_shows_a_live_conversation_finds_sends_and_manages_rules_in_chromium() 
 #[test]
 fn the_ui_shows_a_live_conversation_finds_sends_and_manages_rules_in_firefox() {
     scenario("firefox");
+}
+
+/// Frames in the big connection: one-frame text messages numbered in their payload.
+const BIG: u64 = 1_000_000;
+
+#[test]
+fn the_ui_opens_a_million_frame_connection_at_its_latest_and_pages_both_ways() {
+    let data = tempfile::tempdir().unwrap();
+    let ids = fill_store(&data.path().join("store"), 1, BIG).unwrap();
+    let traffic = ids[0].to_string();
+    let api = Api::start(data.path());
+    api.wait_get(&format!("/api/websocket/{traffic}/count"), |c| {
+        c["count"] == BIG
+    });
+    let shots = artifacts("chromium");
+    let report = ui_big_connection("chromium", &api, &traffic, &shots);
+    let seq = |id: &Value| {
+        let id = id
+            .as_str()
+            .unwrap_or_else(|| panic!("an item id: {report}"));
+        u64::from_str_radix(id.rsplit('-').next().unwrap(), 16).unwrap()
+    };
+    // Every step: the window in memory is contiguous (no gap where pages met) and
+    // bounded, and the page draws a screenful of rows, not the window.
+    for step in ["opened", "earlier", "earlier_again", "start", "latest"] {
+        let at = &report[step];
+        let window = &at["window"];
+        let (first, last) = (seq(&window["first"]), seq(&window["last"]));
+        assert_eq!(
+            window["items"].as_u64().unwrap(),
+            last - first + 1,
+            "{step}: {report}"
+        );
+        assert!(
+            window["items"].as_u64().unwrap() <= 50_000,
+            "{step}: {report}"
+        );
+        let drawn = at["rowsDrawn"].as_u64().unwrap();
+        assert!((10..100).contains(&drawn), "{step}: {report}");
+        assert!(at["elements"].as_u64().unwrap() < 1000, "{step}: {report}");
+    }
+    // Opened following, on the latest messages: the last row is the last frame.
+    assert_eq!(seq(&report["opened"]["window"]["last"]), BIG, "{report}");
+    assert_eq!(report["opened"]["lastRowSeq"], BIG, "{report}");
+    assert_eq!(report["opened"]["follow"], true, "{report}");
+    // Scrolling to the top loaded the pages before, in front, twice.
+    let opened_first = seq(&report["opened"]["window"]["first"]);
+    assert_eq!(
+        seq(&report["earlier"]["window"]["first"]),
+        opened_first - 1000
+    );
+    assert_eq!(
+        seq(&report["earlier_again"]["window"]["last"]),
+        BIG,
+        "{report}"
+    );
+    assert_eq!(report["earlier_again"]["follow"], false, "{report}");
+    // The first messages, then the latest again.
+    assert_eq!(report["start"]["firstRowSeq"], 1, "{report}");
+    assert_eq!(seq(&report["start"]["window"]["first"]), 1);
+    assert_eq!(seq(&report["latest"]["window"]["last"]), BIG, "{report}");
+    assert_eq!(report["latest"]["lastRowSeq"], BIG, "{report}");
+    assert_eq!(report["problems"], serde_json::json!([]), "{report}");
+    for shot in ["big-latest.png", "big-first.png"] {
+        let size = std::fs::metadata(shots.join(shot)).map_or(0, |m| m.len());
+        assert!(size > 1000, "no screenshot {shot}");
+    }
+}
+
+/// Where a browser's screenshots go: `$CARGO_TARGET_DIR/test-artifacts/ui/<browser>/`.
+fn artifacts(browser: &str) -> std::path::PathBuf {
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("..")
+        .join("test-artifacts")
+        .join("ui")
+        .join(browser);
+    std::fs::create_dir_all(&shots).unwrap();
+    shots
 }
 
 fn scenario(browser: &str) {
@@ -71,12 +151,7 @@ fn scenario(browser: &str) {
         c["count"] == 6
     });
 
-    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("..")
-        .join("test-artifacts")
-        .join("ui")
-        .join(browser);
-    std::fs::create_dir_all(&shots).unwrap();
+    let shots = artifacts(browser);
     let ready_dir = tempfile::tempdir().unwrap();
     let ready = ready_dir.path().join("list-shown");
     // A second conversation once the page shows the list: it must appear there live.
@@ -117,6 +192,20 @@ fn scenario(browser: &str) {
     assert_eq!(report["traffic_rows"], 1, "{report}");
     assert_eq!(report["live_rows"], 2, "{report}");
     assert_eq!(report["same_document"], true, "no reload: {report}");
+    // Each view subscribes to the live events it shows, and to no others.
+    assert_eq!(
+        report["list_subscriptions"],
+        json!([{"event": "traffic:batch"}]),
+        "{report}"
+    );
+    assert_eq!(
+        report["connection_subscriptions"],
+        json!([
+            {"event": "websocket:close", "trafficId": traffic},
+            {"event": "websocket:message", "trafficId": traffic},
+        ]),
+        "{report}"
+    );
     let messages: Vec<(bool, &str)> = report["messages"]
         .as_array()
         .unwrap()
@@ -153,6 +242,19 @@ fn scenario(browser: &str) {
         .unwrap_or_default();
     assert_eq!(sent_row["up"], false, "{report}");
     assert_eq!(sent_row["flags"], json!(["injected"]), "{report}");
+    assert!(
+        report["replayed"]
+            .as_str()
+            .unwrap()
+            .starts_with("replaying 3 messages: the new connection"),
+        "{report}"
+    );
+    let replay_link = report["replay_link"].as_str().unwrap();
+    let copy = replay_link.trim_start_matches("#/traffic/");
+    assert_eq!(
+        api.get(&format!("/api/traffic/{copy}"))["replayOf"],
+        traffic.as_str()
+    );
     assert!(
         report["bad_rule"].as_str().unwrap().contains("regex"),
         "the API's own words: {report}"

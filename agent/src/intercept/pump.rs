@@ -13,7 +13,7 @@ use std::{
 use frametap_session::{Ending, Forward, Peer, SessionMeta, SessionState};
 use frametap_store::TrafficId;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::outcome::{End, Outcome};
 use crate::{
@@ -37,11 +37,29 @@ const READ_BUFFER_LARGEST: usize = 64 * 1024;
 /// writing half's wake-up, stalling the relay.
 pub async fn session<C, S>(
     ctx: &ProxyContext,
+    client: C,
+    server: S,
+    fds: (RawFd, RawFd),
+    meta: SessionMeta,
+    kind: &'static str,
+) -> Outcome
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    session_telling(ctx, client, server, fds, meta, kind, None).await
+}
+
+/// [`session`], telling `opened` the traffic id of the first WebSocket that opens
+/// on the connection (a replay learns its own so).
+pub async fn session_telling<C, S>(
+    ctx: &ProxyContext,
     mut client: C,
     mut server: S,
     fds: (RawFd, RawFd),
     meta: SessionMeta,
     kind: &'static str,
+    opened: Option<oneshot::Sender<TrafficId>>,
 ) -> Outcome
 where
     C: AsyncRead + AsyncWrite + Unpin + Send,
@@ -58,7 +76,10 @@ where
     };
     // One per WebSocket open on the connection (several streams of one HTTP/2
     // connection): messages the API sends into it.
-    let mut injections = Injections::default();
+    let mut injections = Injections {
+        opened,
+        ..Injections::default()
+    };
     // Once one direction has ended: the half-open timeout's clock.
     let mut half_open: Option<relay::SilenceTimer> = None;
     let ending = std::future::poll_fn(|cx| {
@@ -137,6 +158,8 @@ struct Injections {
     scratch: Vec<TrafficId>,
     /// Whether the connection ever carried a WebSocket.
     ever: bool,
+    /// Told the first WebSocket's traffic id.
+    opened: Option<oneshot::Sender<TrafficId>>,
 }
 
 impl Injections {
@@ -172,6 +195,9 @@ impl Injections {
                 self.open.push((traffic, registration, queue));
                 registered = true;
                 self.ever = true;
+                if let Some(opened) = self.opened.take() {
+                    let _ = opened.send(traffic);
+                }
             }
         }
         registered

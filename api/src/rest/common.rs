@@ -99,6 +99,7 @@ pub(crate) fn agent_error(error: ControlError, doing: &str, undone: &str) -> Api
         ControlError::Refused(Refusal::BadRequest, message) => ApiError::BadRequest(message),
         ControlError::Refused(Refusal::NotFound, message) => ApiError::NotFound(message),
         ControlError::Refused(Refusal::Conflict, message) => ApiError::Conflict(message),
+        ControlError::Refused(Refusal::Upstream, message) => ApiError::BadGateway(message),
     }
 }
 

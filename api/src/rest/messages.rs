@@ -51,6 +51,25 @@ impl PartialSchema for RegexParam {
 
 impl ToSchema for RegexParam {}
 
+/// The regular expression a user gave as `name` ([`RegexParam`]), or a 400 saying
+/// why not.
+pub(super) fn user_regex(name: &str, pattern: &str) -> Result<regex::bytes::Regex, ApiError> {
+    if pattern.is_empty() || pattern.chars().count() > MAX_SEARCH_LEN {
+        return Err(ApiError::BadRequest(format!(
+            "`{name}` must be 1 to {MAX_SEARCH_LEN} characters long"
+        )));
+    }
+    regex::bytes::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| {
+            ApiError::BadRequest(format!(
+                "`{name}` is not a regular expression frametap can use (Rust regex syntax; \
+                 (?i) makes it case-insensitive): {e}"
+            ))
+        })
+}
+
 /// A search in message content: every given condition must hold.
 struct ContentSearch {
     contains: Option<Vec<u8>>,
@@ -77,17 +96,7 @@ impl ContentSearch {
         }
         let text = |name| query.iter().find(|(n, _)| *n == name).map(|(_, v)| v);
         let regex = text("regex")
-            .map(|pattern| {
-                regex::bytes::RegexBuilder::new(pattern)
-                    .size_limit(1 << 20)
-                    .build()
-                    .map_err(|e| {
-                        ApiError::BadRequest(format!(
-                            "`regex` is not a regular expression frametap can use (Rust regex syntax; \
-                             (?i) makes it case-insensitive): {e}"
-                        ))
-                    })
-            })
+            .map(|pattern| user_regex("regex", pattern))
             .transpose()?;
         let contains = text("contains").map(|t| t.as_bytes().to_vec());
         Ok(Some(ContentSearch {

@@ -4,6 +4,8 @@
 //!
 //! - [`websocket`]: frames, frame count, frame deletion, connection.
 //! - [`messages`]: a connection's messages, reassembled from its frames.
+//! - [`compare`]: two connections' messages compared.
+//! - [`replay`]: a recorded conversation played again by the agent, and its progress.
 //! - [`inject`]: sending a message into a live connection.
 //! - [`rules`]: the agent's message rules.
 //! - [`export`]: HAR and NDJSON exports.
@@ -18,10 +20,12 @@
 
 pub(crate) mod bodies;
 pub(crate) mod common;
+pub(crate) mod compare;
 pub(crate) mod export;
 pub(crate) mod inject;
 pub(crate) mod messages;
 pub(crate) mod meta;
+pub(crate) mod replay;
 pub(crate) mod rules;
 pub(crate) mod traffic;
 pub(crate) mod websocket;
@@ -41,6 +45,10 @@ pub(crate) fn routes(doc: OpenApi) -> OpenApiRouter<AppState> {
         .routes(routes!(websocket::frame_count))
         .routes(routes!(websocket::get_connection))
         .routes(routes!(messages::list_messages))
+        .routes(routes!(compare::compare_connections))
+        .routes(routes!(replay::replay_connection))
+        .routes(routes!(replay::list_replays))
+        .routes(routes!(replay::get_replay, replay::cancel_replay))
         .routes(routes!(inject::send_message))
         .routes(routes!(export::export_frames_ndjson))
         .routes(routes!(export::export_har))

@@ -2,7 +2,9 @@
 
 use std::sync::Mutex;
 
-use frametap_control::{DeleteTarget, InjectDirection, Refusal, Rule};
+use frametap_control::{
+    DeleteTarget, InjectDirection, Refusal, ReplayPlan, ReplayState, ReplayStatus, Rule,
+};
 use frametap_store::{Store, TrafficFilter, TrafficId};
 
 use crate::state::{
@@ -27,7 +29,12 @@ pub(super) enum AgentCall {
         payload: Vec<u8>,
         is_binary: bool,
     },
+    Replay(ReplayPlan),
+    CancelReplay(String),
 }
+
+/// The one target host the fake agent's replays cannot reach.
+pub(super) const REFUSING_HOST: &str = "refusing.example.com";
 
 /// The one regex the fake agent can't compile.
 pub(super) const BAD_REGEX: &str = "(unclosed";
@@ -38,6 +45,7 @@ pub(super) struct Agent {
     primary: Store,
     rules: Mutex<Vec<Rule>>,
     calls: Mutex<Vec<AgentCall>>,
+    replays: Mutex<Vec<ReplayStatus>>,
 }
 
 impl Agent {
@@ -46,6 +54,7 @@ impl Agent {
             primary,
             rules: Mutex::new(Vec::new()),
             calls: Mutex::new(Vec::new()),
+            replays: Mutex::new(Vec::new()),
         }
     }
 
@@ -198,6 +207,61 @@ impl AgentControl for Agent {
         });
         Box::pin(async move { self.inject(traffic, direction, &payload, is_binary) })
     }
+
+    /// Accepts every plan but one to [`REFUSING_HOST`]; the replay stays running
+    /// until cancelled.
+    fn replay(&self, plan: ReplayPlan) -> AgentFuture<'_, ReplayStatus> {
+        self.record(AgentCall::Replay(plan.clone()));
+        Box::pin(async move {
+            if plan.server_name == REFUSING_HOST {
+                return Err(ControlError::Refused(
+                    Refusal::Upstream,
+                    "the server answered 403 Forbidden, not 101 Switching Protocols".into(),
+                ));
+            }
+            let mut replays = self.replays.lock().unwrap();
+            let status = ReplayStatus {
+                id: format!("replay-{}", replays.len() + 1),
+                replay_of: plan.original.clone(),
+                traffic_id: None,
+                url: plan.url.clone(),
+                state: ReplayState::Running,
+                messages_total: plan.messages.len() as u64,
+                messages_sent: 0,
+                server_messages: 0,
+                started_at: 1_709_136_100_000,
+                ended_at: None,
+                error: None,
+            };
+            replays.insert(0, status.clone());
+            Ok(status)
+        })
+    }
+
+    fn replays(&self) -> AgentFuture<'_, Vec<ReplayStatus>> {
+        Box::pin(async move { Ok(self.replays.lock().unwrap().clone()) })
+    }
+
+    fn cancel_replay(&self, id: String) -> AgentFuture<'_, ReplayStatus> {
+        self.record(AgentCall::CancelReplay(id.clone()));
+        Box::pin(async move {
+            let mut replays = self.replays.lock().unwrap();
+            let Some(status) = replays.iter_mut().find(|r| r.id == id) else {
+                return Err(ControlError::Refused(
+                    Refusal::NotFound,
+                    format!("no replay {id:?}"),
+                ));
+            };
+            if status.state != ReplayState::Running {
+                return Err(ControlError::Refused(
+                    Refusal::Conflict,
+                    format!("replay {id} has already ended"),
+                ));
+            }
+            status.state = ReplayState::Cancelled;
+            Ok(status.clone())
+        })
+    }
 }
 
 /// An agent that answers every request with a `ControlError`.
@@ -233,6 +297,15 @@ impl AgentControl for BrokenAgent {
         _payload: Vec<u8>,
         _is_binary: bool,
     ) -> AgentFuture<'_, u64> {
+        self.fail()
+    }
+    fn replay(&self, _plan: ReplayPlan) -> AgentFuture<'_, ReplayStatus> {
+        self.fail()
+    }
+    fn replays(&self) -> AgentFuture<'_, Vec<ReplayStatus>> {
+        self.fail()
+    }
+    fn cancel_replay(&self, _id: String) -> AgentFuture<'_, ReplayStatus> {
         self.fail()
     }
 }

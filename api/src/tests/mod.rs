@@ -10,15 +10,18 @@
 
 mod auth;
 mod bodies;
+mod compare;
 mod events;
 mod export;
 mod fakes;
 mod health;
 mod inject;
+mod live;
 mod messages;
 mod openapi;
 mod openapi_cases;
 mod openapi_contract;
+mod replay;
 mod routing;
 mod rules;
 mod traffic;

@@ -11,7 +11,10 @@ use crate::state::{AppState, ControlError};
 use crate::{AuthConfig, router};
 
 use super::fakes::BrokenAgent;
-use super::openapi_cases::{Payload, ROUTES, Setup, new_route_cases, traffic_route_cases};
+use super::openapi_cases::{
+    Payload, ROUTES, Setup, compare_route_cases, new_route_cases, replay_route_cases,
+    traffic_route_cases,
+};
 use super::{
     CHAT, DOC_URI, DOCS, FEED, Fixture, NoStore, TOKEN, UNKNOWN, frame_id, get, send_raw, send_with,
 };
@@ -381,6 +384,8 @@ async fn openapi_document_matches_routes_and_responses() {
     let last = cases.pop().unwrap();
     cases.extend(new_route_cases());
     cases.extend(traffic_route_cases());
+    cases.extend(compare_route_cases());
+    cases.extend(replay_route_cases());
     cases.push(last);
     let mut exercised = BTreeSet::new();
     for (setup, method, uri, payload, path, status) in &cases {

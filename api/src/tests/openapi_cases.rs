@@ -9,7 +9,7 @@ use super::fakes::BAD_REGEX;
 use super::{CHAT, DOCS, FEED, LOGIN, UNKNOWN};
 
 /// Every route the router serves: (method, OpenAPI path).
-pub(super) const ROUTES: [(&str, &str); 20] = [
+pub(super) const ROUTES: [(&str, &str); 25] = [
     ("get", "/api/websocket/{trafficId}/frames"),
     ("delete", "/api/websocket/{trafficId}/frames"),
     ("get", "/api/websocket/frame/{id}"),
@@ -30,6 +30,11 @@ pub(super) const ROUTES: [(&str, &str); 20] = [
     ("delete", "/api/traffic/{id}"),
     ("get", "/api/traffic/{id}/request/body"),
     ("get", "/api/traffic/{id}/response/body"),
+    ("get", "/api/websocket/{trafficId}/compare/{other}"),
+    ("post", "/api/websocket/{trafficId}/replay"),
+    ("get", "/api/replays"),
+    ("get", "/api/replays/{id}"),
+    ("delete", "/api/replays/{id}"),
 ];
 
 /// Cases of [`openapi_document_matches_routes_and_responses`] for traffic deletion
@@ -106,6 +111,148 @@ pub(super) fn traffic_route_cases() -> Vec<(Setup, &'static str, String, Payload
         (Normal, "get", response(UNKNOWN), none(), rs, 404),
         (NoStore, "get", response(LOGIN), none(), rs, 503),
         (Normal, "delete", one(DOCS), none(), d1, 200),
+    ]
+}
+
+/// Cases of [`openapi_document_matches_routes_and_responses`] for the comparison.
+pub(super) fn compare_route_cases() -> Vec<(Setup, &'static str, String, Payload, &'static str, u16)>
+{
+    use Setup::*;
+    let c = ROUTES[20].1;
+    let compare = format!("/api/websocket/{CHAT}/compare/{FEED}");
+    let none = || Payload::None;
+    vec![
+        (Normal, "get", compare.clone(), none(), c, 200),
+        (
+            Normal,
+            "get",
+            format!("{compare}?ignore=%5Cd%2B&ignorePath=%24..id&direction=to-client"),
+            none(),
+            c,
+            200,
+        ),
+        (Normal, "get", format!("{compare}?ignore=("), none(), c, 400),
+        (
+            Normal,
+            "get",
+            format!("{compare}?ignorePath=id"),
+            none(),
+            c,
+            400,
+        ),
+        (WithToken, "get", compare.clone(), none(), c, 401),
+        (
+            Normal,
+            "get",
+            format!("/api/websocket/{CHAT}/compare/{UNKNOWN}"),
+            none(),
+            c,
+            404,
+        ),
+        (NoStore, "get", compare, none(), c, 503),
+    ]
+}
+
+/// Cases of [`openapi_document_matches_routes_and_responses`] for replays, in order:
+/// the first replay (`replay-1`) is read, cancelled, and cancelled again.
+pub(super) fn replay_route_cases() -> Vec<(Setup, &'static str, String, Payload, &'static str, u16)>
+{
+    use Setup::*;
+    let (start, list, one, cancel) = (ROUTES[21].1, ROUTES[22].1, ROUTES[23].1, ROUTES[24].1);
+    let replay = |t: TrafficId| format!("/api/websocket/{t}/replay");
+    let body = |v: Value| Payload::Json(v);
+    vec![
+        (
+            Normal,
+            "post",
+            replay(FEED),
+            body(json!({"timing": "fast"})),
+            start,
+            202,
+        ),
+        (
+            Normal,
+            "post",
+            replay(FEED),
+            body(json!({"timing": "soon"})),
+            start,
+            400,
+        ),
+        (WithToken, "post", replay(FEED), body(json!({})), start, 401),
+        (Normal, "post", replay(UNKNOWN), body(json!({})), start, 404),
+        (
+            Normal,
+            "post",
+            replay(FEED),
+            body(json!({"messages": []})),
+            start,
+            409,
+        ),
+        (
+            Normal,
+            "post",
+            replay(FEED),
+            body(json!({"target": format!("wss://{}/", super::fakes::REFUSING_HOST)})),
+            start,
+            502,
+        ),
+        (NoStore, "post", replay(FEED), body(json!({})), start, 503),
+        (
+            Normal,
+            "get",
+            "/api/replays".into(),
+            Payload::None,
+            list,
+            200,
+        ),
+        (
+            AgentDown,
+            "get",
+            "/api/replays".into(),
+            Payload::None,
+            list,
+            503,
+        ),
+        (
+            Normal,
+            "get",
+            "/api/replays/replay-1".into(),
+            Payload::None,
+            one,
+            200,
+        ),
+        (
+            Normal,
+            "get",
+            "/api/replays/nope".into(),
+            Payload::None,
+            one,
+            404,
+        ),
+        (
+            Normal,
+            "delete",
+            "/api/replays/replay-1".into(),
+            Payload::None,
+            cancel,
+            200,
+        ),
+        (
+            Normal,
+            "delete",
+            "/api/replays/replay-1".into(),
+            Payload::None,
+            cancel,
+            409,
+        ),
+        (
+            Normal,
+            "delete",
+            "/api/replays/nope".into(),
+            Payload::None,
+            cancel,
+            404,
+        ),
     ]
 }
 

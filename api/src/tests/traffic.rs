@@ -134,6 +134,7 @@ async fn traffic_entry_view_and_404() {
             "requestHeaders": {"Host": "chat.example.com", "Accept": "text/html, application/json"},
             "responseHeaders": {"Set-Cookie": "a=1; Path=/\nb=2"},
             "remoteAddress": "93.184.216.34:443",
+            "replayOf": null,
             "tlsVersion": "TLSv1.3",
             "duration": 12.5,
             "error": null,

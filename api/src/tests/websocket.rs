@@ -616,6 +616,7 @@ async fn connection_views_use_mitmproxy_close_names() {
             "close_reason": "bye",
             "timestampEnd": CHAT.timestamp_ms() + 900,
             "closedByClient": true,
+            "closedBy": "client",
             "closeCode": 1000,
             "closeReason": "bye",
             "subprotocol": "chat.v1",

@@ -167,10 +167,6 @@ impl Flow {
 
     /// The sender ended `stream` with a frame that went as it came.
     pub(crate) fn ended_as_sent(&mut self, stream: u32) {
-        if let Some(s) = self.streams.get_mut(&stream) {
-            s.end = true;
-            s.end_sent = true;
-        }
         self.streams.remove(&stream);
     }
 
