@@ -101,9 +101,9 @@ pub fn section(
          the page's own measures, read over the DevTools protocol. Latency: from the agent's \
          capture of a frame to the page appending its item to the list (which redraws at most ten \
          times a second while items stream in: the row shows at most 100 ms later). Busy: the page's main thread, over the flood. The list keeps at most \
-         50,000 items and draws only the rows in view. Each message is two live events (its frame \
-         and the message); events the API could not hand to the page in time are dropped and \
-         counted ({dropped} in all).\n\n\
+         50,000 items and draws only the rows in view. The page subscribes to the connection's \
+         `websocket:message` events only (not its frames, nor other connections'); events the API \
+         could not hand to the page in time are dropped and counted ({dropped} in all).\n\n\
          | flood | messages/s shown | shown / sent | capture → row p50 / p99 / max | longest stall | page busy | JS heap after (forced GC) | elements / rows drawn |\n\
          |---|---|---|---|---|---|---|---|\n{rows}"
     ))
