@@ -39,7 +39,7 @@
 //! request head), [`follower`] (the RocksDB secondary, caught up continually, in its
 //! [`secondary_dir`]), [`agent_link`] (the agent's control socket), [`events`]
 //! (Socket.IO: records in capture order to events, messages reassembled live),
-//! [`health`].
+//! [`health`]; [`replay_command`] is `frametap-api replay`, a client of this API.
 
 pub mod agent_link;
 pub mod agent_views;
@@ -55,6 +55,7 @@ pub mod health;
 pub mod messages;
 pub mod openapi;
 mod query;
+pub mod replay_command;
 mod rest;
 pub mod secondary_dir;
 pub mod server;

@@ -35,10 +35,13 @@ use tracing::{debug, info, warn};
                   (Socket.IO: `auth: {token}`). Every route is described by GET /api/openapi.json."
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// The agent's data dir: its store and control socket are there, and the
     /// generated API token is kept there (api-token).
     #[arg(
         long,
+        global = true,
         value_name = "DIR",
         env = "FRAMETAP_API_DATA_DIR",
         default_value = "/var/lib/frametap"
@@ -48,6 +51,7 @@ struct Cli {
     /// captured traffic to the network: keep the token on.
     #[arg(
         long,
+        global = true,
         value_name = "ADDR:PORT",
         env = "FRAMETAP_API_LISTEN",
         default_value = "127.0.0.1:8889"
@@ -57,6 +61,7 @@ struct Cli {
     /// [default: generated at first start and kept in <DIR>/api-token, mode 0600]
     #[arg(
         long,
+        global = true,
         value_name = "TOKEN",
         env = "FRAMETAP_API_TOKEN",
         hide_env_values = true
@@ -64,7 +69,12 @@ struct Cli {
     token: Option<String>,
     /// Serve without any token (only sensible on a single-user machine).
     /// [default: off]
-    #[arg(long, env = "FRAMETAP_API_NO_AUTH", conflicts_with = "token")]
+    #[arg(
+        long,
+        global = true,
+        env = "FRAMETAP_API_NO_AUTH",
+        conflicts_with = "token"
+    )]
     no_auth: bool,
     /// Allow browser pages from this origin to call the API (repeatable; the
     /// variable takes a comma-separated list). [default: none, no CORS headers]
@@ -86,6 +96,15 @@ struct Cli {
     log_format: LogFormat,
     #[command(flatten)]
     limits: LimitArgs,
+}
+
+/// What else `frametap-api` does than serve (which it does without a command).
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Play a recorded WebSocket conversation again through the running frametap-api
+    /// (at --listen) and its agent, wait for it to end, and print how it compares
+    /// with the original. Exits 0 when the replay ran to its end.
+    Replay(frametap_api::replay_command::ReplayCommand),
 }
 
 /// How long the API waits for its clients, and how many it serves at once.
@@ -121,6 +140,23 @@ impl LimitArgs {
 
 fn main() {
     let cli = Cli::parse();
+    if let Some(Command::Replay(args)) = &cli.command {
+        let done = replay_token(&cli).and_then(|token| {
+            frametap_api::replay_command::run(
+                args,
+                &format!("http://{}", cli.listen),
+                token.as_deref(),
+            )
+        });
+        match done {
+            Ok(true) => return,
+            Ok(false) => std::process::exit(1),
+            Err(e) => {
+                eprintln!("frametap-api replay: {e:#}");
+                std::process::exit(1);
+            }
+        }
+    }
     frametap_logging::init(cli.log_format);
     let result = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -132,6 +168,25 @@ fn main() {
         eprintln!("frametap-api: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// The token a client of this API sends: --token, none with --no-auth, or the one
+/// the API keeps in the data dir.
+fn replay_token(cli: &Cli) -> anyhow::Result<Option<String>> {
+    if cli.no_auth {
+        return Ok(None);
+    }
+    if let Some(token) = &cli.token {
+        return Ok(Some(token.clone()));
+    }
+    let path = frametap_api::auth::token_path(&cli.data_dir);
+    let token = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read the API token from {} (run as root, or give --token)",
+            path.display()
+        )
+    })?;
+    Ok(Some(token.trim().to_string()))
 }
 
 async fn serve(cli: Cli) -> anyhow::Result<()> {

@@ -31,6 +31,6 @@ pub use recording::{
 };
 pub use records::{
     BodyChunk, BodyInfo, BodyOf, FrameRecord, Origin, Record, TrafficEntry, TunnelEnd, WsClose,
-    WsConnection, WsOpen,
+    WsConnection, WsOpen, is_field_value,
 };
 pub use rules::{InjectDirection, MessageType, Refusal, Rule, RuleAction, rule_host};

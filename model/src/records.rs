@@ -426,3 +426,12 @@ impl Origin {
         }
     }
 }
+
+/// Whether `value` can be written as an HTTP/1.1 header value (RFC 9110's field
+/// value): visible characters, spaces, tabs and non-ASCII bytes; no other control
+/// character (CR and LF would end the header).
+pub fn is_field_value(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80)
+}

@@ -11,6 +11,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use frametap_model::is_field_value;
 use frametap_proto::Peer;
 use frametap_proto::ws::{
     DEFAULT_PAYLOAD_CAP, Deflater, WsDirection, WsEvent, close_payload, encode_frame,
@@ -45,8 +46,8 @@ const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// The handshake request: `GET path` to `host` with the original's `headers` (in
 /// their order, less [`OWN_HEADERS`]), a permessage-deflate offer when `deflate`,
-/// and `key`. Names and values are written as given; a header whose name or value
-/// could break the request (CR, LF, or not a token) is left out.
+/// and `key`. Names and values are written as given; a header whose name is not a
+/// token or whose value holds a control character is left out.
 pub fn handshake_request(
     path: &str,
     host: &str,
@@ -83,10 +84,6 @@ fn is_token(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
-fn is_field_value(value: &str) -> bool {
-    !value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
 }
 
 /// The `Sec-WebSocket-Accept` a server must answer `key` with.
@@ -322,6 +319,7 @@ mod tests {
             ("Sec-WebSocket-Protocol", "chat.v1"),
             ("Origin", "https://app.example.com"),
             ("X-Bad", "a\r\nInjected: yes"),
+            ("X-Control", "a\u{1}b"),
             ("Bad Name", "x"),
         ]);
         let request = handshake_request("/feed?x=1", "new.example.com:8443", &original, true, &KEY);

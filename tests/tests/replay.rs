@@ -168,6 +168,32 @@ fn a_recorded_conversation_is_replayed_compared_edited_and_cancelled() {
     assert_eq!(statuses(&same["toServer"]), ["same", "same", "same"]);
     assert_eq!(statuses(&same["toClient"]), ["same", "same", "same"]);
 
+    // The same from a shell: `frametap-api replay` asks the running API, waits, and
+    // prints the comparison (the data dir gives it the token).
+    let out = std::process::Command::new(frametap_e2e::workspace_bin("frametap-api"))
+        .arg("replay")
+        .arg(&original)
+        .args(["--timing", "fast", "--ignore-path", "$..id"])
+        .args(["--listen", &format!("127.0.0.1:{}", api.port)])
+        .arg("--data-dir")
+        .arg(case.data_dir())
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        printed.contains("3 of 3 messages sent") && printed.contains("the same as the original"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("to the server: 3 same, 0 changed, 0 missing, 0 extra"),
+        "{printed}"
+    );
+
     // 2. To a second server (plain ws, no deflate), edited, as fast as it goes.
     let second = WsServer::start(&case.lab, UPSTREAM_V4, 8444, None, false);
     let two = client_messages(&api, &original)[1]["id"]
@@ -250,5 +276,5 @@ fn a_recorded_conversation_is_replayed_compared_edited_and_cancelled() {
     assert!(why.contains("cannot connect"), "{why}");
     let list = api.get("/api/replays");
     assert_eq!(list[0]["state"], "failed", "{list}");
-    assert_eq!(list.as_array().unwrap().len(), 4);
+    assert_eq!(list.as_array().unwrap().len(), 5);
 }

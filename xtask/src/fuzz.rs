@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use crate::{Result, setup, step, target_dir, workspace_root};
 
 /// Every fuzz target, the sans-IO code it drives.
-pub const TARGETS: [(&str, &str); 10] = [
+pub const TARGETS: [(&str, &str); 11] = [
     (
         "ws_gate",
         "frametap-session: the WebSocket gate (rules, injection, re-encoding)",
@@ -45,6 +45,10 @@ pub const TARGETS: [(&str, &str); 10] = [
         "frametap-control: the control socket's messages",
     ),
     ("store_codec", "frametap-model: stored values and keys"),
+    (
+        "replay_client",
+        "frametap-session: the replay client against hostile servers, its handshake",
+    ),
 ];
 
 /// Seconds per target in `cargo xtask test`.

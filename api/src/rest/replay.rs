@@ -140,7 +140,8 @@ impl utoipa::PartialSchema for ReplayRequest {
                     "description": "with `recorded`: gaps multiplied by this (0.5: twice as fast)"},
                 "headers": {"type": "object",
                     "propertyNames": {"pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"},
-                    "additionalProperties": {"type": ["string", "null"], "pattern": "^[^\\r\\n\\u0000]*$"},
+                    "additionalProperties": {"type": ["string", "null"],
+                        "pattern": "^[^\\u0000-\\u0008\\u000a-\\u001f\\u007f]*$"},
                     "description": "handshake headers to set, or to leave out with `null`"},
                 "lingerMs": {"type": "integer", "minimum": 0, "maximum": MAX_LINGER_MS,
                     "description": "how long to wait for the server after the last message (default 1000)"},
@@ -504,9 +505,9 @@ fn handshake_headers(
             )));
         }
         if let Some(value) = value {
-            if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            if !frametap_model::is_field_value(value) {
                 return Err(ApiError::BadRequest(format!(
-                    "the value of header {name} has a line break or NUL"
+                    "the value of header {name} has a control character (a line break, say)"
                 )));
             }
             headers.push((name.clone(), value.clone()));

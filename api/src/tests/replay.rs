@@ -227,7 +227,16 @@ async fn replays_refuse_what_cannot_be_played() {
             400,
             "not an HTTP token",
         ),
-        (json!({"headers": {"X-A": "a\r\nb"}}), 400, "line break"),
+        (
+            json!({"headers": {"X-A": "a\r\nb"}}),
+            400,
+            "control character",
+        ),
+        (
+            json!({"headers": {"X-A": "a\u{7f}"}}),
+            400,
+            "control character",
+        ),
         (
             json!({"target": "http://example.com/"}),
             400,
