@@ -31,6 +31,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("virtual_list.js", include_str!("../ui/virtual_list.js"), JS),
     ("payload.js", include_str!("../ui/payload.js"), JS),
     ("rules.js", include_str!("../ui/rules.js"), JS),
+    ("compare.js", include_str!("../ui/compare.js"), JS),
     (
         "style.css",
         include_str!("../ui/style.css"),

@@ -1,10 +1,12 @@
 // frametap's web UI: signs in with the API token, then routes between the views
-// (each has its own address, for bookmarks: #/traffic, #/traffic/<id>, #/rules).
+// (each has its own address, for bookmarks: #/traffic, #/traffic/<id>, #/rules,
+// #/compare/<id>/<other>).
 import { get, token, onUnauthorized } from "./api.js";
 import { Live } from "./live.js";
 import { trafficView } from "./traffic.js";
 import { connectionView } from "./connection.js";
 import { rulesView } from "./rules.js";
+import { compareView } from "./compare.js";
 
 // The link frametap-api prints carries the token once: keep it, and take it out of
 // the address bar (and so out of the history and of anything copied from it).
@@ -64,10 +66,12 @@ function route() {
   const view = $("view");
   const hash = location.hash || "#/traffic";
   const entry = hash.match(/^#\/traffic\/([0-9a-fA-F]{16})$/);
+  const pair = hash.match(/^#\/compare\/([0-9a-fA-F]{16})\/([0-9a-fA-F]{16})$/);
   for (const a of document.querySelectorAll("nav a")) {
     a.classList.toggle("active", hash.startsWith(a.getAttribute("href")));
   }
   if (entry) leave = connectionView(view, entry[1].toLowerCase(), live);
+  else if (pair) leave = compareView(view, pair[1].toLowerCase(), pair[2].toLowerCase());
   else if (hash === "#/rules") leave = rulesView(view, live);
   else leave = trafficView(view, live);
 }

@@ -637,7 +637,7 @@ function replayForm(id) {
               null,
               `replaying ${json.messagesTotal} messages`,
               copy ? [": ", h("a", { href: `#/traffic/${copy}` }, "the new connection"), " · "] : "",
-              copy ? h("a", { href: withToken(`/api/websocket/${id}/compare/${copy}`), target: "_blank" }, "compare (JSON)") : ""
+              copy ? h("a", { href: `#/compare/${id}/${copy}`, name: "compare" }, "compare") : ""
             )
           );
         } catch (err) {

@@ -15,6 +15,8 @@ messages, a search (in the page, then of the whole connection by the API), a mes
 import json
 import os
 import sys
+import time
+import urllib.request
 
 from bidi import Firefox
 from cdp import Chromium
@@ -145,6 +147,24 @@ with Browser() as browser:
     report["replay_link"] = browser.evaluate(
         "(a => a && a.getAttribute('href'))(document.querySelector('form.replay a'))"
     )
+    # Its comparison with the original, in the page, once the replay has closed.
+    copy = report["replay_link"].split("/")[-1]
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        request = urllib.request.Request(
+            f"{base}/api/websocket/{copy}", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request) as answer:
+            if json.load(answer).get("open") is False:
+                break
+        time.sleep(0.1)
+    click(browser, 'form.replay a[name="compare"]')
+    browser.wait("!!document.querySelector('table.compare tbody tr')", "the comparison")
+    report["compare_summary"] = browser.evaluate("document.querySelector('.comparison .summary').textContent")
+    report["compare_rows"] = browser.evaluate(
+        "Array.from(document.querySelectorAll('table.compare tbody tr')).map(r => r.dataset.status)"
+    )
+    browser.screenshot(os.path.join(shots, "compare.png"))
 
     # Rules: a mistake is explained, a rule is added, then deleted.
     browser.evaluate("location.hash = '#/rules', true")

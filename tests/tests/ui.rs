@@ -255,6 +255,16 @@ fn scenario(browser: &str) {
         api.get(&format!("/api/traffic/{copy}"))["replayOf"],
         traffic.as_str()
     );
+    // The page compares it with the original: the same messages both ways (the
+    // message the page injected is frametap's, not the peers').
+    assert!(
+        report["compare_summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("The same: 6 same"),
+        "{report}"
+    );
+    assert_eq!(report["compare_rows"], json!(vec!["same"; 6]), "{report}");
     assert!(
         report["bad_rule"].as_str().unwrap().contains("regex"),
         "the API's own words: {report}"
@@ -262,7 +272,7 @@ fn scenario(browser: &str) {
     assert_eq!(report["rules_listed"], json!(["ui-rule"]));
     assert_eq!(report["rules_after_delete"], 0);
     assert_eq!(api.get("/api/rules")["rules"], json!([]));
-    for view in ["signin", "traffic", "connection", "rules"] {
+    for view in ["signin", "traffic", "connection", "compare", "rules"] {
         let shot = shots.join(format!("{view}.png"));
         let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
         assert!(size > 1000, "no screenshot {}", shot.display());
