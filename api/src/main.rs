@@ -102,8 +102,8 @@ struct Cli {
 #[derive(clap::Subcommand)]
 enum Command {
     /// Play a recorded WebSocket conversation again through the running frametap-api
-    /// (at --listen) and its agent, wait for it to end, and print how it compares
-    /// with the original. Exits 0 when the replay ran to its end.
+    /// (at --listen) and its agent, wait for it to end (Ctrl-C cancels it), and print
+    /// how it compares with the original. Exits 0 when the replay ran to its end.
     Replay(frametap_api::replay_command::ReplayCommand),
 }
 

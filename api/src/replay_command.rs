@@ -1,14 +1,17 @@
 //! `frametap-api replay`: the REST replay from a shell. Asks the running API to play a
-//! recorded conversation again, follows the replay until it ends, and prints how the
-//! new conversation compares with the original. A thin client of
+//! recorded conversation again, follows the replay until it ends (Ctrl-C cancels it),
+//! and prints how the new conversation compares with the original. A thin client of
 //! `POST /api/websocket/{id}/replay`, `GET /api/replays/{id}` and
 //! `GET /api/websocket/{id}/compare/{other}`; the request and the summary are built
 //! by plain functions, so they are tested without a server.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use serde_json::{Map, Value, json};
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 /// How often the replay's progress is asked for.
 const POLL: Duration = Duration::from_millis(200);
@@ -191,6 +194,13 @@ pub fn run(args: &ReplayCommand, base: &str, token: Option<&str>) -> anyhow::Res
                 }
                 request.send(serde_json::to_vec(body)?.as_slice())
             }
+            ("DELETE", _) => {
+                let mut request = agent.delete(&url);
+                if let Some(auth) = &auth {
+                    request = request.header("Authorization", auth);
+                }
+                request.call()
+            }
             _ => {
                 let mut request = agent.get(&url);
                 if let Some(auth) = &auth {
@@ -224,8 +234,26 @@ pub fn run(args: &ReplayCommand, base: &str, token: Option<&str>) -> anyhow::Res
         return Err(refused(&format!("replaying {id}"), status, &started));
     }
     let replay = started["id"].as_str().unwrap_or_default().to_string();
+    // Ctrl-C (or a TERM) from now on stops the replay rather than leaving it running.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).context("cannot catch Ctrl-C")?;
+    }
+    let mut cancelled = false;
     let mut last = started;
     while last["state"] == "running" {
+        if stop.load(Ordering::Relaxed) && !cancelled {
+            cancelled = true;
+            let (status, answer) = call("DELETE", &format!("/api/replays/{replay}"), None)?;
+            // 409: it ended meanwhile.
+            if status != 200 && status != 409 {
+                return Err(refused(
+                    &format!("cancelling replay {replay}"),
+                    status,
+                    &answer,
+                ));
+            }
+        }
         std::thread::sleep(POLL);
         let (status, now) = call("GET", &format!("/api/replays/{replay}"), None)?;
         if status != 200 {

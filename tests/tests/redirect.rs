@@ -635,17 +635,19 @@ fn a_connection_left_half_open_and_silent_is_closed_after_the_half_open_timeout(
     assert!(why.contains("--half-open-timeout"), "{entry}");
 }
 
-/// The `exec` command line the agent suggested at start, up to its ` -- `.
+/// The `exec` command line the agent suggested at start, up to its ` -- `. It is
+/// logged just after the agent says what it captures, which is when the test may
+/// already be looking: wait for it.
 fn exec_hint_prefix(agent: &Agent) -> String {
-    let line = agent
-        .logs()
-        .into_iter()
-        .find_map(|v| {
+    let hint = || {
+        agent.logs().into_iter().find_map(|v| {
             v["message"]
                 .as_str()
                 .and_then(|m| m.strip_prefix("to capture one command: "))
                 .map(str::to_string)
         })
+    };
+    let line = frametap_e2e::wait_for(std::time::Duration::from_secs(10), hint)
         .unwrap_or_else(|| panic!("no exec hint logged:\n{}", agent.log_text()));
     let (prefix, _) = line.split_once(" -- ").expect("hint has a command");
     prefix.to_string()

@@ -264,6 +264,29 @@ fn a_recorded_conversation_is_replayed_compared_edited_and_cancelled() {
     assert_eq!(closed["closedBy"], "client", "{closed}");
     let again = api.request("DELETE", &format!("/api/replays/{slow}"));
     assert_eq!(again.status, 409, "{}", again.body);
+    // The same from a shell: Ctrl-C cancels the replay the command follows.
+    let mut shell = std::process::Command::new(frametap_e2e::workspace_bin("frametap-api"))
+        .arg("replay")
+        .arg(&original)
+        .args(["--scale", "50"])
+        .args(["--listen", &format!("127.0.0.1:{}", api.port)])
+        .arg("--data-dir")
+        .arg(case.data_dir())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let running = api.wait_get("/api/replays", |list| {
+        list[0]["state"] == "running" && list[0]["messagesSent"] == 1
+    });
+    let interrupted = running[0]["id"].as_str().unwrap().to_string();
+    // SAFETY: kill(2) on the child this test started and has not reaped.
+    unsafe { libc::kill(shell.id() as i32, libc::SIGINT) };
+    let status = shell.wait().unwrap();
+    assert!(!status.success(), "the replay did not run to its end");
+    let mut printed = String::new();
+    std::io::Read::read_to_string(shell.stdout.as_mut().unwrap(), &mut printed).unwrap();
+    assert!(printed.contains(": cancelled"), "{printed}");
+    assert_eq!(ended(&api, &interrupted)["state"], "cancelled");
 
     // 4. A target that refuses: 502 with the reason, and the replay says so too.
     let refused = api.send_json(
@@ -276,5 +299,5 @@ fn a_recorded_conversation_is_replayed_compared_edited_and_cancelled() {
     assert!(why.contains("cannot connect"), "{why}");
     let list = api.get("/api/replays");
     assert_eq!(list[0]["state"], "failed", "{list}");
-    assert_eq!(list.as_array().unwrap().len(), 5);
+    assert_eq!(list.as_array().unwrap().len(), 6);
 }
