@@ -27,6 +27,7 @@ use tokio_rustls::TlsConnector;
 use tracing::{info, warn};
 
 use crate::context::{ProxyContext, connect_upstream};
+use crate::intercept::https::tls_version_name;
 use crate::intercept::{pump, random_mask_key};
 
 /// Replays running at once; more are refused until one ends.
@@ -360,12 +361,7 @@ async fn connect(
         .connect(name, tcp)
         .await
         .map_err(|e| format!("TLS with {} ({addr}) failed: {e}", plan.server_name))?;
-    let version = tls
-        .get_ref()
-        .1
-        .protocol_version()
-        .and_then(|v| v.as_str())
-        .map(|v| v.replace("TLSv1_", "TLSv1."));
+    let version = tls_version_name(tls.get_ref().1.protocol_version());
     Ok((Upstream::Tls(Box::new(tls)), fd, version))
 }
 

@@ -166,6 +166,14 @@ pub fn summary(status: &Value, comparison: Option<&Value>) -> String {
     out
 }
 
+/// `request` with the API token, when there is one.
+fn authorized<B>(request: ureq::RequestBuilder<B>, auth: Option<&str>) -> ureq::RequestBuilder<B> {
+    match auth {
+        Some(auth) => request.header("Authorization", auth),
+        None => request,
+    }
+}
+
 /// At most 60 characters of a message, quoted.
 fn excerpt(content: &str) -> String {
     let mut cut: String = content.chars().take(60).collect();
@@ -186,28 +194,13 @@ pub fn run(args: &ReplayCommand, base: &str, token: Option<&str>) -> anyhow::Res
     let call = |method: &str, path: &str, body: Option<&Value>| -> anyhow::Result<(u16, Value)> {
         let url = format!("{base}{path}");
         let auth = token.map(|t| format!("Bearer {t}"));
+        let auth = auth.as_deref();
         let response = match (method, body) {
-            ("POST", Some(body)) => {
-                let mut request = agent.post(&url).header("Content-Type", "application/json");
-                if let Some(auth) = &auth {
-                    request = request.header("Authorization", auth);
-                }
-                request.send(serde_json::to_vec(body)?.as_slice())
-            }
-            ("DELETE", _) => {
-                let mut request = agent.delete(&url);
-                if let Some(auth) = &auth {
-                    request = request.header("Authorization", auth);
-                }
-                request.call()
-            }
-            _ => {
-                let mut request = agent.get(&url);
-                if let Some(auth) = &auth {
-                    request = request.header("Authorization", auth);
-                }
-                request.call()
-            }
+            ("POST", Some(body)) => authorized(agent.post(&url), auth)
+                .header("Content-Type", "application/json")
+                .send(serde_json::to_vec(body)?.as_slice()),
+            ("DELETE", _) => authorized(agent.delete(&url), auth).call(),
+            _ => authorized(agent.get(&url), auth).call(),
         }
         .with_context(|| {
             format!("cannot reach frametap-api at {base}: is it running? (--listen)")

@@ -31,6 +31,6 @@ pub use recording::{
 };
 pub use records::{
     BodyChunk, BodyInfo, BodyOf, FrameRecord, Origin, Record, TrafficEntry, TunnelEnd, WsClose,
-    WsConnection, WsOpen, is_field_value,
+    WsConnection, WsOpen, is_field_value, is_token,
 };
 pub use rules::{InjectDirection, MessageType, Refusal, Rule, RuleAction, rule_host};

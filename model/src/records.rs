@@ -427,6 +427,14 @@ impl Origin {
     }
 }
 
+/// Whether `name` is an HTTP token (RFC 9110), as a header name must be.
+pub fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 /// Whether `value` can be written as an HTTP/1.1 header value (RFC 9110's field
 /// value): visible characters, spaces, tabs and non-ASCII bytes; no other control
 /// character (CR and LF would end the header).

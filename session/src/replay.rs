@@ -11,7 +11,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use frametap_model::is_field_value;
+use frametap_model::{is_field_value, is_token};
 use frametap_proto::Peer;
 use frametap_proto::ws::{
     DEFAULT_PAYLOAD_CAP, Deflater, WsDirection, WsEvent, close_payload, encode_frame,
@@ -77,13 +77,6 @@ pub fn handshake_request(
     }
     out.push_str("\r\n");
     out.into_bytes()
-}
-
-fn is_token(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// The `Sec-WebSocket-Accept` a server must answer `key` with.

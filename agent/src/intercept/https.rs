@@ -375,10 +375,12 @@ async fn relay_on_new_connection(conn: Conn<'_>, why: String, selected: Option<&
 }
 
 fn tls_version<IO>(client_tls: &tokio_rustls::server::TlsStream<IO>) -> Option<String> {
-    client_tls
-        .get_ref()
-        .1
-        .protocol_version()
+    tls_version_name(client_tls.get_ref().1.protocol_version())
+}
+
+/// A negotiated TLS version as records write it: `TLSv1.3`, `TLSv1.2`, `TLSv1`.
+pub(crate) fn tls_version_name(version: Option<rustls::ProtocolVersion>) -> Option<String> {
+    version
         .and_then(|v| v.as_str())
         .map(|v| v.replace("TLSv1_", "TLSv1.").replace("TLSv1.0", "TLSv1"))
 }

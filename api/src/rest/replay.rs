@@ -494,11 +494,7 @@ fn handshake_headers(
         .cloned()
         .collect();
     for (name, value) in changes {
-        let valid_name = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-        if !valid_name {
+        if !frametap_model::is_token(name) {
             return Err(ApiError::BadRequest(format!(
                 "header name {:?} is not an HTTP token",
                 excerpt(name)
